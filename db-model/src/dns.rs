@@ -1,0 +1,768 @@
+//! DNS data in the database: groups, zones, versions, names.
+//!
+//! Each group (`internal`, `external`) has zones and a sequence of
+//! generations 1, 2, 3, ...  A name's records live in a `dns_name` row that
+//! records the generation that added it and the one that removed it, so:
+//!
+//! - a change touches only the rows of the names it changes;
+//! - the config at any generation, and the diff of any two, can be read
+//!   back.
+//!
+//! Every change is validated completely before anything is written, and
+//! every rejection names the offending name or record.
+
+use crate::error::{DbError, Retryable, query_error};
+use crate::transaction::{Datastore, TxnMode};
+use chrono::{DateTime, Utc};
+use dns_types::names::{self, NameError};
+use dns_types::{
+    ConfigError, DnsChange, DnsConfig, DnsConfigZone, DnsDiff, DnsGroup, DnsRecord, DnsVersion,
+    NameDiff, RecordError, ZoneDiff,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+/// A zone to create with a group.
+#[derive(Clone, Debug)]
+pub struct ZoneSpec {
+    pub zone_name: String,
+    pub ttl_seconds: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("DNS group {group} has not been initialized (it has no generation 1)")]
+    GroupNotInitialized { group: DnsGroup },
+    #[error("DNS group {group} is already initialized")]
+    GroupAlreadyInitialized { group: DnsGroup },
+    #[error("zone {zone:?} already exists (zone names are unique across groups)")]
+    ZoneExists { zone: String },
+    #[error("invalid zone name {zone:?}")]
+    InvalidZoneName {
+        zone: String,
+        #[source]
+        source: NameError,
+    },
+    #[error("a group needs at least one zone")]
+    NoZones,
+    #[error("DNS group {group} has no generation {generation} (latest is {latest})")]
+    GenerationNotFound { group: DnsGroup, generation: u64, latest: u64 },
+    #[error("cannot diff from generation {from} to the older generation {to}")]
+    DiffBackwards { from: u64, to: u64 },
+    #[error("a DNS change needs a comment saying why it is made")]
+    EmptyComment,
+    #[error("the DNS change adds and removes nothing")]
+    EmptyChange,
+    #[error("invalid DNS name {name:?}")]
+    InvalidName {
+        name: String,
+        #[source]
+        source: NameError,
+    },
+    #[error("invalid record for name {name:?}")]
+    InvalidRecord {
+        name: String,
+        #[source]
+        source: RecordError,
+    },
+    #[error("name {name:?} does not exist in zone {zone:?}, so it cannot be removed")]
+    NameNotFound { zone: String, name: String },
+    #[error("name {name:?} in zone {zone:?} has no record {record}, so it cannot be removed")]
+    RecordNotFound { zone: String, name: String, record: String },
+    #[error("name {name:?} in zone {zone:?} already has record {record}")]
+    RecordExists { zone: String, name: String, record: String },
+    #[error(transparent)]
+    InvalidConfig(#[from] ConfigError),
+    #[error(transparent)]
+    Database(#[from] DbError),
+}
+
+impl DnsError {
+    /// True when the request itself is at fault (as opposed to the database).
+    pub fn is_invalid_input(&self) -> bool {
+        !matches!(self, DnsError::Database(_))
+    }
+}
+
+impl Retryable for DnsError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, DnsError::Database(e) if e.is_serialization_failure())
+    }
+}
+
+/// A zone as stored.
+#[derive(Clone, Debug)]
+struct Zone {
+    id: Uuid,
+    name: String,
+    ttl_seconds: u32,
+}
+
+/// What one change does to one name.
+#[derive(Clone, Debug)]
+enum NameOp {
+    Add(Vec<DnsRecord>),
+    RemoveRecords(Vec<DnsRecord>),
+    RemoveName,
+}
+
+/// A change with every name resolved to its zone and every record in
+/// canonical form.
+#[derive(Debug)]
+struct ResolvedChange {
+    /// (zone index, canonical relative name, operation), removals first.
+    ops: Vec<(usize, String, NameOp)>,
+}
+
+impl ResolvedChange {
+    fn resolve(change: &DnsChange, zones: &[Zone]) -> Result<ResolvedChange, DnsError> {
+        let zone_names: Vec<&str> = zones.iter().map(|z| z.name.as_str()).collect();
+        let resolve = |name: &str| {
+            names::resolve_in_zones(name, &zone_names)
+                .map_err(|source| DnsError::InvalidName { name: name.into(), source })
+        };
+        let normalize = |name: &str, records: &[DnsRecord]| {
+            records
+                .iter()
+                .map(|r| {
+                    r.normalized()
+                        .map_err(|source| DnsError::InvalidRecord { name: name.into(), source })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let mut ops = Vec::new();
+        for removal in &change.remove {
+            let (zone, name) = resolve(&removal.name)?;
+            let op = match &removal.records {
+                None => NameOp::RemoveName,
+                Some(records) => NameOp::RemoveRecords(normalize(&removal.name, records)?),
+            };
+            ops.push((zone, name, op));
+        }
+        for addition in &change.add {
+            let (zone, name) = resolve(&addition.name)?;
+            ops.push((zone, name, NameOp::Add(normalize(&addition.name, &addition.records)?)));
+        }
+        Ok(ResolvedChange { ops })
+    }
+
+    /// The names touched, per zone index.
+    fn touched(&self) -> BTreeMap<usize, BTreeSet<String>> {
+        let mut touched: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
+        for (zone, name, _) in &self.ops {
+            touched.entry(*zone).or_default().insert(name.clone());
+        }
+        touched
+    }
+
+    /// Applies the change to the current records of the touched names.
+    /// Returns the new records of every touched name (empty: name removed).
+    fn apply(
+        &self,
+        zones: &[Zone],
+        mut state: BTreeMap<(usize, String), Vec<DnsRecord>>,
+    ) -> Result<BTreeMap<(usize, String), Vec<DnsRecord>>, DnsError> {
+        for (zone, name, op) in &self.ops {
+            let zone_name = &zones[*zone].name;
+            let records = state.entry((*zone, name.clone())).or_default();
+            match op {
+                NameOp::RemoveName => {
+                    if records.is_empty() {
+                        return Err(DnsError::NameNotFound {
+                            zone: zone_name.clone(),
+                            name: name.clone(),
+                        });
+                    }
+                    records.clear();
+                }
+                NameOp::RemoveRecords(remove) => {
+                    if records.is_empty() {
+                        return Err(DnsError::NameNotFound {
+                            zone: zone_name.clone(),
+                            name: name.clone(),
+                        });
+                    }
+                    for record in remove {
+                        let Some(i) = records.iter().position(|r| r == record) else {
+                            return Err(DnsError::RecordNotFound {
+                                zone: zone_name.clone(),
+                                name: name.clone(),
+                                record: record.to_string(),
+                            });
+                        };
+                        records.remove(i);
+                    }
+                }
+                NameOp::Add(add) => {
+                    for record in add {
+                        if records.contains(record) {
+                            return Err(DnsError::RecordExists {
+                                zone: zone_name.clone(),
+                                name: name.clone(),
+                                record: record.to_string(),
+                            });
+                        }
+                        records.push(record.clone());
+                    }
+                }
+            }
+        }
+        for ((zone, name), records) in &state {
+            if !records.is_empty() {
+                dns_types::validate_name_records(&zones[*zone].name, name, records)?;
+            }
+        }
+        Ok(state)
+    }
+}
+
+const VERSION_COLUMNS: &str = "version, time_created, creator, comment";
+
+fn version_from_row(group: DnsGroup, row: &Row) -> Result<DnsVersion, DbError> {
+    Ok(DnsVersion {
+        group,
+        generation: generation_from_db(row.get::<_, i64>(0))?,
+        time_created: row.get::<_, DateTime<Utc>>(1),
+        creator: row.get(2),
+        comment: row.get(3),
+    })
+}
+
+fn generation_from_db(value: i64) -> Result<u64, DbError> {
+    u64::try_from(value).map_err(|_| DbError::Corrupt(format!("negative generation {value}")))
+}
+
+fn generation_to_db(value: u64) -> i64 {
+    // Generations come from the database or from a user; anything beyond
+    // i64 cannot exist in the table, so clamping finds nothing, as it should.
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn records_from_db(name: &str, json: &str) -> Result<Vec<DnsRecord>, DbError> {
+    serde_json::from_str(json)
+        .map_err(|e| DbError::Corrupt(format!("records of name {name:?} are not valid: {e}")))
+}
+
+fn records_to_db(records: &[DnsRecord]) -> String {
+    serde_json::to_string(records).expect("records always serialize")
+}
+
+type Txn<'a> = deadpool_postgres::Transaction<'a>;
+
+async fn read_zones(
+    txn: &Txn<'_>,
+    what: &'static str,
+    group: DnsGroup,
+) -> Result<Vec<Zone>, DbError> {
+    let rows = txn
+        .query(
+            "SELECT id, zone_name, ttl_seconds FROM dns_zone WHERE dns_group = $1 ORDER BY zone_name",
+            &[&group.as_str()],
+        )
+        .await
+        .map_err(query_error(what, "reading the group's zones"))?;
+    rows.iter()
+        .map(|row| {
+            let ttl: i64 = row.get(2);
+            Ok(Zone {
+                id: row.get(0),
+                name: row.get(1),
+                ttl_seconds: u32::try_from(ttl)
+                    .map_err(|_| DbError::Corrupt(format!("zone TTL {ttl} out of range")))?,
+            })
+        })
+        .collect()
+}
+
+async fn read_latest_version(
+    txn: &Txn<'_>,
+    what: &'static str,
+    group: DnsGroup,
+) -> Result<Option<DnsVersion>, DbError> {
+    let row = txn
+        .query_opt(
+            &format!(
+                "SELECT {VERSION_COLUMNS} FROM dns_version WHERE dns_group = $1 \
+                 ORDER BY version DESC LIMIT 1"
+            ),
+            &[&group.as_str()],
+        )
+        .await
+        .map_err(query_error(what, "reading the latest version"))?;
+    row.map(|r| version_from_row(group, &r)).transpose()
+}
+
+async fn read_version(
+    txn: &Txn<'_>,
+    what: &'static str,
+    group: DnsGroup,
+    generation: u64,
+) -> Result<DnsVersion, DnsError> {
+    let row = txn
+        .query_opt(
+            &format!(
+                "SELECT {VERSION_COLUMNS} FROM dns_version WHERE dns_group = $1 AND version = $2"
+            ),
+            &[&group.as_str(), &generation_to_db(generation)],
+        )
+        .await
+        .map_err(query_error(what, "reading the version"))?;
+    match row {
+        Some(row) => Ok(version_from_row(group, &row)?),
+        None => {
+            let latest = read_latest_version(txn, what, group)
+                .await?
+                .ok_or(DnsError::GroupNotInitialized { group })?;
+            Err(DnsError::GenerationNotFound { group, generation, latest: latest.generation })
+        }
+    }
+}
+
+/// Names alive at `generation` in one zone.  Two index range scans: the live
+/// names (`dns_name_live`) and those removed after `generation`
+/// (`dns_name_by_version_removed`).
+async fn read_zone_names(
+    txn: &Txn<'_>,
+    what: &'static str,
+    zone: &Zone,
+    generation: u64,
+) -> Result<BTreeMap<String, Vec<DnsRecord>>, DbError> {
+    let rows = txn
+        .query(
+            "SELECT name, records::TEXT FROM dns_name \
+             WHERE dns_zone_id = $1 AND version_removed IS NULL AND version_added <= $2 \
+             UNION ALL \
+             SELECT name, records::TEXT FROM dns_name \
+             WHERE dns_zone_id = $1 AND version_removed > $2 AND version_added <= $2",
+            &[&zone.id, &generation_to_db(generation)],
+        )
+        .await
+        .map_err(query_error(what, "reading the zone's names"))?;
+    let mut names = BTreeMap::new();
+    for row in rows {
+        let name: String = row.get(0);
+        let records = records_from_db(&name, row.get(1))?;
+        if names.insert(name.clone(), records).is_some() {
+            return Err(DbError::Corrupt(format!(
+                "name {name:?} in zone {:?} is alive twice at generation {generation}",
+                zone.name
+            )));
+        }
+    }
+    Ok(names)
+}
+
+/// Writes the new records of the touched names as generation `generation`:
+/// closes their live rows and opens new ones.  Costs the size of the change.
+async fn write_names(
+    txn: &Txn<'_>,
+    what: &'static str,
+    zones: &[Zone],
+    generation: u64,
+    existing: &BTreeSet<(usize, String)>,
+    new_state: &BTreeMap<(usize, String), Vec<DnsRecord>>,
+) -> Result<(), DbError> {
+    let generation = generation_to_db(generation);
+    for (index, zone) in zones.iter().enumerate() {
+        let close: Vec<&str> =
+            existing.iter().filter(|(z, _)| *z == index).map(|(_, n)| n.as_str()).collect();
+        if !close.is_empty() {
+            txn.execute(
+                "UPDATE dns_name SET version_removed = $3 \
+                 WHERE dns_zone_id = $1 AND name = ANY($2) AND version_removed IS NULL",
+                &[&zone.id, &close, &generation],
+            )
+            .await
+            .map_err(query_error(what, "closing the changed names"))?;
+        }
+        let (open_names, open_records): (Vec<&str>, Vec<String>) = new_state
+            .iter()
+            .filter(|((z, _), records)| *z == index && !records.is_empty())
+            .map(|((_, n), records)| (n.as_str(), records_to_db(records)))
+            .unzip();
+        if !open_names.is_empty() {
+            txn.execute(
+                "INSERT INTO dns_name (dns_zone_id, name, version_added, records) \
+                 SELECT $1, t.name, $3, t.records::JSONB \
+                 FROM unnest($2::TEXT[], $4::TEXT[]) AS t (name, records)",
+                &[&zone.id, &open_names, &generation, &open_records],
+            )
+            .await
+            .map_err(query_error(what, "writing the changed names"))?;
+        }
+    }
+    Ok(())
+}
+
+async fn insert_version(
+    txn: &Txn<'_>,
+    what: &'static str,
+    group: DnsGroup,
+    generation: u64,
+    creator: &str,
+    comment: &str,
+) -> Result<DnsVersion, DbError> {
+    let row = txn
+        .query_one(
+            &format!(
+                "INSERT INTO dns_version (dns_group, version, time_created, creator, comment) \
+                 VALUES ($1, $2, now(), $3, $4) RETURNING {VERSION_COLUMNS}"
+            ),
+            &[&group.as_str(), &generation_to_db(generation), &creator, &comment],
+        )
+        .await
+        .map_err(query_error(what, "recording the new version"))?;
+    version_from_row(group, &row)
+}
+
+fn check_change(change: &DnsChange) -> Result<(), DnsError> {
+    if change.comment.trim().is_empty() {
+        return Err(DnsError::EmptyComment);
+    }
+    if change.add.is_empty() && change.remove.is_empty() {
+        return Err(DnsError::EmptyChange);
+    }
+    Ok(())
+}
+
+impl Datastore {
+    /// Creates a group with its zones as generation 1, holding the names
+    /// that `initial` adds (it may remove nothing).
+    pub async fn dns_group_initialize(
+        &self,
+        group: DnsGroup,
+        zones: &[ZoneSpec],
+        creator: &str,
+        initial: &DnsChange,
+    ) -> Result<DnsVersion, DnsError> {
+        const WHAT: &str = "initialize DNS group";
+        if initial.comment.trim().is_empty() {
+            return Err(DnsError::EmptyComment);
+        }
+        if zones.is_empty() {
+            return Err(DnsError::NoZones);
+        }
+        let zones: Vec<Zone> = zones
+            .iter()
+            .map(|spec| {
+                let name = names::parse_zone_name(&spec.zone_name).map_err(|source| {
+                    DnsError::InvalidZoneName { zone: spec.zone_name.clone(), source }
+                })?;
+                Ok(Zone { id: Uuid::new_v4(), name, ttl_seconds: spec.ttl_seconds })
+            })
+            .collect::<Result<_, DnsError>>()?;
+        for a in &zones {
+            for b in &zones {
+                if a.id != b.id && names::is_subdomain(&a.name, &b.name) {
+                    return Err(ConfigError::NestedZones {
+                        inner: a.name.clone(),
+                        outer: b.name.clone(),
+                    }
+                    .into());
+                }
+            }
+        }
+        let resolved = ResolvedChange::resolve(initial, &zones)?;
+        let state = resolved.apply(&zones, BTreeMap::new())?;
+        let (creator, comment) = (creator.to_string(), initial.comment.clone());
+
+        self.transaction(WHAT, TxnMode::ReadWrite, async move |txn| {
+            let inserted = txn
+                .execute(
+                    "INSERT INTO dns_group (dns_group, latest_version) VALUES ($1, 1) \
+                     ON CONFLICT (dns_group) DO NOTHING",
+                    &[&group.as_str()],
+                )
+                .await
+                .map_err(query_error(WHAT, "creating the group"))?;
+            if inserted == 0 {
+                return Err(DnsError::GroupAlreadyInitialized { group });
+            }
+            for zone in &zones {
+                let inserted = txn
+                    .execute(
+                        "INSERT INTO dns_zone (id, dns_group, zone_name, ttl_seconds, time_created) \
+                         VALUES ($1, $2, $3, $4, now()) ON CONFLICT (zone_name) DO NOTHING",
+                        &[&zone.id, &group.as_str(), &zone.name, &i64::from(zone.ttl_seconds)],
+                    )
+                    .await
+                    .map_err(query_error(WHAT, "creating a zone"))?;
+                if inserted == 0 {
+                    return Err(DnsError::ZoneExists { zone: zone.name.clone() });
+                }
+            }
+            write_names(txn, WHAT, &zones, 1, &BTreeSet::new(), &state).await?;
+            Ok(insert_version(txn, WHAT, group, 1, &creator, &comment).await?)
+        })
+        .await
+    }
+
+    /// Commits `change` to `group` as exactly one new generation, recording
+    /// `creator` and the change's comment.  Retried on conflict with
+    /// concurrent changes, re-validated against the state each retry sees.
+    pub async fn dns_change_commit(
+        &self,
+        group: DnsGroup,
+        creator: &str,
+        change: &DnsChange,
+    ) -> Result<DnsVersion, DnsError> {
+        const WHAT: &str = "commit DNS change";
+        check_change(change)?;
+        let change = change.clone();
+        let creator = creator.to_string();
+        self.transaction(WHAT, TxnMode::ReadWrite, async move |txn| {
+            // Claim the next generation first: concurrent writers of this
+            // group conflict here, before doing any other work.
+            let row = txn
+                .query_opt(
+                    "UPDATE dns_group SET latest_version = latest_version + 1 \
+                     WHERE dns_group = $1 RETURNING latest_version",
+                    &[&group.as_str()],
+                )
+                .await
+                .map_err(query_error(WHAT, "claiming the next generation"))?
+                .ok_or(DnsError::GroupNotInitialized { group })?;
+            let generation = generation_from_db(row.get(0))?;
+            let zones = read_zones(txn, WHAT, group).await?;
+            let resolved = ResolvedChange::resolve(&change, &zones)?;
+
+            let mut current = BTreeMap::new();
+            for (index, touched) in resolved.touched() {
+                let touched: Vec<&str> = touched.iter().map(String::as_str).collect();
+                let rows = txn
+                    .query(
+                        "SELECT name, records::TEXT FROM dns_name \
+                         WHERE dns_zone_id = $1 AND name = ANY($2) AND version_removed IS NULL",
+                        &[&zones[index].id, &touched],
+                    )
+                    .await
+                    .map_err(query_error(WHAT, "reading the names being changed"))?;
+                for row in rows {
+                    let name: String = row.get(0);
+                    let records = records_from_db(&name, row.get(1))?;
+                    current.insert((index, name), records);
+                }
+            }
+            let existing: BTreeSet<(usize, String)> = current.keys().cloned().collect();
+            let new_state = resolved.apply(&zones, current)?;
+            write_names(txn, WHAT, &zones, generation, &existing, &new_state).await?;
+            Ok(insert_version(txn, WHAT, group, generation, &creator, &change.comment).await?)
+        })
+        .await
+    }
+
+    /// The latest generation of `group`: one index lookup.
+    pub async fn dns_version_latest(&self, group: DnsGroup) -> Result<DnsVersion, DnsError> {
+        const WHAT: &str = "read latest DNS version";
+        self.transaction(WHAT, TxnMode::ReadOnly, async move |txn| {
+            read_latest_version(txn, WHAT, group)
+                .await?
+                .ok_or(DnsError::GroupNotInitialized { group })
+        })
+        .await
+    }
+
+    /// The most recent `limit` generations of `group` (all if `None`),
+    /// oldest first.
+    pub async fn dns_versions_list(
+        &self,
+        group: DnsGroup,
+        limit: Option<u32>,
+    ) -> Result<Vec<DnsVersion>, DnsError> {
+        const WHAT: &str = "list DNS versions";
+        let limit = i64::from(limit.unwrap_or(u32::MAX));
+        self.transaction(WHAT, TxnMode::ReadOnly, async move |txn| {
+            let rows = txn
+                .query(
+                    &format!(
+                        "SELECT {VERSION_COLUMNS} FROM dns_version WHERE dns_group = $1 \
+                         ORDER BY version DESC LIMIT $2"
+                    ),
+                    &[&group.as_str(), &limit],
+                )
+                .await
+                .map_err(query_error(WHAT, "reading versions"))?;
+            let mut versions =
+                rows.iter().map(|r| version_from_row(group, r)).collect::<Result<Vec<_>, _>>()?;
+            versions.reverse();
+            Ok(versions)
+        })
+        .await
+    }
+
+    /// The full config of `group` at `generation` (the latest if `None`), read
+    /// in one transaction so that version and names agree.
+    pub async fn dns_config_read(
+        &self,
+        group: DnsGroup,
+        generation: Option<u64>,
+    ) -> Result<DnsConfig, DnsError> {
+        const WHAT: &str = "read DNS config";
+        self.transaction(WHAT, TxnMode::ReadOnly, async move |txn| {
+            let version = match generation {
+                Some(generation) => read_version(txn, WHAT, group, generation).await?,
+                None => read_latest_version(txn, WHAT, group)
+                    .await?
+                    .ok_or(DnsError::GroupNotInitialized { group })?,
+            };
+            let zones = read_zones(txn, WHAT, group).await?;
+            let mut config_zones = Vec::with_capacity(zones.len());
+            for zone in &zones {
+                config_zones.push(DnsConfigZone {
+                    zone_name: zone.name.clone(),
+                    ttl_seconds: zone.ttl_seconds,
+                    names: read_zone_names(txn, WHAT, zone, version.generation).await?,
+                });
+            }
+            Ok(DnsConfig {
+                generation: version.generation,
+                time_created: version.time_created,
+                creator: version.creator,
+                comment: version.comment,
+                zones: config_zones,
+            })
+        })
+        .await
+    }
+
+    /// What changed in `group` from generation `from` to generation `to`,
+    /// read from only the rows added or removed in between.
+    pub async fn dns_diff(&self, group: DnsGroup, from: u64, to: u64) -> Result<DnsDiff, DnsError> {
+        const WHAT: &str = "diff DNS generations";
+        if to < from {
+            return Err(DnsError::DiffBackwards { from, to });
+        }
+        self.transaction(WHAT, TxnMode::ReadOnly, async move |txn| {
+            read_version(txn, WHAT, group, from).await?;
+            read_version(txn, WHAT, group, to).await?;
+            let zones = read_zones(txn, WHAT, group).await?;
+            let (from_db, to_db) = (generation_to_db(from), generation_to_db(to));
+            let mut diff_zones = Vec::new();
+            for zone in &zones {
+                // Rows alive at `from` and gone by `to`: the "before" side.
+                let before = txn
+                    .query(
+                        "SELECT name, records::TEXT FROM dns_name WHERE dns_zone_id = $1 \
+                         AND version_removed > $2 AND version_removed <= $3 AND version_added <= $2",
+                        &[&zone.id, &from_db, &to_db],
+                    )
+                    .await
+                    .map_err(query_error(WHAT, "reading names removed in the range"))?;
+                // Rows added after `from` and alive at `to`: the "after" side.
+                let after = txn
+                    .query(
+                        "SELECT name, records::TEXT FROM dns_name WHERE dns_zone_id = $1 \
+                         AND version_added > $2 AND version_added <= $3 \
+                         AND (version_removed IS NULL OR version_removed > $3)",
+                        &[&zone.id, &from_db, &to_db],
+                    )
+                    .await
+                    .map_err(query_error(WHAT, "reading names added in the range"))?;
+                let mut names: BTreeMap<String, NameDiff> = BTreeMap::new();
+                for (rows, is_before) in [(before, true), (after, false)] {
+                    for row in rows {
+                        let name: String = row.get(0);
+                        let mut records = records_from_db(&name, row.get(1))?;
+                        records.sort();
+                        let entry = names.entry(name.clone()).or_insert_with(|| NameDiff {
+                            name,
+                            before: Vec::new(),
+                            after: Vec::new(),
+                        });
+                        if is_before { entry.before = records } else { entry.after = records }
+                    }
+                }
+                // A name changed and changed back in the range is no change.
+                let names: Vec<NameDiff> = names.into_values().filter(|d| d.before != d.after).collect();
+                if !names.is_empty() {
+                    diff_zones.push(ZoneDiff { zone_name: zone.name.clone(), names });
+                }
+            }
+            Ok(DnsDiff { group, from_generation: from, to_generation: to, zones: diff_zones })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dns_types::{NameRecords, NameRemoval};
+
+    fn zones() -> Vec<Zone> {
+        vec![Zone { id: Uuid::nil(), name: "example.test".into(), ttl_seconds: 60 }]
+    }
+
+    fn a(last: u8) -> DnsRecord {
+        DnsRecord::A(std::net::Ipv4Addr::new(192, 0, 2, last))
+    }
+
+    fn change(
+        add: Vec<(&str, Vec<DnsRecord>)>,
+        remove: Vec<(&str, Option<Vec<DnsRecord>>)>,
+    ) -> DnsChange {
+        DnsChange {
+            comment: "test".into(),
+            add: add.into_iter().map(|(n, r)| NameRecords { name: n.into(), records: r }).collect(),
+            remove: remove
+                .into_iter()
+                .map(|(n, r)| NameRemoval { name: n.into(), records: r })
+                .collect(),
+        }
+    }
+
+    fn apply(
+        change: &DnsChange,
+        state: Vec<(&str, Vec<DnsRecord>)>,
+    ) -> Result<BTreeMap<(usize, String), Vec<DnsRecord>>, DnsError> {
+        let zones = zones();
+        let state = state.into_iter().map(|(n, r)| ((0, n.to_string()), r)).collect();
+        ResolvedChange::resolve(change, &zones)?.apply(&zones, state)
+    }
+
+    #[test]
+    fn removals_apply_before_additions() {
+        // Replacing a record in one change: remove the old, add the new.
+        let c = change(vec![("www", vec![a(2)])], vec![("WWW", Some(vec![a(1)]))]);
+        let result = apply(&c, vec![("www", vec![a(1)])]).unwrap();
+        assert_eq!(result[&(0, "www".to_string())], vec![a(2)]);
+    }
+
+    #[test]
+    fn rejections_name_the_item() {
+        let cname = DnsRecord::Cname("elsewhere.test".into());
+        let cases = vec![
+            (change(vec![], vec![("gone", None)]), vec![], "name \"gone\" does not exist"),
+            (
+                change(vec![], vec![("www", Some(vec![a(9)]))]),
+                vec![("www", vec![a(1)])],
+                "has no record A 192.0.2.9",
+            ),
+            (
+                change(vec![("www", vec![a(1)])], vec![]),
+                vec![("www", vec![a(1)])],
+                "already has record A 192.0.2.1",
+            ),
+            (
+                change(vec![("www", vec![cname])], vec![]),
+                vec![("www", vec![a(1)])],
+                "CNAME beside other records",
+            ),
+            (
+                change(vec![("bad..name", vec![a(1)])], vec![]),
+                vec![],
+                "invalid DNS name \"bad..name\"",
+            ),
+            (change(vec![("x.other.test.", vec![a(1)])], vec![]), vec![], "invalid DNS name"),
+        ];
+        for (c, state, expected) in cases {
+            let error = apply(&c, state).unwrap_err();
+            let message = format!(
+                "{error}: {}",
+                std::error::Error::source(&error).map(|s| s.to_string()).unwrap_or_default()
+            );
+            assert!(message.contains(expected), "{message:?} should contain {expected:?}");
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! The control-plane database: a connection pool, SERIALIZABLE transactions
+//! retried on conflict, and every query the system makes.
+//!
+//! - [`Datastore`] owns the pool.  Every query goes through
+//!   [`Datastore::transaction`], the one place that sets isolation, applies
+//!   the time limit and retries on SQLSTATE 40001.
+//! - [`schema`]: the schema version check, `dbinit.sql` and migrations.
+//! - [`dns`]: DNS versions, configs, diffs and changes, validated before
+//!   anything is written.
+//!
+//! The SQL must run unchanged on PostgreSQL and CockroachDB (see
+//! `docs/database.md`).  Nothing here knows about HTTP, DNS servers or Nexus.
+
+pub mod dns;
+mod error;
+pub mod schema;
+mod transaction;
+
+pub use dns::{DnsError, ZoneSpec};
+pub use error::{DbError, Retryable};
+pub use transaction::{Datastore, DatastoreOptions, TxnMode};

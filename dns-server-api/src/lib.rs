@@ -1,0 +1,106 @@
+//! The DNS server's config HTTP API, as a Dropshot API trait.
+//!
+//! This crate holds only the interface: the endpoints, their types and the
+//! stable error codes.  The implementation is in `dns-server`; clients are
+//! generated from the OpenAPI document (`openapi/dns-server.json`, checked
+//! against this trait by a test) into `dns-server-client`.
+
+use chrono::{DateTime, Utc};
+use dns_types::DnsConfig;
+use dropshot::{
+    HttpError, HttpResponseOk, HttpResponseUpdatedNoContent, RequestContext, TypedBody,
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use uuid::Uuid;
+
+/// The API's version, as published in the OpenAPI document.
+pub const API_VERSION: semver::Version = semver::Version::new(1, 0, 0);
+
+/// Stable `error_code`s clients match on.
+pub mod error_codes {
+    /// The PUT would move the server backwards, or replace a generation with
+    /// different content.
+    pub const BAD_UPDATE_GENERATION: &str = "BadUpdateGeneration";
+    /// The PUT's config is not valid (names, records).
+    pub const INVALID_CONFIG: &str = "InvalidConfig";
+    /// The server has not been given any config yet.
+    pub const NO_CONFIG: &str = "NoConfig";
+    /// The config could not be stored durably; nothing changed.
+    pub const STORAGE: &str = "StorageFailed";
+}
+
+#[dropshot::api_description]
+pub trait DnsServerApi {
+    type Context;
+
+    /// The config this server serves, with the time it was applied.
+    #[endpoint { method = GET, path = "/config" }]
+    async fn config_get(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<HttpResponseOk<AppliedConfig>, HttpError>;
+
+    /// Replaces the served config with a newer generation.
+    ///
+    /// Applying the generation already served, with the same content, does
+    /// nothing and succeeds.  An older generation, or the same generation
+    /// with different content, fails with `BadUpdateGeneration` (409) and
+    /// changes nothing.
+    #[endpoint { method = PUT, path = "/config" }]
+    async fn config_put(
+        rqctx: RequestContext<Self::Context>,
+        config: TypedBody<DnsConfig>,
+    ) -> Result<HttpResponseUpdatedNoContent, HttpError>;
+
+    /// What this server is and what it serves: generation, digest, zones.
+    #[endpoint { method = GET, path = "/status" }]
+    async fn status_get(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<HttpResponseOk<DnsServerStatus>, HttpError>;
+}
+
+/// A config as applied by a server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AppliedConfig {
+    pub config: DnsConfig,
+    /// When this server started serving it.
+    pub time_applied: DateTime<Utc>,
+}
+
+/// A server's account of itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DnsServerStatus {
+    pub id: Uuid,
+    /// The generation served; 0 before any config was applied.
+    pub generation: u64,
+    /// When the served generation was applied (absent before any).
+    pub time_applied: Option<DateTime<Utc>>,
+    /// `dns_types::config_digest` of the served config (absent before any).
+    pub applied_config_digest: Option<String>,
+    /// When the generation was created, by whom and why (from the config).
+    pub config_time_created: Option<DateTime<Utc>>,
+    pub config_creator: Option<String>,
+    pub config_comment: Option<String>,
+    /// Where it answers DNS queries (UDP and TCP).
+    pub dns_addresses: Vec<SocketAddr>,
+    pub zones: Vec<ZoneStatus>,
+    pub started_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ZoneStatus {
+    pub zone_name: String,
+    /// Number of names in the zone (not counting the synthesized apex SOA).
+    pub names: u64,
+}
+
+/// The OpenAPI document of this API, as checked into `openapi/`.
+pub fn openapi_document() -> serde_json::Value {
+    let description =
+        dns_server_api_mod::stub_api_description().expect("the API description is valid");
+    description
+        .openapi("DNS server config API", API_VERSION)
+        .json()
+        .expect("the OpenAPI document serializes")
+}

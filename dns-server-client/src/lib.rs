@@ -1,0 +1,14 @@
+//! Client for the DNS server's config API, generated at build time from the
+//! checked-in OpenAPI document.  The DNS data types are the shared ones from
+//! `dns-types`, so a config read from the database is pushed as is.
+
+progenitor::generate_api!(
+    spec = "../openapi/dns-server.json",
+    interface = Builder,
+    replace = {
+        DnsConfig = dns_types::DnsConfig,
+        DnsConfigZone = dns_types::DnsConfigZone,
+        DnsRecord = dns_types::DnsRecord,
+        SrvRecord = dns_types::SrvRecord,
+    }
+);

@@ -1,0 +1,115 @@
+//! Answering DNS queries: hickory-server does the sockets and the wire
+//! format (including truncation to the client's UDP size and malformed
+//! packets, which get FORMERR or are dropped); this handler decides what to
+//! answer from the config being served.
+
+use crate::state::ServerState;
+use crate::zone::Answer;
+use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, Record};
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use std::sync::Arc;
+
+/// Largest UDP response we offer to send with EDNS.
+const MAX_UDP_PAYLOAD: u16 = 4096;
+
+pub struct DnsHandler {
+    pub state: Arc<ServerState>,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for DnsHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let response_edns = request.edns.as_ref().map(|edns| {
+            let mut ours = Edns::new();
+            ours.set_max_payload(edns.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+            ours.set_version(0);
+            ours
+        });
+        let builder = MessageResponseBuilder::new(&request.queries, response_edns.as_ref());
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.recursion_available = false;
+
+        let refuse = |code: ResponseCode| {
+            let mut metadata = metadata;
+            metadata.response_code = code;
+            metadata
+        };
+        let served = self.state.served();
+        let result = if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            send(&mut response_handle, builder.build_no_records(refuse(ResponseCode::BADVERS)))
+                .await
+        } else if request.metadata.message_type != MessageType::Query {
+            send(&mut response_handle, builder.build_no_records(refuse(ResponseCode::FormErr)))
+                .await
+        } else if request.metadata.op_code != OpCode::Query {
+            send(&mut response_handle, builder.build_no_records(refuse(ResponseCode::NotImp))).await
+        } else if request.queries.queries().len() != 1 {
+            send(&mut response_handle, builder.build_no_records(refuse(ResponseCode::FormErr)))
+                .await
+        } else {
+            let query = &request.queries.queries()[0];
+            let answer = if query.query_class() == DNSClass::IN {
+                served.lookup(query.name(), query.query_type())
+            } else {
+                // We are authoritative for class IN only.
+                Answer::Refused
+            };
+            let none: [&Record; 0] = [];
+            match answer {
+                Answer::Refused => {
+                    send(
+                        &mut response_handle,
+                        builder.build_no_records(refuse(ResponseCode::Refused)),
+                    )
+                    .await
+                }
+                Answer::Found { answers, additionals } => {
+                    metadata.authoritative = true;
+                    let response = builder.build(metadata, answers, none, none, additionals);
+                    send(&mut response_handle, response).await
+                }
+                Answer::NoData { soa } => {
+                    metadata.authoritative = true;
+                    let response = builder.build(metadata, none, none, [soa], none);
+                    send(&mut response_handle, response).await
+                }
+                Answer::NxDomain { soa } => {
+                    metadata.authoritative = true;
+                    metadata.response_code = ResponseCode::NXDomain;
+                    let response = builder.build(metadata, none, none, [soa], none);
+                    send(&mut response_handle, response).await
+                }
+            }
+        };
+        match result {
+            Ok(info) => info,
+            Err(error) => {
+                tracing::debug!(%error, src = %request.src(), "could not send DNS response");
+                let mut metadata = Metadata::response_from_request(&request.metadata);
+                metadata.response_code = ResponseCode::ServFail;
+                ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() })
+            }
+        }
+    }
+}
+
+async fn send<'a, R: ResponseHandler>(
+    handle: &mut R,
+    response: hickory_server::zone_handler::MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+) -> Result<ResponseInfo, hickory_server::net::NetError> {
+    handle.send_response(response).await
+}

@@ -1,0 +1,108 @@
+//! The config HTTP API (`dns-server-api`), implemented over [`ServerState`].
+
+use crate::state::{ServerState, UpdateError};
+use dns_server_api::{AppliedConfig, DnsServerApi, DnsServerStatus, ZoneStatus, error_codes};
+use dns_types::DnsConfig;
+use dropshot::{
+    ClientErrorStatusCode, HttpError, HttpResponseOk, HttpResponseUpdatedNoContent, RequestContext,
+    TypedBody,
+};
+use std::sync::Arc;
+
+pub enum DnsServerApiImpl {}
+
+impl DnsServerApi for DnsServerApiImpl {
+    type Context = Arc<ServerState>;
+
+    async fn config_get(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<HttpResponseOk<AppliedConfig>, HttpError> {
+        let served = rqctx.context().served();
+        let applied = served.applied.as_ref().ok_or_else(|| {
+            HttpError::for_client_error(
+                Some(error_codes::NO_CONFIG.into()),
+                ClientErrorStatusCode::NOT_FOUND,
+                "this DNS server has not been given a config yet".into(),
+            )
+        })?;
+        Ok(HttpResponseOk(AppliedConfig {
+            config: applied.config.clone(),
+            time_applied: applied.time_applied,
+        }))
+    }
+
+    async fn config_put(
+        rqctx: RequestContext<Self::Context>,
+        config: TypedBody<DnsConfig>,
+    ) -> Result<HttpResponseUpdatedNoContent, HttpError> {
+        let config = config.into_inner();
+        let generation = config.generation;
+        match rqctx.context().update(config).await {
+            Ok(outcome) => {
+                tracing::debug!(generation, ?outcome, "PUT /config");
+                Ok(HttpResponseUpdatedNoContent())
+            }
+            Err(error) => {
+                tracing::warn!(generation, error = %error_chain(&error), "PUT /config rejected");
+                Err(to_http_error(error))
+            }
+        }
+    }
+
+    async fn status_get(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<HttpResponseOk<DnsServerStatus>, HttpError> {
+        let state = rqctx.context();
+        let served = state.served();
+        let applied = served.applied.as_ref();
+        Ok(HttpResponseOk(DnsServerStatus {
+            id: state.id,
+            generation: served.generation(),
+            time_applied: applied.map(|a| a.time_applied),
+            applied_config_digest: applied.map(|a| a.digest.clone()),
+            config_time_created: applied.map(|a| a.config.time_created),
+            config_creator: applied.map(|a| a.config.creator.clone()),
+            config_comment: applied.map(|a| a.config.comment.clone()),
+            dns_addresses: state.dns_addresses.clone(),
+            zones: served
+                .zone_sizes()
+                .map(|(zone_name, names)| ZoneStatus {
+                    zone_name: zone_name.into(),
+                    names: names as u64,
+                })
+                .collect(),
+            started_at: state.started_at,
+        }))
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+fn to_http_error(error: UpdateError) -> HttpError {
+    let message = error_chain(&error);
+    match error {
+        UpdateError::Invalid(_) | UpdateError::Compile(_) => {
+            HttpError::for_bad_request(Some(error_codes::INVALID_CONFIG.into()), message)
+        }
+        UpdateError::BadGeneration { .. } => HttpError::for_client_error(
+            Some(error_codes::BAD_UPDATE_GENERATION.into()),
+            ClientErrorStatusCode::CONFLICT,
+            message,
+        ),
+        UpdateError::Storage { .. } => {
+            let mut error = HttpError::for_internal_error(message.clone());
+            error.error_code = Some(error_codes::STORAGE.into());
+            error.external_message = message;
+            error
+        }
+    }
+}

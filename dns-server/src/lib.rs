@@ -1,0 +1,156 @@
+//! An authoritative DNS server whose data is pushed to it over HTTP.
+//!
+//! - DNS over UDP and TCP on one address (hickory-server), authoritative for
+//!   the zones of the current config ([`zone`], [`dns`]).
+//! - A config HTTP API (`dns-server-api`, Dropshot): `GET /config`,
+//!   `PUT /config` with generation rules, `GET /status` ([`http`]).
+//! - The applied config is kept in `--storage-dir` ([`storage`]) and served
+//!   again right after a restart, before anyone pushes anything.
+//!
+//! The server depends on nothing but its own storage: not on the database,
+//! not on Nexus.  hickory types stay inside this crate.
+
+pub mod dns;
+pub mod http;
+pub mod state;
+pub mod storage;
+pub mod zone;
+
+use anyhow::Context;
+use serde::Deserialize;
+use state::ServerState;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Largest `PUT /config` body: a 100,000-name config is about 10 MiB.
+pub const MAX_REQUEST_BODY_BYTES: usize = 128 * 1024 * 1024;
+/// A TCP DNS connection idle for this long is closed.
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Responses queued per TCP connection.
+const TCP_RESPONSE_BUFFER: usize = 32;
+
+/// How to run a server (also the keys of `--config-file`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub dns_address: SocketAddr,
+    pub http_address: SocketAddr,
+    pub storage_dir: PathBuf,
+    #[serde(default)]
+    pub id: Option<Uuid>,
+}
+
+/// A running server: DNS and HTTP.
+pub struct RunningServer {
+    state: Arc<ServerState>,
+    dns: hickory_server::Server<dns::DnsHandler>,
+    http: dropshot::HttpServer<Arc<ServerState>>,
+}
+
+impl RunningServer {
+    /// Loads the stored config, binds the DNS (UDP and TCP, same port) and
+    /// HTTP sockets and starts serving.
+    pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
+        let storage = storage::Storage::open(&config.storage_dir)?;
+        let id = match config.id {
+            Some(id) => id,
+            None => stored_id(&config.storage_dir)?,
+        };
+        let (udp, tcp) = bind_dns(config.dns_address).await?;
+        let dns_address = udp.local_addr()?;
+        let state = Arc::new(ServerState::load(id, storage, vec![dns_address])?);
+
+        let mut dns = hickory_server::Server::new(dns::DnsHandler { state: state.clone() });
+        dns.register_socket(udp);
+        dns.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+
+        let api = dns_server_api::dns_server_api_mod::api_description::<http::DnsServerApiImpl>()
+            .map_err(|e| anyhow::anyhow!("building the API description: {e}"))?;
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let http = dropshot::ServerBuilder::new(api, state.clone(), log)
+            .config(dropshot::ConfigDropshot {
+                bind_address: config.http_address,
+                default_request_body_max_bytes: MAX_REQUEST_BODY_BYTES,
+                // A PUT runs to completion even if its client goes away, so
+                // the served and stored configs never disagree.
+                default_handler_task_mode: dropshot::HandlerTaskMode::Detached,
+                ..Default::default()
+            })
+            .start()
+            .map_err(|e| {
+                anyhow::anyhow!("starting the HTTP server on {}: {e}", config.http_address)
+            })?;
+        tracing::info!(
+            %id, %dns_address, http_address = %http.local_addr(),
+            generation = state.served().generation(), "DNS server started"
+        );
+        Ok(RunningServer { state, dns, http })
+    }
+
+    pub fn id(&self) -> Uuid {
+        self.state.id
+    }
+
+    pub fn dns_address(&self) -> SocketAddr {
+        self.state.dns_addresses[0]
+    }
+
+    pub fn http_address(&self) -> SocketAddr {
+        self.http.local_addr()
+    }
+
+    /// The generation being served.
+    pub fn generation(&self) -> u64 {
+        self.state.served().generation()
+    }
+
+    /// Stops serving DNS and HTTP.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let dns = self.dns.shutdown_gracefully().await;
+        let http = self.http.close().await;
+        dns.context("stopping DNS")?;
+        http.map_err(|e| anyhow::anyhow!("stopping HTTP: {e}"))
+    }
+}
+
+/// Binds UDP and TCP on the same address.  With port 0 the UDP port is
+/// picked first and TCP may find it taken: then try another.
+async fn bind_dns(
+    address: SocketAddr,
+) -> anyhow::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
+    let attempts = if address.port() == 0 { 10 } else { 1 };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let udp = tokio::net::UdpSocket::bind(address)
+            .await
+            .with_context(|| format!("binding DNS (UDP) to {address}"))?;
+        let bound = udp.local_addr()?;
+        match tokio::net::TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.expect("at least one attempt"))
+        .with_context(|| format!("binding DNS (TCP) to the UDP port on {address}"))
+}
+
+/// The server's id, kept in the storage directory so that it survives
+/// restarts.
+fn stored_id(dir: &std::path::Path) -> anyhow::Result<Uuid> {
+    let path = dir.join("server-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            text.trim().parse().with_context(|| format!("invalid server id in {}", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = Uuid::new_v4();
+            std::fs::write(&path, format!("{id}\n"))
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(id)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}

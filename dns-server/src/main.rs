@@ -1,0 +1,85 @@
+//! `dns-server`: runs an authoritative DNS server with its config API until
+//! SIGINT or SIGTERM.
+//!
+//! On start it prints one JSON line to stdout with the addresses it bound
+//! (useful with port 0): `{"id": ..., "dns_address": ..., "http_address": ...}`.
+//! Logs go to stderr (`RUST_LOG` selects the level; default `info`).
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use dns_server::{Config, RunningServer};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(about = "Authoritative DNS server with a generation-checked config API")]
+struct Args {
+    /// Address for DNS over UDP and TCP (port 0 picks one).
+    #[arg(long)]
+    dns_address: Option<SocketAddr>,
+    /// Address for the config HTTP API (port 0 picks one).
+    #[arg(long)]
+    http_address: Option<SocketAddr>,
+    /// Directory where the applied config is kept across restarts.
+    #[arg(long)]
+    storage_dir: Option<PathBuf>,
+    /// This server's id (default: kept in the storage directory).
+    #[arg(long)]
+    id: Option<Uuid>,
+    /// A TOML file with the keys dns_address, http_address, storage_dir and
+    /// optionally id, instead of the flags.
+    #[arg(long, conflicts_with_all = ["dns_address", "http_address", "storage_dir", "id"])]
+    config_file: Option<PathBuf>,
+}
+
+fn config(args: Args) -> anyhow::Result<Config> {
+    if let Some(path) = args.config_file {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        return toml::from_str(&text)
+            .with_context(|| format!("parsing config file {}", path.display()));
+    }
+    match (args.dns_address, args.http_address, args.storage_dir) {
+        (Some(dns_address), Some(http_address), Some(storage_dir)) => {
+            Ok(Config { dns_address, http_address, storage_dir, id: args.id })
+        }
+        _ => bail!("give --dns-address, --http-address and --storage-dir (or --config-file)"),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(error) = run().await {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = config(Args::parse())?;
+    let server = RunningServer::start(&config).await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "id": server.id(),
+            "dns_address": server.dns_address(),
+            "http_address": server.http_address(),
+        })
+    );
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = sigterm.recv() => {}
+    }
+    tracing::info!("shutting down");
+    server.shutdown().await
+}

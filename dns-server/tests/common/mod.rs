@@ -1,0 +1,182 @@
+//! Helpers for the DNS server's integration tests: a real server on real
+//! sockets, a generated HTTP client, and DNS queries over UDP and TCP built
+//! with hickory-proto.
+
+#![allow(dead_code)]
+
+use chrono::Utc;
+use dns_server::{Config, RunningServer};
+use dns_types::{DnsConfig, DnsConfigZone, DnsRecord};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const ZONE: &str = "control-plane.internal";
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct TestServer {
+    pub server: RunningServer,
+    pub storage: tempfile::TempDir,
+    pub client: dns_server_client::Client,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let storage = tempfile::tempdir().unwrap();
+        let server = RunningServer::start(&Config {
+            dns_address: "127.0.0.1:0".parse().unwrap(),
+            http_address: "127.0.0.1:0".parse().unwrap(),
+            storage_dir: storage.path().to_path_buf(),
+            id: None,
+        })
+        .await
+        .unwrap();
+        let client = client(server.http_address());
+        TestServer { server, storage, client }
+    }
+
+    pub fn dns(&self) -> SocketAddr {
+        self.server.dns_address()
+    }
+
+    pub async fn put(&self, config: &DnsConfig) -> Result<(), (u16, String, String)> {
+        put(&self.client, config).await
+    }
+}
+
+pub fn client(http: SocketAddr) -> dns_server_client::Client {
+    let http_client = reqwest::Client::builder().timeout(TIMEOUT * 6).build().unwrap();
+    dns_server_client::Client::new_with_client(&format!("http://{http}"), http_client)
+}
+
+/// PUTs a config; on error returns (status, error code, message).
+pub async fn put(
+    client: &dns_server_client::Client,
+    config: &DnsConfig,
+) -> Result<(), (u16, String, String)> {
+    match client.config_put().body(config.clone()).send().await {
+        Ok(_) => Ok(()),
+        Err(dns_server_client::Error::ErrorResponse(response)) => Err((
+            response.status().as_u16(),
+            response.error_code.clone().unwrap_or_default(),
+            response.message.clone(),
+        )),
+        Err(other) => panic!("PUT /config failed unexpectedly: {other}"),
+    }
+}
+
+/// A config of one zone with the given names.
+pub fn config(generation: u64, names: Vec<(&str, Vec<DnsRecord>)>) -> DnsConfig {
+    let names: BTreeMap<String, Vec<DnsRecord>> =
+        names.into_iter().map(|(n, r)| (n.to_string(), r)).collect();
+    DnsConfig {
+        generation,
+        time_created: Utc::now(),
+        creator: "test".into(),
+        comment: format!("generation {generation}"),
+        zones: vec![DnsConfigZone { zone_name: ZONE.into(), ttl_seconds: 60, names }],
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+pub struct Question<'a> {
+    pub name: &'a str,
+    pub rtype: RecordType,
+    pub class: DNSClass,
+    /// EDNS UDP payload size to advertise, if any.
+    pub edns: Option<u16>,
+}
+
+impl<'a> Question<'a> {
+    pub fn new(name: &'a str, rtype: RecordType) -> Question<'a> {
+        Question { name, rtype, class: DNSClass::IN, edns: None }
+    }
+}
+
+pub fn encode(question: &Question<'_>, id: u16) -> Vec<u8> {
+    let mut message = Message::new(id, MessageType::Query, OpCode::Query);
+    let mut query = Query::query(Name::from_str(question.name).unwrap(), question.rtype);
+    query.set_query_class(question.class);
+    message.add_query(query);
+    if let Some(size) = question.edns {
+        let mut edns = Edns::new();
+        edns.set_max_payload(size);
+        message.set_edns(edns);
+    }
+    message.to_vec().unwrap()
+}
+
+/// Sends raw bytes and returns the raw reply (`None` on timeout or when
+/// the server closes the connection or sends nothing).
+pub async fn exchange_raw(
+    server: SocketAddr,
+    bytes: &[u8],
+    transport: Transport,
+) -> Option<Vec<u8>> {
+    exchange_raw_within(server, bytes, transport, TIMEOUT).await
+}
+
+pub async fn exchange_raw_within(
+    server: SocketAddr,
+    bytes: &[u8],
+    transport: Transport,
+    timeout: Duration,
+) -> Option<Vec<u8>> {
+    let work = async {
+        match transport {
+            Transport::Udp => {
+                let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.ok()?;
+                socket.send_to(bytes, server).await.ok()?;
+                let mut buf = vec![0u8; 65535];
+                let (len, _) = socket.recv_from(&mut buf).await.ok()?;
+                buf.truncate(len);
+                Some(buf)
+            }
+            Transport::Tcp => {
+                let mut stream = tokio::net::TcpStream::connect(server).await.ok()?;
+                stream.write_all(&(bytes.len() as u16).to_be_bytes()).await.ok()?;
+                stream.write_all(bytes).await.ok()?;
+                let len = stream.read_u16().await.ok()?;
+                let mut buf = vec![0u8; len as usize];
+                stream.read_exact(&mut buf).await.ok()?;
+                Some(buf)
+            }
+        }
+    };
+    tokio::time::timeout(timeout, work).await.ok().flatten()
+}
+
+/// Asks one question and decodes the answer.
+pub async fn ask(server: SocketAddr, question: &Question<'_>, transport: Transport) -> Message {
+    let id = rand_id();
+    let reply = exchange_raw(server, &encode(question, id), transport)
+        .await
+        .unwrap_or_else(|| panic!("no answer from {server} over {transport:?} within {TIMEOUT:?}"));
+    let message = Message::from_vec(&reply).unwrap();
+    assert_eq!(message.metadata.id, id);
+    message
+}
+
+pub async fn query(
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+    transport: Transport,
+) -> Message {
+    ask(server, &Question::new(name, rtype), transport).await
+}
+
+fn rand_id() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

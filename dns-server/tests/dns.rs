@@ -1,0 +1,233 @@
+//! DNS behaviour over real UDP and TCP sockets: records, negative answers,
+//! truncation, EDNS, bad input.
+
+mod common;
+
+use common::*;
+use dns_types::{DnsRecord, SrvRecord};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{DNSClass, RData, RecordType};
+
+fn aaaa(s: &str) -> DnsRecord {
+    DnsRecord::Aaaa(s.parse().unwrap())
+}
+
+fn srv(port: u16, target: &str) -> DnsRecord {
+    DnsRecord::Srv(SrvRecord { prio: 0, weight: 0, port, target: target.into() })
+}
+
+async fn server_with_records() -> TestServer {
+    let server = TestServer::start().await;
+    let many: Vec<DnsRecord> = (1..=100).map(|i| aaaa(&format!("fd00::{i:x}"))).collect();
+    server
+        .put(&config(
+            7,
+            vec![
+                ("@", vec![DnsRecord::Ns("ns1.control-plane.internal".into())]),
+                ("ns1", vec![DnsRecord::A("192.0.2.53".parse().unwrap())]),
+                ("abc.host", vec![aaaa("fd00::1"), DnsRecord::A("192.0.2.1".parse().unwrap())]),
+                ("_nexus._tcp", vec![srv(12221, "abc.host.control-plane.internal")]),
+                ("alias", vec![DnsRecord::Cname("abc.host.control-plane.internal".into())]),
+                ("note", vec![DnsRecord::Txt("hello world".into())]),
+                ("many", many),
+            ],
+        ))
+        .await
+        .unwrap();
+    server
+}
+
+fn rdata(message: &Message) -> Vec<String> {
+    message.answers.iter().map(|r| r.data.to_string()).collect()
+}
+
+fn soa_serial(message: &Message) -> u32 {
+    let soa = message.authorities.iter().find_map(|r| match &r.data {
+        RData::SOA(soa) => Some(soa.serial),
+        _ => None,
+    });
+    soa.unwrap_or_else(|| panic!("no SOA in the authority section: {message:?}"))
+}
+
+#[tokio::test]
+async fn serves_every_record_type_over_udp_and_tcp() {
+    let s = server_with_records().await;
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let name = |n: &str| format!("{n}.{ZONE}.");
+        let m = query(s.dns(), &name("abc.host"), RecordType::AAAA, transport).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.metadata.authoritative, "answers are authoritative");
+        assert!(!m.metadata.recursion_available, "no recursion offered");
+        assert_eq!(rdata(&m), vec!["fd00::1"]);
+        assert_eq!(m.answers[0].ttl, 60);
+
+        let m = query(s.dns(), &name("abc.host"), RecordType::A, transport).await;
+        assert_eq!(rdata(&m), vec!["192.0.2.1"]);
+
+        let m = query(s.dns(), &name("_nexus._tcp"), RecordType::SRV, transport).await;
+        assert_eq!(rdata(&m), vec!["0 0 12221 abc.host.control-plane.internal."]);
+        assert_eq!(m.additionals.len(), 2, "the SRV target's addresses come along");
+
+        let m = query(s.dns(), &format!("{ZONE}."), RecordType::NS, transport).await;
+        assert_eq!(rdata(&m), vec!["ns1.control-plane.internal."]);
+
+        let m = query(s.dns(), &name("alias"), RecordType::AAAA, transport).await;
+        assert_eq!(rdata(&m), vec!["abc.host.control-plane.internal.", "fd00::1"]);
+
+        let m = query(s.dns(), &name("note"), RecordType::TXT, transport).await;
+        assert_eq!(rdata(&m), vec!["hello world"]);
+
+        // Names match case-insensitively.
+        let m =
+            query(s.dns(), "ABC.Host.Control-Plane.INTERNAL.", RecordType::AAAA, transport).await;
+        assert_eq!(rdata(&m), vec!["fd00::1"]);
+
+        // The apex SOA is synthesized with serial = generation.
+        let m = query(s.dns(), &format!("{ZONE}."), RecordType::SOA, transport).await;
+        let RData::SOA(soa) = &m.answers[0].data else { panic!("{m:?}") };
+        assert_eq!(soa.serial, 7);
+    }
+}
+
+#[tokio::test]
+async fn negative_answers_carry_the_soa() {
+    let s = server_with_records().await;
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let m = query(s.dns(), &format!("missing.{ZONE}."), RecordType::A, transport).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        assert!(m.metadata.authoritative);
+        assert!(m.answers.is_empty());
+        assert_eq!(soa_serial(&m), 7);
+
+        // NODATA: the name exists without records of that type.
+        let m = query(s.dns(), &format!("note.{ZONE}."), RecordType::AAAA, transport).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.answers.is_empty());
+        assert_eq!(soa_serial(&m), 7);
+
+        // An empty non-terminal exists too.
+        let m = query(s.dns(), &format!("_tcp.{ZONE}."), RecordType::SRV, transport).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.answers.is_empty());
+        assert_eq!(soa_serial(&m), 7);
+
+        // Outside our zones: refused, not answered.
+        let m = query(s.dns(), "www.example.com.", RecordType::A, transport).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        assert!(!m.metadata.authoritative);
+        let m = query(s.dns(), "internal.", RecordType::SOA, transport).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+
+        // Other classes: refused.
+        let mut q = Question::new("abc.host.control-plane.internal.", RecordType::A);
+        q.class = DNSClass::CH;
+        assert_eq!(ask(s.dns(), &q, transport).await.metadata.response_code, ResponseCode::Refused);
+    }
+}
+
+#[tokio::test]
+async fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
+    let s = server_with_records().await;
+    let name = format!("many.{ZONE}.");
+    // No EDNS: 512 bytes, far too small for 100 AAAA records.
+    let m = query(s.dns(), &name, RecordType::AAAA, Transport::Udp).await;
+    assert!(m.metadata.truncation, "TC must be set");
+    assert!(m.answers.len() < 100);
+    // EDNS with a big enough buffer: whole over UDP.
+    let mut q = Question::new(&name, RecordType::AAAA);
+    q.edns = Some(4096);
+    let m = ask(s.dns(), &q, Transport::Udp).await;
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 100);
+    assert!(m.edns.is_some(), "EDNS in, EDNS out");
+    // EDNS with a small buffer: honoured.
+    q.edns = Some(1232);
+    let m = ask(s.dns(), &q, Transport::Udp).await;
+    assert!(m.metadata.truncation);
+    // TCP: always whole.
+    let m = query(s.dns(), &name, RecordType::AAAA, Transport::Tcp).await;
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 100);
+}
+
+#[tokio::test]
+async fn an_unconfigured_server_refuses_everything() {
+    let s = TestServer::start().await;
+    let m = query(s.dns(), &format!("abc.{ZONE}."), RecordType::A, Transport::Udp).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+}
+
+/// How long to wait for a reply that should not come (loopback answers take
+/// well under a millisecond).
+const SILENCE: std::time::Duration = std::time::Duration::from_millis(300);
+
+#[tokio::test]
+async fn bad_packets_never_crash_hang_or_slow_the_server() {
+    let s = server_with_records().await;
+    let good = encode(&Question::new(&format!("abc.host.{ZONE}."), RecordType::AAAA), 77);
+
+    let mut garbage: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0xff],
+        vec![0; 11],
+        good[..good.len() - 3].to_vec(), // truncated question
+        [&good[..], &[0xde, 0xad, 0xbe, 0xef][..]].concat(),
+    ];
+    // A header claiming 50 questions with none present.
+    let mut lying = good.clone();
+    lying[4..6].copy_from_slice(&50u16.to_be_bytes());
+    garbage.push(lying);
+    // A label pointer that loops onto itself.
+    let mut looping = good[..12].to_vec();
+    looping.extend_from_slice(&[0xc0, 0x0c, 0x00, 0x01, 0x00, 0x01]);
+    garbage.push(looping);
+    // Deterministic pseudo-random bytes.
+    let mut x: u32 = 0x1234_5678;
+    for len in [12usize, 40, 300, 1000] {
+        garbage.push(
+            (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect(),
+        );
+    }
+    for packet in &garbage {
+        if !packet.is_empty() {
+            // UDP: any reply is fine, silence too; TCP must not hang the
+            // server (the exchange itself may time out for junk framing).
+            let _ = exchange_raw_within(s.dns(), packet, Transport::Udp, SILENCE).await;
+        }
+    }
+
+    // Unknown opcode (STATUS = 2): NOTIMP.
+    let mut status = good.clone();
+    status[2] = (status[2] & 0b1000_0111) | (2 << 3);
+    let reply =
+        Message::from_vec(&exchange_raw(s.dns(), &status, Transport::Udp).await.unwrap()).unwrap();
+    assert_eq!(reply.metadata.response_code, ResponseCode::NotImp);
+    // A response sent to us is dropped, so that we cannot be used to
+    // reflect traffic.
+    let mut response = good.clone();
+    response[2] |= 0x80;
+    assert_eq!(exchange_raw_within(s.dns(), &response, Transport::Udp, SILENCE).await, None);
+
+    // Garbage over TCP, then a connection that sends half a message and
+    // stalls: neither blocks other clients.
+    use tokio::io::AsyncWriteExt;
+    let mut stalled = tokio::net::TcpStream::connect(s.dns()).await.unwrap();
+    stalled.write_all(&[0x00, 0x40, 0x12]).await.unwrap();
+    for packet in garbage.iter().filter(|p| !p.is_empty()) {
+        let _ = exchange_raw_within(s.dns(), packet, Transport::Tcp, SILENCE).await;
+    }
+
+    // Still answering, over both transports (`query` fails after TIMEOUT).
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let m = query(s.dns(), &format!("abc.host.{ZONE}."), RecordType::AAAA, transport).await;
+        assert_eq!(rdata(&m), vec!["fd00::1"]);
+    }
+    drop(stalled);
+}

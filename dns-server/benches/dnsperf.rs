@@ -1,1 +1,283 @@
-fn main() {}
+//! DNS server throughput against Knot DNS, measured with dnsperf on loopback,
+//! plus the time to apply a 100,000-name config while queries keep coming.
+//!
+//! Needs `dnsperf` and `knotd` (Debian packages `dnsperf`, `knot`).
+//! Run: `cargo bench -p dns-server --bench dnsperf` (figures are recorded in
+//! docs/PERFORMANCE.md).  `DNSPERF_SECONDS` sets each run's length
+//! (default 10).
+//!
+//! For each zone size (1,000 and 100,000 names, half AAAA, half SRV), the
+//! same query mix (40% AAAA that exist, 30% SRV that exist, 15% NXDOMAIN,
+//! 15% NODATA) is sent to our `dns-server` and to `knotd` serving the same
+//! zone, one after the other, in one run.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ZONE: &str = "control-plane.internal";
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn name(i: usize) -> String {
+    if i % 2 == 0 { format!("host{i}.host") } else { format!("_svc{i}._tcp") }
+}
+
+fn config_json(names: usize, generation: u64) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for i in 0..names {
+        let records = if i % 2 == 0 {
+            serde_json::json!([{"type": "AAAA", "data": format!("fd00::{:x}:{:x}", i >> 16, i & 0xffff)}])
+        } else {
+            serde_json::json!([{"type": "SRV", "data": {"prio": 0, "weight": 0, "port": 12221,
+                "target": format!("host{}.host.{ZONE}", i - 1)}}])
+        };
+        map.insert(name(i), records);
+    }
+    serde_json::json!({
+        "generation": generation, "time_created": "2026-11-24T00:00:00Z",
+        "creator": "bench", "comment": "bench",
+        "zones": [{"zone_name": ZONE, "ttl_seconds": 60, "names": map}]
+    })
+}
+
+fn zone_file(names: usize) -> String {
+    let mut out = format!(
+        "$ORIGIN {ZONE}.\n$TTL 60\n@ SOA ns.{ZONE}. admin.{ZONE}. 1 3600 600 86400 60\n@ NS ns.{ZONE}.\nns AAAA fd00::53\n"
+    );
+    for i in 0..names {
+        if i % 2 == 0 {
+            out.push_str(&format!("{} AAAA fd00::{:x}:{:x}\n", name(i), i >> 16, i & 0xffff));
+        } else {
+            out.push_str(&format!("{} SRV 0 0 12221 host{}.host.{ZONE}.\n", name(i), i - 1));
+        }
+    }
+    out
+}
+
+fn query_file(names: usize) -> String {
+    let mut out = String::new();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for q in 0..100_000usize {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let i = (x as usize) % names;
+        let even = i & !1;
+        let odd = (i | 1).min(names - 1);
+        match q % 20 {
+            0..=7 => out.push_str(&format!("{}.{ZONE} AAAA\n", name(even))),
+            8..=13 => out.push_str(&format!("{}.{ZONE} SRV\n", name(odd))),
+            14..=16 => out.push_str(&format!("missing{i}.host.{ZONE} AAAA\n")),
+            _ => out.push_str(&format!("{}.{ZONE} A\n", name(even))),
+        }
+    }
+    out
+}
+
+fn dnsperf(port: u16, queries: &Path, seconds: u64) -> (f64, String) {
+    let output = Command::new("dnsperf")
+        .args(["-s", "127.0.0.1", "-p", &port.to_string(), "-l", &seconds.to_string()])
+        .args(["-c", "8", "-q", "200", "-T", "1", "-t", "2", "-d"])
+        .arg(queries)
+        .output()
+        .expect("running dnsperf (apt-get install -y dnsperf)");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let qps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Queries per second:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no result from dnsperf:\n{text}"));
+    let lost = text.lines().find(|l| l.contains("Queries lost")).unwrap_or("").trim().to_string();
+    (qps, lost)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listening on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_ours(dir: &Path) -> (Process, SocketAddr, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dns-server"))
+        .args(["--dns-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--storage-dir"])
+        .arg(dir.join("ours"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let info: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let dns = info["dns_address"].as_str().unwrap().parse().unwrap();
+    let http = info["http_address"].as_str().unwrap().parse().unwrap();
+    (Process(child), dns, http)
+}
+
+fn start_knot(dir: &Path, names: usize) -> (Process, u16) {
+    let knot = dir.join("knot");
+    std::fs::create_dir_all(&knot).unwrap();
+    std::fs::write(knot.join("zone.zone"), zone_file(names)).unwrap();
+    let port = free_port();
+    let conf = knot.join("knot.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "server:\n    listen: 127.0.0.1@{port}\n    rundir: {d}\n\
+             database:\n    storage: {d}\n\
+             template:\n  - id: default\n    storage: {d}\n    semantic-checks: off\n    zonefile-sync: -1\n    journal-content: none\n\
+             zone:\n  - domain: {ZONE}\n    file: zone.zone\n",
+            d = knot.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("knotd")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(knot.join("knotd.log")).unwrap())
+        .spawn()
+        .expect("running knotd (apt-get install -y knot)");
+    let process = Process(child);
+    wait_for_port(port);
+    // Wait until the zone is loaded: the apex SOA answers.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new("dig")
+            .args([
+                "+short",
+                "+time=1",
+                "+tries=1",
+                "-p",
+                &port.to_string(),
+                "@127.0.0.1",
+                ZONE,
+                "SOA",
+            ])
+            .output()
+            .unwrap();
+        if !out.stdout.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "knotd did not load the zone; see {}", knot.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (process, port)
+}
+
+#[tokio::main]
+async fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("dnsperf: run with `cargo bench -p dns-server --bench dnsperf`");
+        return;
+    }
+    let seconds: u64 =
+        std::env::var("DNSPERF_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build().unwrap();
+    println!(
+        "| names | dns-server q/s | knotd q/s | ratio | dns-server RSS after 2 PUTs / after restart | PUT /config |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for names in [1_000usize, 100_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let queries = dir.path().join("queries.txt");
+        std::fs::write(&queries, query_file(names)).unwrap();
+
+        let (ours, dns, api) = start_ours(dir.path());
+        let body = serde_json::to_vec(&config_json(names, 1)).unwrap();
+        let put = |body: Vec<u8>| {
+            http.put(format!("http://{api}/config"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+        };
+        let response = put(body).await.unwrap();
+        assert!(response.status().is_success(), "{:?}", response.text().await);
+
+        // Apply generation 2 while a client keeps querying: time the PUT and
+        // count the answers that arrived during it.
+        let body = serde_json::to_vec(&config_json(names, 2)).unwrap();
+        let probe = tokio::spawn(async move {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            socket.connect(dns).await.unwrap();
+            let query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x0dcontrol-plane\x08internal\x00\x00\x06\x00\x01";
+            let (mut answered, mut slowest) = (0u32, Duration::ZERO);
+            let mut buf = [0u8; 512];
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                socket.send(query).await.unwrap();
+                match tokio::time::timeout(Duration::from_secs(1), socket.recv(&mut buf)).await {
+                    Ok(Ok(_)) => {
+                        answered += 1;
+                        slowest = slowest.max(sent.elapsed());
+                    }
+                    _ => break,
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                if PUT_DONE.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+            }
+            (answered, slowest)
+        });
+        let started = Instant::now();
+        let response = put(body).await.unwrap();
+        let put_time = started.elapsed();
+        PUT_DONE.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(response.status().is_success());
+        let (answered, slowest) = probe.await.unwrap();
+        PUT_DONE.store(false, std::sync::atomic::Ordering::SeqCst);
+
+        let rss = rss_kib(ours.0.id());
+        let (our_qps, our_lost) = dnsperf(dns.port(), &queries, seconds);
+        drop(ours);
+        // Steady state: a fresh process that loaded the stored config.
+        let (restarted, _, _) = start_ours(dir.path());
+        let rss_restarted = rss_kib(restarted.0.id());
+        drop(restarted);
+
+        let (knot, knot_port) = start_knot(dir.path(), names);
+        let (knot_qps, knot_lost) = dnsperf(knot_port, &queries, seconds);
+        drop(knot);
+
+        println!(
+            "| {names} | {our_qps:.0} | {knot_qps:.0} | {:.2} | {:.1} MiB / {:.1} MiB | {put_time:.2?} ({answered} queries answered during it, slowest {slowest:.2?}) |",
+            our_qps / knot_qps,
+            rss as f64 / 1024.0,
+            rss_restarted as f64 / 1024.0,
+        );
+        eprintln!("  dns-server: {our_lost}\n  knotd: {knot_lost}");
+        let _ = std::io::stdout().flush();
+    }
+}
+
+static PUT_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -24,7 +24,7 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 fn names(count: usize) -> Vec<NameRecords> {
     (0..count)
         .map(|i| {
-            let records = if i % 2 == 0 {
+            let records = if i.is_multiple_of(2) {
                 vec![DnsRecord::Aaaa(
                     format!("fd00::{:x}:{:x}", i >> 16, i & 0xffff).parse().unwrap(),
                 )]

@@ -33,13 +33,13 @@ fn free_port() -> u16 {
 }
 
 fn name(i: usize) -> String {
-    if i % 2 == 0 { format!("host{i}.host") } else { format!("_svc{i}._tcp") }
+    if i.is_multiple_of(2) { format!("host{i}.host") } else { format!("_svc{i}._tcp") }
 }
 
 fn config_json(names: usize, generation: u64) -> serde_json::Value {
     let mut map = serde_json::Map::new();
     for i in 0..names {
-        let records = if i % 2 == 0 {
+        let records = if i.is_multiple_of(2) {
             serde_json::json!([{"type": "AAAA", "data": format!("fd00::{:x}:{:x}", i >> 16, i & 0xffff)}])
         } else {
             serde_json::json!([{"type": "SRV", "data": {"prio": 0, "weight": 0, "port": 12221,
@@ -59,7 +59,7 @@ fn zone_file(names: usize) -> String {
         "$ORIGIN {ZONE}.\n$TTL 60\n@ SOA ns.{ZONE}. admin.{ZONE}. 1 3600 600 86400 60\n@ NS ns.{ZONE}.\nns AAAA fd00::53\n"
     );
     for i in 0..names {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             out.push_str(&format!("{} AAAA fd00::{:x}:{:x}\n", name(i), i >> 16, i & 0xffff));
         } else {
             out.push_str(&format!("{} SRV 0 0 12221 host{}.host.{ZONE}.\n", name(i), i - 1));

@@ -84,6 +84,11 @@ pub struct LocalPostgres {
     pid: Pid,
     dir: PathBuf,
     exited: mpsc::Receiver<ExitStatus>,
+    bin: BinDir,
+    run_as: Option<User>,
+    /// False between `stop_temporarily` and `start_again`: the old pid may
+    /// belong to another process by then and must not be signalled.
+    running: bool,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -123,7 +128,16 @@ impl LocalPostgres {
             match start_server(&bin, &dir, port, run_as.as_ref()) {
                 Ok((pid, exited)) => {
                     tracing::info!(port, dir = %dir.display(), "local PostgreSQL ready");
-                    return Ok(LocalPostgres { port, pid, dir, exited, _temp: temp });
+                    return Ok(LocalPostgres {
+                        port,
+                        pid,
+                        dir,
+                        exited,
+                        bin,
+                        run_as,
+                        running: true,
+                        _temp: temp,
+                    });
                 }
                 // Someone else took the port between our probe and postgres
                 // binding it: try another.
@@ -175,7 +189,26 @@ impl LocalPostgres {
         kill(self.pid, Signal::SIGCONT)
     }
 
+    /// Stops the server (fast shutdown) but keeps its data, so that
+    /// [`LocalPostgres::start_again`] can bring the same database back on the
+    /// same port: a database outage.
+    pub fn stop_temporarily(&mut self) {
+        self.shutdown();
+    }
+
+    /// Starts the server again after [`LocalPostgres::stop_temporarily`].
+    pub fn start_again(&mut self) -> Result<(), Error> {
+        let (pid, exited) = start_server(&self.bin, &self.dir, self.port, self.run_as.as_ref())?;
+        self.pid = pid;
+        self.exited = exited;
+        self.running = true;
+        Ok(())
+    }
+
     fn shutdown(&mut self) {
+        if !std::mem::replace(&mut self.running, false) {
+            return;
+        }
         let _ = kill(self.pid, Signal::SIGCONT);
         // SIGINT is PostgreSQL's "fast shutdown": disconnect clients, stop.
         if kill(self.pid, Signal::SIGINT).is_err() {
@@ -390,6 +423,16 @@ mod tests {
         let (pid, dir) = rx.recv().unwrap();
         assert!(!running(pid), "postgres {pid} survived the panic");
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn stops_and_starts_again_on_the_same_port() {
+        let mut pg = LocalPostgres::start(Directory::Temporary).unwrap();
+        let port = pg.port();
+        pg.stop_temporarily();
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+        pg.start_again().unwrap();
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
     }
 
     #[test]

@@ -1,0 +1,164 @@
+//! Child processes of the stack: started from the workspace's binaries,
+//! logged to a file, and stopped when dropped (also when a test panics, and
+//! by the kernel if this process dies first).
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// How long a process has to print its start-up line.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a process has to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running child process.
+pub struct ChildProcess {
+    name: String,
+    child: tokio::process::Child,
+    log: PathBuf,
+}
+
+impl ChildProcess {
+    /// Starts `binary` with `args`, appending its stderr (and anything it
+    /// prints after the first line) to `log`; returns it with the first
+    /// line it prints on stdout, parsed as JSON.
+    pub async fn start(
+        name: &str,
+        binary: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> anyhow::Result<(ChildProcess, serde_json::Value)> {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening log {}", log.display()))?;
+        let mut command = tokio::process::Command::new(binary);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file.try_clone()?)
+            .kill_on_drop(true);
+        // SAFETY: only a system call, which is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                // If the stack's owner dies without cleaning up, so do we.
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
+        let mut child =
+            command.spawn().with_context(|| format!("starting {name} ({})", binary.display()))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(START_TIMEOUT, lines.next_line()).await;
+        let line = match first {
+            Ok(Ok(Some(line))) => line,
+            Ok(_) => {
+                let status = child.wait().await.ok();
+                bail!(
+                    "{name} exited during start-up ({}); see {}:\n{}",
+                    status.map(|s| s.to_string()).unwrap_or_default(),
+                    log.display(),
+                    tail(log)
+                )
+            }
+            Err(_) => bail!("{name} did not start within {START_TIMEOUT:?}; see {}", log.display()),
+        };
+        // Keep draining stdout into the log so the child never blocks on it.
+        let mut log_file = tokio::fs::File::from_std(log_file);
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = log_file.write_all(format!("{line}\n").as_bytes()).await;
+            }
+        });
+        let info = serde_json::from_str(&line)
+            .with_context(|| format!("{name} printed {line:?} instead of its start-up line"))?;
+        Ok((ChildProcess { name: name.to_string(), child, log: log.to_path_buf() }, info))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    pub fn pid(&self) -> Option<Pid> {
+        self.child.id().map(|id| Pid::from_raw(id as i32))
+    }
+
+    /// Stops the process: SIGTERM, then SIGKILL if it takes too long.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = kill(pid, Signal::SIGCONT);
+            let _ = kill(pid, Signal::SIGTERM);
+            if tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await.is_err() {
+                tracing::warn!(name = %self.name, "did not stop on SIGTERM; killing it");
+                let _ = self.child.kill().await;
+            }
+        }
+    }
+
+    /// Kills the process at once (a crash).
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Freezes the process (SIGSTOP): it keeps its sockets but answers
+    /// nothing, like a hung server.
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        let pid = self.pid().context("process already exited")?;
+        kill(pid, Signal::SIGSTOP).context("sending SIGSTOP")
+    }
+
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        let pid = self.pid().context("process already exited")?;
+        kill(pid, Signal::SIGCONT).context("sending SIGCONT")
+    }
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// Where the workspace's binaries are: next to this executable (devstack),
+/// or one level up (a test executable in `target/<profile>/deps`).  Missing
+/// binaries are built once with the same profile.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let exe = std::env::current_exe().context("finding the current executable")?;
+    let dir = exe.parent().context("executable without a directory")?;
+    let candidates = [dir.join(name), dir.parent().map(|p| p.join(name)).unwrap_or_default()];
+    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    let built = BUILT.get_or_init(|| build_binaries(dir));
+    if let Err(e) = built {
+        bail!("{name} is not built and building it failed: {e}");
+    }
+    candidates.into_iter().find(|p| p.is_file()).with_context(|| {
+        format!("{name} not found next to {}; run `cargo build --workspace --bins`", exe.display())
+    })
+}
+
+fn build_binaries(dir: &Path) -> Result<(), String> {
+    let release = dir.components().any(|c| c.as_os_str() == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command.args(["build", "--bins", "-p", "dns-server", "-p", "nexus"]);
+    if release {
+        command.arg("--release");
+    }
+    let status = command.status().map_err(|e| e.to_string())?;
+    if status.success() { Ok(()) } else { Err(format!("cargo build exited with {status}")) }
+}

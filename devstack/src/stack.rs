@@ -1,0 +1,480 @@
+//! A complete local stack: database, internal and external DNS servers and
+//! Nexus instances, as real processes on loopback.  `devstack run` and the
+//! end-to-end tests both use it.
+
+use crate::process::{ChildProcess, binary};
+use anyhow::{Context, bail};
+use db_model::schema::SchemaError;
+use db_model::{Datastore, DatastoreOptions, DnsError, ZoneSpec};
+use dns_types::{DnsChange, DnsGroup, DnsRecord, NameRecords, SrvRecord};
+use internal_dns::service;
+use local_postgres::{Directory, LocalPostgres};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    /// Where every process keeps its storage and logs.
+    pub run_dir: PathBuf,
+    /// Use this database instead of starting PostgreSQL.
+    pub db_url: Option<String>,
+    pub internal_zone: String,
+    pub external_zone: String,
+    pub internal_dns_servers: usize,
+    pub external_dns_servers: usize,
+    pub nexus_instances: usize,
+    /// Period of every Nexus background task.
+    pub task_period_secs: u64,
+    /// Nexus's limit for one push to one DNS server.
+    pub server_timeout_secs: f64,
+}
+
+impl StackOptions {
+    pub fn new(run_dir: PathBuf) -> StackOptions {
+        StackOptions {
+            run_dir,
+            db_url: None,
+            internal_zone: internal_dns::DEFAULT_INTERNAL_ZONE.into(),
+            external_zone: "example.test".into(),
+            internal_dns_servers: 3,
+            external_dns_servers: 2,
+            nexus_instances: 2,
+            task_period_secs: 60,
+            server_timeout_secs: 5.0,
+        }
+    }
+}
+
+/// The database: ours, or one given by URL.
+#[allow(clippy::large_enum_variant)] // one per stack
+pub enum Database {
+    Local(LocalPostgres),
+    External,
+}
+
+/// A running DNS server process and what is needed to start it again.
+pub struct DnsServer {
+    pub group: DnsGroup,
+    pub id: Uuid,
+    pub dns_address: SocketAddr,
+    pub http_address: SocketAddr,
+    pub storage_dir: PathBuf,
+    pub process: Option<ChildProcess>,
+    log: PathBuf,
+}
+
+impl DnsServer {
+    async fn spawn(
+        group: DnsGroup,
+        id: Uuid,
+        dns_address: SocketAddr,
+        http_address: SocketAddr,
+        storage_dir: PathBuf,
+        log: PathBuf,
+    ) -> anyhow::Result<DnsServer> {
+        let args = vec![
+            "--dns-address".into(),
+            dns_address.to_string(),
+            "--http-address".into(),
+            http_address.to_string(),
+            "--storage-dir".into(),
+            storage_dir.display().to_string(),
+            "--id".into(),
+            id.to_string(),
+        ];
+        let name = format!("dns-server {group} {id}");
+        let (process, info) =
+            ChildProcess::start(&name, &binary("dns-server")?, &args, &log).await?;
+        let address = |key: &str| -> anyhow::Result<SocketAddr> {
+            info[key]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .with_context(|| format!("{name}: no {key} in {info}"))
+        };
+        Ok(DnsServer {
+            group,
+            id,
+            dns_address: address("dns_address")?,
+            http_address: address("http_address")?,
+            storage_dir,
+            process: Some(process),
+            log,
+        })
+    }
+
+    /// Stops the process (it can be started again with [`DnsServer::restart`]).
+    pub async fn stop(&mut self) {
+        if let Some(process) = self.process.take() {
+            process.stop().await;
+        }
+    }
+
+    /// Starts the process again on the same addresses and storage.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop().await;
+        let again = DnsServer::spawn(
+            self.group,
+            self.id,
+            self.dns_address,
+            self.http_address,
+            self.storage_dir.clone(),
+            self.log.clone(),
+        )
+        .await?;
+        self.process = again.process;
+        Ok(())
+    }
+
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        self.process.as_ref().context("server not running")?.freeze()
+    }
+
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        self.process.as_ref().context("server not running")?.thaw()
+    }
+
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+}
+
+/// A running Nexus process.
+pub struct Nexus {
+    pub id: Uuid,
+    pub address: SocketAddr,
+    pub config_file: PathBuf,
+    pub process: Option<ChildProcess>,
+    log: PathBuf,
+}
+
+impl Nexus {
+    async fn spawn(id: Uuid, config_file: PathBuf, log: PathBuf) -> anyhow::Result<Nexus> {
+        let args = vec!["--config-file".into(), config_file.display().to_string()];
+        let name = format!("nexus {id}");
+        let (process, info) = ChildProcess::start(&name, &binary("nexus")?, &args, &log).await?;
+        let address = info["internal_api_address"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("{name}: no internal_api_address in {info}"))?;
+        Ok(Nexus { id, address, config_file, process: Some(process), log })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub fn client(&self) -> nexus_client::Client {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("an HTTP client with a timeout builds");
+        nexus_client::Client::new_with_client(&self.url(), http)
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(process) = self.process.take() {
+            process.stop().await;
+        }
+    }
+
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+}
+
+/// The whole stack.  Dropping it kills every process it started.
+pub struct Stack {
+    pub options: StackOptions,
+    pub db_url: String,
+    pub database: Database,
+    pub datastore: Datastore,
+    pub dns_servers: Vec<DnsServer>,
+    pub nexus: Vec<Nexus>,
+    pub database_id: Uuid,
+}
+
+impl Stack {
+    /// Starts everything and waits until every DNS server serves the latest
+    /// generation of its group and every Nexus answers.
+    pub async fn start(options: StackOptions) -> anyhow::Result<Stack> {
+        std::fs::create_dir_all(&options.run_dir)
+            .with_context(|| format!("creating run directory {}", options.run_dir.display()))?;
+        // As root, PostgreSQL runs as the `postgres` user, which must be
+        // able to reach its directory inside ours.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&options.run_dir, std::fs::Permissions::from_mode(0o755))?;
+        }
+
+        let (database, db_url) = match &options.db_url {
+            Some(url) => (Database::External, url.clone()),
+            None => {
+                let dir = options.run_dir.join("postgres");
+                let server =
+                    tokio::task::spawn_blocking(move || LocalPostgres::start(Directory::Keep(dir)))
+                        .await?
+                        .context("starting PostgreSQL")?;
+                let url = create_database(&server, "control_plane").await?;
+                (Database::Local(server), url)
+            }
+        };
+        let datastore = Datastore::new(&db_url, DatastoreOptions::default())?;
+        match datastore.check_schema_version().await {
+            Ok(()) => {}
+            Err(SchemaError::Uninitialized) => {
+                datastore.initialize_schema().await.context("applying the schema")?
+            }
+            Err(e) => {
+                return Err(e).context(format!("checking the database at {}", datastore.address()));
+            }
+        }
+
+        let mut dns_servers = Vec::new();
+        for (group, count) in [
+            (DnsGroup::Internal, options.internal_dns_servers),
+            (DnsGroup::External, options.external_dns_servers),
+        ] {
+            for i in 0..count {
+                let id = Uuid::new_v4();
+                let name = format!("dns-{group}-{i}");
+                let storage = options.run_dir.join(&name);
+                let log = options.run_dir.join(format!("{name}.log"));
+                let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+                dns_servers
+                    .push(DnsServer::spawn(group, id, loopback, loopback, storage, log).await?);
+            }
+        }
+
+        let database_id = Uuid::new_v4();
+        let db_port = url_port(&db_url).unwrap_or(5432);
+        let mut stack = Stack {
+            options,
+            db_url,
+            database,
+            datastore,
+            dns_servers,
+            nexus: Vec::new(),
+            database_id,
+        };
+        stack.write_initial_dns(db_port).await?;
+        stack.push_initial_dns().await?;
+
+        for i in 0..stack.options.nexus_instances {
+            let id = Uuid::new_v4();
+            let config_file = stack.options.run_dir.join(format!("nexus-{i}.toml"));
+            std::fs::write(&config_file, stack.nexus_config(id))?;
+            let log = stack.options.run_dir.join(format!("nexus-{i}.log"));
+            stack.nexus.push(Nexus::spawn(id, config_file, log).await?);
+        }
+        stack.wait_until_converged(Duration::from_secs(60)).await?;
+        Ok(stack)
+    }
+
+    /// Generation 1 of both groups: zones, every DNS server and the database
+    /// (Nexus registers itself when it starts).  Groups that exist already
+    /// (an existing database) are left alone.
+    async fn write_initial_dns(&self, db_port: u16) -> anyhow::Result<()> {
+        let o = &self.options;
+        let mut internal = Vec::new();
+        let mut srv = |service: &str, id: Uuid, port: u16, ip: IpAddr| {
+            let host = internal_dns::host_name(id);
+            let address = match ip {
+                IpAddr::V4(ip) => DnsRecord::A(ip),
+                IpAddr::V6(ip) => DnsRecord::Aaaa(ip),
+            };
+            internal.push(NameRecords { name: host.clone(), records: vec![address] });
+            internal.push(NameRecords {
+                name: service.to_string(),
+                records: vec![DnsRecord::Srv(SrvRecord {
+                    prio: 0,
+                    weight: 0,
+                    port,
+                    target: format!("{host}.{}", o.internal_zone),
+                })],
+            });
+        };
+        for server in &self.dns_servers {
+            let service = match server.group {
+                DnsGroup::Internal => service::INTERNAL_DNS,
+                DnsGroup::External => service::EXTERNAL_DNS,
+            };
+            srv(service, server.id, server.http_address.port(), server.http_address.ip());
+        }
+        srv(service::POSTGRESQL, self.database_id, db_port, "127.0.0.1".parse().unwrap());
+        let external = vec![NameRecords {
+            name: "api".into(),
+            records: vec![DnsRecord::A("127.0.0.1".parse().unwrap())],
+        }];
+        for (group, zone, add) in [
+            (DnsGroup::Internal, &o.internal_zone, internal),
+            (DnsGroup::External, &o.external_zone, external),
+        ] {
+            let zones = [ZoneSpec { zone_name: zone.clone(), ttl_seconds: 60 }];
+            let change = DnsChange { comment: "initial setup".into(), add, remove: vec![] };
+            match self.datastore.dns_group_initialize(group, &zones, "devstack", &change).await {
+                Ok(_) | Err(DnsError::GroupAlreadyInitialized { .. }) => {}
+                Err(e) => {
+                    return Err(e)
+                        .context(format!("writing the initial {group} DNS configuration"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What rack setup does in a real system: hand each DNS server its
+    /// group's current config directly, so that internal DNS can answer
+    /// before any Nexus runs (Nexus finds the DNS servers through it).
+    async fn push_initial_dns(&self) -> anyhow::Result<()> {
+        for group in DnsGroup::ALL {
+            let config = self.datastore.dns_config_read(group, None).await?;
+            for server in self.servers(group) {
+                let client =
+                    dns_server_client::Client::new(&format!("http://{}", server.http_address));
+                client.config_put().body(config.clone()).send().await.with_context(|| {
+                    format!("giving {group} DNS server {} its first config", server.http_address)
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn nexus_config(&self, id: Uuid) -> String {
+        let bootstrap: Vec<String> = self
+            .dns_servers
+            .iter()
+            .filter(|s| s.group == DnsGroup::Internal)
+            .map(|s| format!("\"{}\"", s.dns_address))
+            .collect();
+        format!(
+            "id = \"{id}\"\n\n[database]\nurl = \"{}\"\n\n[internal_api]\naddress = \"127.0.0.1:0\"\n\n\
+             [internal_dns]\nbootstrap_servers = [{}]\nzone = \"{}\"\n\n\
+             [tasks]\nperiod_secs = {}\nserver_timeout_secs = {}\n",
+            self.db_url,
+            bootstrap.join(", "),
+            self.options.internal_zone,
+            self.options.task_period_secs,
+            self.options.server_timeout_secs,
+        )
+    }
+
+    /// Waits until every running DNS server serves its group's latest
+    /// generation and every running Nexus answers.
+    pub async fn wait_until_converged(&self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.convergence_problem().await {
+                None => return Ok(()),
+                Some(problem) if Instant::now() > deadline => {
+                    bail!("the stack did not converge within {limit:?}: {problem}")
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    async fn convergence_problem(&self) -> Option<String> {
+        for nexus in self.nexus.iter().filter(|n| n.process.is_some()) {
+            if let Err(e) = nexus.client().status_get().send().await {
+                return Some(format!(
+                    "Nexus {} at {} does not answer: {e}",
+                    nexus.id, nexus.address
+                ));
+            }
+        }
+        for group in DnsGroup::ALL {
+            let latest = match self.datastore.dns_version_latest(group).await {
+                Ok(v) => v.generation,
+                Err(e) => return Some(format!("reading the latest {group} generation: {e}")),
+            };
+            for server in
+                self.dns_servers.iter().filter(|s| s.group == group && s.process.is_some())
+            {
+                match self.server_generation(server).await {
+                    Ok(g) if g == latest => {}
+                    Ok(g) => {
+                        return Some(format!(
+                            "{group} DNS server {} at generation {g}, latest is {latest}",
+                            server.http_address
+                        ));
+                    }
+                    Err(e) => {
+                        return Some(format!("{group} DNS server {}: {e}", server.http_address));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    pub async fn server_generation(&self, server: &DnsServer) -> anyhow::Result<u64> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+        let client = dns_server_client::Client::new_with_client(
+            &format!("http://{}", server.http_address),
+            http,
+        );
+        Ok(client.status_get().send().await?.into_inner().generation)
+    }
+
+    /// The DNS addresses of the internal DNS servers (for `OMDB_DNS_SERVER`).
+    pub fn internal_dns_addresses(&self) -> Vec<SocketAddr> {
+        self.dns_servers
+            .iter()
+            .filter(|s| s.group == DnsGroup::Internal)
+            .map(|s| s.dns_address)
+            .collect()
+    }
+
+    pub fn servers(&self, group: DnsGroup) -> impl Iterator<Item = &DnsServer> {
+        self.dns_servers.iter().filter(move |s| s.group == group)
+    }
+
+    /// Every log file of the stack.
+    pub fn logs(&self) -> Vec<PathBuf> {
+        let mut logs: Vec<PathBuf> = self.dns_servers.iter().map(|s| s.log.clone()).collect();
+        logs.extend(self.nexus.iter().map(|n| n.log.clone()));
+        if let Database::Local(pg) = &self.database {
+            logs.push(pg.log_path());
+        }
+        logs
+    }
+
+    /// Stops every process (Nexus first, then DNS servers, then the
+    /// database), gracefully.
+    pub async fn stop(mut self) {
+        for nexus in &mut self.nexus {
+            nexus.stop().await;
+        }
+        for server in &mut self.dns_servers {
+            server.stop().await;
+        }
+        if let Database::Local(pg) = std::mem::replace(&mut self.database, Database::External) {
+            let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
+        }
+    }
+}
+
+fn url_port(url: &str) -> Option<u16> {
+    let config: tokio_postgres::Config = url.parse().ok()?;
+    config.get_ports().first().copied()
+}
+
+async fn create_database(server: &LocalPostgres, name: &str) -> anyhow::Result<String> {
+    let (client, connection) =
+        tokio_postgres::connect(&server.url("postgres"), tokio_postgres::NoTls)
+            .await
+            .context("connecting to the new PostgreSQL")?;
+    let connection = tokio::spawn(connection);
+    let exists =
+        client.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name]).await?.is_some();
+    if !exists {
+        client.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+    }
+    drop(client);
+    let _ = connection.await;
+    Ok(server.url(name))
+}

@@ -1,0 +1,298 @@
+//! Service discovery through internal DNS.
+//!
+//! Every component of the control plane is found through SRV records in the
+//! internal zone ([`service`] has the names), whose targets are host names
+//! `<uuid>.host.<zone>` carrying AAAA/A records.  [`Resolver`] asks a fixed
+//! list of DNS servers (the bootstrap servers) directly, without any system
+//! resolver or cache, so that what it reports is what those servers serve
+//! right now.
+//!
+//! The DNS library is an implementation detail: nothing of it appears in
+//! this crate's interface.
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The zone devstack and tests use for internal DNS unless told otherwise.
+pub const DEFAULT_INTERNAL_ZONE: &str = "control-plane.internal";
+
+/// The SRV names (relative to the internal zone) under which services are
+/// registered.
+pub mod service {
+    /// Each internal DNS server's config HTTP API.
+    pub const INTERNAL_DNS: &str = "_nameservice._tcp";
+    /// Each external DNS server's config HTTP API.
+    pub const EXTERNAL_DNS: &str = "_external-dns._tcp";
+    /// Each Nexus's internal HTTP API.
+    pub const NEXUS: &str = "_nexus._tcp";
+    /// The database (PostgreSQL wire protocol).
+    pub const POSTGRESQL: &str = "_postgresql._tcp";
+}
+
+/// The host name (relative to the internal zone) that carries the addresses
+/// of the component with this id.
+pub fn host_name(id: uuid::Uuid) -> String {
+    format!("{id}.host")
+}
+
+/// One instance of a service.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServiceInstance {
+    /// The SRV target (absolute, lower case, no trailing dot).
+    pub target: String,
+    pub port: u16,
+    /// The target's addresses (AAAA first, then A).
+    pub addresses: Vec<IpAddr>,
+}
+
+impl ServiceInstance {
+    /// The first address with the port, if the target has any address.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        self.addresses.first().map(|ip| SocketAddr::new(*ip, self.port))
+    }
+}
+
+/// The answer to a service lookup, with the server that gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceAnswer {
+    pub server: SocketAddr,
+    /// Sorted; empty if the name does not exist or has no SRV records.
+    pub instances: Vec<ServiceInstance>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("no DNS servers to ask")]
+    NoServers,
+    #[error("invalid DNS name {0:?}")]
+    InvalidName(String),
+    #[error("no DNS server answered for {name} (tried: {})", describe(.attempts))]
+    AllFailed { name: String, attempts: Vec<(SocketAddr, String)> },
+}
+
+fn describe(attempts: &[(SocketAddr, String)]) -> String {
+    attempts
+        .iter()
+        .map(|(server, error)| format!("{server}: {error}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Asks a fixed list of DNS servers, in order, until one answers.
+#[derive(Clone, Debug)]
+pub struct Resolver {
+    servers: Vec<SocketAddr>,
+    timeout: Duration,
+}
+
+impl Resolver {
+    /// `timeout` bounds each query to each server.
+    pub fn new(servers: Vec<SocketAddr>, timeout: Duration) -> Resolver {
+        Resolver { servers, timeout }
+    }
+
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.servers
+    }
+
+    /// Looks up `service` (e.g. [`service::NEXUS`]) in `zone`.
+    pub async fn lookup_service(
+        &self,
+        service: &str,
+        zone: &str,
+    ) -> Result<ServiceAnswer, ResolveError> {
+        self.lookup_srv(&format!("{service}.{zone}")).await
+    }
+
+    /// Looks up the SRV records of `name` and the addresses of their targets.
+    pub async fn lookup_srv(&self, name: &str) -> Result<ServiceAnswer, ResolveError> {
+        if self.servers.is_empty() {
+            return Err(ResolveError::NoServers);
+        }
+        let mut attempts = Vec::new();
+        for server in &self.servers {
+            match self.lookup_srv_at(*server, name).await {
+                Ok(instances) => return Ok(ServiceAnswer { server: *server, instances }),
+                Err(QueryError::InvalidName) => return Err(ResolveError::InvalidName(name.into())),
+                Err(e) => attempts.push((*server, e.to_string())),
+            }
+        }
+        Err(ResolveError::AllFailed { name: name.into(), attempts })
+    }
+
+    /// Looks up the AAAA and A records of `name` (absolute); an empty list
+    /// when the name does not exist or has no addresses.
+    pub async fn lookup_addresses(
+        &self,
+        name: &str,
+    ) -> Result<(SocketAddr, Vec<IpAddr>), ResolveError> {
+        if self.servers.is_empty() {
+            return Err(ResolveError::NoServers);
+        }
+        let target = name.trim_end_matches('.').to_ascii_lowercase();
+        let mut attempts = Vec::new();
+        'servers: for server in &self.servers {
+            let mut found = Vec::new();
+            for rtype in [RecordType::AAAA, RecordType::A] {
+                match self.query(*server, name, rtype).await {
+                    Ok(reply) => {
+                        found.extend(addresses_in(&reply).remove(&target).unwrap_or_default())
+                    }
+                    Err(QueryError::InvalidName) => {
+                        return Err(ResolveError::InvalidName(name.into()));
+                    }
+                    Err(e) => {
+                        attempts.push((*server, e.to_string()));
+                        continue 'servers;
+                    }
+                }
+            }
+            return Ok((*server, found));
+        }
+        Err(ResolveError::AllFailed { name: name.into(), attempts })
+    }
+
+    async fn lookup_srv_at(
+        &self,
+        server: SocketAddr,
+        name: &str,
+    ) -> Result<Vec<ServiceInstance>, QueryError> {
+        let reply = self.query(server, name, RecordType::SRV).await?;
+        let mut addresses = addresses_in(&reply);
+        let mut instances = Vec::new();
+        for record in &reply.answers {
+            let RData::SRV(srv) = &record.data else { continue };
+            let target = canonical(&srv.target);
+            if !addresses.contains_key(&target) {
+                // Not in the additional section: ask for it.
+                let mut found = Vec::new();
+                for rtype in [RecordType::AAAA, RecordType::A] {
+                    let reply = self.query(server, &target, rtype).await?;
+                    found.extend(addresses_in(&reply).remove(&target).unwrap_or_default());
+                }
+                addresses.insert(target.clone(), found);
+            }
+            instances.push(ServiceInstance {
+                addresses: addresses[&target].clone(),
+                target,
+                port: srv.port,
+            });
+        }
+        instances.sort();
+        Ok(instances)
+    }
+
+    /// One question to one server: UDP first, TCP when the answer is
+    /// truncated.  NXDOMAIN and NODATA are answers; anything else that is
+    /// not NOERROR is an error.
+    async fn query(
+        &self,
+        server: SocketAddr,
+        name: &str,
+        rtype: RecordType,
+    ) -> Result<Message, QueryError> {
+        let absolute = if name.ends_with('.') { name.to_string() } else { format!("{name}.") };
+        let qname = Name::from_str(&absolute).map_err(|_| QueryError::InvalidName)?;
+        let id: u16 = rand_id();
+        let mut message = Message::new(id, MessageType::Query, OpCode::Query);
+        message.add_query(Query::query(qname, rtype));
+        let mut edns = Edns::new();
+        edns.set_max_payload(4096);
+        message.set_edns(edns);
+        let bytes = message.to_vec().map_err(|e| QueryError::Other(e.to_string()))?;
+
+        let reply = tokio::time::timeout(self.timeout, udp_exchange(server, &bytes))
+            .await
+            .map_err(|_| QueryError::Timeout(self.timeout))??;
+        let mut reply =
+            Message::from_vec(&reply).map_err(|e| QueryError::Other(format!("bad reply: {e}")))?;
+        if reply.metadata.truncation {
+            let bytes = tokio::time::timeout(self.timeout, tcp_exchange(server, &bytes))
+                .await
+                .map_err(|_| QueryError::Timeout(self.timeout))??;
+            reply = Message::from_vec(&bytes)
+                .map_err(|e| QueryError::Other(format!("bad reply: {e}")))?;
+        }
+        if reply.metadata.id != id {
+            return Err(QueryError::Other("reply for another query".into()));
+        }
+        match reply.metadata.response_code {
+            ResponseCode::NoError | ResponseCode::NXDomain => Ok(reply),
+            code => Err(QueryError::Rcode(code.to_string())),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum QueryError {
+    #[error("invalid name")]
+    InvalidName,
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("answered {0}")]
+    Rcode(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+fn canonical(name: &Name) -> String {
+    name.to_ascii().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// AAAA and A records in the answer and additional sections, by owner name.
+fn addresses_in(message: &Message) -> BTreeMap<String, Vec<IpAddr>> {
+    let mut addresses: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    let records = message.answers.iter().chain(message.additionals.iter());
+    // AAAA before A, so that the first address is the IPv6 one when both exist.
+    let mut sorted: Vec<_> = records.collect();
+    sorted.sort_by_key(|r| r.record_type() != RecordType::AAAA);
+    for record in sorted {
+        let ip = match &record.data {
+            RData::AAAA(a) => IpAddr::V6(a.0),
+            RData::A(a) => IpAddr::V4(a.0),
+            _ => continue,
+        };
+        addresses.entry(canonical(&record.name)).or_default().push(ip);
+    }
+    addresses
+}
+
+async fn udp_exchange(server: SocketAddr, bytes: &[u8]) -> Result<Vec<u8>, QueryError> {
+    let bind: SocketAddr =
+        if server.is_ipv6() { "[::]:0".parse().unwrap() } else { "0.0.0.0:0".parse().unwrap() };
+    let socket = tokio::net::UdpSocket::bind(bind).await?;
+    socket.connect(server).await?;
+    socket.send(bytes).await?;
+    let mut buf = vec![0u8; 65535];
+    let len = socket.recv(&mut buf).await?;
+    buf.truncate(len);
+    Ok(buf)
+}
+
+async fn tcp_exchange(server: SocketAddr, bytes: &[u8]) -> Result<Vec<u8>, QueryError> {
+    let mut stream = tokio::net::TcpStream::connect(server).await?;
+    let len = u16::try_from(bytes.len()).map_err(|_| QueryError::Other("query too long".into()))?;
+    stream.write_all(&len.to_be_bytes()).await?;
+    stream.write_all(bytes).await?;
+    let len = stream.read_u16().await?;
+    let mut buf = vec![0u8; usize::from(len)];
+    stream.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+fn rand_id() -> u16 {
+    // Not a security boundary (loopback and a trusted network), but distinct
+    // ids keep a late reply to an earlier query from being taken for this one.
+    use std::sync::atomic::{AtomicU16, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    (seed as u16) ^ NEXT.fetch_add(0x9e37, Ordering::Relaxed)
+}

@@ -1,0 +1,24 @@
+//! Client for Nexus's internal API, generated at build time from the
+//! checked-in OpenAPI document.  The background task and DNS types are the
+//! shared Rust types, so callers get their methods (for example the
+//! `Display` of an activation reason) rather than look-alike copies.
+
+progenitor::generate_api!(
+    spec = "../openapi/nexus-internal.json",
+    interface = Builder,
+    replace = {
+        ActivationReason = background_tasks::ActivationReason,
+        ActivationRecord = background_tasks::ActivationRecord,
+        BackgroundTask = background_tasks::BackgroundTask,
+        CurrentStatus = background_tasks::CurrentStatus,
+        LastActivation = background_tasks::LastActivation,
+        Duration = std::time::Duration,
+        DnsChange = dns_types::DnsChange,
+        DnsGroup = dns_types::DnsGroup,
+        DnsRecord = dns_types::DnsRecord,
+        DnsVersion = dns_types::DnsVersion,
+        NameRecords = dns_types::NameRecords,
+        NameRemoval = dns_types::NameRemoval,
+        SrvRecord = dns_types::SrvRecord,
+    }
+);

@@ -1,0 +1,103 @@
+//! The Nexus config file (`nexus --config-file nexus.toml`).
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// ```toml
+/// id = "5f5a1e0a-..."
+/// [database]
+/// url = "postgresql://postgres@127.0.0.1:5432/control_plane"
+/// [internal_api]
+/// address = "127.0.0.1:12221"
+/// [internal_dns]
+/// bootstrap_servers = ["127.0.0.1:5353"]
+/// zone = "control-plane.internal"
+/// [tasks]
+/// period_secs = 60
+/// server_timeout_secs = 5
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub id: Uuid,
+    pub database: DatabaseConfig,
+    pub internal_api: InternalApiConfig,
+    pub internal_dns: InternalDnsConfig,
+    #[serde(default)]
+    pub tasks: TasksConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+    /// How long to keep trying to reach the database at start-up.
+    #[serde(default = "default_connect_secs")]
+    pub connect_timeout_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InternalApiConfig {
+    pub address: SocketAddr,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InternalDnsConfig {
+    /// DNS servers (UDP/TCP) used to resolve the internal names.
+    pub bootstrap_servers: Vec<SocketAddr>,
+    #[serde(default = "default_zone")]
+    pub zone: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TasksConfig {
+    /// Period of every DNS task.
+    #[serde(default = "default_period")]
+    pub period_secs: u64,
+    /// Limit for one push to one DNS server (and for one DNS query).
+    #[serde(default = "default_server_timeout")]
+    pub server_timeout_secs: f64,
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        TasksConfig { period_secs: default_period(), server_timeout_secs: default_server_timeout() }
+    }
+}
+
+impl TasksConfig {
+    pub fn period(&self) -> Duration {
+        Duration::from_secs(self.period_secs.max(1))
+    }
+    pub fn server_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.server_timeout_secs.max(0.01))
+    }
+}
+
+fn default_connect_secs() -> u64 {
+    60
+}
+fn default_zone() -> String {
+    internal_dns::DEFAULT_INTERNAL_ZONE.to_string()
+}
+fn default_period() -> u64 {
+    60
+}
+fn default_server_timeout() -> f64 {
+    5.0
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+}

@@ -1,0 +1,152 @@
+//! The internal HTTP API (`nexus-api`), implemented over the datastore and
+//! the background task driver.
+
+use crate::tasks::config_task_name;
+use background_tasks::{Activator, BackgroundTask, Driver, UnknownTask};
+use chrono::{DateTime, Utc};
+use db_model::{Datastore, DnsError};
+use dns_types::{DnsChange, DnsGroup, DnsVersion};
+use dropshot::{
+    ClientErrorStatusCode, ErrorStatusCode, HttpError, HttpResponseOk, Path, RequestContext,
+    TypedBody,
+};
+use nexus_api::{
+    BackgroundTaskPath, BackgroundTasksActivateRequest, DnsGroupPath, NexusInternalApi,
+    NexusStatus, error_codes,
+};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Longest `POST /bgtasks/activate` with `wait` blocks; after that the
+/// statuses are returned as they are (a task still running shows so).
+const ACTIVATE_WAIT_LIMIT: Duration = Duration::from_secs(60);
+
+pub struct ApiContext {
+    pub id: Uuid,
+    pub started_at: DateTime<Utc>,
+    pub datastore: Datastore,
+    pub driver: Driver,
+    pub config_activators: BTreeMap<DnsGroup, Activator>,
+    /// Set once the HTTP server is bound.
+    pub address: OnceLock<SocketAddr>,
+}
+
+pub enum NexusInternalApiImpl {}
+
+fn unknown_task(error: UnknownTask) -> HttpError {
+    HttpError::for_client_error(
+        Some(error_codes::UNKNOWN_TASK.into()),
+        ClientErrorStatusCode::NOT_FOUND,
+        error.to_string(),
+    )
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+fn dns_error(error: DnsError) -> HttpError {
+    let message = error_chain(&error);
+    if error.is_invalid_input() {
+        return HttpError::for_bad_request(Some(error_codes::INVALID_DNS_CHANGE.into()), message);
+    }
+    // The database did not do what we asked: nothing was written, and the
+    // caller may try again.  Say why, rather than a bare "unavailable".
+    HttpError {
+        status_code: ErrorStatusCode::SERVICE_UNAVAILABLE,
+        error_code: Some(error_codes::DATABASE_UNAVAILABLE.into()),
+        external_message: message.clone(),
+        internal_message: message,
+        headers: None,
+    }
+}
+
+impl NexusInternalApi for NexusInternalApiImpl {
+    type Context = Arc<ApiContext>;
+
+    async fn status_get(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<HttpResponseOk<NexusStatus>, HttpError> {
+        let cx = rqctx.context();
+        Ok(HttpResponseOk(NexusStatus {
+            id: cx.id,
+            started_at: cx.started_at,
+            internal_api_address: *cx.address.get().unwrap_or(&rqctx.server.local_addr),
+        }))
+    }
+
+    async fn bgtask_list(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<HttpResponseOk<BTreeMap<String, BackgroundTask>>, HttpError> {
+        Ok(HttpResponseOk(rqctx.context().driver.statuses()))
+    }
+
+    async fn bgtask_view(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<BackgroundTaskPath>,
+    ) -> Result<HttpResponseOk<BackgroundTask>, HttpError> {
+        let name = path.into_inner().bgtask_name;
+        rqctx.context().driver.status(&name).map(HttpResponseOk).map_err(unknown_task)
+    }
+
+    async fn bgtask_activate(
+        rqctx: RequestContext<Self::Context>,
+        body: TypedBody<BackgroundTasksActivateRequest>,
+    ) -> Result<HttpResponseOk<BTreeMap<String, BackgroundTask>>, HttpError> {
+        let cx = rqctx.context();
+        let request = body.into_inner();
+        let requested_by = format!("POST /bgtasks/activate from {}", rqctx.request.remote_addr());
+        let tickets = cx
+            .driver
+            .activate(request.bgtask_names.iter().map(String::as_str), &requested_by)
+            .map_err(unknown_task)?;
+        if request.wait {
+            let waits = futures::future::join_all(tickets.into_iter().map(|(_, t)| t.wait()));
+            let _ = tokio::time::timeout(ACTIVATE_WAIT_LIMIT, waits).await;
+        }
+        let statuses = request
+            .bgtask_names
+            .iter()
+            .map(|name| Ok((name.clone(), cx.driver.status(name).map_err(unknown_task)?)))
+            .collect::<Result<_, HttpError>>()?;
+        Ok(HttpResponseOk(statuses))
+    }
+
+    async fn dns_change(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<DnsGroupPath>,
+        body: TypedBody<DnsChange>,
+    ) -> Result<HttpResponseOk<DnsVersion>, HttpError> {
+        let cx = rqctx.context();
+        let group = path.into_inner().group;
+        let change = body.into_inner();
+        let version = cx
+            .datastore
+            .dns_change_commit(group, &cx.id.to_string(), &change)
+            .await
+            .map_err(dns_error)?;
+        tracing::info!(
+            %group, generation = version.generation, comment = %version.comment,
+            "DNS change committed"
+        );
+        if let Some(activator) = cx.config_activators.get(&group) {
+            activator.activate(format!(
+                "DNS change through this Nexus (generation {})",
+                version.generation
+            ));
+        } else {
+            tracing::error!(task = %config_task_name(group), "no activator for the group's config task");
+        }
+        Ok(HttpResponseOk(version))
+    }
+}

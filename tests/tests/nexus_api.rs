@@ -1,0 +1,121 @@
+//! Nexus's internal API over real HTTP: bad input gets clear errors, and
+//! Nexus instances starting at the same moment all register themselves.
+
+mod common;
+
+use common::*;
+use dns_types::DnsGroup;
+use nexus_client::types::BackgroundTasksActivateRequest;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_errors_and_change_nothing() {
+    let t = TestStack::start(1, 0, 1).await;
+    let nexus = t.nexus(0);
+    let before = t.stack.datastore.dns_version_latest(DnsGroup::Internal).await.unwrap();
+
+    // Unknown task names: 404 naming the task, and nothing is activated.
+    let error = nexus.bgtask_view().bgtask_name("nosuch_task").send().await.unwrap_err();
+    let nexus_client::Error::ErrorResponse(response) = error else { panic!("{error}") };
+    assert_eq!(response.status().as_u16(), 404);
+    assert_eq!(response.error_code.as_deref(), Some("UnknownTask"));
+    assert!(response.message.contains("nosuch_task"), "{}", response.message);
+    let iterations = |task: background_tasks::BackgroundTask| task.history.len();
+    let config_before = iterations(task(&nexus, "dns_config_internal").await);
+    let error = nexus
+        .bgtask_activate()
+        .body(BackgroundTasksActivateRequest {
+            bgtask_names: vec!["dns_config_internal".into(), "nosuch_task".into()],
+            wait: true,
+        })
+        .send()
+        .await
+        .unwrap_err();
+    let nexus_client::Error::ErrorResponse(response) = error else { panic!("{error}") };
+    assert_eq!(response.status().as_u16(), 404);
+    assert_eq!(iterations(task(&nexus, "dns_config_internal").await), config_before);
+
+    // Invalid DNS changes: 400 naming the offending name or record.
+    let cases = [
+        (add_change("bad name", "bad..name", vec![a("192.0.2.1")]), "bad..name"),
+        (remove_change("missing", "nosuch", None), "\"nosuch\" does not exist"),
+        (add_change("", "fine", vec![a("192.0.2.1")]), "needs a comment"),
+    ];
+    for (change, expected) in cases {
+        let error =
+            nexus.dns_change().group(DnsGroup::Internal).body(change).send().await.unwrap_err();
+        let nexus_client::Error::ErrorResponse(response) = error else { panic!("{error}") };
+        assert_eq!(response.status().as_u16(), 400);
+        assert_eq!(response.error_code.as_deref(), Some("InvalidDnsChange"));
+        assert!(
+            response.message.contains(expected),
+            "{} should contain {expected}",
+            response.message
+        );
+    }
+    let after = t.stack.datastore.dns_version_latest(DnsGroup::Internal).await.unwrap();
+    assert_eq!(after.generation, before.generation, "a rejected change left a generation");
+
+    // Invalid JSON and an unknown group are rejected by the API layer.
+    let http = reqwest_client();
+    let url = format!("{}/dns/internal/changes", t.stack.nexus[0].url());
+    let response =
+        http.post(&url).header("content-type", "application/json").body("{").send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let url = format!("{}/dns/nosuch/changes", t.stack.nexus[0].url());
+    let response = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(r#"{"comment":"c","add":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+}
+
+fn reqwest_client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(LIMIT).build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nexus_instances_starting_together_all_register() {
+    let t = TestStack::start(1, 0, 0).await;
+    let configs: Vec<nexus::config::Config> = (0..3)
+        .map(|_| {
+            toml_config(
+                &t.stack.db_url,
+                &t.stack.internal_dns_addresses().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    let started = futures::future::join_all(configs.iter().map(nexus::RunningNexus::start)).await;
+    let running: Vec<nexus::RunningNexus> = started.into_iter().map(|r| r.unwrap()).collect();
+
+    let config = t.stack.datastore.dns_config_read(DnsGroup::Internal, None).await.unwrap();
+    let srv = &config.zones[0].names[internal_dns::service::NEXUS];
+    assert_eq!(srv.len(), 3, "{srv:?}");
+    for nexus in &running {
+        assert!(config.zones[0].names.contains_key(&internal_dns::host_name(nexus.id())));
+    }
+    // Each registration is its own generation, with a comment naming it.
+    let versions = t.stack.datastore.dns_versions_list(DnsGroup::Internal, Some(3)).await.unwrap();
+    for nexus in &running {
+        assert!(
+            versions.iter().any(|v| v.comment.contains(&nexus.id().to_string())),
+            "no registration for {} in {versions:?}",
+            nexus.id()
+        );
+    }
+    for nexus in running {
+        nexus.shutdown().await.unwrap();
+    }
+}
+
+fn toml_config(db_url: &str, bootstrap: &[String]) -> nexus::config::Config {
+    let text = format!(
+        "id = \"{}\"\n[database]\nurl = \"{db_url}\"\n[internal_api]\naddress = \"127.0.0.1:0\"\n\
+         [internal_dns]\nbootstrap_servers = [{}]\n[tasks]\nperiod_secs = 3600\n",
+        uuid::Uuid::new_v4(),
+        bootstrap.iter().map(|b| format!("\"{b}\"")).collect::<Vec<_>>().join(", ")
+    );
+    toml::from_str(&text).unwrap()
+}

@@ -34,7 +34,9 @@ async fn run(zone_size: usize, changes: usize) {
         add: (0..zone_size.saturating_sub(10))
             .map(|i| NameRecords {
                 name: format!("filler{i}.host"),
-                records: vec![DnsRecord::Aaaa(format!("fd00::{:x}:{:x}", i >> 16, i & 0xffff).parse().unwrap())],
+                records: vec![DnsRecord::Aaaa(
+                    format!("fd00::{:x}:{:x}", i >> 16, i & 0xffff).parse().unwrap(),
+                )],
             })
             .collect(),
         remove: vec![],
@@ -60,7 +62,10 @@ async fn run(zone_size: usize, changes: usize) {
         let name = format!("bench{i}");
         let change = DnsChange {
             comment: format!("benchmark change {i}"),
-            add: vec![NameRecords { name: name.clone(), records: vec![DnsRecord::A("192.0.2.7".parse().unwrap())] }],
+            add: vec![NameRecords {
+                name: name.clone(),
+                records: vec![DnsRecord::A("192.0.2.7".parse().unwrap())],
+            }],
             remove: vec![],
         };
         nexus.dns_change().group(DnsGroup::Internal).body(change).send().await.unwrap();
@@ -68,10 +73,10 @@ async fn run(zone_size: usize, changes: usize) {
         let fqdn = format!("{name}.{ZONE}");
         for resolver in &resolvers {
             loop {
-                if let Ok((_, addresses)) = resolver.lookup_addresses(&fqdn).await {
-                    if !addresses.is_empty() {
-                        break;
-                    }
+                if let Ok((_, addresses)) = resolver.lookup_addresses(&fqdn).await
+                    && !addresses.is_empty()
+                {
+                    break;
                 }
                 assert!(returned.elapsed() < Duration::from_secs(120), "change {i} never arrived");
             }
@@ -93,7 +98,8 @@ async fn main() {
         println!("propagation: run with `cargo bench -p tests --bench propagation`");
         return;
     }
-    let changes = std::env::var("PROPAGATION_CHANGES").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
+    let changes =
+        std::env::var("PROPAGATION_CHANGES").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
     println!("| zone size | changes | p50 | p99 | max |");
     println!("|---:|---:|---:|---:|---:|");
     for zone_size in [1_000, 100_000] {

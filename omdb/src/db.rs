@@ -1,0 +1,168 @@
+//! `omdb db dns ...`: the DNS data in the database, read directly inside
+//! read-only transactions.
+
+use crate::discovery::Discovery;
+use crate::format::{Output, table, timestamp};
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use dns_types::DnsGroup;
+
+/// How many recent generations `db dns show` lists per group.
+const RECENT_VERSIONS: u32 = 10;
+
+#[derive(Args)]
+pub struct DbArgs {
+    #[command(subcommand)]
+    command: DbCommand,
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// DNS data.
+    #[command(subcommand)]
+    Dns(DbDnsCommand),
+}
+
+#[derive(Subcommand)]
+enum DbDnsCommand {
+    /// Each group's latest generation and recent history.
+    Show,
+    /// What generation VERSION of GROUP changed (against VERSION - 1).
+    Diff { group: DnsGroup, version: u64 },
+    /// Every name and record of GROUP at generation VERSION.
+    Names { group: DnsGroup, version: u64 },
+}
+
+#[derive(tabled::Tabled)]
+struct VersionRow {
+    #[tabled(rename = "GEN")]
+    generation: u64,
+    #[tabled(rename = "CREATED")]
+    created: String,
+    #[tabled(rename = "CREATOR")]
+    creator: String,
+    #[tabled(rename = "COMMENT")]
+    comment: String,
+}
+
+#[derive(tabled::Tabled)]
+struct NameRow {
+    #[tabled(rename = "NAME")]
+    name: String,
+    #[tabled(rename = "RECORD")]
+    record: String,
+}
+
+pub async fn run(args: &DbArgs, discovery: &Discovery, output: &Output) -> anyhow::Result<()> {
+    let datastore = discovery.datastore().await?;
+    match &args.command {
+        DbCommand::Dns(DbDnsCommand::Show) => {
+            let mut json = serde_json::Map::new();
+            for group in DnsGroup::ALL {
+                let versions = datastore.dns_versions_list(group, Some(RECENT_VERSIONS)).await?;
+                let latest = datastore.dns_config_read(group, None).await?;
+                if output.json {
+                    json.insert(
+                        group.to_string(),
+                        serde_json::json!({
+                            "latest_generation": latest.generation,
+                            "zones": latest.zones.iter().map(|z| serde_json::json!({
+                                "zone_name": z.zone_name, "names": z.names.len()})).collect::<Vec<_>>(),
+                            "recent_versions": versions,
+                        }),
+                    );
+                    continue;
+                }
+                println!("{group} DNS");
+                for zone in &latest.zones {
+                    println!(
+                        "  zone {}: {} names at generation {}",
+                        zone.zone_name,
+                        zone.names.len(),
+                        latest.generation
+                    );
+                }
+                println!(
+                    "  latest generation {}, created at {} by {}: {:?}",
+                    latest.generation,
+                    timestamp(latest.time_created),
+                    latest.creator,
+                    latest.comment
+                );
+                println!("  recent generations:");
+                let rows = versions.iter().rev().map(|v| VersionRow {
+                    generation: v.generation,
+                    created: timestamp(v.time_created),
+                    creator: v.creator.clone(),
+                    comment: v.comment.clone(),
+                });
+                println!("{}\n", table(rows, 4));
+            }
+            if output.json {
+                output.json(&json)?;
+            }
+            Ok(())
+        }
+        DbCommand::Dns(DbDnsCommand::Diff { group, version }) => {
+            if *version < 2 {
+                bail!(
+                    "generation {version} has no predecessor to diff against; `omdb db dns names {group} {version}` shows its contents"
+                );
+            }
+            let diff = datastore.dns_diff(*group, version - 1, *version).await?;
+            let versions = datastore.dns_versions_list(*group, None).await?;
+            if output.json {
+                return output.json(&diff);
+            }
+            let this = versions.iter().find(|v| v.generation == *version);
+            println!("{group} DNS, generation {} (against {})", version, version - 1);
+            if let Some(v) = this {
+                println!("  created at {} by {}", timestamp(v.time_created), v.creator);
+                println!("  comment: {:?}", v.comment);
+            }
+            if diff.zones.is_empty() {
+                println!("  no names changed");
+            }
+            for zone in &diff.zones {
+                println!("  zone {}:", zone.zone_name);
+                for name in &zone.names {
+                    for record in name.removed_records() {
+                        println!("    - {:<40} {record}", name.name);
+                    }
+                    for record in name.added_records() {
+                        println!("    + {:<40} {record}", name.name);
+                    }
+                }
+            }
+            Ok(())
+        }
+        DbCommand::Dns(DbDnsCommand::Names { group, version }) => {
+            let config = datastore.dns_config_read(*group, Some(*version)).await?;
+            if output.json {
+                return output.json(&config);
+            }
+            println!(
+                "{group} DNS, generation {} (created at {} by {}: {:?})",
+                config.generation,
+                timestamp(config.time_created),
+                config.creator,
+                config.comment
+            );
+            for zone in &config.zones {
+                println!(
+                    "  zone {} (TTL {}s), {} names:",
+                    zone.zone_name,
+                    zone.ttl_seconds,
+                    zone.names.len()
+                );
+                let rows = zone.names.iter().flat_map(|(name, records)| {
+                    records
+                        .iter()
+                        .map(move |r| NameRow { name: name.clone(), record: r.to_string() })
+                });
+                println!("{}", table(rows, 4));
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Finding what to talk to: a Nexus, the database, the DNS servers, either
+//! as given on the command line or through internal DNS, saying each
+//! assumption as a `note:` on stderr.
+
+use anyhow::{Context, anyhow, bail};
+use db_model::{Datastore, DatastoreOptions};
+use dns_types::DnsGroup;
+use internal_dns::{Resolver, service};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Limit for one DNS query and one HTTP request: an unreachable or hung
+/// service must turn into an error within seconds.
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+/// The database omdb connects to when it finds the server through DNS.
+const DEFAULT_DB: &str = "control_plane";
+const DEFAULT_DB_USER: &str = "postgres";
+
+pub struct Discovery {
+    /// Set once the DNS server in use has been noted, so it is said once.
+    noted_dns_server: std::sync::atomic::AtomicBool,
+    dns_server: Option<SocketAddr>,
+    nexus_url: Option<String>,
+    db_url: Option<String>,
+    pub zone: String,
+}
+
+pub fn note(message: impl AsRef<str>) {
+    eprintln!("note: {}", message.as_ref());
+}
+
+impl Discovery {
+    pub fn new(
+        dns_server: Option<SocketAddr>,
+        nexus_url: Option<String>,
+        db_url: Option<String>,
+        zone: String,
+    ) -> Discovery {
+        Discovery { noted_dns_server: Default::default(), dns_server, nexus_url, db_url, zone }
+    }
+
+    fn resolver(&self, wanted: &str, flag: &str) -> anyhow::Result<Resolver> {
+        let server = self.dns_server.ok_or_else(|| {
+            anyhow!(
+                "no {wanted} to talk to: pass {flag}, or --dns-server (OMDB_DNS_SERVER) to find one \
+                 in internal DNS"
+            )
+        })?;
+        if !self.noted_dns_server.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            note(format!("using DNS server {server}"));
+            note("(if this is not right, use --dns-server to specify an alternate DNS server)");
+        }
+        Ok(Resolver::new(vec![server], TIMEOUT))
+    }
+
+    /// The Nexus to ask: the one given, or the first found in DNS.
+    pub async fn nexus_url(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.nexus_url {
+            return Ok(url.clone());
+        }
+        note("Nexus URL not specified.  Will pick one from DNS.");
+        let urls = self.nexus_urls_from_dns().await?;
+        let url = urls.into_iter().next().expect("nexus_urls_from_dns never returns an empty list");
+        note(format!("using Nexus URL {url}"));
+        Ok(url)
+    }
+
+    /// Every Nexus registered in DNS (or just the one given, if no DNS
+    /// server was given).
+    pub async fn all_nexus_urls(&self) -> anyhow::Result<Vec<String>> {
+        if self.dns_server.is_none()
+            && let Some(url) = &self.nexus_url
+        {
+            note("no DNS server given: showing only the Nexus given with --nexus-internal-url");
+            return Ok(vec![url.clone()]);
+        }
+        let urls = self.nexus_urls_from_dns().await?;
+        note(format!("found {} Nexus instances in DNS", urls.len()));
+        Ok(urls)
+    }
+
+    async fn nexus_urls_from_dns(&self) -> anyhow::Result<Vec<String>> {
+        let resolver = self.resolver("Nexus", "--nexus-internal-url (OMDB_NEXUS_URL)")?;
+        let answer = resolver.lookup_service(service::NEXUS, &self.zone).await?;
+        let urls: Vec<String> = answer
+            .instances
+            .iter()
+            .filter_map(|i| i.socket_addr())
+            .map(|addr| format!("http://{addr}"))
+            .collect();
+        if urls.is_empty() {
+            bail!(
+                "no Nexus registered in DNS ({}.{} has no SRV records at {}); pass --nexus-internal-url",
+                service::NEXUS,
+                self.zone,
+                answer.server
+            );
+        }
+        Ok(urls)
+    }
+
+    /// The database, as given or found through `_postgresql._tcp`.
+    pub async fn datastore(&self) -> anyhow::Result<Datastore> {
+        let url = match &self.db_url {
+            Some(url) => url.clone(),
+            None => {
+                note("database URL not specified.  Will search DNS.");
+                let resolver = self.resolver("database", "--db-url (OMDB_DB_URL)")?;
+                let answer = resolver.lookup_service(service::POSTGRESQL, &self.zone).await?;
+                let addr =
+                    answer.instances.iter().find_map(|i| i.socket_addr()).ok_or_else(|| {
+                        anyhow!(
+                            "no database registered in DNS ({}.{} at {}); pass --db-url",
+                            service::POSTGRESQL,
+                            self.zone,
+                            answer.server
+                        )
+                    })?;
+                let url =
+                    format!("postgresql://{DEFAULT_DB_USER}@{addr}/{DEFAULT_DB}?sslmode=disable");
+                note(format!("using database URL {url}"));
+                url
+            }
+        };
+        let options = DatastoreOptions {
+            max_connections: 4,
+            connect_timeout: TIMEOUT,
+            transaction_timeout: TIMEOUT * 2,
+            max_attempts: 5,
+        };
+        let datastore = Datastore::new(&url, options)?;
+        datastore
+            .check_schema_version()
+            .await
+            .with_context(|| format!("checking the database at {}", datastore.address()))?;
+        Ok(datastore)
+    }
+
+    /// The config API addresses of `group`'s DNS servers, from DNS.
+    pub async fn dns_servers(&self, group: DnsGroup) -> anyhow::Result<Vec<(SocketAddr, String)>> {
+        let resolver = self.resolver("DNS servers", "--dns-server")?;
+        let service = match group {
+            DnsGroup::Internal => service::INTERNAL_DNS,
+            DnsGroup::External => service::EXTERNAL_DNS,
+        };
+        let answer = resolver.lookup_service(service, &self.zone).await?;
+        answer
+            .instances
+            .iter()
+            .map(|i| {
+                let addr = i
+                    .socket_addr()
+                    .with_context(|| format!("SRV target {} has no address", i.target))?;
+                Ok((addr, i.target.clone()))
+            })
+            .collect()
+    }
+}
+
+/// An HTTP client whose every request gives up after [`TIMEOUT`].
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(TIMEOUT)
+        .timeout(TIMEOUT)
+        .build()
+        .expect("an HTTP client with timeouts builds")
+}

@@ -1,0 +1,88 @@
+//! Output helpers: times with their age, durations, tables, JSON.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use std::time::Duration;
+use tabled::Table;
+use tabled::settings::{Padding, Style};
+
+pub struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    /// Prints one JSON document.
+    pub fn json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string_pretty(value)?);
+        Ok(())
+    }
+}
+
+/// `2025-06-10T03:31:47.775Z`
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// `2025-06-10T03:31:47.775Z (23s ago)`
+pub fn timestamp_ago(t: DateTime<Utc>) -> String {
+    let ago = (Utc::now() - t).to_std().unwrap_or(Duration::ZERO);
+    format!("{} ({} ago)", timestamp(t), short_duration(ago))
+}
+
+/// `1303ms`, `23s`, `5m 3s`, `2h 1m`, `3d 4h`.
+pub fn short_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs < 1 {
+        format!("{}ms", d.as_millis())
+    } else if secs < 60 {
+        format!("{secs}s")
+    } else if secs < 3600 {
+        format!("{}m {}s", secs / 60, secs % 60)
+    } else if secs < 86400 {
+        format!("{}h {}m", secs / 3600, (secs % 3600) / 60)
+    } else {
+        format!("{}d {}h", secs / 86400, (secs % 86400) / 3600)
+    }
+}
+
+/// `every 1m`, `every 30s`, `every 1h`.
+pub fn period(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 3600 && secs.is_multiple_of(3600) {
+        format!("every {}h", secs / 3600)
+    } else if secs >= 60 && secs.is_multiple_of(60) {
+        format!("every {}m", secs / 60)
+    } else {
+        format!("every {}", short_duration(d))
+    }
+}
+
+/// A borderless table, each line indented by `indent` spaces.
+pub fn table<T: tabled::Tabled>(rows: impl IntoIterator<Item = T>, indent: usize) -> String {
+    let mut table = Table::new(rows);
+    table.with(Style::empty()).with(Padding::new(0, 2, 0, 0));
+    let prefix = " ".repeat(indent);
+    table
+        .to_string()
+        .lines()
+        .map(|l| format!("{prefix}{}", l.trim_end()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_a_person_would_say_them() {
+        assert_eq!(short_duration(Duration::from_millis(1303)), "1s");
+        assert_eq!(short_duration(Duration::from_millis(876)), "876ms");
+        assert_eq!(short_duration(Duration::from_secs(23)), "23s");
+        assert_eq!(short_duration(Duration::from_secs(303)), "5m 3s");
+        assert_eq!(short_duration(Duration::from_secs(7260)), "2h 1m");
+        assert_eq!(period(Duration::from_secs(60)), "every 1m");
+        assert_eq!(period(Duration::from_secs(3600)), "every 1h");
+        assert_eq!(period(Duration::from_secs(90)), "every 1m 30s");
+    }
+}

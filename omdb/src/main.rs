@@ -1,0 +1,82 @@
+//! omdb: the control plane's debugger.
+//!
+//! It answers, in seconds, where a DNS name got lost (or proves that DNS is
+//! not the problem): what the database holds (`omdb db dns ...`), what each
+//! Nexus's propagation tasks last did (`omdb nexus background-tasks ...`),
+//! and what each DNS server serves (`omdb dns status`).
+//!
+//! What omdb assumed (which DNS server, which Nexus, which database) goes to
+//! stderr as `note:` lines; the answer goes to stdout; `--json` prints one
+//! JSON document instead of text.  Failures print one `error:` line and exit
+//! non-zero.
+
+mod db;
+mod discovery;
+mod dns;
+mod format;
+mod nexus;
+
+use clap::{Parser, Subcommand};
+use discovery::Discovery;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "omdb", about = "Debugger for the control plane's DNS pipeline", version)]
+struct Args {
+    /// DNS server used to find everything else (Nexus, the database, the
+    /// DNS servers) through internal DNS.
+    #[arg(long, env = "OMDB_DNS_SERVER", global = true)]
+    dns_server: Option<SocketAddr>,
+    /// URL of one Nexus's internal API (default: pick one from DNS).
+    #[arg(long, env = "OMDB_NEXUS_URL", global = true)]
+    nexus_internal_url: Option<String>,
+    /// URL of the database (default: find it in DNS).
+    #[arg(long, env = "OMDB_DB_URL", global = true)]
+    db_url: Option<String>,
+    /// The internal DNS zone.
+    #[arg(long, env = "OMDB_INTERNAL_ZONE", global = true, default_value = internal_dns::DEFAULT_INTERNAL_ZONE)]
+    internal_zone: String,
+    /// Allow commands that change something.
+    #[arg(short = 'w', long, global = true)]
+    destructive: bool,
+    /// Print one JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ask a Nexus: its background tasks, DNS changes.
+    Nexus(nexus::NexusArgs),
+    /// Read the database directly (read-only).
+    Db(db::DbArgs),
+    /// Ask the DNS servers what they serve, and compare with the database.
+    Dns(dns::DnsArgs),
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let discovery = Discovery::new(
+        args.dns_server,
+        args.nexus_internal_url.clone(),
+        args.db_url.clone(),
+        args.internal_zone.clone(),
+    );
+    let output = format::Output { json: args.json };
+    let result = match &args.command {
+        Command::Nexus(a) => nexus::run(a, &discovery, &output, args.destructive).await,
+        Command::Db(a) => db::run(a, &discovery, &output).await,
+        Command::Dns(a) => dns::run(a, &discovery, &output).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", format!("{error:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

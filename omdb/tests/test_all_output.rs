@@ -232,8 +232,7 @@ async fn unreachable_and_hung_services_fail_fast_naming_the_address() {
     assert_ne!(run.code, 0);
     assert!(run.took < Duration::from_secs(10), "took {:?}", run.took);
     assert!(
-        run.stderr.contains(&format!("error: no DNS server answered"))
-            && run.stderr.contains(&silent_addr),
+        run.stderr.contains("error: no DNS server answered") && run.stderr.contains(&silent_addr),
         "{}",
         run.stderr
     );

@@ -155,7 +155,18 @@ fn build_binaries(dir: &Path) -> Result<(), String> {
     let release = dir.components().any(|c| c.as_os_str() == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = std::process::Command::new(cargo);
-    command.args(["build", "--bins", "-p", "dns-server", "-p", "nexus", "-p", "omdb"]);
+    command.args([
+        "build",
+        "--bins",
+        "-p",
+        "dns-server",
+        "-p",
+        "nexus",
+        "-p",
+        "omdb",
+        "-p",
+        "devstack",
+    ]);
     if release {
         command.arg("--release");
     }

@@ -1,0 +1,184 @@
+//! The newcomer's path, end to end: start the real `devstack` binary, wait
+//! for "ready", run the walkthrough's omdb commands as real processes, then
+//! Ctrl-C it and check that nothing it started is left and the logs are
+//! kept.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn omdb(dns: &str, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(devstack::process::binary("omdb").unwrap())
+        .args(args)
+        .env("OMDB_DNS_SERVER", dns)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Processes whose command line mentions `dir`.
+fn processes_using(dir: &Path) -> Vec<String> {
+    let needle = dir.display().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&needle) && !cmdline.contains("devstack run") {
+            found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
+        }
+    }
+    found
+}
+
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn devstack_runs_the_walkthrough_and_cleans_up_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let mut devstack = Command::new(devstack::process::binary("devstack").unwrap())
+        .args(["run", "--run-dir"])
+        .arg(&run_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(devstack.stdout.take().unwrap());
+    let mut printed = String::new();
+    let mut dns = None;
+    let started = Instant::now();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "devstack exited before ready:\n{printed}"
+        );
+        printed.push_str(&line);
+        if let Some(value) = line.trim().strip_prefix("export OMDB_DNS_SERVER=") {
+            dns = Some(value.to_string());
+        }
+        if line.trim() == "Ctrl-C stops everything." {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "devstack not ready:\n{printed}");
+    }
+    assert!(printed.contains("\nready (in "), "{printed}");
+    assert!(printed.contains("omdb nexus background-tasks show dns_internal"), "{printed}");
+    let dns = dns.unwrap_or_else(|| panic!("no OMDB_DNS_SERVER line:\n{printed}"));
+
+    // The walkthrough: a change, its propagation, the servers, the history.
+    let (code, out, err) = omdb(
+        &dns,
+        &[
+            "-w",
+            "nexus",
+            "dns",
+            "add",
+            "internal",
+            "test1",
+            "A",
+            "192.0.2.10",
+            "--comment",
+            "my first change",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let generation =
+        out.split("generation ").nth(1).and_then(|s| s.split(' ').next()).unwrap().to_string();
+    wait_until("propagation to every internal server", || {
+        let (code, out, _) = omdb(&dns, &["dns", "status", "internal"]);
+        code == 0
+            && out.lines().filter(|l| l.starts_with("internal ") && l.contains(" yes")).count() == 3
+    });
+    let (code, out, err) =
+        omdb(&dns, &["nexus", "background-tasks", "show", "dns_internal", "--all-nexus"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("attempt to propagate generation: {generation}")), "{out}");
+    assert_eq!(out.matches("=== Nexus ").count(), 2, "{out}");
+
+    // A hung DNS server: propagation names it and the reason.
+    let frozen_dir = run_dir.join("dns-internal-1");
+    let pid = processes_using(&frozen_dir)[0].split(':').next().unwrap().parse::<i32>().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGSTOP)
+        .unwrap();
+    let (code, _, err) = omdb(
+        &dns,
+        &[
+            "-w",
+            "nexus",
+            "dns",
+            "add",
+            "internal",
+            "test2",
+            "A",
+            "192.0.2.20",
+            "--comment",
+            "while one hangs",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut seen = String::new();
+    wait_until("the hung server in the propagation status", || {
+        let (_, out, _) =
+            omdb(&dns, &["nexus", "background-tasks", "show", "dns_propagation_internal"]);
+        seen = out;
+        seen.contains("2 succeeded, 1 failed") && seen.contains("no complete answer within")
+    });
+    let (code, out, _) = omdb(&dns, &["dns", "status", "internal"]);
+    assert_ne!(code, 0, "a hung server must make dns status fail:\n{out}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGCONT)
+        .unwrap();
+    // It catches up on the next activation.
+    let (code, _, err) = omdb(
+        &dns,
+        &["nexus", "background-tasks", "activate", "--wait", "dns_propagation_internal"],
+    );
+    assert_eq!(code, 0, "{err}");
+    wait_until("the thawed server to catch up", || {
+        omdb(&dns, &["dns", "status", "internal"]).0 == 0
+    });
+
+    let (code, out, err) = omdb(&dns, &["db", "dns", "diff", "internal", &generation]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("+ test1") && out.contains("my first change"), "{out}");
+
+    // Ctrl-C: everything stops, the logs stay.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(devstack.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = devstack.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "devstack did not stop after SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(rest.contains(&format!("logs are in {}", run_dir.display())), "{rest}");
+    assert_eq!(processes_using(&run_dir), Vec::<String>::new(), "processes left behind");
+    for log in [
+        "nexus-0.log",
+        "nexus-1.log",
+        "dns-internal-0.log",
+        "dns-external-1.log",
+        "postgres/postgres.log",
+    ] {
+        assert!(run_dir.join(log).is_file(), "{log} missing from {}", run_dir.display());
+    }
+}

@@ -243,9 +243,7 @@ impl Stack {
                 let name = format!("dns-{group}-{i}");
                 let storage = options.run_dir.join(&name);
                 let log = options.run_dir.join(format!("{name}.log"));
-                let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
-                dns_servers
-                    .push(DnsServer::spawn(group, id, loopback, loopback, storage, log).await?);
+                dns_servers.push(spawn_on_free_ports(group, id, storage, log).await?);
             }
         }
 
@@ -456,6 +454,43 @@ impl Stack {
             let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
         }
     }
+}
+
+/// Starts a DNS server on ports picked now and passed explicitly, so that
+/// its command line (as `ps` shows it) starts it again on the same
+/// addresses, which internal DNS points at.  A port taken between picking
+/// and binding means another try.
+async fn spawn_on_free_ports(
+    group: DnsGroup,
+    id: Uuid,
+    storage: PathBuf,
+    log: PathBuf,
+) -> anyhow::Result<DnsServer> {
+    let mut last_error = None;
+    for _ in 0..5 {
+        let (dns, http) = (free_port()?, free_port()?);
+        let dns_address = SocketAddr::from(([127, 0, 0, 1], dns));
+        let http_address = SocketAddr::from(([127, 0, 0, 1], http));
+        match DnsServer::spawn(group, id, dns_address, http_address, storage.clone(), log.clone())
+            .await
+        {
+            Ok(server) => return Ok(server),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.expect("at least one attempt"))
+}
+
+/// A loopback port free for both UDP and TCP right now.
+fn free_port() -> anyhow::Result<u16> {
+    for _ in 0..20 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let port = udp.local_addr()?.port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("could not find a free loopback port")
 }
 
 fn url_port(url: &str) -> Option<u16> {

@@ -132,19 +132,21 @@ fn tail(log: &Path) -> String {
 }
 
 /// Where the workspace's binaries are: next to this executable (devstack),
-/// or one level up (a test executable in `target/<profile>/deps`).  Missing
-/// binaries are built once with the same profile.
+/// or one level up (a test executable in `target/<profile>/deps`).
+///
+/// When this process was started by cargo (`cargo run -p devstack`, `cargo
+/// test`), the binaries are built first (once per process; a no-op when they
+/// are current), so that a stack never runs stale code next to fresh code.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let exe = std::env::current_exe().context("finding the current executable")?;
     let dir = exe.parent().context("executable without a directory")?;
     let candidates = [dir.join(name), dir.parent().map(|p| p.join(name)).unwrap_or_default()];
-    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
-        return Ok(found.clone());
-    }
-    let built = BUILT.get_or_init(|| build_binaries(dir));
-    if let Err(e) = built {
-        bail!("{name} is not built and building it failed: {e}");
+    let missing = !candidates.iter().any(|p| p.is_file());
+    if (missing || std::env::var_os("CARGO").is_some())
+        && let Err(e) = BUILT.get_or_init(|| build_binaries(dir))
+    {
+        bail!("building {name} failed: {e}");
     }
     candidates.into_iter().find(|p| p.is_file()).with_context(|| {
         format!("{name} not found next to {}; run `cargo build --workspace --bins`", exe.display())
@@ -170,6 +172,14 @@ fn build_binaries(dir: &Path) -> Result<(), String> {
     if release {
         command.arg("--release");
     }
-    let status = command.status().map_err(|e| e.to_string())?;
-    if status.success() { Ok(()) } else { Err(format!("cargo build exited with {status}")) }
+    // Cargo's own output would clutter ours; say only what went wrong.
+    let output = command.output().map_err(|e| e.to_string())?;
+    let status = output.status;
+    if !status.success() {
+        return Err(format!(
+            "cargo build exited with {status}:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(())
 }

@@ -11,6 +11,7 @@
 //! 15% NODATA) is sent to our `dns-server` and to `knotd` serving the same
 //! zone, one after the other, in one run.
 
+use devstack::process::ChildProcess;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -122,24 +123,19 @@ fn wait_for_port(port: u16) {
     }
 }
 
-fn start_ours(dir: &Path) -> (Process, SocketAddr, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dns-server"))
-        .args(["--dns-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--storage-dir"])
-        .arg(dir.join("ours"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let info: serde_json::Value = serde_json::from_str(&line).unwrap();
+async fn start_ours(dir: &Path) -> (ChildProcess, SocketAddr, SocketAddr) {
+    let args: Vec<String> =
+        ["--dns-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--storage-dir"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([dir.join("ours").display().to_string()])
+            .collect();
+    let binary = Path::new(env!("CARGO_BIN_EXE_dns-server"));
+    let (process, info) =
+        ChildProcess::start("dns-server", binary, &args, &dir.join("ours.log")).await.unwrap();
     let dns = info["dns_address"].as_str().unwrap().parse().unwrap();
     let http = info["http_address"].as_str().unwrap().parse().unwrap();
-    (Process(child), dns, http)
+    (process, dns, http)
 }
 
 fn start_knot(dir: &Path, names: usize) -> (Process, u16) {
@@ -211,7 +207,7 @@ async fn main() {
         let queries = dir.path().join("queries.txt");
         std::fs::write(&queries, query_file(names)).unwrap();
 
-        let (ours, dns, api) = start_ours(dir.path());
+        let (ours, dns, api) = start_ours(dir.path()).await;
         let body = serde_json::to_vec(&config_json(names, 1)).unwrap();
         let put = |body: Vec<u8>| {
             http.put(format!("http://{api}/config"))
@@ -257,12 +253,12 @@ async fn main() {
         let (answered, slowest) = probe.await.unwrap();
         PUT_DONE.store(false, std::sync::atomic::Ordering::SeqCst);
 
-        let rss = rss_kib(ours.0.id());
+        let rss = rss_kib(ours.pid().unwrap().as_raw() as u32);
         let (our_qps, our_lost) = dnsperf(dns.port(), &queries, seconds);
         drop(ours);
         // Steady state: a fresh process that loaded the stored config.
-        let (restarted, _, _) = start_ours(dir.path());
-        let rss_restarted = rss_kib(restarted.0.id());
+        let (restarted, _, _) = start_ours(dir.path()).await;
+        let rss_restarted = rss_kib(restarted.pid().unwrap().as_raw() as u32);
         drop(restarted);
 
         let (knot, knot_port) = start_knot(dir.path(), names);

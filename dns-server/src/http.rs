@@ -42,10 +42,7 @@ impl DnsServerApi for DnsServerApiImpl {
                 tracing::debug!(generation, ?outcome, "PUT /config");
                 Ok(HttpResponseUpdatedNoContent())
             }
-            Err(error) => {
-                tracing::warn!(generation, error = %error_chain(&error), "PUT /config rejected");
-                Err(to_http_error(error))
-            }
+            Err(error) => Err(to_http_error(generation, error)),
         }
     }
 
@@ -76,29 +73,31 @@ impl DnsServerApi for DnsServerApiImpl {
     }
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
+/// The error with its causes, under the status and stable code that say
+/// what the client can do about it.
+fn to_http_error(generation: u64, error: UpdateError) -> HttpError {
+    enum Kind {
+        Invalid,
+        Conflict,
+        Storage,
     }
-    message
-}
-
-fn to_http_error(error: UpdateError) -> HttpError {
-    let message = error_chain(&error);
-    match error {
-        UpdateError::Invalid(_) | UpdateError::Compile(_) => {
+    let kind = match &error {
+        UpdateError::Invalid(_) | UpdateError::Compile(_) => Kind::Invalid,
+        UpdateError::BadGeneration { .. } => Kind::Conflict,
+        UpdateError::Storage { .. } => Kind::Storage,
+    };
+    let message = format!("{:#}", anyhow::Error::new(error));
+    tracing::warn!(generation, error = %message, "PUT /config rejected");
+    match kind {
+        Kind::Invalid => {
             HttpError::for_bad_request(Some(error_codes::INVALID_CONFIG.into()), message)
         }
-        UpdateError::BadGeneration { .. } => HttpError::for_client_error(
+        Kind::Conflict => HttpError::for_client_error(
             Some(error_codes::BAD_UPDATE_GENERATION.into()),
             ClientErrorStatusCode::CONFLICT,
             message,
         ),
-        UpdateError::Storage { .. } => {
+        Kind::Storage => {
             let mut error = HttpError::for_internal_error(message.clone());
             error.error_code = Some(error_codes::STORAGE.into());
             error.external_message = message;

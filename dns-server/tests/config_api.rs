@@ -5,11 +5,11 @@
 mod common;
 
 use common::*;
+use devstack::process::ChildProcess;
 use dns_types::DnsRecord;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -234,47 +234,33 @@ async fn swaps_are_atomic_and_queries_continue_during_a_large_apply() {
 /// storage directory, answers from the stored generation right away.
 #[tokio::test]
 async fn the_binary_serves_its_stored_generation_right_after_a_restart() {
-    struct Process(Child);
-    impl Drop for Process {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    fn start(
+    async fn start(
         storage: &std::path::Path,
         dns: &str,
         http: &str,
-    ) -> (Process, SocketAddr, SocketAddr) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dns-server"))
-            .args(["--dns-address", dns, "--http-address", http, "--storage-dir"])
-            .arg(storage)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        let info: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    ) -> (ChildProcess, SocketAddr, SocketAddr) {
+        let args: Vec<String> = ["--dns-address", dns, "--http-address", http, "--storage-dir"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([storage.display().to_string()])
+            .collect();
+        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_dns-server"));
+        let (process, info) =
+            ChildProcess::start("dns-server", binary, &args, &storage.join("log")).await.unwrap();
         let dns = info["dns_address"].as_str().unwrap().parse().unwrap();
         let http = info["http_address"].as_str().unwrap().parse().unwrap();
-        (Process(child), dns, http)
+        (process, dns, http)
     }
 
     let storage = tempfile::tempdir().unwrap();
-    let (process, dns, http) = start(storage.path(), "127.0.0.1:0", "127.0.0.1:0");
+    let (process, dns, http) = start(storage.path(), "127.0.0.1:0", "127.0.0.1:0").await;
     let client = client(http);
     let id = client.status_get().send().await.unwrap().into_inner().id;
     put(&client, &config(12, vec![("www", vec![a(12)])])).await.unwrap();
     // SIGKILL: no chance to flush anything at exit.
-    drop(process);
+    process.kill().await;
 
-    let (_process, dns2, http2) = start(storage.path(), &dns.to_string(), "127.0.0.1:0");
+    let (_process, dns2, http2) = start(storage.path(), &dns.to_string(), "127.0.0.1:0").await;
     assert_eq!(dns2, dns);
     // The very first query is answered from generation 12.
     let m = query(dns2, &format!("www.{ZONE}."), RecordType::A, Transport::Udp).await;

@@ -44,20 +44,10 @@ fn unknown_task(error: UnknownTask) -> HttpError {
     )
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
-
 fn dns_error(error: DnsError) -> HttpError {
-    let message = error_chain(&error);
-    if error.is_invalid_input() {
+    let invalid_input = error.is_invalid_input();
+    let message = format!("{:#}", anyhow::Error::new(error));
+    if invalid_input {
         return HttpError::for_bad_request(Some(error_codes::INVALID_DNS_CHANGE.into()), message);
     }
     // The database did not do what we asked: nothing was written, and the

@@ -110,7 +110,7 @@ pub async fn run(args: &DnsArgs, discovery: &Discovery, output: &Output) -> anyh
                         generation: "-".into(),
                         behind: "-".into(),
                         time_applied: "-".into(),
-                        matches_db: format!("UNREACHABLE: {}", describe(&e)),
+                        matches_db: format!("UNREACHABLE: {:#}", anyhow::Error::new(e)),
                     }
                 }
             };
@@ -140,20 +140,4 @@ pub async fn run(args: &DnsArgs, discovery: &Discovery, output: &Output) -> anyh
         );
     }
     Ok(())
-}
-
-fn describe(error: &dns_server_client::Error<dns_server_client::types::Error>) -> String {
-    match error {
-        dns_server_client::Error::CommunicationError(e) => {
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(cause) = source {
-                message.push_str(": ");
-                message.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            message
-        }
-        other => other.to_string(),
-    }
 }

@@ -128,7 +128,7 @@ async fn push(
             .status_get()
             .send()
             .await
-            .map_err(|e| (None, format!("reading its status: {}", describe(&e))))?
+            .map_err(|e| (None, format!("reading its status: {}", describe(e))))?
             .into_inner();
         let at = status.generation;
         if at > generation {
@@ -158,7 +158,7 @@ async fn push(
                 generation,
                 format!("updated from generation {at} to {generation}"),
             )),
-            Err(e) => Err((Some(at), format!("pushing generation {generation}: {}", describe(&e)))),
+            Err(e) => Err((Some(at), format!("pushing generation {generation}: {}", describe(e)))),
         }
     };
     let outcome = tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| {
@@ -185,7 +185,7 @@ async fn push(
 
 /// A client error as an operator wants to read it: the server's own message
 /// and error code when it sent one, else the transport error with causes.
-fn describe(error: &dns_server_client::Error<dns_server_client::types::Error>) -> String {
+fn describe(error: dns_server_client::Error<dns_server_client::types::Error>) -> String {
     match error {
         dns_server_client::Error::ErrorResponse(response) => format!(
             "HTTP {} {}: {}",
@@ -193,16 +193,6 @@ fn describe(error: &dns_server_client::Error<dns_server_client::types::Error>) -
             response.error_code.as_deref().unwrap_or(""),
             response.message
         ),
-        dns_server_client::Error::CommunicationError(e) => {
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(cause) = source {
-                message.push_str(": ");
-                message.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            message
-        }
-        other => other.to_string(),
+        other => format!("{:#}", anyhow::Error::new(other)),
     }
 }

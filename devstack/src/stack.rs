@@ -6,7 +6,7 @@ use crate::process::{ChildProcess, binary};
 use anyhow::{Context, bail};
 use db_model::schema::SchemaError;
 use db_model::{Datastore, DatastoreOptions, DnsError, ZoneSpec};
-use dns_types::{DnsChange, DnsGroup, DnsRecord, NameRecords, SrvRecord};
+use dns_types::{DnsChange, DnsGroup, DnsRecord, NameRecords, NameRemoval, SrvRecord};
 use internal_dns::service;
 use local_postgres::{Directory, LocalPostgres};
 use std::net::{IpAddr, SocketAddr};
@@ -314,13 +314,56 @@ impl Stack {
             let zones = [ZoneSpec { zone_name: zone.clone(), ttl_seconds: 60 }];
             let change = DnsChange { comment: "initial setup".into(), add, remove: vec![] };
             match self.datastore.dns_group_initialize(group, &zones, "devstack", &change).await {
-                Ok(_) | Err(DnsError::GroupAlreadyInitialized { .. }) => {}
+                Ok(_) => {}
+                Err(DnsError::GroupAlreadyInitialized { .. }) if group == DnsGroup::Internal => {
+                    self.replace_registrations(change.add).await?;
+                }
+                Err(DnsError::GroupAlreadyInitialized { .. }) => {}
                 Err(e) => {
                     return Err(e)
                         .context(format!("writing the initial {group} DNS configuration"));
                 }
             }
         }
+        Ok(())
+    }
+
+    /// On a database from an earlier run, internal DNS still points at that
+    /// run's servers, database and Nexus, which are gone: replace them with
+    /// this run's in one change (this run's Nexus register themselves).
+    async fn replace_registrations(&self, add: Vec<NameRecords>) -> anyhow::Result<()> {
+        let zone = &self.options.internal_zone;
+        let current = self.datastore.dns_config_read(DnsGroup::Internal, None).await?;
+        let names = &current
+            .zones
+            .iter()
+            .find(|z| &z.zone_name == zone)
+            .with_context(|| format!("the database's internal DNS has no zone {zone:?}"))?
+            .names;
+        let mut remove = std::collections::BTreeSet::new();
+        for service in
+            [service::INTERNAL_DNS, service::EXTERNAL_DNS, service::POSTGRESQL, service::NEXUS]
+        {
+            for record in names.get(service).into_iter().flatten() {
+                remove.insert(service.to_string());
+                if let DnsRecord::Srv(srv) = record
+                    && let Some(host) = srv.target.strip_suffix(&format!(".{zone}"))
+                    && names.contains_key(host)
+                {
+                    remove.insert(host.to_string());
+                }
+            }
+        }
+        let change = DnsChange {
+            comment: "devstack: this run's DNS servers and database replace an earlier run's"
+                .into(),
+            add,
+            remove: remove.into_iter().map(|name| NameRemoval { name, records: None }).collect(),
+        };
+        self.datastore
+            .dns_change_commit(DnsGroup::Internal, "devstack", &change)
+            .await
+            .context("replacing an earlier run's registrations in internal DNS")?;
         Ok(())
     }
 

@@ -583,3 +583,42 @@ fn render_details(out: &mut String, name: &str, record: &ActivationRecord) {
         let _ = writeln!(out, "      {line}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use background_tasks::ActivationReason;
+    use std::time::Duration;
+
+    #[test]
+    fn a_task_without_a_renderer_still_shows_its_status() {
+        let record = ActivationRecord {
+            iteration: 7,
+            reason: ActivationReason::Timer,
+            start_time: chrono::Utc::now(),
+            elapsed: Duration::from_millis(42),
+            details: serde_json::json!({"widgets_frobbed": 3, "last_widget": "w-9"}),
+        };
+        let task = BackgroundTask {
+            name: "widget_frobber".into(),
+            description: "frobs widgets".into(),
+            period: Duration::from_secs(600),
+            deadline: None,
+            dependencies: vec![],
+            current: CurrentStatus::Idle,
+            last: LastActivation::Completed(record.clone()),
+            history: vec![record],
+        };
+        let text = render_tasks(&[&task], true);
+        assert!(text.contains("task: \"widget_frobber\""), "{text}");
+        assert!(text.contains("configured period: every 10m"), "{text}");
+        assert!(text.contains("iter 7, triggered by a periodic timer firing"), "{text}");
+        assert!(text.contains("\"widgets_frobbed\": 3"), "{text}");
+        assert!(text.contains("recent activations"), "{text}");
+
+        // A DNS task whose status cannot be read falls back the same way.
+        let mut odd = task.clone();
+        odd.name = "dns_config_internal".into();
+        assert!(render_tasks(&[&odd], false).contains("\"last_widget\": \"w-9\""));
+    }
+}

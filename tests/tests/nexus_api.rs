@@ -119,3 +119,30 @@ fn toml_config(db_url: &str, bootstrap: &[String]) -> nexus::config::Config {
     );
     toml::from_str(&text).unwrap()
 }
+
+#[tokio::test]
+async fn nexus_refuses_a_mismatched_schema_and_gives_up_on_an_unreachable_database() {
+    let db = test_database::TestDatabase::new().await;
+    let (client, connection) =
+        tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client.execute("UPDATE db_metadata SET version = '0.9.0'", &[]).await.unwrap();
+    let config = toml_config(&db.url, &["127.0.0.1:1".to_string()]);
+    let error =
+        format!("{:#}", nexus::RunningNexus::start(&config).await.err().expect("must refuse"));
+    assert!(
+        error.contains("0.9.0") && error.contains(db_model::schema::EXPECTED_VERSION),
+        "{error}"
+    );
+
+    let url = db.url.clone();
+    drop(db);
+    let mut config = toml_config(&url, &["127.0.0.1:1".to_string()]);
+    config.database.connect_timeout_secs = 1;
+    let error =
+        format!("{:#}", nexus::RunningNexus::start(&config).await.err().expect("must give up"));
+    assert!(
+        error.contains("was not reachable within 1s") && error.contains("127.0.0.1:"),
+        "{error}"
+    );
+}

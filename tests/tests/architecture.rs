@@ -1,0 +1,117 @@
+//! The layering rules of ARCHITECTURE.md, checked against the real
+//! dependency graph (`cargo metadata`, normal dependencies, transitively).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+/// Package name → the names of its normal (non-dev, non-build) dependencies.
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let names: BTreeMap<&str, &str> = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
+        .collect();
+    metadata["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| {
+            let deps = node["deps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["dep_kinds"].as_array().unwrap().iter().any(|k| k["kind"].is_null()))
+                .map(|d| names[d["pkg"].as_str().unwrap()].to_string())
+                .collect();
+            (names[node["id"].as_str().unwrap()].to_string(), deps)
+        })
+        .collect()
+}
+
+fn closure(graph: &BTreeMap<String, BTreeSet<String>>, root: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![root.to_string()];
+    while let Some(package) = todo.pop() {
+        for dep in graph.get(&package).into_iter().flatten() {
+            if seen.insert(dep.clone()) {
+                todo.push(dep.clone());
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn layering_rules_hold() {
+    let graph = graph();
+    // Positive controls: if reading the graph broke, these fail first.
+    for (package, needed) in
+        [("nexus", "db-model"), ("nexus", "hickory-proto"), ("omdb", "nexus-client")]
+    {
+        assert!(closure(&graph, package).contains(needed), "{package} should depend on {needed}");
+    }
+    let rules: &[(&str, &[&str], &str)] = &[
+        (
+            "dns-server",
+            &["nexus", "db-model", "tokio-postgres", "background-tasks"],
+            "it must answer from its own storage while everything else is down",
+        ),
+        (
+            "background-tasks",
+            &["dns-types", "db-model", "tokio-postgres", "hickory-proto", "nexus-api"],
+            "it knows nothing of DNS, SQL or Nexus",
+        ),
+        (
+            "dns-types",
+            &["tokio", "tokio-postgres", "hickory-proto", "dropshot", "reqwest"],
+            "it is plain data",
+        ),
+        (
+            "dns-server-api",
+            &["hickory-proto", "hickory-server", "tokio-postgres", "db-model"],
+            "API crates pull in no server or database code",
+        ),
+        (
+            "nexus-api",
+            &["hickory-proto", "hickory-server", "tokio-postgres", "db-model"],
+            "API crates pull in no server or database code",
+        ),
+        (
+            "omdb",
+            &["nexus", "dns-server", "hickory-server"],
+            "omdb uses clients and read-only queries, never server internals",
+        ),
+        (
+            "nexus",
+            &["hickory-server", "dns-server"],
+            "Nexus talks to DNS servers only over their API and DNS",
+        ),
+        ("local-postgres", &["db-model", "tokio-postgres"], "it only runs a server"),
+    ];
+    for (package, forbidden, why) in rules {
+        let deps = closure(&graph, package);
+        assert!(graph.contains_key(*package), "no package {package}");
+        for f in *forbidden {
+            assert!(!deps.contains(*f), "{package} depends on {f}, but {why}");
+        }
+    }
+    // The DNS library stays behind two walls: the server and the resolver.
+    for (package, _) in graph.iter().filter(|(p, _)| !p.starts_with("hickory")) {
+        let direct = &graph[package];
+        if direct.contains("hickory-proto") || direct.contains("hickory-server") {
+            assert!(
+                ["dns-server", "internal-dns"].contains(&package.as_str()),
+                "{package} uses hickory directly; only dns-server and internal-dns may"
+            );
+        }
+    }
+}

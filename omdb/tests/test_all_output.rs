@@ -180,6 +180,12 @@ async fn every_command_against_a_real_stack() {
             "c",
         ],
         vec!["-w", "nexus", "dns", "add", "internal", "test1", "MX", "x", "--comment", "c"],
+        vec!["nexus", "background-tasks", "activate", "dns_servers_internal"],
+        vec!["nexus", "background-tasks", "activate", "--wait", "dns_servers_external"],
+        vec!["nexus", "background-tasks", "activate", "nosuch_task"],
+        vec!["-w", "nexus", "dns", "remove", "internal", "nosuch", "--comment", "c"],
+        // Last: it changes what the commands above would show.
+        vec!["-w", "nexus", "dns", "remove", "internal", "test1", "--comment", "done testing"],
     ];
     let runs: Vec<(&[&str], Run)> =
         commands.iter().map(|args| (args.as_slice(), omdb(args, &env))).collect();

@@ -310,6 +310,8 @@ async fn show_all_nexus(
     let urls = discovery.all_nexus_urls().await?;
     let mut failures = Vec::new();
     let mut documents = BTreeMap::new();
+    // task name → (Nexus, generation it last found or pushed)
+    let mut generations: BTreeMap<String, Vec<(String, Option<u64>)>> = BTreeMap::new();
     for url in &urls {
         let nexus = client(url);
         let result = async {
@@ -322,6 +324,14 @@ async fn show_all_nexus(
         match result {
             Ok((status, tasks)) => {
                 let selected = select(&tasks, selectors)?;
+                for task in &selected {
+                    if let Some(generation) = last_generation(task) {
+                        generations
+                            .entry(task.name.clone())
+                            .or_default()
+                            .push((status.id.to_string(), generation));
+                    }
+                }
                 if output.json {
                     let map: BTreeMap<&String, &BackgroundTask> =
                         selected.iter().map(|t| (&t.name, *t)).collect();
@@ -352,6 +362,8 @@ async fn show_all_nexus(
     }
     if output.json {
         output.json(&documents)?;
+    } else if urls.len() > 1 {
+        print!("{}", render_agreement(&generations));
     }
     if !failures.is_empty() {
         bail!(
@@ -395,6 +407,35 @@ async fn activate(
         }
     }
     Ok(())
+}
+
+/// The generation a DNS task last found (`dns_config_*`) or pushed
+/// (`dns_propagation_*`): `Some(None)` when it failed, `None` for other
+/// tasks.
+fn last_generation(task: &BackgroundTask) -> Option<Option<u64>> {
+    if !(task.name.starts_with("dns_config_") || task.name.starts_with("dns_propagation_")) {
+        return None;
+    }
+    let LastActivation::Completed(record) = &task.last else { return Some(None) };
+    Some(record.details.get("generation").and_then(|g| g.as_u64()))
+}
+
+/// One line per DNS task saying whether every Nexus is at the same
+/// generation, and if not, which is where.
+fn render_agreement(generations: &BTreeMap<String, Vec<(String, Option<u64>)>>) -> String {
+    let mut out = String::from("=== agreement between Nexus instances ===\n");
+    let show = |g: &Option<u64>| g.map(|g| g.to_string()).unwrap_or_else(|| "none (failed)".into());
+    for (task, seen) in generations {
+        let distinct: std::collections::BTreeSet<_> = seen.iter().map(|(_, g)| g).collect();
+        if distinct.len() == 1 {
+            let _ = writeln!(out, "{task}: all {} at generation {}", seen.len(), show(&seen[0].1));
+        } else {
+            let each: Vec<String> =
+                seen.iter().map(|(nexus, g)| format!("{nexus} at {}", show(g))).collect();
+            let _ = writeln!(out, "{task}: DISAGREE: {}", each.join(", "));
+        }
+    }
+    out
 }
 
 /// Renders tasks the way the seed shows them, with the DNS tasks' evidence.
@@ -620,5 +661,29 @@ mod tests {
         let mut odd = task.clone();
         odd.name = "dns_config_internal".into();
         assert!(render_tasks(&[&odd], false).contains("\"last_widget\": \"w-9\""));
+    }
+
+    #[test]
+    fn disagreement_between_nexus_instances_stands_out() {
+        let mut seen = BTreeMap::new();
+        seen.insert(
+            "dns_config_internal".to_string(),
+            vec![("a".into(), Some(5)), ("b".into(), Some(3))],
+        );
+        seen.insert(
+            "dns_propagation_internal".to_string(),
+            vec![("a".into(), Some(5)), ("b".into(), Some(5))],
+        );
+        seen.insert(
+            "dns_config_external".to_string(),
+            vec![("a".into(), Some(1)), ("b".into(), None)],
+        );
+        let text = render_agreement(&seen);
+        assert!(text.contains("dns_config_internal: DISAGREE: a at 5, b at 3"), "{text}");
+        assert!(text.contains("dns_propagation_internal: all 2 at generation 5"), "{text}");
+        assert!(
+            text.contains("dns_config_external: DISAGREE: a at 1, b at none (failed)"),
+            "{text}"
+        );
     }
 }

@@ -106,6 +106,7 @@ fn devstack_runs_the_walkthrough_and_cleans_up_on_ctrl_c() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&format!("attempt to propagate generation: {generation}")), "{out}");
     assert_eq!(out.matches("=== Nexus ").count(), 2, "{out}");
+    assert!(out.contains("=== agreement between Nexus instances ==="), "{out}");
 
     // A hung DNS server: propagation names it and the reason.
     let frozen_dir = run_dir.join("dns-internal-1");

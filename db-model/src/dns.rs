@@ -563,6 +563,19 @@ impl Datastore {
         .await
     }
 
+    /// One generation's metadata: when, by whom, why.
+    pub async fn dns_version(
+        &self,
+        group: DnsGroup,
+        generation: u64,
+    ) -> Result<DnsVersion, DnsError> {
+        const WHAT: &str = "read DNS version";
+        self.transaction(WHAT, TxnMode::ReadOnly, async move |txn| {
+            read_version(txn, WHAT, group, generation).await
+        })
+        .await
+    }
+
     /// The most recent `limit` generations of `group` (all if `None`),
     /// oldest first.
     pub async fn dns_versions_list(

@@ -15,6 +15,7 @@ fn every_operation_is_send(ds: Datastore, change: DnsChange) {
     assert_send(async { ds.dns_diff(g, 1, 2).await });
     assert_send(async { ds.dns_versions_list(g, None).await });
     assert_send(async { ds.dns_version_latest(g).await });
+    assert_send(async { ds.dns_version(g, 1).await });
     assert_send(async { ds.migrate().await });
     assert_send(async { ds.initialize_schema().await });
     assert_send(async { ds.check_schema_version().await });

@@ -374,8 +374,7 @@ impl Stack {
         for group in DnsGroup::ALL {
             let config = self.datastore.dns_config_read(group, None).await?;
             for server in self.servers(group) {
-                let client =
-                    dns_server_client::Client::new(&format!("http://{}", server.http_address));
+                let client = dns_server_client(server)?;
                 client.config_put().body(config.clone()).send().await.with_context(|| {
                     format!("giving {group} DNS server {} its first config", server.http_address)
                 })?;
@@ -453,12 +452,7 @@ impl Stack {
     }
 
     pub async fn server_generation(&self, server: &DnsServer) -> anyhow::Result<u64> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
-        let client = dns_server_client::Client::new_with_client(
-            &format!("http://{}", server.http_address),
-            http,
-        );
-        Ok(client.status_get().send().await?.into_inner().generation)
+        Ok(dns_server_client(server)?.status_get().send().await?.into_inner().generation)
     }
 
     /// The DNS addresses of the internal DNS servers (for `OMDB_DNS_SERVER`).
@@ -534,6 +528,16 @@ fn free_port() -> anyhow::Result<u16> {
         }
     }
     bail!("could not find a free loopback port")
+}
+
+/// A client for a server's config API whose requests give up after 30 s
+/// (a 100,000-name config takes about a second to apply).
+fn dns_server_client(server: &DnsServer) -> anyhow::Result<dns_server_client::Client> {
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    Ok(dns_server_client::Client::new_with_client(&format!("http://{}", server.http_address), http))
 }
 
 fn url_port(url: &str) -> Option<u16> {

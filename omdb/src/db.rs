@@ -110,16 +110,13 @@ pub async fn run(args: &DbArgs, discovery: &Discovery, output: &Output) -> anyho
                 );
             }
             let diff = datastore.dns_diff(*group, version - 1, *version).await?;
-            let versions = datastore.dns_versions_list(*group, None).await?;
             if output.json {
                 return output.json(&diff);
             }
-            let this = versions.iter().find(|v| v.generation == *version);
+            let this = datastore.dns_version(*group, *version).await?;
             println!("{group} DNS, generation {} (against {})", version, version - 1);
-            if let Some(v) = this {
-                println!("  created at {} by {}", timestamp(v.time_created), v.creator);
-                println!("  comment: {:?}", v.comment);
-            }
+            println!("  created at {} by {}", timestamp(this.time_created), this.creator);
+            println!("  comment: {:?}", this.comment);
             if diff.zones.is_empty() {
                 println!("  no names changed");
             }

@@ -255,6 +255,15 @@ async fn unreachable_and_hung_services_fail_fast_naming_the_address() {
         run.stderr
     );
 
+    // A hung database (SIGSTOP): it accepts connections and says nothing.
+    let devstack::stack::Database::Local(pg) = &stack.database else { panic!("local database") };
+    pg.suspend().unwrap();
+    let run = omdb(&["db", "dns", "show"], &env);
+    pg.resume().unwrap();
+    assert_ne!(run.code, 0);
+    assert!(run.took < Duration::from_secs(10), "took {:?}", run.took);
+    assert!(run.stderr.contains("error: checking the database at 127.0.0.1:"), "{}", run.stderr);
+
     // One DNS server down: the others are still shown, the dead one is
     // marked, and the exit status says something is wrong.
     // (Not the first: that one is the DNS server omdb asks.)

@@ -196,3 +196,138 @@ fn describe(error: dns_server_client::Error<dns_server_client::types::Error>) ->
         other => format!("{:#}", anyhow::Error::new(other)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use background_tasks::{Activation, ActivationReason};
+    use dns_types::{DnsConfig, DnsConfigZone, DnsRecord};
+    use nexus_api::task_status::DnsServerEntry;
+    use std::sync::Arc;
+
+    async fn server() -> (dns_server::RunningServer, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let server = dns_server::RunningServer::start(&dns_server::Config {
+            dns_address: "127.0.0.1:0".parse().unwrap(),
+            http_address: "127.0.0.1:0".parse().unwrap(),
+            storage_dir: dir.path().into(),
+            id: None,
+        })
+        .await
+        .unwrap();
+        (server, dir)
+    }
+
+    fn config(generation: u64, ip: &str) -> DnsConfig {
+        DnsConfig {
+            generation,
+            time_created: Utc::now(),
+            creator: "test".into(),
+            comment: format!("generation {generation}"),
+            zones: vec![DnsConfigZone {
+                zone_name: "control-plane.internal".into(),
+                ttl_seconds: 60,
+                names: [("www".to_string(), vec![DnsRecord::A(ip.parse().unwrap())])].into(),
+            }],
+        }
+    }
+
+    fn loaded(config: DnsConfig) -> LoadedConfig {
+        LoadedConfig {
+            digest: dns_types::config_digest(&config),
+            config: Arc::new(config),
+            first_seen_at: Utc::now(),
+        }
+    }
+
+    async fn put(server: &dns_server::RunningServer, config: DnsConfig) {
+        let client = dns_server_client::Client::new(&format!("http://{}", server.http_address()));
+        client.config_put().body(config).send().await.unwrap();
+    }
+
+    /// Each kind of per-server result: applied, already current, newer,
+    /// same generation with other content, and unreachable.
+    #[tokio::test]
+    async fn every_outcome_is_reported_per_server() {
+        let (behind, _d1) = server().await;
+        let (current, _d2) = server().await;
+        let (newer, _d3) = server().await;
+        let (diverged, _d4) = server().await;
+        put(&current, config(5, "192.0.2.5")).await;
+        put(&newer, config(6, "192.0.2.6")).await;
+        put(&diverged, config(5, "192.0.2.99")).await;
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+
+        let servers: Vec<DnsServerEntry> = [
+            behind.http_address(),
+            current.http_address(),
+            newer.http_address(),
+            diverged.http_address(),
+            dead,
+        ]
+        .into_iter()
+        .map(|address| DnsServerEntry { address, target: format!("{address}") })
+        .collect();
+        let (_config_tx, config_rx) = watch::channel(Some(loaded(config(5, "192.0.2.5"))));
+        let (_servers_tx, servers_rx) =
+            watch::channel(Some(ServerList { servers, discovered_at: Utc::now() }));
+        let mut task = DnsPropagationTask::new(
+            DnsGroup::Internal,
+            config_rx,
+            servers_rx,
+            Duration::from_secs(2),
+        );
+        let activation = Activation { iteration: 1, reason: ActivationReason::Timer };
+        let status = task.activate(&activation).await.unwrap();
+
+        let result = |address: SocketAddr| status.servers[&address.to_string()].clone();
+        assert_eq!(result(behind.http_address()).outcome, PropagationOutcome::Applied);
+        assert_eq!(behind.generation(), 5);
+        assert_eq!(result(current.http_address()).outcome, PropagationOutcome::AlreadyCurrent);
+        let newer_result = result(newer.http_address());
+        assert_eq!(newer_result.outcome, PropagationOutcome::NewerGeneration);
+        assert_eq!(newer_result.result, PropagationResult::Success);
+        assert_eq!(newer_result.server_generation, Some(6));
+        assert_eq!(newer.generation(), 6, "a newer server is never pushed back");
+        let diverged_result = result(diverged.http_address());
+        assert_eq!(diverged_result.result, PropagationResult::Error);
+        assert!(
+            diverged_result.message.contains("different content"),
+            "{}",
+            diverged_result.message
+        );
+        let dead_result = result(dead);
+        assert_eq!(dead_result.result, PropagationResult::Error);
+        assert!(dead_result.message.contains("reading its status"), "{}", dead_result.message);
+        assert_eq!(status.generation, 5);
+        assert!(status.servers.values().all(|r| r.completed_at <= status.all_done_at));
+    }
+
+    #[tokio::test]
+    async fn nothing_to_push_is_an_error_not_a_success() {
+        let (_config_tx, config_rx) = watch::channel(None);
+        let (_servers_tx, servers_rx) = watch::channel(None);
+        let mut task = DnsPropagationTask::new(
+            DnsGroup::External,
+            config_rx,
+            servers_rx,
+            Duration::from_secs(1),
+        );
+        let activation = Activation { iteration: 1, reason: ActivationReason::Timer };
+        let error = task.activate(&activation).await.unwrap_err().to_string();
+        assert!(error.contains("no external DNS config loaded yet"), "{error}");
+
+        let (_config_tx, config_rx) = watch::channel(Some(loaded(config(2, "192.0.2.2"))));
+        let (_servers_tx, servers_rx) =
+            watch::channel(Some(ServerList { servers: vec![], discovered_at: Utc::now() }));
+        let mut task = DnsPropagationTask::new(
+            DnsGroup::External,
+            config_rx,
+            servers_rx,
+            Duration::from_secs(1),
+        );
+        let error = task.activate(&activation).await.unwrap_err().to_string();
+        assert!(error.contains("no external DNS servers are registered"), "{error}");
+        assert!(error.contains("generation 2 reached no server"), "{error}");
+    }
+}

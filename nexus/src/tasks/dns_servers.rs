@@ -98,3 +98,71 @@ impl Task for DnsServersTask {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use background_tasks::ActivationReason;
+    use dns_types::{DnsConfig, DnsConfigZone, DnsRecord, SrvRecord};
+    use std::time::Duration;
+
+    const ZONE: &str = "control-plane.internal";
+
+    /// A lookup that fails keeps the last list published: a DNS hiccup must
+    /// not make propagation forget its servers.
+    #[tokio::test]
+    async fn a_failed_lookup_keeps_the_last_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = dns_server::RunningServer::start(&dns_server::Config {
+            dns_address: "127.0.0.1:0".parse().unwrap(),
+            http_address: "127.0.0.1:0".parse().unwrap(),
+            storage_dir: dir.path().into(),
+            id: None,
+        })
+        .await
+        .unwrap();
+        let names = [
+            (
+                service::INTERNAL_DNS.to_string(),
+                vec![DnsRecord::Srv(SrvRecord {
+                    prio: 0,
+                    weight: 0,
+                    port: 4444,
+                    target: format!("a.host.{ZONE}"),
+                })],
+            ),
+            ("a.host".to_string(), vec![DnsRecord::A("127.0.0.7".parse().unwrap())]),
+        ];
+        let config = DnsConfig {
+            generation: 1,
+            time_created: Utc::now(),
+            creator: "t".into(),
+            comment: "t".into(),
+            zones: vec![DnsConfigZone {
+                zone_name: ZONE.into(),
+                ttl_seconds: 60,
+                names: names.into(),
+            }],
+        };
+        let client = dns_server_client::Client::new(&format!("http://{}", server.http_address()));
+        client.config_put().body(config).send().await.unwrap();
+
+        let resolver = Resolver::new(vec![server.dns_address()], Duration::from_millis(300));
+        let (mut task, receiver) = DnsServersTask::new(DnsGroup::Internal, ZONE, resolver);
+        let activation = Activation { iteration: 1, reason: ActivationReason::Timer };
+        let status = task.activate(&activation).await.unwrap();
+        assert!(status.changed);
+        assert_eq!(status.servers[0].address.to_string(), "127.0.0.7:4444");
+        let first = receiver.borrow().clone().unwrap();
+
+        // Same answer: unchanged, same discovery time.
+        let again = task.activate(&activation).await.unwrap();
+        assert!(!again.changed);
+        assert_eq!(again.discovered_at, first.discovered_at);
+
+        server.shutdown().await.unwrap();
+        let error = format!("{:#}", task.activate(&activation).await.unwrap_err());
+        assert!(error.contains("looking up _nameservice._tcp.control-plane.internal"), "{error}");
+        assert_eq!(receiver.borrow().clone().unwrap(), first, "the last list stays published");
+    }
+}

@@ -91,3 +91,69 @@ impl Task for DnsConfigTask {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use background_tasks::ActivationReason;
+    use db_model::ZoneSpec;
+    use dns_types::{DnsChange, DnsRecord, NameRecords};
+
+    fn add(comment: &str, name: &str) -> DnsChange {
+        DnsChange {
+            comment: comment.into(),
+            add: vec![NameRecords {
+                name: name.into(),
+                records: vec![DnsRecord::A("192.0.2.1".parse().unwrap())],
+            }],
+            remove: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn publishes_each_new_generation_once_and_reports_database_errors() {
+        let mut db = test_database::TestDatabase::new().await;
+        let zones = [ZoneSpec { zone_name: "control-plane.internal".into(), ttl_seconds: 60 }];
+        db.datastore
+            .dns_group_initialize(DnsGroup::Internal, &zones, "setup", &add("initial setup", "a"))
+            .await
+            .unwrap();
+        let (mut task, receiver) = DnsConfigTask::new(DnsGroup::Internal, db.datastore.clone());
+        let activation = Activation { iteration: 1, reason: ActivationReason::Timer };
+
+        let first = task.activate(&activation).await.unwrap();
+        assert_eq!((first.generation, first.changed, first.names), (1, true, 1));
+        assert_eq!(first.comment, "initial setup");
+        assert_eq!(receiver.borrow().as_ref().unwrap().config.generation, 1);
+
+        let again = task.activate(&activation).await.unwrap();
+        assert!(!again.changed);
+        assert_eq!(again.first_seen_at, first.first_seen_at, "first seen stays the first time");
+
+        db.datastore
+            .dns_change_commit(DnsGroup::Internal, "nexus-x", &add("second", "b"))
+            .await
+            .unwrap();
+        let second = task.activate(&activation).await.unwrap();
+        assert_eq!((second.generation, second.changed, second.names), (2, true, 2));
+        assert_eq!(second.creator, "nexus-x");
+        assert_eq!(
+            second.digest,
+            dns_types::config_digest(&receiver.borrow().as_ref().unwrap().config)
+        );
+
+        db.server.stop_temporarily();
+        let error = format!("{:#}", task.activate(&activation).await.unwrap_err());
+        assert!(
+            error.contains(
+                "reading the latest internal DNS version from the database at 127.0.0.1:"
+            ),
+            "{error}"
+        );
+        assert_eq!(
+            receiver.borrow().as_ref().unwrap().config.generation,
+            2,
+            "the last config stays published"
+        );
+    }
+}

@@ -80,11 +80,13 @@ fn to_http_error(generation: u64, error: UpdateError) -> HttpError {
         Invalid,
         Conflict,
         Storage,
+        Internal,
     }
     let kind = match &error {
         UpdateError::Invalid(_) | UpdateError::Compile(_) => Kind::Invalid,
         UpdateError::BadGeneration { .. } => Kind::Conflict,
         UpdateError::Storage { .. } => Kind::Storage,
+        UpdateError::Internal(_) => Kind::Internal,
     };
     let message = format!("{:#}", anyhow::Error::new(error));
     tracing::warn!(generation, error = %message, "PUT /config rejected");
@@ -97,9 +99,11 @@ fn to_http_error(generation: u64, error: UpdateError) -> HttpError {
             ClientErrorStatusCode::CONFLICT,
             message,
         ),
-        Kind::Storage => {
+        Kind::Storage | Kind::Internal => {
             let mut error = HttpError::for_internal_error(message.clone());
-            error.error_code = Some(error_codes::STORAGE.into());
+            if matches!(kind, Kind::Storage) {
+                error.error_code = Some(error_codes::STORAGE.into());
+            }
             error.external_message = message;
             error
         }

@@ -23,6 +23,8 @@ pub enum UpdateError {
     Compile(#[from] CompileError),
     #[error("this server is at generation {current}; refusing generation {requested}: {reason}")]
     BadGeneration { current: u64, requested: u64, reason: &'static str },
+    #[error("{0}; nothing changed")]
+    Internal(String),
     #[error("storing the new config failed; still serving generation {current}")]
     Storage {
         current: u64,
@@ -123,7 +125,7 @@ impl ServerState {
             Ok::<_, UpdateError>(served)
         })
         .await
-        .expect("compiling a config does not panic")?;
+        .map_err(|e| UpdateError::Internal(format!("applying the config failed: {e}")))??;
         let previous = std::mem::replace(
             &mut *self.served.write().unwrap_or_else(|e| e.into_inner()),
             Arc::new(served),

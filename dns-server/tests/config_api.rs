@@ -273,3 +273,18 @@ async fn the_binary_serves_its_stored_generation_right_after_a_restart() {
 async fn client_status(http: SocketAddr) -> dns_server_client::types::DnsServerStatus {
     client(http).status_get().send().await.unwrap().into_inner()
 }
+
+/// A config that cannot be stored durably is not applied: the server keeps
+/// serving the previous generation and says why.
+#[tokio::test]
+async fn a_config_that_cannot_be_stored_is_not_applied() {
+    let s = TestServer::start().await;
+    s.put(&config(1, vec![("www", vec![a(1)])])).await.unwrap();
+    std::fs::remove_dir_all(s.storage.path()).unwrap();
+    let (status, code, message) = s.put(&config(2, vec![("www", vec![a(2)])])).await.unwrap_err();
+    assert_eq!((status, code.as_str()), (500, "StorageFailed"));
+    assert!(message.contains("still serving generation 1"), "{message}");
+    assert_eq!(served_generation(&s).await, 1);
+    let m = query(s.dns(), &format!("www.{ZONE}."), RecordType::A, Transport::Udp).await;
+    assert_eq!(m.answers[0].data.to_string(), "192.0.2.1");
+}

@@ -100,9 +100,12 @@ impl Served {
                     .iter()
                     .map(|r| to_record(&name, ttl, r))
                     .collect::<Result<Vec<_>, _>>()?;
+                // Record the ancestors below the apex; once one is known, so
+                // are all of its own ancestors.
                 let mut parent = name.base_name();
-                while parent.num_labels() > apex_name.num_labels() {
-                    empty_non_terminals.insert(LowerName::new(&parent));
+                while parent.num_labels() > apex_name.num_labels()
+                    && empty_non_terminals.insert(LowerName::new(&parent))
+                {
                     parent = parent.base_name();
                 }
                 names.insert(LowerName::new(&name), compiled);

@@ -10,7 +10,6 @@ use dns_types::{DnsConfig, DnsRecord, names};
 use hickory_proto::rr::rdata::{self, SOA, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use std::collections::{HashMap, HashSet};
-use std::str::FromStr;
 
 /// Longest CNAME chain followed inside our own zones.
 const MAX_CNAME_CHAIN: usize = 8;
@@ -254,6 +253,7 @@ fn txt_strings(data: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use dns_types::{DnsConfigZone, SrvRecord};
+    use std::str::FromStr;
 
     fn served() -> Served {
         let mut names = std::collections::BTreeMap::new();

@@ -664,6 +664,43 @@ mod tests {
     }
 
     #[test]
+    fn running_and_failed_activations_say_so() {
+        let failed = ActivationRecord {
+            iteration: 2,
+            reason: ActivationReason::Dependency { name: "dns_config_internal".into() },
+            start_time: chrono::Utc::now(),
+            elapsed: Duration::from_millis(5),
+            details: serde_json::json!({"error": "no internal DNS servers are registered"}),
+        };
+        let task = BackgroundTask {
+            name: "dns_propagation_internal".into(),
+            description: "d".into(),
+            period: Duration::from_secs(60),
+            deadline: None,
+            dependencies: vec![],
+            current: CurrentStatus::Running {
+                iteration: 3,
+                reason: ActivationReason::Request { requested_by: "omdb".into(), requests: 2 },
+                start_time: chrono::Utc::now(),
+            },
+            last: LastActivation::Completed(failed),
+            history: vec![],
+        };
+        let text = render_tasks(&[&task], false);
+        assert!(
+            text.contains(
+                "currently executing: yes, iter 3, triggered by 2 explicit requests (first: omdb)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("triggered by a dependent task completing (\"dns_config_internal\")"),
+            "{text}"
+        );
+        assert!(text.contains("    error: no internal DNS servers are registered"), "{text}");
+    }
+
+    #[test]
     fn disagreement_between_nexus_instances_stands_out() {
         let mut seen = BTreeMap::new();
         seen.insert(

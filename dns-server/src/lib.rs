@@ -43,6 +43,20 @@ pub struct Config {
     pub id: Option<Uuid>,
 }
 
+impl Config {
+    /// Loopback addresses with ports picked by the kernel, and `storage_dir`:
+    /// a server for tests and tools that find its addresses afterwards.
+    pub fn loopback(storage_dir: impl Into<PathBuf>) -> Config {
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        Config {
+            dns_address: any_port,
+            http_address: any_port,
+            storage_dir: storage_dir.into(),
+            id: None,
+        }
+    }
+}
+
 /// A running server: DNS and HTTP.
 pub struct RunningServer {
     state: Arc<ServerState>,
@@ -105,6 +119,15 @@ impl RunningServer {
     /// The generation being served.
     pub fn generation(&self) -> u64 {
         self.state.served().generation()
+    }
+
+    /// Applies `config` in process, by the same rules and path as
+    /// `PUT /config`.
+    pub async fn apply(
+        &self,
+        config: dns_types::DnsConfig,
+    ) -> Result<state::UpdateOutcome, state::UpdateError> {
+        self.state.update(config).await
     }
 
     /// Stops serving DNS and HTTP.

@@ -10,14 +10,7 @@ const ZONE: &str = "control-plane.internal";
 
 async fn server(names: Vec<(String, Vec<DnsRecord>)>) -> (RunningServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let server = RunningServer::start(&Config {
-        dns_address: "127.0.0.1:0".parse().unwrap(),
-        http_address: "127.0.0.1:0".parse().unwrap(),
-        storage_dir: dir.path().into(),
-        id: None,
-    })
-    .await
-    .unwrap();
+    let server = RunningServer::start(&Config::loopback(dir.path())).await.unwrap();
     let config = DnsConfig {
         generation: 1,
         time_created: Utc::now(),
@@ -29,8 +22,7 @@ async fn server(names: Vec<(String, Vec<DnsRecord>)>) -> (RunningServer, tempfil
             names: names.into_iter().collect(),
         }],
     };
-    let client = dns_server_client::Client::new(&format!("http://{}", server.http_address()));
-    client.config_put().body(config).send().await.unwrap();
+    server.apply(config).await.unwrap();
     (server, dir)
 }
 

@@ -21,6 +21,15 @@ fn omdb(dns: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `omdb -w nexus dns add internal NAME A IP --comment COMMENT`, which must
+/// succeed; returns its stdout.
+fn add_name(dns: &str, name: &str, ip: &str, comment: &str) -> String {
+    let (code, out, err) =
+        omdb(dns, &["-w", "nexus", "dns", "add", "internal", name, "A", ip, "--comment", comment]);
+    assert_eq!(code, 0, "{err}");
+    out
+}
+
 /// Processes whose command line mentions `dir`.
 fn processes_using(dir: &Path) -> Vec<String> {
     let needle = dir.display().to_string();
@@ -78,22 +87,7 @@ fn devstack_runs_the_walkthrough_and_cleans_up_on_ctrl_c() {
     let dns = dns.unwrap_or_else(|| panic!("no OMDB_DNS_SERVER line:\n{printed}"));
 
     // The walkthrough: a change, its propagation, the servers, the history.
-    let (code, out, err) = omdb(
-        &dns,
-        &[
-            "-w",
-            "nexus",
-            "dns",
-            "add",
-            "internal",
-            "test1",
-            "A",
-            "192.0.2.10",
-            "--comment",
-            "my first change",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    let out = add_name(&dns, "test1", "192.0.2.10", "my first change");
     let generation =
         out.split("generation ").nth(1).and_then(|s| s.split(' ').next()).unwrap().to_string();
     wait_until("propagation to every internal server", || {
@@ -113,22 +107,7 @@ fn devstack_runs_the_walkthrough_and_cleans_up_on_ctrl_c() {
     let pid = processes_using(&frozen_dir)[0].split(':').next().unwrap().parse::<i32>().unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGSTOP)
         .unwrap();
-    let (code, _, err) = omdb(
-        &dns,
-        &[
-            "-w",
-            "nexus",
-            "dns",
-            "add",
-            "internal",
-            "test2",
-            "A",
-            "192.0.2.20",
-            "--comment",
-            "while one hangs",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    add_name(&dns, "test2", "192.0.2.20", "while one hangs");
     let mut seen = String::new();
     wait_until("the hung server in the propagation status", || {
         let (_, out, _) =

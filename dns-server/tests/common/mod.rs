@@ -27,14 +27,7 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start() -> TestServer {
         let storage = tempfile::tempdir().unwrap();
-        let server = RunningServer::start(&Config {
-            dns_address: "127.0.0.1:0".parse().unwrap(),
-            http_address: "127.0.0.1:0".parse().unwrap(),
-            storage_dir: storage.path().to_path_buf(),
-            id: None,
-        })
-        .await
-        .unwrap();
+        let server = RunningServer::start(&Config::loopback(storage.path())).await.unwrap();
         let client = client(server.http_address());
         TestServer { server, storage, client }
     }

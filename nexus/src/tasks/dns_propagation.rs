@@ -207,15 +207,8 @@ mod tests {
 
     async fn server() -> (dns_server::RunningServer, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let server = dns_server::RunningServer::start(&dns_server::Config {
-            dns_address: "127.0.0.1:0".parse().unwrap(),
-            http_address: "127.0.0.1:0".parse().unwrap(),
-            storage_dir: dir.path().into(),
-            id: None,
-        })
-        .await
-        .unwrap();
-        (server, dir)
+        let config = dns_server::Config::loopback(dir.path());
+        (dns_server::RunningServer::start(&config).await.unwrap(), dir)
     }
 
     fn config(generation: u64, ip: &str) -> DnsConfig {
@@ -240,11 +233,6 @@ mod tests {
         }
     }
 
-    async fn put(server: &dns_server::RunningServer, config: DnsConfig) {
-        let client = dns_server_client::Client::new(&format!("http://{}", server.http_address()));
-        client.config_put().body(config).send().await.unwrap();
-    }
-
     /// Each kind of per-server result: applied, already current, newer,
     /// same generation with other content, and unreachable.
     #[tokio::test]
@@ -253,9 +241,9 @@ mod tests {
         let (current, _d2) = server().await;
         let (newer, _d3) = server().await;
         let (diverged, _d4) = server().await;
-        put(&current, config(5, "192.0.2.5")).await;
-        put(&newer, config(6, "192.0.2.6")).await;
-        put(&diverged, config(5, "192.0.2.99")).await;
+        current.apply(config(5, "192.0.2.5")).await.unwrap();
+        newer.apply(config(6, "192.0.2.6")).await.unwrap();
+        diverged.apply(config(5, "192.0.2.99")).await.unwrap();
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
 
         let servers: Vec<DnsServerEntry> = [

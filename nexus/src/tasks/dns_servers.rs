@@ -113,14 +113,9 @@ mod tests {
     #[tokio::test]
     async fn a_failed_lookup_keeps_the_last_list() {
         let dir = tempfile::tempdir().unwrap();
-        let server = dns_server::RunningServer::start(&dns_server::Config {
-            dns_address: "127.0.0.1:0".parse().unwrap(),
-            http_address: "127.0.0.1:0".parse().unwrap(),
-            storage_dir: dir.path().into(),
-            id: None,
-        })
-        .await
-        .unwrap();
+        let server = dns_server::RunningServer::start(&dns_server::Config::loopback(dir.path()))
+            .await
+            .unwrap();
         let names = [
             (
                 service::INTERNAL_DNS.to_string(),
@@ -144,8 +139,7 @@ mod tests {
                 names: names.into(),
             }],
         };
-        let client = dns_server_client::Client::new(&format!("http://{}", server.http_address()));
-        client.config_put().body(config).send().await.unwrap();
+        server.apply(config).await.unwrap();
 
         let resolver = Resolver::new(vec![server.dns_address()], Duration::from_millis(300));
         let (mut task, receiver) = DnsServersTask::new(DnsGroup::Internal, ZONE, resolver);

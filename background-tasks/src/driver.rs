@@ -41,6 +41,32 @@ pub trait Task: Send + 'static {
 pub struct Activation {
     pub iteration: u64,
     pub reason: ActivationReason,
+    progress: Option<watch::Sender<TaskState>>,
+}
+
+impl Activation {
+    /// An activation outside any driver (for calling a task directly, as
+    /// tests do): progress reports go nowhere.
+    pub fn new(iteration: u64, reason: ActivationReason) -> Activation {
+        Activation { iteration, reason, progress: None }
+    }
+
+    /// Publishes what this activation has done so far; it shows in the
+    /// task's `current` status until the activation completes.  A long
+    /// activation should report, so that "still running" comes with "doing
+    /// what".
+    pub fn report_progress<P: Serialize>(&self, progress: &P) {
+        let Some(state) = &self.progress else { return };
+        let Ok(value) = serde_json::to_value(progress) else { return };
+        let iteration = self.iteration;
+        state.send_modify(|s| {
+            if let CurrentStatus::Running { iteration: running, progress, .. } = &mut s.current
+                && *running == iteration
+            {
+                *progress = Some(value);
+            }
+        });
+    }
 }
 
 /// Object-safe form of [`Task`], with the status already turned into JSON.
@@ -485,11 +511,17 @@ impl TaskLoop {
         let start_time = Utc::now();
         let started = Instant::now();
         shared.state.send_modify(|s| {
-            s.current = CurrentStatus::Running { iteration, reason: reason.clone(), start_time }
+            s.current = CurrentStatus::Running {
+                iteration,
+                reason: reason.clone(),
+                start_time,
+                progress: None,
+            }
         });
         tracing::debug!(task = %self.definition.name, iteration, %reason, "activation starting");
 
-        let activation = Activation { iteration, reason: reason.clone() };
+        let activation =
+            Activation { iteration, reason: reason.clone(), progress: Some(shared.state.clone()) };
         let work = AssertUnwindSafe(self.definition.task.activate(&activation)).catch_unwind();
         let outcome = match self.definition.deadline {
             None => Ok(work.await),

@@ -72,7 +72,15 @@ impl ActivationRecord {
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum CurrentStatus {
     Idle,
-    Running { iteration: u64, reason: ActivationReason, start_time: DateTime<Utc> },
+    Running {
+        iteration: u64,
+        reason: ActivationReason,
+        start_time: DateTime<Utc>,
+        /// What the activation says it has done so far, if it reports
+        /// progress (see `Activation::report_progress`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        progress: Option<serde_json::Value>,
+    },
 }
 
 /// The last completed activation, if any.

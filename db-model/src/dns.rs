@@ -14,6 +14,7 @@
 use crate::error::{DbError, Retryable, query_error};
 use crate::transaction::{Datastore, TxnMode};
 use chrono::{DateTime, Utc};
+use dns_types::history::NameStretch;
 use dns_types::names::{self, NameError};
 use dns_types::{
     ConfigError, DnsChange, DnsConfig, DnsConfigZone, DnsDiff, DnsGroup, DnsRecord, DnsVersion,
@@ -22,6 +23,14 @@ use dns_types::{
 use std::collections::{BTreeMap, BTreeSet};
 use tokio_postgres::Row;
 use uuid::Uuid;
+
+/// A zone as stored: which group serves it, and its TTL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZoneInfo {
+    pub group: DnsGroup,
+    pub zone_name: String,
+    pub ttl_seconds: u32,
+}
 
 /// A zone to create with a group.
 #[derive(Clone, Debug)]
@@ -231,6 +240,10 @@ fn version_from_row(group: DnsGroup, row: &Row) -> Result<DnsVersion, DbError> {
 
 fn generation_from_db(value: i64) -> Result<u64, DbError> {
     u64::try_from(value).map_err(|_| DbError::Corrupt(format!("negative generation {value}")))
+}
+
+fn group_from_db(value: &str) -> Result<DnsGroup, DbError> {
+    value.parse().map_err(|_| DbError::Corrupt(format!("unknown DNS group {value:?}")))
 }
 
 fn generation_to_db(value: u64) -> i64 {
@@ -635,6 +648,109 @@ impl Datastore {
                 comment: version.comment,
                 zones: config_zones,
             })
+        })
+        .await
+    }
+
+    /// Every zone of every group.
+    pub async fn dns_zones(&self) -> Result<Vec<ZoneInfo>, DnsError> {
+        const WHAT: &str = "list DNS zones";
+        self.transaction(WHAT, TxnMode::ReadOnly, async move |txn| {
+            let rows = txn
+                .query(
+                    "SELECT dns_group, zone_name, ttl_seconds FROM dns_zone ORDER BY zone_name",
+                    &[],
+                )
+                .await
+                .map_err(query_error(WHAT, "reading the zones"))?;
+            rows.iter()
+                .map(|row| {
+                    let ttl: i64 = row.get(2);
+                    Ok(ZoneInfo {
+                        group: group_from_db(row.get(0))?,
+                        zone_name: row.get(1),
+                        ttl_seconds: u32::try_from(ttl).map_err(|_| {
+                            DbError::Corrupt(format!("zone TTL {ttl} out of range"))
+                        })?,
+                    })
+                })
+                .collect::<Result<Vec<_>, DbError>>()
+                .map_err(DnsError::from)
+        })
+        .await
+    }
+
+    /// Every stretch of generations during which `name` (relative to
+    /// `zone_name`) had one set of records, oldest first, with the versions
+    /// that opened and closed each: the name's whole history in one query
+    /// over the primary key's `(dns_zone_id, name)` prefix, whatever the
+    /// number of generations.
+    pub async fn dns_name_history(
+        &self,
+        zone_name: &str,
+        name: &str,
+    ) -> Result<Vec<NameStretch>, DnsError> {
+        const WHAT: &str = "read a DNS name's history";
+        let (zone_name, name) = (zone_name.to_string(), name.to_string());
+        self.transaction(WHAT, TxnMode::ReadOnly, async move |txn| {
+            let rows = txn
+                .query(
+                    "SELECT z.dns_group, n.records::TEXT, \
+                            va.version, va.time_created, va.creator, va.comment, \
+                            vr.version, vr.time_created, vr.creator, vr.comment \
+                     FROM dns_zone z \
+                     JOIN dns_name n ON n.dns_zone_id = z.id \
+                     JOIN dns_version va ON va.dns_group = z.dns_group AND va.version = n.version_added \
+                     LEFT JOIN dns_version vr \
+                       ON vr.dns_group = z.dns_group AND vr.version = n.version_removed \
+                     WHERE z.zone_name = $1 AND n.name = $2 \
+                     ORDER BY n.version_added",
+                    &[&zone_name, &name],
+                )
+                .await
+                .map_err(query_error(WHAT, "reading the name's rows"))?;
+            let mut stretches = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let group = group_from_db(row.get(0))?;
+                let version_at = |offset: usize| -> Result<Option<DnsVersion>, DbError> {
+                    let Some(generation) = row.get::<_, Option<i64>>(offset) else {
+                        return Ok(None);
+                    };
+                    Ok(Some(DnsVersion {
+                        group,
+                        generation: generation_from_db(generation)?,
+                        time_created: row.get(offset + 1),
+                        creator: row.get(offset + 2),
+                        comment: row.get(offset + 3),
+                    }))
+                };
+                stretches.push(NameStretch {
+                    records: records_from_db(&name, row.get(1))?,
+                    added: version_at(2)?.ok_or_else(|| {
+                        DbError::Corrupt(format!("name {name:?} has no version_added"))
+                    })?,
+                    removed: version_at(6)?,
+                });
+            }
+            Ok(stretches)
+        })
+        .await
+    }
+
+    /// The names alive now in `zone_name` (without their records).
+    pub async fn dns_zone_live_names(&self, zone_name: &str) -> Result<Vec<String>, DnsError> {
+        const WHAT: &str = "list a zone's names";
+        let zone_name = zone_name.to_string();
+        self.transaction(WHAT, TxnMode::ReadOnly, async move |txn| {
+            let rows = txn
+                .query(
+                    "SELECT n.name FROM dns_zone z JOIN dns_name n ON n.dns_zone_id = z.id \
+                     WHERE z.zone_name = $1 AND n.version_removed IS NULL",
+                    &[&zone_name],
+                )
+                .await
+                .map_err(query_error(WHAT, "reading the zone's names"))?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
         })
         .await
     }

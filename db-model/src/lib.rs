@@ -16,6 +16,6 @@ mod error;
 pub mod schema;
 mod transaction;
 
-pub use dns::{DnsError, ZoneSpec};
+pub use dns::{DnsError, ZoneInfo, ZoneSpec};
 pub use error::{DbError, Retryable};
 pub use transaction::{Datastore, DatastoreOptions, TxnMode};

@@ -6,10 +6,11 @@ use crate::process::{ChildProcess, binary};
 use anyhow::{Context, bail};
 use db_model::schema::SchemaError;
 use db_model::{Datastore, DatastoreOptions, DnsError, ZoneSpec};
-use dns_types::{DnsChange, DnsGroup, DnsRecord, NameRecords, NameRemoval, SrvRecord};
-use internal_dns::service;
+use dns_types::sync::{ServerClaim, Wanted, classify};
+use dns_types::{DnsChange, DnsGroup, DnsRecord, NameRecords, NameRemoval};
+use internal_dns::{Registration, ServiceName};
 use local_postgres::{Directory, LocalPostgres};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -64,6 +65,8 @@ pub struct DnsServer {
     pub storage_dir: PathBuf,
     pub process: Option<ChildProcess>,
     log: PathBuf,
+    /// The DNS address it reports instead of the one it binds, if any.
+    pub advertise: Option<SocketAddr>,
 }
 
 impl DnsServer {
@@ -74,8 +77,9 @@ impl DnsServer {
         http_address: SocketAddr,
         storage_dir: PathBuf,
         log: PathBuf,
+        advertise: Option<SocketAddr>,
     ) -> anyhow::Result<DnsServer> {
-        let args = vec![
+        let mut args = vec![
             "--dns-address".into(),
             dns_address.to_string(),
             "--http-address".into(),
@@ -85,6 +89,9 @@ impl DnsServer {
             "--id".into(),
             id.to_string(),
         ];
+        if let Some(advertise) = advertise {
+            args.extend(["--advertise-dns-address".into(), advertise.to_string()]);
+        }
         let name = format!("dns-server {group} {id}");
         let (process, info) =
             ChildProcess::start(&name, &binary("dns-server")?, &args, &log).await?;
@@ -102,6 +109,7 @@ impl DnsServer {
             storage_dir,
             process: Some(process),
             log,
+            advertise,
         })
     }
 
@@ -122,10 +130,26 @@ impl DnsServer {
             self.http_address,
             self.storage_dir.clone(),
             self.log.clone(),
+            self.advertise,
         )
         .await?;
         self.process = again.process;
         Ok(())
+    }
+
+    /// Starts the process again with the same storage and config API, but
+    /// with DNS bound at `dns_address` while reporting `advertise` as its
+    /// DNS address: a server behind a proxy or NAT (and, in tests, one whose
+    /// reported address is answered by something else).
+    pub async fn restart_behind(
+        &mut self,
+        dns_address: SocketAddr,
+        advertise: SocketAddr,
+    ) -> anyhow::Result<()> {
+        self.stop().await;
+        self.dns_address = dns_address;
+        self.advertise = Some(advertise);
+        self.restart().await
     }
 
     pub fn freeze(&self) -> anyhow::Result<()> {
@@ -277,32 +301,19 @@ impl Stack {
     /// (an existing database) are left alone.
     async fn write_initial_dns(&self, db_port: u16) -> anyhow::Result<()> {
         let o = &self.options;
+        let zone = &o.internal_zone;
         let mut internal = Vec::new();
-        let mut srv = |service: &str, id: Uuid, port: u16, ip: IpAddr| {
-            let host = internal_dns::host_name(id);
-            let address = match ip {
-                IpAddr::V4(ip) => DnsRecord::A(ip),
-                IpAddr::V6(ip) => DnsRecord::Aaaa(ip),
-            };
-            internal.push(NameRecords { name: host.clone(), records: vec![address] });
-            internal.push(NameRecords {
-                name: service.to_string(),
-                records: vec![DnsRecord::Srv(SrvRecord {
-                    prio: 0,
-                    weight: 0,
-                    port,
-                    target: format!("{host}.{}", o.internal_zone),
-                })],
-            });
-        };
         for server in &self.dns_servers {
-            let service = match server.group {
-                DnsGroup::Internal => service::INTERNAL_DNS,
-                DnsGroup::External => service::EXTERNAL_DNS,
-            };
-            srv(service, server.id, server.http_address.port(), server.http_address.ip());
+            let service = ServiceName::dns_servers_of(server.group);
+            internal.extend(
+                Registration::new(service, server.id, server.http_address, zone).into_records(),
+            );
         }
-        srv(service::POSTGRESQL, self.database_id, db_port, "127.0.0.1".parse().unwrap());
+        let db_address = SocketAddr::from(([127, 0, 0, 1], db_port));
+        internal.extend(
+            Registration::new(ServiceName::Postgresql, self.database_id, db_address, zone)
+                .into_records(),
+        );
         let external = vec![NameRecords {
             name: "api".into(),
             records: vec![DnsRecord::A("127.0.0.1".parse().unwrap())],
@@ -341,11 +352,9 @@ impl Stack {
             .with_context(|| format!("the database's internal DNS has no zone {zone:?}"))?
             .names;
         let mut remove = std::collections::BTreeSet::new();
-        for service in
-            [service::INTERNAL_DNS, service::EXTERNAL_DNS, service::POSTGRESQL, service::NEXUS]
-        {
-            for record in names.get(service).into_iter().flatten() {
-                remove.insert(service.to_string());
+        for service in ServiceName::ALL {
+            for record in names.get(service.label()).into_iter().flatten() {
+                remove.insert(service.label().to_string());
                 if let DnsRecord::Srv(srv) = record
                     && let Some(host) = srv.target.strip_suffix(&format!(".{zone}"))
                     && names.contains_key(host)
@@ -427,24 +436,43 @@ impl Stack {
             }
         }
         for group in DnsGroup::ALL {
-            let latest = match self.datastore.dns_version_latest(group).await {
-                Ok(v) => v.generation,
-                Err(e) => return Some(format!("reading the latest {group} generation: {e}")),
+            let latest = match self.datastore.dns_config_read(group, None).await {
+                Ok(config) => config,
+                Err(e) => return Some(format!("reading the latest {group} config: {e}")),
             };
+            let digest = dns_types::config_digest(&latest);
             for server in
                 self.dns_servers.iter().filter(|s| s.group == group && s.process.is_some())
             {
-                match self.server_generation(server).await {
-                    Ok(g) if g == latest => {}
-                    Ok(g) => {
-                        return Some(format!(
-                            "{group} DNS server {} at generation {g}, latest is {latest}",
-                            server.http_address
-                        ));
-                    }
+                let status = match dns_server_client(server) {
+                    Ok(client) => client.status_get().send().await.map(|s| s.into_inner()),
                     Err(e) => {
                         return Some(format!("{group} DNS server {}: {e}", server.http_address));
                     }
+                };
+                let status = match status {
+                    Ok(status) => status,
+                    Err(e) => {
+                        return Some(format!("{group} DNS server {}: {e}", server.http_address));
+                    }
+                };
+                let state = classify(
+                    ServerClaim {
+                        generation: status.generation,
+                        digest: status.applied_config_digest.as_deref(),
+                    },
+                    Wanted {
+                        generation: latest.generation,
+                        digest: &digest,
+                        database_latest: Some(latest.generation),
+                        digest_at_server_generation: None,
+                    },
+                );
+                if !state.is_current() {
+                    return Some(format!(
+                        "{group} DNS server {} at generation {} is {state} (latest is {})",
+                        server.http_address, status.generation, latest.generation
+                    ));
                 }
             }
         }
@@ -508,8 +536,16 @@ async fn spawn_on_free_ports(
         let (dns, http) = (free_port()?, free_port()?);
         let dns_address = SocketAddr::from(([127, 0, 0, 1], dns));
         let http_address = SocketAddr::from(([127, 0, 0, 1], http));
-        match DnsServer::spawn(group, id, dns_address, http_address, storage.clone(), log.clone())
-            .await
+        match DnsServer::spawn(
+            group,
+            id,
+            dns_address,
+            http_address,
+            storage.clone(),
+            log.clone(),
+            None,
+        )
+        .await
         {
             Ok(server) => return Ok(server),
             Err(e) => last_error = Some(e),
@@ -519,7 +555,7 @@ async fn spawn_on_free_ports(
 }
 
 /// A loopback port free for both UDP and TCP right now.
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     for _ in 0..20 {
         let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
         let port = udp.local_addr()?.port();

@@ -41,6 +41,11 @@ pub struct Config {
     pub storage_dir: PathBuf,
     #[serde(default)]
     pub id: Option<Uuid>,
+    /// The DNS address clients use to reach this server, when it is not the
+    /// one bound (a server behind a proxy or NAT): what `GET /status`
+    /// reports, and so where omdb asks it over the wire.
+    #[serde(default)]
+    pub advertise_dns_address: Option<SocketAddr>,
 }
 
 impl Config {
@@ -53,6 +58,7 @@ impl Config {
             http_address: any_port,
             storage_dir: storage_dir.into(),
             id: None,
+            advertise_dns_address: None,
         }
     }
 }
@@ -62,6 +68,8 @@ pub struct RunningServer {
     state: Arc<ServerState>,
     dns: hickory_server::Server<dns::DnsHandler>,
     http: dropshot::HttpServer<Arc<ServerState>>,
+    /// The DNS address bound (which may differ from the one advertised).
+    dns_address: SocketAddr,
 }
 
 impl RunningServer {
@@ -75,7 +83,8 @@ impl RunningServer {
         };
         let (udp, tcp) = bind_dns(config.dns_address).await?;
         let dns_address = udp.local_addr()?;
-        let state = Arc::new(ServerState::load(id, storage, vec![dns_address])?);
+        let advertised = config.advertise_dns_address.unwrap_or(dns_address);
+        let state = Arc::new(ServerState::load(id, storage, vec![advertised])?);
 
         let mut dns = hickory_server::Server::new(dns::DnsHandler { state: state.clone() });
         dns.register_socket(udp);
@@ -101,7 +110,7 @@ impl RunningServer {
             %id, %dns_address, http_address = %http.local_addr(),
             generation = state.served().generation(), "DNS server started"
         );
-        Ok(RunningServer { state, dns, http })
+        Ok(RunningServer { state, dns, http, dns_address })
     }
 
     pub fn id(&self) -> Uuid {
@@ -109,7 +118,7 @@ impl RunningServer {
     }
 
     pub fn dns_address(&self) -> SocketAddr {
-        self.state.dns_addresses[0]
+        self.dns_address
     }
 
     pub fn http_address(&self) -> SocketAddr {

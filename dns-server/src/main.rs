@@ -27,9 +27,13 @@ struct Args {
     /// This server's id (default: kept in the storage directory).
     #[arg(long)]
     id: Option<Uuid>,
+    /// The DNS address clients use, when it is not the one bound (behind a
+    /// proxy or NAT); reported by `GET /status`.
+    #[arg(long)]
+    advertise_dns_address: Option<SocketAddr>,
     /// A TOML file with the keys dns_address, http_address, storage_dir and
-    /// optionally id, instead of the flags.
-    #[arg(long, conflicts_with_all = ["dns_address", "http_address", "storage_dir", "id"])]
+    /// optionally id and advertise_dns_address, instead of the flags.
+    #[arg(long, conflicts_with_all = ["dns_address", "http_address", "storage_dir", "id", "advertise_dns_address"])]
     config_file: Option<PathBuf>,
 }
 
@@ -41,9 +45,13 @@ fn config(args: Args) -> anyhow::Result<Config> {
             .with_context(|| format!("parsing config file {}", path.display()));
     }
     match (args.dns_address, args.http_address, args.storage_dir) {
-        (Some(dns_address), Some(http_address), Some(storage_dir)) => {
-            Ok(Config { dns_address, http_address, storage_dir, id: args.id })
-        }
+        (Some(dns_address), Some(http_address), Some(storage_dir)) => Ok(Config {
+            dns_address,
+            http_address,
+            storage_dir,
+            id: args.id,
+            advertise_dns_address: args.advertise_dns_address,
+        }),
         _ => bail!("give --dns-address, --http-address and --storage-dir (or --config-file)"),
     }
 }

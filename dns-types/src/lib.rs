@@ -14,12 +14,20 @@
 //!   same names with the same message.
 //! - [`digest`]: the one canonical SHA-256 of a config, so that the digest a
 //!   DNS server reports can be compared with one computed from the database.
+//! - [`history`]: a name's history (stretches and events) and near-miss
+//!   names, for "what happened to this name?".
+//! - [`sync`]: the one classification of a server's state (current, behind,
+//!   diverged, ...) against what it should serve.
+//! - [`error_chain`]: an error with its causes on one line, without the
+//!   repetition some libraries' messages carry.
 //!
 //! This crate deliberately pulls in no database, HTTP or DNS library code.
 
 pub mod digest;
+pub mod history;
 pub mod names;
 mod records;
+pub mod sync;
 
 pub use digest::config_digest;
 pub use records::{DnsRecord, RecordError, SrvRecord};
@@ -30,6 +38,24 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
+
+/// `error: cause: cause`, on one line.  A cause whose text the message so
+/// far already contains is skipped: HTTP client errors often repeat their
+/// source's text in their own ("error sending request ...: error sending
+/// request ..."), which reads as two failures where there was one.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !text.is_empty() && !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message.replace('\n', " ")
+}
 
 /// The two independent DNS deployments.  Each has its own zones, its own
 /// generation numbers and its own fleet of servers.

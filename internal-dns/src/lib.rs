@@ -1,7 +1,7 @@
 //! Service discovery through internal DNS.
 //!
 //! Every component of the control plane is found through SRV records in the
-//! internal zone ([`service`] has the names), whose targets are host names
+//! internal zone ([`ServiceName`] has the names), whose targets are host names
 //! `<uuid>.host.<zone>` carrying AAAA/A records.  [`Resolver`] asks a fixed
 //! list of DNS servers (the bootstrap servers) directly, without any system
 //! resolver or cache, so that what it reports is what those servers serve
@@ -10,9 +10,13 @@
 //! The DNS library is an implementation detail: nothing of it appears in
 //! this crate's interface.
 
+pub mod wire;
+
+use dns_types::{DnsGroup, DnsRecord, NameRecords, SrvRecord};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
@@ -21,23 +25,141 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// The zone devstack and tests use for internal DNS unless told otherwise.
 pub const DEFAULT_INTERNAL_ZONE: &str = "control-plane.internal";
 
-/// The SRV names (relative to the internal zone) under which services are
-/// registered.
-pub mod service {
+/// The services registered in internal DNS, each under its SRV name
+/// (relative to the internal zone).  Every component that registers or
+/// looks up a service names it with this type, so the SRV names are spelled
+/// here and nowhere else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ServiceName {
     /// Each internal DNS server's config HTTP API.
-    pub const INTERNAL_DNS: &str = "_nameservice._tcp";
+    InternalDns,
     /// Each external DNS server's config HTTP API.
-    pub const EXTERNAL_DNS: &str = "_external-dns._tcp";
+    ExternalDns,
     /// Each Nexus's internal HTTP API.
-    pub const NEXUS: &str = "_nexus._tcp";
+    Nexus,
     /// The database (PostgreSQL wire protocol).
-    pub const POSTGRESQL: &str = "_postgresql._tcp";
+    Postgresql,
+}
+
+impl ServiceName {
+    pub const ALL: [ServiceName; 4] = [
+        ServiceName::InternalDns,
+        ServiceName::ExternalDns,
+        ServiceName::Nexus,
+        ServiceName::Postgresql,
+    ];
+
+    /// The SRV name relative to the internal zone, e.g. `_nexus._tcp`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ServiceName::InternalDns => "_nameservice._tcp",
+            ServiceName::ExternalDns => "_external-dns._tcp",
+            ServiceName::Nexus => "_nexus._tcp",
+            ServiceName::Postgresql => "_postgresql._tcp",
+        }
+    }
+
+    /// The absolute SRV name in `zone`.
+    pub fn srv_name(self, zone: &str) -> String {
+        format!("{}.{zone}", self.label())
+    }
+
+    /// The service under which `group`'s DNS servers register their config
+    /// APIs.
+    pub fn dns_servers_of(group: DnsGroup) -> ServiceName {
+        match group {
+            DnsGroup::Internal => ServiceName::InternalDns,
+            DnsGroup::External => ServiceName::ExternalDns,
+        }
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
 }
 
 /// The host name (relative to the internal zone) that carries the addresses
 /// of the component with this id.
 pub fn host_name(id: uuid::Uuid) -> String {
     format!("{id}.host")
+}
+
+/// The records that register one component: its host name with its address,
+/// and an SRV record under its service pointing at that host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registration {
+    pub host: NameRecords,
+    pub srv: NameRecords,
+}
+
+impl Registration {
+    /// `<id>.host` → `address.ip()`, and `<service>` → SRV `address.port()`
+    /// `<id>.host.<zone>`.
+    pub fn new(service: ServiceName, id: uuid::Uuid, address: SocketAddr, zone: &str) -> Self {
+        let host = host_name(id);
+        let address_record = match address.ip() {
+            IpAddr::V4(ip) => DnsRecord::A(ip),
+            IpAddr::V6(ip) => DnsRecord::Aaaa(ip),
+        };
+        let srv_record = DnsRecord::Srv(SrvRecord {
+            prio: 0,
+            weight: 0,
+            port: address.port(),
+            target: format!("{host}.{zone}"),
+        });
+        Registration {
+            host: NameRecords { name: host, records: vec![address_record] },
+            srv: NameRecords { name: service.label().to_string(), records: vec![srv_record] },
+        }
+    }
+
+    /// Both names, for a [`dns_types::DnsChange`]'s `add`.
+    pub fn into_records(self) -> [NameRecords; 2] {
+        [self.host, self.srv]
+    }
+}
+
+/// The instances of `service` that a config of the internal group
+/// registers, read from the config itself (no DNS query): SRV targets in
+/// `zone` resolved through the same config's A/AAAA records.  What the
+/// database says should be there, to compare with what DNS answers and what
+/// Nexus found.
+pub fn registered_instances(
+    config: &dns_types::DnsConfig,
+    zone: &str,
+    service: ServiceName,
+) -> Vec<ServiceInstance> {
+    let Some(names) = config.zones.iter().find(|z| z.zone_name == zone).map(|z| &z.names) else {
+        return Vec::new();
+    };
+    let mut instances: Vec<ServiceInstance> = names
+        .get(service.label())
+        .into_iter()
+        .flatten()
+        .filter_map(|record| match record {
+            DnsRecord::Srv(srv) => Some(srv),
+            _ => None,
+        })
+        .map(|srv| {
+            let relative = srv.target.strip_suffix(&format!(".{zone}"));
+            let mut addresses: Vec<IpAddr> = relative
+                .and_then(|host| names.get(host))
+                .into_iter()
+                .flatten()
+                .filter_map(|r| match r {
+                    DnsRecord::Aaaa(ip) => Some(IpAddr::V6(*ip)),
+                    DnsRecord::A(ip) => Some(IpAddr::V4(*ip)),
+                    _ => None,
+                })
+                .collect();
+            addresses.sort_by_key(|ip| ip.is_ipv4());
+            ServiceInstance { target: srv.target.clone(), port: srv.port, addresses }
+        })
+        .collect();
+    instances.sort();
+    instances
 }
 
 /// One instance of a service.
@@ -100,13 +222,13 @@ impl Resolver {
         &self.servers
     }
 
-    /// Looks up `service` (e.g. [`service::NEXUS`]) in `zone`.
+    /// Looks up `service` in `zone`.
     pub async fn lookup_service(
         &self,
-        service: &str,
+        service: ServiceName,
         zone: &str,
     ) -> Result<ServiceAnswer, ResolveError> {
-        self.lookup_srv(&format!("{service}.{zone}")).await
+        self.lookup_srv(&service.srv_name(zone)).await
     }
 
     /// Looks up the SRV records of `name` and the addresses of their targets.

@@ -107,9 +107,136 @@ pub fn openapi_document() -> serde_json::Value {
         .expect("the OpenAPI document serializes")
 }
 
+/// The names of the DNS background tasks, as a type: `dns_config_<group>`,
+/// `dns_servers_<group>`, `dns_propagation_<group>`.  Nexus registers its
+/// tasks under these and omdb recognizes them by parsing, so the spelling
+/// lives here alone.
+pub mod task_name {
+    use dns_types::DnsGroup;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::fmt;
+    use std::str::FromStr;
+
+    /// What a DNS task does, in pipeline order.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum DnsTaskKind {
+        Config,
+        Servers,
+        Propagation,
+    }
+
+    impl DnsTaskKind {
+        pub const ALL: [DnsTaskKind; 3] =
+            [DnsTaskKind::Config, DnsTaskKind::Servers, DnsTaskKind::Propagation];
+
+        fn prefix(self) -> &'static str {
+            match self {
+                DnsTaskKind::Config => "dns_config",
+                DnsTaskKind::Servers => "dns_servers",
+                DnsTaskKind::Propagation => "dns_propagation",
+            }
+        }
+    }
+
+    /// One DNS background task's name.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub struct DnsTaskName {
+        pub kind: DnsTaskKind,
+        pub group: DnsGroup,
+    }
+
+    impl DnsTaskName {
+        pub fn config(group: DnsGroup) -> Self {
+            DnsTaskName { kind: DnsTaskKind::Config, group }
+        }
+        pub fn servers(group: DnsGroup) -> Self {
+            DnsTaskName { kind: DnsTaskKind::Servers, group }
+        }
+        pub fn propagation(group: DnsGroup) -> Self {
+            DnsTaskName { kind: DnsTaskKind::Propagation, group }
+        }
+        /// The three tasks of `group`, in pipeline order.
+        pub fn of_group(group: DnsGroup) -> [DnsTaskName; 3] {
+            DnsTaskKind::ALL.map(|kind| DnsTaskName { kind, group })
+        }
+        /// The shorthand that selects a group's three tasks (`dns_internal`).
+        pub fn group_selector(group: DnsGroup) -> String {
+            format!("dns_{group}")
+        }
+    }
+
+    impl fmt::Display for DnsTaskName {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{}_{}", self.kind.prefix(), self.group)
+        }
+    }
+
+    #[derive(Debug, PartialEq, Eq)]
+    pub struct NotADnsTask(pub String);
+
+    impl fmt::Display for NotADnsTask {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{:?} is not the name of a DNS background task", self.0)
+        }
+    }
+
+    impl std::error::Error for NotADnsTask {}
+
+    impl FromStr for DnsTaskName {
+        type Err = NotADnsTask;
+        fn from_str(s: &str) -> Result<Self, Self::Err> {
+            for kind in DnsTaskKind::ALL {
+                if let Some(group) = s.strip_prefix(kind.prefix()).and_then(|r| r.strip_prefix('_'))
+                    && let Ok(group) = group.parse::<DnsGroup>()
+                {
+                    return Ok(DnsTaskName { kind, group });
+                }
+            }
+            Err(NotADnsTask(s.to_string()))
+        }
+    }
+
+    impl Serialize for DnsTaskName {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_str(self)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for DnsTaskName {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            let s = String::deserialize(deserializer)?;
+            s.parse().map_err(serde::de::Error::custom)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn names_round_trip_and_strangers_are_refused() {
+            for group in DnsGroup::ALL {
+                for name in DnsTaskName::of_group(group) {
+                    assert_eq!(name.to_string().parse::<DnsTaskName>(), Ok(name));
+                }
+            }
+            assert_eq!(
+                DnsTaskName::propagation(DnsGroup::External).to_string(),
+                "dns_propagation_external"
+            );
+            for bad in
+                ["dns_config", "dns_config_", "dns_config_sideways", "widget", "dns_internal"]
+            {
+                assert!(bad.parse::<DnsTaskName>().is_err(), "{bad}");
+            }
+        }
+    }
+}
+
 /// The statuses the DNS background tasks report (their `details`), shared by
 /// Nexus, which produces them, and omdb, which renders them.
 pub mod task_status {
+    use crate::task_name::DnsTaskName;
     use chrono::{DateTime, Utc};
     use dns_types::DnsGroup;
     use serde::{Deserialize, Serialize};
@@ -117,6 +244,10 @@ pub mod task_status {
     use std::net::SocketAddr;
 
     /// `dns_config_<group>`: the latest generation found in the database.
+    ///
+    /// When reading the database fails after a config was loaded, the task
+    /// reports the error beside the last good config, which propagation
+    /// keeps pushing: both facts matter to someone debugging.
     #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
     pub struct DnsConfigStatus {
         pub group: DnsGroup,
@@ -132,6 +263,10 @@ pub mod task_status {
         pub first_seen_at: DateTime<Utc>,
         /// Whether this activation found a generation it had not seen.
         pub changed: bool,
+        /// Why this activation could not read the database (the generation
+        /// above is then the last one it did read).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub error: Option<String>,
     }
 
     /// `dns_servers_<group>`: the DNS servers found in internal DNS.
@@ -157,6 +292,23 @@ pub mod task_status {
         pub target: String,
     }
 
+    /// `dns_propagation_<group>`: what one activation reported.  Before the
+    /// config and the server list are both loaded (a Nexus starting up) the
+    /// task says what it waits for rather than recording a failure.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(untagged)]
+    pub enum PropagationReport {
+        Done(DnsPropagationStatus),
+        Waiting(DnsPropagationWaiting),
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct DnsPropagationWaiting {
+        pub group: DnsGroup,
+        /// The tasks that have not published what propagation needs yet.
+        pub waiting_for: Vec<DnsTaskName>,
+    }
+
     /// `dns_propagation_<group>`: one attempt to bring every server to the
     /// latest generation.
     #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -174,9 +326,20 @@ pub mod task_status {
         pub all_done_at: DateTime<Utc>,
     }
 
+    /// What a running `dns_propagation_<group>` activation has done so far
+    /// (the task's progress while it runs).
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct PropagationProgress {
+        pub generation: u64,
+        /// Servers (config API addresses) whose push has not finished.
+        pub pending: Vec<String>,
+        /// Servers done, with their results.
+        pub done: BTreeMap<String, ServerResult>,
+    }
+
     #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
     pub struct ConfigSource {
-        pub task: String,
+        pub task: DnsTaskName,
         pub creator: String,
         pub comment: String,
         pub digest: String,
@@ -185,7 +348,7 @@ pub mod task_status {
 
     #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
     pub struct ServersSource {
-        pub task: String,
+        pub task: DnsTaskName,
         pub discovered_at: DateTime<Utc>,
     }
 
@@ -203,10 +366,29 @@ pub mod task_status {
         Applied,
         /// The server already served this generation with the same content.
         AlreadyCurrent,
-        /// The server serves a newer generation (pushed by another Nexus).
+        /// The server serves a newer generation that the database has
+        /// (pushed by another Nexus): this Nexus is behind, and asked its
+        /// config task to look again.
         NewerGeneration,
+        /// The server claims a generation the database does not have: its
+        /// own state is wrong (an error, never a success).
+        ServerBeyondDatabase,
+        /// The server serves this generation with other content than the
+        /// database's: its own state is wrong.
+        ServerDiverged,
         /// The push failed: see the message.
         Failed,
+    }
+
+    impl PropagationOutcome {
+        /// Whether the failure lies in the server's own state rather than in
+        /// the push (see `dns_types::sync::SyncState::is_server_fault`).
+        pub fn is_server_fault(self) -> bool {
+            matches!(
+                self,
+                PropagationOutcome::ServerBeyondDatabase | PropagationOutcome::ServerDiverged
+            )
+        }
     }
 
     #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -218,5 +400,21 @@ pub mod task_status {
         /// The generation the server reported, if it answered.
         pub server_generation: Option<u64>,
         pub completed_at: DateTime<Utc>,
+        /// What this Nexus remembers of the server across activations.
+        #[serde(default)]
+        pub history: ServerHistory,
+    }
+
+    /// One server's propagation record, kept by a Nexus across activations
+    /// (since the Nexus started).
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    pub struct ServerHistory {
+        pub last_attempt_at: Option<DateTime<Utc>>,
+        pub last_success_at: Option<DateTime<Utc>>,
+        /// The first failure of the current run of failures.
+        pub failing_since: Option<DateTime<Utc>>,
+        pub consecutive_failures: u64,
+        /// The last generation this Nexus saw the server serve correctly.
+        pub generation_applied: Option<u64>,
     }
 }

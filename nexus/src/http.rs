@@ -1,7 +1,6 @@
 //! The internal HTTP API (`nexus-api`), implemented over the datastore and
 //! the background task driver.
 
-use crate::tasks::config_task_name;
 use background_tasks::{Activator, BackgroundTask, Driver, UnknownTask};
 use chrono::{DateTime, Utc};
 use db_model::{Datastore, DnsError};
@@ -10,6 +9,8 @@ use dropshot::{
     ClientErrorStatusCode, ErrorStatusCode, HttpError, HttpResponseOk, Path, RequestContext,
     TypedBody,
 };
+use internal_dns::{Resolver, ServiceName};
+use nexus_api::task_name::DnsTaskName;
 use nexus_api::{
     BackgroundTaskPath, BackgroundTasksActivateRequest, DnsGroupPath, NexusInternalApi,
     NexusStatus, error_codes,
@@ -30,6 +31,9 @@ pub struct ApiContext {
     pub datastore: Datastore,
     pub driver: Driver,
     pub config_activators: BTreeMap<DnsGroup, Activator>,
+    /// Finds the other Nexus instances (to tell them about a change).
+    pub resolver: Resolver,
+    pub internal_zone: String,
     /// Set once the HTTP server is bound.
     pub address: OnceLock<SocketAddr>,
 }
@@ -135,8 +139,69 @@ impl NexusInternalApi for NexusInternalApiImpl {
                 version.generation
             ));
         } else {
-            tracing::error!(task = %config_task_name(group), "no activator for the group's config task");
+            tracing::error!(task = %DnsTaskName::config(group), "no activator for the group's config task");
         }
+        // The other Nexus instances would otherwise see the change only on
+        // their next period; tell them now.  The caller does not wait for
+        // it: the change is committed whatever they do.
+        tokio::spawn(notify_peers(
+            cx.resolver.clone(),
+            cx.internal_zone.clone(),
+            cx.address.get().copied(),
+            group,
+            version.generation,
+        ));
         Ok(HttpResponseOk(version))
     }
+}
+
+/// Longest a peer notification may take, lookup and request together.
+const PEER_NOTIFY_LIMIT: Duration = Duration::from_secs(2);
+
+/// Asks every other Nexus registered in internal DNS to activate its
+/// `dns_config_<group>` task, so that a change made here reaches them in
+/// milliseconds.  Failures are logged, not returned: each peer still finds
+/// the change on its own period.
+async fn notify_peers(
+    resolver: Resolver,
+    zone: String,
+    own_address: Option<SocketAddr>,
+    group: DnsGroup,
+    generation: u64,
+) {
+    let task = DnsTaskName::config(group).to_string();
+    let work = async {
+        let peers = match resolver.lookup_service(ServiceName::Nexus, &zone).await {
+            Ok(answer) => answer.instances,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look up the other Nexus instances to tell them about the change");
+                return;
+            }
+        };
+        let requests = peers.iter().filter_map(|p| p.socket_addr()).filter(|a| Some(*a) != own_address).map(|peer| {
+            let task = task.clone();
+            async move {
+                let http = reqwest::Client::builder().timeout(PEER_NOTIFY_LIMIT).build();
+                let result = match http {
+                    Ok(http) => nexus_client::Client::new_with_client(&format!("http://{peer}"), http)
+                        .bgtask_activate()
+                        .body(nexus_client::types::BackgroundTasksActivateRequest {
+                            bgtask_names: vec![task.clone()],
+                            wait: false,
+                        })
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| dns_types::error_chain(&e)),
+                    Err(e) => Err(e.to_string()),
+                };
+                match result {
+                    Ok(()) => tracing::debug!(%peer, %task, generation, "told peer Nexus about the change"),
+                    Err(error) => tracing::warn!(%peer, %task, generation, %error, "could not tell peer Nexus about the change"),
+                }
+            }
+        });
+        futures::future::join_all(requests).await;
+    };
+    let _ = tokio::time::timeout(PEER_NOTIFY_LIMIT * 2, work).await;
 }

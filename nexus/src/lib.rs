@@ -61,6 +61,8 @@ impl RunningNexus {
             datastore: datastore.clone(),
             driver,
             config_activators,
+            resolver: resolver.clone(),
+            internal_zone: config.internal_dns.zone.clone(),
             address: OnceLock::new(),
         });
 

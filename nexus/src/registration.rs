@@ -9,9 +9,9 @@
 
 use anyhow::{Context, bail};
 use db_model::{Datastore, DnsError};
-use dns_types::{DnsChange, DnsGroup, DnsRecord, DnsVersion, NameRecords, NameRemoval, SrvRecord};
-use internal_dns::service;
-use std::net::{IpAddr, SocketAddr};
+use dns_types::{DnsChange, DnsGroup, DnsRecord, DnsVersion, NameRecords, NameRemoval};
+use internal_dns::{Registration, ServiceName};
+use std::net::SocketAddr;
 use uuid::Uuid;
 
 /// The change that would register `id` at `address`, or `None` if internal
@@ -29,18 +29,14 @@ fn registration_change(
             current.zones.iter().map(|z| &z.zone_name).collect::<Vec<_>>()
         );
     };
-    let host = internal_dns::host_name(id);
-    let target = format!("{host}.{zone}");
-    let host_record = match address.ip() {
-        IpAddr::V4(ip) => DnsRecord::A(ip),
-        IpAddr::V6(ip) => DnsRecord::Aaaa(ip),
+    let wanted = Registration::new(ServiceName::Nexus, id, address, zone);
+    let (host, host_record) = (wanted.host.name, wanted.host.records[0].clone());
+    let srv_record = wanted.srv.records[0].clone();
+    let target = match &srv_record {
+        DnsRecord::Srv(srv) => srv.target.clone(),
+        _ => unreachable!("a registration's SRV name holds an SRV record"),
     };
-    let srv_record = DnsRecord::Srv(SrvRecord {
-        prio: 0,
-        weight: 0,
-        port: address.port(),
-        target: target.clone(),
-    });
+    let srv_name = ServiceName::Nexus.label();
 
     let mut change = DnsChange {
         comment: format!("Nexus {id} started: registering its internal API at {address}"),
@@ -55,17 +51,17 @@ fn registration_change(
         }
         change.add.push(NameRecords { name: host, records: vec![host_record] });
     }
-    let srv_records = zone_config.names.get(service::NEXUS).unwrap_or(&empty);
+    let srv_records = zone_config.names.get(srv_name).unwrap_or(&empty);
     let stale: Vec<DnsRecord> = srv_records
         .iter()
         .filter(|r| matches!(r, DnsRecord::Srv(s) if s.target == target) && **r != srv_record)
         .cloned()
         .collect();
     if !stale.is_empty() {
-        change.remove.push(NameRemoval { name: service::NEXUS.into(), records: Some(stale) });
+        change.remove.push(NameRemoval { name: srv_name.into(), records: Some(stale) });
     }
     if !srv_records.contains(&srv_record) {
-        change.add.push(NameRecords { name: service::NEXUS.into(), records: vec![srv_record] });
+        change.add.push(NameRecords { name: srv_name.into(), records: vec![srv_record] });
     }
     Ok((!change.add.is_empty() || !change.remove.is_empty()).then_some(change))
 }
@@ -112,7 +108,7 @@ pub async fn register_self(
 mod tests {
     use super::*;
     use chrono::Utc;
-    use dns_types::{DnsConfig, DnsConfigZone};
+    use dns_types::{DnsConfig, DnsConfigZone, SrvRecord};
 
     const ZONE: &str = "control-plane.internal";
 
@@ -154,7 +150,7 @@ mod tests {
         });
         let registered = config(vec![
             (host.clone(), vec![DnsRecord::A("127.0.0.1".parse().unwrap())]),
-            (service::NEXUS.into(), vec![srv(12221), other.clone()]),
+            (ServiceName::Nexus.label().into(), vec![srv(12221), other.clone()]),
         ]);
         assert_eq!(registration_change(&registered, id, ZONE, addr).unwrap(), None);
 
@@ -164,11 +160,14 @@ mod tests {
         let change = registration_change(&registered, id, ZONE, moved).unwrap().unwrap();
         assert_eq!(
             change.remove,
-            vec![NameRemoval { name: service::NEXUS.into(), records: Some(vec![srv(12221)]) }]
+            vec![NameRemoval {
+                name: ServiceName::Nexus.label().into(),
+                records: Some(vec![srv(12221)])
+            }]
         );
         assert_eq!(
             change.add,
-            vec![NameRecords { name: service::NEXUS.into(), records: vec![srv(4000)] }]
+            vec![NameRecords { name: ServiceName::Nexus.label().into(), records: vec![srv(4000)] }]
         );
 
         assert!(registration_change(&config(vec![]), id, "other.zone", addr).is_err());

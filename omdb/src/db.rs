@@ -31,6 +31,13 @@ enum DbDnsCommand {
     Diff { group: DnsGroup, version: u64 },
     /// Every name and record of GROUP at generation VERSION.
     Names { group: DnsGroup, version: u64 },
+    /// Every generation that added, changed or removed NAME in GROUP, with
+    /// when, by whom and why (one indexed query).
+    History {
+        group: DnsGroup,
+        /// Relative to the group's zone, or absolute.
+        name: String,
+    },
 }
 
 #[derive(tabled::Tabled)]
@@ -130,6 +137,34 @@ pub async fn run(args: &DbArgs, discovery: &Discovery, output: &Output) -> anyho
                         println!("    + {:<40} {record}", name.name);
                     }
                 }
+            }
+            Ok(())
+        }
+        DbCommand::Dns(DbDnsCommand::History { group, name }) => {
+            let zones: Vec<String> = datastore
+                .dns_zones()
+                .await?
+                .into_iter()
+                .filter(|z| z.group == *group)
+                .map(|z| z.zone_name)
+                .collect();
+            let zone_refs: Vec<&str> = zones.iter().map(String::as_str).collect();
+            let (index, relative) = dns_types::names::resolve_in_zones(name, &zone_refs)
+                .map_err(|e| anyhow::anyhow!("{name:?}: {e}"))?;
+            let zone = &zones[index];
+            let stretches = datastore.dns_name_history(zone, &relative).await?;
+            let events = dns_types::history::name_events(&stretches);
+            if output.json {
+                return output.json(&serde_json::json!({
+                    "group": group, "zone": zone, "name": relative, "events": events,
+                }));
+            }
+            let fqdn = if relative == "@" { zone.clone() } else { format!("{relative}.{zone}") };
+            if events.is_empty() {
+                println!("{fqdn} ({group} DNS): never existed in any generation");
+            } else {
+                println!("{fqdn} ({group} DNS), {} events:", events.len());
+                println!("{}", crate::explain::history_rows(&events));
             }
             Ok(())
         }

@@ -5,7 +5,7 @@
 use anyhow::{Context, anyhow, bail};
 use db_model::{Datastore, DatastoreOptions};
 use dns_types::DnsGroup;
-use internal_dns::{Resolver, service};
+use internal_dns::{Resolver, ServiceName};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -81,7 +81,7 @@ impl Discovery {
 
     async fn nexus_urls_from_dns(&self) -> anyhow::Result<Vec<String>> {
         let resolver = self.resolver("Nexus", "--nexus-internal-url (OMDB_NEXUS_URL)")?;
-        let answer = resolver.lookup_service(service::NEXUS, &self.zone).await?;
+        let answer = resolver.lookup_service(ServiceName::Nexus, &self.zone).await?;
         let urls: Vec<String> = answer
             .instances
             .iter()
@@ -90,9 +90,8 @@ impl Discovery {
             .collect();
         if urls.is_empty() {
             bail!(
-                "no Nexus registered in DNS ({}.{} has no SRV records at {}); pass --nexus-internal-url",
-                service::NEXUS,
-                self.zone,
+                "no Nexus registered in DNS ({} has no SRV records at {}); pass --nexus-internal-url",
+                ServiceName::Nexus.srv_name(&self.zone),
                 answer.server
             );
         }
@@ -106,13 +105,12 @@ impl Discovery {
             None => {
                 note("database URL not specified.  Will search DNS.");
                 let resolver = self.resolver("database", "--db-url (OMDB_DB_URL)")?;
-                let answer = resolver.lookup_service(service::POSTGRESQL, &self.zone).await?;
+                let answer = resolver.lookup_service(ServiceName::Postgresql, &self.zone).await?;
                 let addr =
                     answer.instances.iter().find_map(|i| i.socket_addr()).ok_or_else(|| {
                         anyhow!(
-                            "no database registered in DNS ({}.{} at {}); pass --db-url",
-                            service::POSTGRESQL,
-                            self.zone,
+                            "no database registered in DNS ({} at {}); pass --db-url",
+                            ServiceName::Postgresql.srv_name(&self.zone),
                             answer.server
                         )
                     })?;
@@ -139,10 +137,7 @@ impl Discovery {
     /// The config API addresses of `group`'s DNS servers, from DNS.
     pub async fn dns_servers(&self, group: DnsGroup) -> anyhow::Result<Vec<(SocketAddr, String)>> {
         let resolver = self.resolver("DNS servers", "--dns-server")?;
-        let service = match group {
-            DnsGroup::Internal => service::INTERNAL_DNS,
-            DnsGroup::External => service::EXTERNAL_DNS,
-        };
+        let service = ServiceName::dns_servers_of(group);
         let answer = resolver.lookup_service(service, &self.zone).await?;
         answer
             .instances
@@ -164,4 +159,10 @@ pub fn http_client() -> reqwest::Client {
         .timeout(TIMEOUT)
         .build()
         .expect("an HTTP client with timeouts builds")
+}
+
+/// Addresses as a DNS server's status reports them (strings in the
+/// generated client); one that does not parse is left out, never guessed.
+pub fn socket_addrs(addresses: &[String]) -> Vec<SocketAddr> {
+    addresses.iter().filter_map(|a| a.parse().ok()).collect()
 }

@@ -3,16 +3,18 @@
 //! It answers, in seconds, where a DNS name got lost (or proves that DNS is
 //! not the problem): what the database holds (`omdb db dns ...`), what each
 //! Nexus's propagation tasks last did (`omdb nexus background-tasks ...`),
-//! and what each DNS server serves (`omdb dns status`).
+//! and what each DNS server serves (`omdb dns status`); `omdb dns explain
+//! NAME` lines all of them up for one name and gives a verdict.
 //!
 //! What omdb assumed (which DNS server, which Nexus, which database) goes to
 //! stderr as `note:` lines; the answer goes to stdout; `--json` prints one
 //! JSON document instead of text.  Failures print one `error:` line and exit
-//! non-zero.
+//! 1 (usage errors 2; `dns explain` exits 10-15 naming the stage at fault).
 
 mod db;
 mod discovery;
 mod dns;
+mod explain;
 mod format;
 mod nexus;
 
@@ -68,12 +70,12 @@ async fn main() -> ExitCode {
     );
     let output = format::Output { json: args.json };
     let result = match &args.command {
-        Command::Nexus(a) => nexus::run(a, &discovery, &output, args.destructive).await,
-        Command::Db(a) => db::run(a, &discovery, &output).await,
+        Command::Nexus(a) => nexus::run(a, &discovery, &output, args.destructive).await.map(|()| 0),
+        Command::Db(a) => db::run(a, &discovery, &output).await.map(|()| 0),
         Command::Dns(a) => dns::run(a, &discovery, &output).await,
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("error: {}", format!("{error:#}").replace('\n', " "));
             ExitCode::FAILURE

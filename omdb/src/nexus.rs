@@ -4,10 +4,13 @@ use crate::discovery::{Discovery, http_client, note};
 use crate::format::{Output, period, table, timestamp, timestamp_ago};
 use anyhow::{Context, bail};
 use background_tasks::{ActivationRecord, BackgroundTask, CurrentStatus, LastActivation};
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use dns_types::{DnsChange, DnsGroup, DnsRecord, NameRecords, NameRemoval};
+use nexus_api::task_name::{DnsTaskKind, DnsTaskName};
 use nexus_api::task_status::{
-    DnsConfigStatus, DnsPropagationStatus, DnsServersStatus, PropagationResult,
+    DnsConfigStatus, DnsPropagationStatus, DnsPropagationWaiting, DnsServersStatus,
+    PropagationProgress, PropagationReport, PropagationResult,
 };
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -52,6 +55,9 @@ enum TasksCommand {
         /// Wait for the activations to complete and show their results.
         #[arg(long)]
         wait: bool,
+        /// With --wait: how long to wait before saying what is still running.
+        #[arg(long, value_name = "SECS", default_value_t = 30, requires = "wait")]
+        timeout: u64,
     },
 }
 
@@ -78,6 +84,77 @@ enum DnsCommand {
         #[arg(long)]
         comment: String,
     },
+}
+
+/// What a DNS task last reported, decoded: the typed status when it could
+/// be read (a failed `dns_config` activation still carries the generation in
+/// use), the error, and when the activation started.  omdb's renderers and
+/// `dns explain` read tasks through this one decoding.
+pub enum DnsTaskView {
+    Config {
+        status: Option<DnsConfigStatus>,
+        error: Option<String>,
+        started_at: Option<DateTime<Utc>>,
+    },
+    Servers {
+        status: Option<DnsServersStatus>,
+        error: Option<String>,
+        started_at: Option<DateTime<Utc>>,
+    },
+    Propagation {
+        status: Option<DnsPropagationStatus>,
+        waiting: Option<DnsPropagationWaiting>,
+        error: Option<String>,
+        started_at: Option<DateTime<Utc>>,
+        /// An activation in progress: since when, and what it reported.
+        running: Option<(DateTime<Utc>, Option<PropagationProgress>)>,
+    },
+    /// Not a DNS task.
+    Other,
+}
+
+pub fn dns_task_view(task: &BackgroundTask) -> DnsTaskView {
+    let Ok(name) = task.name.parse::<DnsTaskName>() else { return DnsTaskView::Other };
+    let last = match &task.last {
+        LastActivation::Completed(record) => Some(record),
+        LastActivation::NeverCompleted => None,
+    };
+    let error = last.and_then(|r| r.error()).map(str::to_string);
+    let started_at = last.map(|r| r.start_time);
+    let decode = |details: &serde_json::Value| details.clone();
+    match name.kind {
+        DnsTaskKind::Config => {
+            // The last activation, or else the latest one in the history
+            // that found a config: an error must not hide the generation
+            // still being propagated.
+            let status = last
+                .into_iter()
+                .chain(task.history.iter().rev())
+                .find_map(|r| serde_json::from_value::<DnsConfigStatus>(decode(&r.details)).ok());
+            DnsTaskView::Config { status, error, started_at }
+        }
+        DnsTaskKind::Servers => {
+            let status = last.and_then(|r| serde_json::from_value(decode(&r.details)).ok());
+            DnsTaskView::Servers { status, error, started_at }
+        }
+        DnsTaskKind::Propagation => {
+            let report = last
+                .and_then(|r| serde_json::from_value::<PropagationReport>(decode(&r.details)).ok());
+            let (status, waiting) = match report {
+                Some(PropagationReport::Done(s)) => (Some(s), None),
+                Some(PropagationReport::Waiting(w)) => (None, Some(w)),
+                None => (None, None),
+            };
+            let running = match &task.current {
+                CurrentStatus::Running { start_time, progress, .. } => Some((
+                    *start_time,
+                    progress.as_ref().and_then(|p| serde_json::from_value(p.clone()).ok()),
+                )),
+                CurrentStatus::Idle => None,
+            };
+            DnsTaskView::Propagation { status, waiting, error, started_at, running }
+        }
+    }
 }
 
 fn client(url: &str) -> nexus_client::Client {
@@ -111,8 +188,8 @@ pub async fn run(
                     print!("{}", render_tasks(&selected, *history));
                     Ok(())
                 }
-                TasksCommand::Activate { tasks, wait } => {
-                    activate(&nexus, &url, tasks, *wait, output).await
+                TasksCommand::Activate { tasks, wait, timeout } => {
+                    activate(&nexus, &url, tasks, *wait, *timeout, output).await
                 }
             }
         }
@@ -275,16 +352,14 @@ fn select<'a>(
 ) -> anyhow::Result<Vec<&'a BackgroundTask>> {
     let mut selected: Vec<&BackgroundTask> = Vec::new();
     for selector in selectors {
-        let names: Vec<String> = match selector.as_str() {
-            "all" => tasks.keys().cloned().collect(),
-            "dns_internal" | "dns_external" => {
-                let group = &selector["dns_".len()..];
-                ["dns_config", "dns_servers", "dns_propagation"]
-                    .iter()
-                    .map(|t| format!("{t}_{group}"))
-                    .collect()
+        let group =
+            DnsGroup::ALL.into_iter().find(|g| *selector == DnsTaskName::group_selector(*g));
+        let names: Vec<String> = match (selector.as_str(), group) {
+            ("all", _) => tasks.keys().cloned().collect(),
+            (_, Some(group)) => {
+                DnsTaskName::of_group(group).iter().map(|t| t.to_string()).collect()
             }
-            name => vec![name.to_string()],
+            (name, None) => vec![name.to_string()],
         };
         for name in names {
             let task = tasks.get(&name).with_context(|| {
@@ -308,6 +383,19 @@ async fn show_all_nexus(
     history: bool,
 ) -> anyhow::Result<()> {
     let urls = discovery.all_nexus_urls().await?;
+    // The database's latest per group: what every Nexus should have.
+    let mut database_latest: BTreeMap<DnsGroup, u64> = BTreeMap::new();
+    match discovery.datastore().await {
+        Ok(datastore) => {
+            for group in DnsGroup::ALL {
+                if let Ok(v) = datastore.dns_version_latest(group).await {
+                    database_latest.insert(group, v.generation);
+                }
+            }
+        }
+        Err(e) => note(format!("not comparing with the database (could not reach it: {e:#})")),
+    }
+    let mut in_flight: Vec<String> = Vec::new();
     let mut failures = Vec::new();
     let mut documents = BTreeMap::new();
     // task name → (Nexus, generation it last found or pushed)
@@ -325,6 +413,14 @@ async fn show_all_nexus(
             Ok((status, tasks)) => {
                 let selected = select(&tasks, selectors)?;
                 for task in &selected {
+                    if let CurrentStatus::Running { iteration, start_time, .. } = &task.current {
+                        in_flight.push(format!(
+                            "Nexus {}: {} iter {iteration} since {}",
+                            status.id,
+                            task.name,
+                            timestamp_ago(*start_time)
+                        ));
+                    }
                     if let Some(generation) = last_generation(task) {
                         generations
                             .entry(task.name.clone())
@@ -362,8 +458,16 @@ async fn show_all_nexus(
     }
     if output.json {
         output.json(&documents)?;
-    } else if urls.len() > 1 {
-        print!("{}", render_agreement(&generations));
+    } else {
+        print!("{}", render_agreement(&generations, &database_latest));
+        if in_flight.is_empty() {
+            println!("activations in flight: 0");
+        } else {
+            println!("activations in flight: {}", in_flight.len());
+            for line in &in_flight {
+                println!("  {line}");
+            }
+        }
     }
     if !failures.is_empty() {
         bail!(
@@ -381,23 +485,50 @@ async fn activate(
     url: &str,
     tasks: &[String],
     wait: bool,
+    timeout_secs: u64,
     output: &Output,
 ) -> anyhow::Result<()> {
-    let statuses = nexus
-        .bgtask_activate()
-        .body(nexus_client::types::BackgroundTasksActivateRequest {
-            bgtask_names: tasks.to_vec(),
-            wait,
-        })
-        .send()
-        .await
-        .map_err(|e| nexus_error(e, url))?
-        .into_inner();
+    let request =
+        nexus_client::types::BackgroundTasksActivateRequest { bgtask_names: tasks.to_vec(), wait };
+    let statuses = if wait {
+        // The activation may take longer than one ordinary request: wait
+        // with our own limit, and if it passes, find out why (a Nexus that
+        // stopped answering, or an activation still at work).
+        let limit = std::time::Duration::from_secs(timeout_secs);
+        let http = reqwest::Client::builder()
+            .connect_timeout(crate::discovery::TIMEOUT)
+            .timeout(limit)
+            .build()?;
+        let waiting = nexus_client::Client::new_with_client(url, http);
+        match waiting.bgtask_activate().body(request).send().await {
+            Ok(statuses) => statuses.into_inner(),
+            Err(nexus_client::Error::CommunicationError(e)) if e.is_timeout() => {
+                let statuses = fetch(nexus, url).await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "Nexus at {url} did not answer within {timeout_secs}s and is now unreachable: {e:#}"
+                    )
+                })?;
+                let statuses = statuses.into_iter().filter(|(n, _)| tasks.contains(n)).collect();
+                bail!("{}", still_running(&statuses, timeout_secs).unwrap_or_else(|| format!(
+                    "the activation did not report back within {timeout_secs}s, but no task is running now: \
+                     omdb nexus background-tasks show {}", tasks.join(" ")
+                )));
+            }
+            Err(e) => return Err(nexus_error(e, url)),
+        }
+    } else {
+        nexus
+            .bgtask_activate()
+            .body(request)
+            .send()
+            .await
+            .map_err(|e| nexus_error(e, url))?
+            .into_inner()
+    };
     let statuses: BTreeMap<String, BackgroundTask> = statuses.into_iter().collect();
     if output.json {
-        return output.json(&statuses);
-    }
-    if wait {
+        output.json(&statuses)?;
+    } else if wait {
         let selected: Vec<&BackgroundTask> = statuses.values().collect();
         print!("{}", render_tasks(&selected, false));
     } else {
@@ -406,33 +537,87 @@ async fn activate(
             println!("activated: {name}");
         }
     }
+    if wait && let Some(message) = still_running(&statuses, timeout_secs) {
+        bail!("{message}");
+    }
     Ok(())
+}
+
+/// "activation still running after N s", with what each running task says
+/// it is doing; `None` when nothing runs.
+fn still_running(tasks: &BTreeMap<String, BackgroundTask>, waited_secs: u64) -> Option<String> {
+    let running: Vec<String> = tasks
+        .values()
+        .filter_map(|task| {
+            let CurrentStatus::Running { iteration, start_time, .. } = &task.current else {
+                return None;
+            };
+            let doing = match dns_task_view(task) {
+                DnsTaskView::Propagation { running: Some((_, Some(p))), .. } => format!(
+                    ": propagating generation {}, {} servers done, still waiting on {}",
+                    p.generation,
+                    p.done.len(),
+                    if p.pending.is_empty() { "none".to_string() } else { p.pending.join(", ") }
+                ),
+                _ => String::new(),
+            };
+            Some(format!(
+                "{} iter {iteration} running since {}{doing}",
+                task.name,
+                timestamp_ago(*start_time)
+            ))
+        })
+        .collect();
+    (!running.is_empty()).then(|| {
+        format!(
+            "activation still running after {waited_secs}s (Nexus answers): {}",
+            running.join("; ")
+        )
+    })
 }
 
 /// The generation a DNS task last found (`dns_config_*`) or pushed
 /// (`dns_propagation_*`): `Some(None)` when it failed, `None` for other
 /// tasks.
 fn last_generation(task: &BackgroundTask) -> Option<Option<u64>> {
-    if !(task.name.starts_with("dns_config_") || task.name.starts_with("dns_propagation_")) {
-        return None;
+    match dns_task_view(task) {
+        DnsTaskView::Config { status, error: None, .. } => Some(status.map(|s| s.generation)),
+        DnsTaskView::Config { .. } => Some(None),
+        DnsTaskView::Propagation { status, .. } => Some(status.map(|s| s.generation)),
+        DnsTaskView::Servers { .. } | DnsTaskView::Other => None,
     }
-    let LastActivation::Completed(record) = &task.last else { return Some(None) };
-    Some(record.details.get("generation").and_then(|g| g.as_u64()))
 }
 
 /// One line per DNS task saying whether every Nexus is at the same
-/// generation, and if not, which is where.
-fn render_agreement(generations: &BTreeMap<String, Vec<(String, Option<u64>)>>) -> String {
-    let mut out = String::from("=== agreement between Nexus instances ===\n");
+/// generation, and whether that is the database's latest; if not, which is
+/// where.
+fn render_agreement(
+    generations: &BTreeMap<String, Vec<(String, Option<u64>)>>,
+    database_latest: &BTreeMap<DnsGroup, u64>,
+) -> String {
+    let mut out = String::from("=== agreement between Nexus instances and the database ===\n");
     let show = |g: &Option<u64>| g.map(|g| g.to_string()).unwrap_or_else(|| "none (failed)".into());
     for (task, seen) in generations {
+        let latest = task.parse::<DnsTaskName>().ok().and_then(|t| database_latest.get(&t.group));
+        let against = match latest {
+            Some(latest) if seen.iter().all(|(_, g)| *g == Some(*latest)) => {
+                " (the database's latest)".to_string()
+            }
+            Some(latest) => format!(" -- BEHIND the database's latest {latest}"),
+            None => " (database not checked)".to_string(),
+        };
         let distinct: std::collections::BTreeSet<_> = seen.iter().map(|(_, g)| g).collect();
         if distinct.len() == 1 {
-            let _ = writeln!(out, "{task}: all {} at generation {}", seen.len(), show(&seen[0].1));
+            let _ = writeln!(
+                out,
+                "{task}: all {} at generation {}{against}",
+                seen.len(),
+                show(&seen[0].1)
+            );
         } else {
             let each: Vec<String> =
                 seen.iter().map(|(nexus, g)| format!("{nexus} at {}", show(g))).collect();
-            let _ = writeln!(out, "{task}: DISAGREE: {}", each.join(", "));
+            let _ = writeln!(out, "{task}: DISAGREE: {}{against}", each.join(", "));
         }
     }
     out
@@ -455,12 +640,27 @@ fn render_task(out: &mut String, task: &BackgroundTask, history: bool) {
         CurrentStatus::Idle => {
             let _ = writeln!(out, "  currently executing: no");
         }
-        CurrentStatus::Running { iteration, reason, start_time } => {
+        CurrentStatus::Running { iteration, reason, start_time, .. } => {
             let _ = writeln!(
                 out,
                 "  currently executing: yes, iter {iteration}, triggered by {reason}\n    since {}",
                 timestamp_ago(*start_time)
             );
+            if let DnsTaskView::Propagation { running: Some((_, Some(progress))), .. } =
+                dns_task_view(task)
+            {
+                let _ = writeln!(
+                    out,
+                    "    propagating generation {}: {} servers done, still waiting on: {}",
+                    progress.generation,
+                    progress.done.len(),
+                    if progress.pending.is_empty() {
+                        "none".to_string()
+                    } else {
+                        progress.pending.join(", ")
+                    }
+                );
+            }
         }
     }
     match &task.last {
@@ -479,7 +679,7 @@ fn render_task(out: &mut String, task: &BackgroundTask, history: bool) {
                 timestamp_ago(record.start_time),
                 record.elapsed.as_millis()
             );
-            render_details(out, &task.name, record);
+            render_details(out, task, record);
         }
     }
     if history && !task.history.is_empty() {
@@ -529,100 +729,147 @@ struct PropagationRow {
     detail: String,
 }
 
-fn render_details(out: &mut String, name: &str, record: &ActivationRecord) {
-    if let Some(error) = record.error() {
-        let _ = writeln!(out, "    error: {error}");
-        return;
+fn render_details(out: &mut String, task: &BackgroundTask, record: &ActivationRecord) {
+    match dns_task_view(task) {
+        DnsTaskView::Config { status, error, .. } => {
+            if let Some(error) = &error {
+                let _ = writeln!(out, "    error: {error}");
+            }
+            let Some(s) = status else {
+                if error.is_none() {
+                    render_raw(out, &record.details);
+                }
+                return;
+            };
+            let label = if error.is_some() {
+                "last good generation (still being propagated)"
+            } else {
+                "last generation found"
+            };
+            let _ = writeln!(out, "    {label}: {}", s.generation);
+            let _ = writeln!(
+                out,
+                "      created at {} by {}: {:?}",
+                timestamp(s.time_created),
+                s.creator,
+                s.comment
+            );
+            let _ = writeln!(
+                out,
+                "      first seen by this Nexus at {}{}",
+                timestamp_ago(s.first_seen_at),
+                if s.changed { " (in this activation)" } else { "" }
+            );
+            let _ = writeln!(out, "      {} names, digest {}", s.names, s.digest);
+        }
+        DnsTaskView::Servers { status: Some(s), .. } => {
+            let _ = writeln!(
+                out,
+                "    servers found: {} (SRV {} via {})",
+                s.servers.len(),
+                s.service_name,
+                s.resolved_via
+            );
+            let _ = writeln!(
+                out,
+                "      this list first seen at {}{}",
+                timestamp_ago(s.discovered_at),
+                if s.changed { " (in this activation)" } else { "" }
+            );
+            let rows = s
+                .servers
+                .iter()
+                .map(|e| ServerRow { address: e.address.to_string(), target: e.target.clone() });
+            let _ = writeln!(out, "\n{}", table(rows, 6));
+        }
+        DnsTaskView::Propagation { waiting: Some(w), .. } => {
+            let _ = writeln!(
+                out,
+                "    waiting for {} (this Nexus is starting; nothing has been pushed yet)",
+                w.waiting_for
+                    .iter()
+                    .map(|t| format!("{:?}", t.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            );
+        }
+        DnsTaskView::Propagation { status: Some(s), .. } => render_propagation(out, &s),
+        _ => match record.error() {
+            Some(error) => {
+                let _ = writeln!(out, "    error: {error}");
+            }
+            None => render_raw(out, &record.details),
+        },
     }
-    let details = &record.details;
-    if name.starts_with("dns_config_")
-        && let Ok(s) = serde_json::from_value::<DnsConfigStatus>(details.clone())
-    {
-        let _ = writeln!(out, "    last generation found: {}", s.generation);
-        let _ = writeln!(
-            out,
-            "      created at {} by {}: {:?}",
-            timestamp(s.time_created),
-            s.creator,
-            s.comment
-        );
-        let _ = writeln!(
-            out,
-            "      first seen by this Nexus at {}{}",
-            timestamp_ago(s.first_seen_at),
-            if s.changed { " (in this activation)" } else { "" }
-        );
-        let _ = writeln!(out, "      {} names, digest {}", s.names, s.digest);
-        return;
-    }
-    if name.starts_with("dns_servers_")
-        && let Ok(s) = serde_json::from_value::<DnsServersStatus>(details.clone())
-    {
-        let _ = writeln!(
-            out,
-            "    servers found: {} (SRV {} via {})",
-            s.servers.len(),
-            s.service_name,
-            s.resolved_via
-        );
-        let _ = writeln!(
-            out,
-            "      this list first seen at {}{}",
-            timestamp_ago(s.discovered_at),
-            if s.changed { " (in this activation)" } else { "" }
-        );
-        let rows = s
-            .servers
-            .iter()
-            .map(|e| ServerRow { address: e.address.to_string(), target: e.target.clone() });
-        let _ = writeln!(out, "\n{}", table(rows, 6));
-        return;
-    }
-    if name.starts_with("dns_propagation_")
-        && let Ok(s) = serde_json::from_value::<DnsPropagationStatus>(details.clone())
-    {
-        let failed = s.servers.values().filter(|r| r.result == PropagationResult::Error).count();
-        let _ = writeln!(out, "    attempt to propagate generation: {}", s.generation);
-        let _ = writeln!(
-            out,
-            "      generation found by {:?}, first seen at {}: {:?}",
-            s.config_source.task,
-            timestamp(s.config_source.first_seen_at),
-            s.config_source.comment
-        );
-        let _ = writeln!(
-            out,
-            "      to the {} servers found by {:?}, list first seen at {}",
-            s.servers.len(),
-            s.servers_source.task,
-            timestamp(s.servers_source.discovered_at)
-        );
-        let _ = writeln!(
-            out,
-            "      all servers done by {}: {} succeeded, {} failed",
-            timestamp(s.all_done_at),
-            s.servers.len() - failed,
-            failed
-        );
-        let rows = s.servers.iter().map(|(address, r)| PropagationRow {
-            address: address.clone(),
-            result: match r.result {
-                PropagationResult::Success => "success".into(),
-                PropagationResult::Error => "error".into(),
-            },
-            completed_at: timestamp(r.completed_at),
-            detail: r.message.clone(),
-        });
-        let _ = writeln!(out, "\n{}", table(rows, 6));
-        return;
-    }
-    // A task omdb has no renderer for (or a status it cannot read): print
-    // what the task said, readably.
+}
+
+/// A task omdb has no renderer for (or a status it cannot read): what the
+/// task said, readably.
+fn render_raw(out: &mut String, details: &serde_json::Value) {
     let pretty = serde_json::to_string_pretty(details).unwrap_or_else(|_| details.to_string());
     let _ = writeln!(out, "    details:");
     for line in pretty.lines() {
         let _ = writeln!(out, "      {line}");
     }
+}
+
+fn render_propagation(out: &mut String, s: &DnsPropagationStatus) {
+    let failed = s.servers.values().filter(|r| r.result == PropagationResult::Error).count();
+    let _ = writeln!(out, "    attempt to propagate generation: {}", s.generation);
+    let _ = writeln!(
+        out,
+        "      generation found by {:?}, first seen at {}: {:?}",
+        s.config_source.task.to_string(),
+        timestamp(s.config_source.first_seen_at),
+        s.config_source.comment
+    );
+    let _ = writeln!(
+        out,
+        "      to the {} servers found by {:?}, list first seen at {}",
+        s.servers.len(),
+        s.servers_source.task.to_string(),
+        timestamp(s.servers_source.discovered_at)
+    );
+    let _ = writeln!(
+        out,
+        "      all servers done by {}: {} succeeded, {} failed",
+        timestamp(s.all_done_at),
+        s.servers.len() - failed,
+        failed
+    );
+    let rows = s.servers.iter().map(|(address, r)| PropagationRow {
+        address: address.clone(),
+        result: match r.result {
+            PropagationResult::Success => "success".into(),
+            PropagationResult::Error => "error".into(),
+        },
+        completed_at: timestamp(r.completed_at),
+        detail: r.message.clone(),
+    });
+    let _ = writeln!(out, "\n{}", table(rows, 6));
+    let rows = s.servers.iter().map(|(address, r)| HistoryStateRow {
+        address: address.clone(),
+        applied: r.history.generation_applied.map(|g| g.to_string()).unwrap_or("-".into()),
+        last_success: r.history.last_success_at.map(timestamp).unwrap_or("never".into()),
+        failing_since: match r.history.failing_since {
+            Some(t) => format!("{} ({} in a row)", timestamp(t), r.history.consecutive_failures),
+            None => "-".into(),
+        },
+    });
+    let _ = writeln!(out, "\n      per server, since this Nexus started:");
+    let _ = writeln!(out, "{}", table(rows, 6));
+}
+
+#[derive(tabled::Tabled)]
+struct HistoryStateRow {
+    #[tabled(rename = "DNS_SERVER_ADDR")]
+    address: String,
+    #[tabled(rename = "GEN_APPLIED")]
+    applied: String,
+    #[tabled(rename = "LAST_SUCCESS")]
+    last_success: String,
+    #[tabled(rename = "FAILING_SINCE")]
+    failing_since: String,
 }
 
 #[cfg(test)]
@@ -679,6 +926,7 @@ mod tests {
             deadline: None,
             dependencies: vec![],
             current: CurrentStatus::Running {
+                progress: None,
                 iteration: 3,
                 reason: ActivationReason::Request { requested_by: "omdb".into(), requests: 2 },
                 start_time: chrono::Utc::now(),
@@ -715,11 +963,24 @@ mod tests {
             "dns_config_external".to_string(),
             vec![("a".into(), Some(1)), ("b".into(), None)],
         );
-        let text = render_agreement(&seen);
-        assert!(text.contains("dns_config_internal: DISAGREE: a at 5, b at 3"), "{text}");
-        assert!(text.contains("dns_propagation_internal: all 2 at generation 5"), "{text}");
+        let latest = [(DnsGroup::Internal, 5)].into_iter().collect();
+        let text = render_agreement(&seen, &latest);
         assert!(
-            text.contains("dns_config_external: DISAGREE: a at 1, b at none (failed)"),
+            text.contains(
+                "dns_config_internal: DISAGREE: a at 5, b at 3 -- BEHIND the database's latest 5"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "dns_propagation_internal: all 2 at generation 5 (the database's latest)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "dns_config_external: DISAGREE: a at 1, b at none (failed) (database not checked)"
+            ),
             "{text}"
         );
     }

@@ -167,6 +167,12 @@ async fn every_command_against_a_real_stack() {
         vec!["db", "dns", "names", "external", "1"],
         vec!["dns", "status"],
         vec!["dns", "status", "external"],
+        // The support engineer's entry point: a healthy name (affirmative
+        // evidence), its JSON, a typo (near misses), and the history alone.
+        vec!["dns", "explain", "test1.control-plane.internal"],
+        vec!["--json", "dns", "explain", "test1.control-plane.internal"],
+        vec!["dns", "explain", "tset1.control-plane.internal"],
+        vec!["db", "dns", "history", "internal", "test1"],
         vec![
             "-w",
             "nexus",
@@ -271,10 +277,15 @@ async fn unreachable_and_hung_services_fail_fast_naming_the_address() {
     stack.dns_servers[1].stop().await;
     let run = omdb(&["dns", "status", "internal"], &env);
     assert_ne!(run.code, 0);
-    let rows: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("internal ")).collect();
+    let rows: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("  127.0.0.1:")).collect();
     assert_eq!(rows.len(), 3, "{}", run.stdout);
     assert!(rows.iter().any(|r| r.contains(&down) && r.contains("UNREACHABLE")), "{}", run.stdout);
     assert_eq!(rows.iter().filter(|r| r.contains(" yes")).count(), 2, "{}", run.stdout);
-    assert!(run.stderr.contains("error: 1 DNS server(s) unreachable"), "{}", run.stderr);
+    assert!(run.stderr.contains("error: 1 DNS server problem(s)"), "{}", run.stderr);
+    assert!(
+        run.stdout.contains(&format!("internal DNS server {down} is unreachable")),
+        "{}",
+        run.stdout
+    );
     stack.stop().await;
 }

@@ -35,7 +35,7 @@ async fn a_stack_on_a_given_database_initializes_it_once() {
         std::time::Duration::from_secs(1),
     );
     let found = resolver
-        .lookup_service(internal_dns::service::INTERNAL_DNS, "control-plane.internal")
+        .lookup_service(internal_dns::ServiceName::InternalDns, "control-plane.internal")
         .await
         .unwrap();
     let ports: Vec<u16> = found.instances.iter().map(|i| i.port).collect();

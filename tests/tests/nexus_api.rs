@@ -91,7 +91,7 @@ async fn nexus_instances_starting_together_all_register() {
     let running: Vec<nexus::RunningNexus> = started.into_iter().map(|r| r.unwrap()).collect();
 
     let config = t.stack.datastore.dns_config_read(DnsGroup::Internal, None).await.unwrap();
-    let srv = &config.zones[0].names[internal_dns::service::NEXUS];
+    let srv = &config.zones[0].names[internal_dns::ServiceName::Nexus.label()];
     assert_eq!(srv.len(), 3, "{srv:?}");
     for nexus in &running {
         assert!(config.zones[0].names.contains_key(&internal_dns::host_name(nexus.id())));

@@ -179,7 +179,8 @@ async fn two_nexus_converge_and_servers_never_go_backwards() {
     // Both registered themselves.
     let resolver =
         internal_dns::Resolver::new(t.stack.internal_dns_addresses(), Duration::from_secs(1));
-    let nexus_found = resolver.lookup_service(internal_dns::service::NEXUS, ZONE).await.unwrap();
+    let nexus_found =
+        resolver.lookup_service(internal_dns::ServiceName::Nexus, ZONE).await.unwrap();
     let ports: BTreeSet<u16> = nexus_found.instances.iter().map(|i| i.port).collect();
     let expected: BTreeSet<u16> = t.stack.nexus.iter().map(|n| n.address.port()).collect();
     assert_eq!(ports, expected);
@@ -240,7 +241,7 @@ async fn a_server_removed_from_dns_is_no_longer_pushed_to() {
         INTERNAL,
         remove_change(
             "decommission a DNS server",
-            internal_dns::service::INTERNAL_DNS,
+            internal_dns::ServiceName::InternalDns.label(),
             Some(vec![removed_srv]),
         ),
     )

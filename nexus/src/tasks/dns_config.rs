@@ -4,7 +4,9 @@
 //! differs from the one published, it loads that generation's full config
 //! and publishes it to the tasks that depend on it; otherwise it only
 //! confirms, with a fresh timestamp, that the published one is still the
-//! latest.
+//! latest.  When the database cannot be read, the last config stays
+//! published (propagation keeps pushing it) and the status says both: the
+//! error, and the generation still in use.
 
 use anyhow::Context;
 use background_tasks::{Activation, Task};
@@ -44,6 +46,39 @@ impl Task for DnsConfigTask {
     type Status = DnsConfigStatus;
 
     async fn activate(&mut self, _: &Activation) -> anyhow::Result<DnsConfigStatus> {
+        match self.load().await {
+            Ok(status) => Ok(status),
+            Err(error) => {
+                // Database drivers repeat their causes' text; say each once.
+                let message = dns_types::error_chain(error.as_ref());
+                let Some(loaded) = self.publisher.borrow().clone() else {
+                    return Err(anyhow::anyhow!(message));
+                };
+                let mut status = status_of(self.group, &loaded, false);
+                status.error = Some(message);
+                Ok(status)
+            }
+        }
+    }
+}
+
+fn status_of(group: DnsGroup, loaded: &LoadedConfig, changed: bool) -> DnsConfigStatus {
+    DnsConfigStatus {
+        group,
+        generation: loaded.config.generation,
+        time_created: loaded.config.time_created,
+        creator: loaded.config.creator.clone(),
+        comment: loaded.config.comment.clone(),
+        names: loaded.config.name_count() as u64,
+        digest: loaded.digest.clone(),
+        first_seen_at: loaded.first_seen_at,
+        changed,
+        error: None,
+    }
+}
+
+impl DnsConfigTask {
+    async fn load(&mut self) -> anyhow::Result<DnsConfigStatus> {
         let group = self.group;
         let latest = self.datastore.dns_version_latest(group).await.with_context(|| {
             format!(
@@ -78,17 +113,7 @@ impl Task for DnsConfigTask {
                 (loaded, true)
             }
         };
-        Ok(DnsConfigStatus {
-            group,
-            generation: loaded.config.generation,
-            time_created: loaded.config.time_created,
-            creator: loaded.config.creator.clone(),
-            comment: loaded.config.comment.clone(),
-            names: loaded.config.name_count() as u64,
-            digest: loaded.digest.clone(),
-            first_seen_at: loaded.first_seen_at,
-            changed,
-        })
+        Ok(status_of(group, &loaded, changed))
     }
 }
 
@@ -119,7 +144,7 @@ mod tests {
             .await
             .unwrap();
         let (mut task, receiver) = DnsConfigTask::new(DnsGroup::Internal, db.datastore.clone());
-        let activation = Activation { iteration: 1, reason: ActivationReason::Timer };
+        let activation = Activation::new(1, ActivationReason::Timer);
 
         let first = task.activate(&activation).await.unwrap();
         assert_eq!((first.generation, first.changed, first.names), (1, true, 1));
@@ -143,13 +168,17 @@ mod tests {
         );
 
         db.server.stop_temporarily();
-        let error = format!("{:#}", task.activate(&activation).await.unwrap_err());
+        let failed = task.activate(&activation).await.unwrap();
+        let error = failed.error.clone().expect("a database error is reported");
         assert!(
             error.contains(
                 "reading the latest internal DNS version from the database at 127.0.0.1:"
             ),
             "{error}"
         );
+        assert_eq!(failed.generation, 2, "the status names the generation still in use");
+        let json = serde_json::to_value(&failed).unwrap();
+        assert!(json.get("error").is_some(), "the framework sees the activation as failed");
         assert_eq!(
             receiver.borrow().as_ref().unwrap().config.generation,
             2,

@@ -9,7 +9,7 @@ use anyhow::Context;
 use background_tasks::{Activation, Task};
 use chrono::{DateTime, Utc};
 use dns_types::DnsGroup;
-use internal_dns::{Resolver, service};
+use internal_dns::{Resolver, ServiceName};
 use nexus_api::task_status::{DnsServerEntry, DnsServersStatus};
 use tokio::sync::watch;
 
@@ -28,15 +28,6 @@ pub struct DnsServersTask {
     publisher: watch::Sender<Option<ServerList>>,
 }
 
-/// The SRV name under which `group`'s servers are registered.
-pub fn service_name(group: DnsGroup, internal_zone: &str) -> String {
-    let service = match group {
-        DnsGroup::Internal => service::INTERNAL_DNS,
-        DnsGroup::External => service::EXTERNAL_DNS,
-    };
-    format!("{service}.{internal_zone}")
-}
-
 impl DnsServersTask {
     pub fn new(
         group: DnsGroup,
@@ -46,7 +37,7 @@ impl DnsServersTask {
         let (publisher, receiver) = watch::channel(None);
         let task = DnsServersTask {
             group,
-            service_name: service_name(group, internal_zone),
+            service_name: ServiceName::dns_servers_of(group).srv_name(internal_zone),
             resolver,
             publisher,
         };
@@ -118,7 +109,7 @@ mod tests {
             .unwrap();
         let names = [
             (
-                service::INTERNAL_DNS.to_string(),
+                ServiceName::InternalDns.label().to_string(),
                 vec![DnsRecord::Srv(SrvRecord {
                     prio: 0,
                     weight: 0,
@@ -143,7 +134,7 @@ mod tests {
 
         let resolver = Resolver::new(vec![server.dns_address()], Duration::from_millis(300));
         let (mut task, receiver) = DnsServersTask::new(DnsGroup::Internal, ZONE, resolver);
-        let activation = Activation { iteration: 1, reason: ActivationReason::Timer };
+        let activation = Activation::new(1, ActivationReason::Timer);
         let status = task.activate(&activation).await.unwrap();
         assert!(status.changed);
         assert_eq!(status.servers[0].address.to_string(), "127.0.0.7:4444");

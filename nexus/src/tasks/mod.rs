@@ -20,20 +20,9 @@ use background_tasks::{Activator, DriverBuilder, RegistrationError, TaskDefiniti
 use db_model::Datastore;
 use dns_types::DnsGroup;
 use internal_dns::Resolver;
+use nexus_api::task_name::DnsTaskName;
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-pub fn config_task_name(group: DnsGroup) -> String {
-    format!("dns_config_{group}")
-}
-
-pub fn servers_task_name(group: DnsGroup) -> String {
-    format!("dns_servers_{group}")
-}
-
-pub fn propagation_task_name(group: DnsGroup) -> String {
-    format!("dns_propagation_{group}")
-}
 
 /// Registers the three tasks of each group; returns each group's
 /// `dns_config_<group>` activator.
@@ -48,23 +37,25 @@ pub fn register(
     let timeout = config.server_timeout();
     let mut activators = BTreeMap::new();
     for group in DnsGroup::ALL {
+        let config_name = DnsTaskName::config(group);
+        let servers_name = DnsTaskName::servers(group);
         let (config_task, config_rx) = dns_config::DnsConfigTask::new(group, datastore.clone());
         let activator = builder.register(
             TaskDefinition::new(
-                config_task_name(group),
+                config_name.to_string(),
                 format!("watches {group} DNS data stored in the database"),
                 period,
                 config_task,
             )
             .with_deadline(Duration::from_secs(120)),
         )?;
-        activators.insert(group, activator);
+        activators.insert(group, activator.clone());
 
         let (servers_task, servers_rx) =
             dns_servers::DnsServersTask::new(group, internal_zone, resolver.clone());
         builder.register(
             TaskDefinition::new(
-                servers_task_name(group),
+                servers_name.to_string(),
                 format!("watches list of {group} DNS servers stored in internal DNS"),
                 period,
                 servers_task,
@@ -77,21 +68,21 @@ pub fn register(
             config_rx.clone(),
             servers_rx.clone(),
             timeout,
+            datastore.clone(),
+            activator,
         );
         builder.register(
             TaskDefinition::new(
-                propagation_task_name(group),
+                DnsTaskName::propagation(group).to_string(),
                 format!(
-                    "propagates latest {group} DNS configuration (from \"{}\" background task) \
-                     to the latest list of DNS servers (from \"{}\" background task)",
-                    config_task_name(group),
-                    servers_task_name(group)
+                    "propagates latest {group} DNS configuration (from \"{config_name}\" background \
+                     task) to the latest list of DNS servers (from \"{servers_name}\" background task)",
                 ),
                 period,
                 propagation,
             )
-            .watching(config_task_name(group), config_rx)
-            .watching(servers_task_name(group), servers_rx)
+            .watching(config_name.to_string(), config_rx)
+            .watching(servers_name.to_string(), servers_rx)
             // Every push has its own limit; this only catches a bug.
             .with_deadline(timeout * 3 + Duration::from_secs(10)),
         )?;

@@ -8,7 +8,10 @@ use devstack::stack::DnsServer;
 use devstack::{Stack, StackOptions};
 use dns_types::{DnsChange, DnsGroup, DnsRecord, DnsVersion, NameRecords, NameRemoval};
 use internal_dns::Resolver;
-use nexus_api::task_status::{DnsConfigStatus, DnsPropagationStatus, DnsServersStatus};
+use nexus_api::task_name::DnsTaskName;
+use nexus_api::task_status::{
+    DnsConfigStatus, DnsPropagationStatus, DnsServersStatus, PropagationReport,
+};
 use std::future::Future;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -26,6 +29,16 @@ pub struct TestStack {
 
 impl TestStack {
     pub async fn start(internal: usize, external: usize, nexus: usize) -> TestStack {
+        TestStack::start_with(internal, external, nexus, |_| {}).await
+    }
+
+    /// Like [`TestStack::start`], with `adjust` applied to the options last.
+    pub async fn start_with(
+        internal: usize,
+        external: usize,
+        nexus: usize,
+        adjust: impl FnOnce(&mut StackOptions),
+    ) -> TestStack {
         let dir = tempfile::tempdir().unwrap();
         let mut options = StackOptions::new(dir.path().join("run"));
         options.internal_dns_servers = internal;
@@ -34,6 +47,7 @@ impl TestStack {
         options.server_timeout_secs = SERVER_TIMEOUT_SECS;
         // Tests activate tasks explicitly or through changes, never by timer.
         options.task_period_secs = 3600;
+        adjust(&mut options);
         let run_dir = options.run_dir.clone();
         let stack = match Stack::start(options).await {
             Ok(stack) => stack,
@@ -159,25 +173,32 @@ pub async fn last_details<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// The last completed propagation; `None` also while the task reports that
+/// it waits for its inputs (a Nexus starting).
 pub async fn propagation(
     nexus: &nexus_client::Client,
     group: DnsGroup,
 ) -> Option<Result<DnsPropagationStatus, String>> {
-    last_details(nexus, &format!("dns_propagation_{group}")).await
+    let name = DnsTaskName::propagation(group).to_string();
+    match last_details::<PropagationReport>(nexus, &name).await? {
+        Ok(PropagationReport::Done(status)) => Some(Ok(status)),
+        Ok(PropagationReport::Waiting(_)) => None,
+        Err(e) => Some(Err(e)),
+    }
 }
 
 pub async fn config_status(
     nexus: &nexus_client::Client,
     group: DnsGroup,
 ) -> Option<Result<DnsConfigStatus, String>> {
-    last_details(nexus, &format!("dns_config_{group}")).await
+    last_details(nexus, &DnsTaskName::config(group).to_string()).await
 }
 
 pub async fn servers_status(
     nexus: &nexus_client::Client,
     group: DnsGroup,
 ) -> Option<Result<DnsServersStatus, String>> {
-    last_details(nexus, &format!("dns_servers_{group}")).await
+    last_details(nexus, &DnsTaskName::servers(group).to_string()).await
 }
 
 /// Waits until the propagation task reports `generation` (success or not).

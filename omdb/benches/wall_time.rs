@@ -1,6 +1,7 @@
-//! Whole-process wall time of omdb against a local stack, discovery
-//! included: `omdb nexus background-tasks show all` and `omdb dns status`,
-//! each run 50 times as a fresh process with only `OMDB_DNS_SERVER` set.
+//! Whole-process wall time of omdb against a local stack (devstack's
+//! default: 3 internal and 2 external DNS servers, 2 Nexus), discovery
+//! included: `show all`, `dns status`, `db dns show` and `dns explain`, each
+//! run 50 times as a fresh process with only `OMDB_DNS_SERVER` set.
 //!
 //! Run: `cargo bench -p omdb --bench wall_time` (release binaries; figures
 //! are recorded in docs/PERFORMANCE.md).
@@ -31,6 +32,8 @@ async fn main() {
         vec!["nexus", "background-tasks", "show", "all"],
         vec!["dns", "status"],
         vec!["db", "dns", "show"],
+        // Every stage: database, both Nexus, 2 servers, 2 x UDP/TCP x (A + SOA).
+        vec!["dns", "explain", "api.example.test"],
     ] {
         let mut samples = Vec::with_capacity(RUNS);
         for _ in 0..RUNS {

@@ -93,14 +93,15 @@ fn devstack_runs_the_walkthrough_and_cleans_up_on_ctrl_c() {
     wait_until("propagation to every internal server", || {
         let (code, out, _) = omdb(&dns, &["dns", "status", "internal"]);
         code == 0
-            && out.lines().filter(|l| l.starts_with("internal ") && l.contains(" yes")).count() == 3
+            && out.lines().filter(|l| l.starts_with("  127.0.0.1:") && l.contains(" yes ")).count()
+                == 3
     });
     let (code, out, err) =
         omdb(&dns, &["nexus", "background-tasks", "show", "dns_internal", "--all-nexus"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&format!("attempt to propagate generation: {generation}")), "{out}");
     assert_eq!(out.matches("=== Nexus ").count(), 2, "{out}");
-    assert!(out.contains("=== agreement between Nexus instances ==="), "{out}");
+    assert!(out.contains("=== agreement between Nexus instances and the database ==="), "{out}");
 
     // A hung DNS server: propagation names it and the reason.
     let frozen_dir = run_dir.join("dns-internal-1");

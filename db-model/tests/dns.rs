@@ -334,3 +334,44 @@ async fn unreachable_database_is_a_clear_error() {
     assert!(matches!(error, DnsError::Database(db_model::DbError::Connection { .. })), "{error:?}");
     assert!(error.to_string().contains("127.0.0.1:"), "{error}");
 }
+
+/// A name's whole history in one query: every stretch with the versions that
+/// opened and closed it (who, when, why), across unrelated generations, and
+/// the events a person reads; a name that never existed has none.
+#[tokio::test]
+async fn name_history_lists_every_stretch_with_its_versions() {
+    let db = initialized().await;
+    let store = &db.datastore;
+    store.dns_change_commit(GROUP, "alice", &add("shop opens", "shop", vec![a(10)])).await.unwrap(); // 2
+    store.dns_change_commit(GROUP, "bob", &add("unrelated", "other", vec![a(11)])).await.unwrap(); // 3
+    store
+        .dns_change_commit(GROUP, "carol", &add("second address", "shop", vec![a(12)]))
+        .await
+        .unwrap(); // 4
+    store.dns_change_commit(GROUP, "dave", &remove("shop closes", "shop", None)).await.unwrap(); // 5
+    store
+        .dns_change_commit(GROUP, "erin", &add("shop reopens", "shop", vec![a(13)]))
+        .await
+        .unwrap(); // 6
+
+    let stretches = store.dns_name_history(ZONE, "shop").await.unwrap();
+    let summary: Vec<(u64, Option<u64>, usize)> = stretches
+        .iter()
+        .map(|s| (s.added.generation, s.removed.as_ref().map(|r| r.generation), s.records.len()))
+        .collect();
+    assert_eq!(summary, vec![(2, Some(4), 1), (4, Some(5), 2), (6, None, 1)]);
+    assert_eq!(stretches[0].added.creator, "alice");
+    assert_eq!(stretches[1].removed.as_ref().unwrap().comment, "shop closes");
+
+    use dns_types::history::{NameEventKind::*, name_events};
+    let events: Vec<_> =
+        name_events(&stretches).iter().map(|e| (e.kind, e.version.generation)).collect();
+    assert_eq!(events, vec![(Added, 2), (Changed, 4), (Removed, 5), (Added, 6)]);
+
+    assert!(store.dns_name_history(ZONE, "never-there").await.unwrap().is_empty());
+    let zones = store.dns_zones().await.unwrap();
+    assert_eq!(zones.len(), 1);
+    assert_eq!((zones[0].group, zones[0].zone_name.as_str()), (GROUP, ZONE));
+    let live = store.dns_zone_live_names(ZONE).await.unwrap();
+    assert!(live.contains(&"shop".to_string()) && live.contains(&"other".to_string()));
+}

@@ -8,6 +8,19 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// devstack as a child that is killed (SIGKILL: its own children follow by
+/// their parent-death signal) if the test fails before its Ctrl-C.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn omdb(dns: &str, args: &[&str]) -> (i32, String, String) {
     let output = Command::new(devstack::process::binary("omdb").unwrap())
         .args(args)
@@ -56,14 +69,16 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 fn devstack_runs_the_walkthrough_and_cleans_up_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");
-    let mut devstack = Command::new(devstack::process::binary("devstack").unwrap())
-        .args(["run", "--run-dir"])
-        .arg(&run_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(devstack.stdout.take().unwrap());
+    let mut devstack = KillOnDrop(
+        Command::new(devstack::process::binary("devstack").unwrap())
+            .args(["run", "--run-dir"])
+            .arg(&run_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdout = BufReader::new(devstack.0.stdout.take().unwrap());
     let mut printed = String::new();
     let mut dns = None;
     let started = Instant::now();
@@ -136,13 +151,13 @@ fn devstack_runs_the_walkthrough_and_cleans_up_on_ctrl_c() {
 
     // Ctrl-C: everything stops, the logs stay.
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(devstack.id() as i32),
+        nix::unistd::Pid::from_raw(devstack.0.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
-        if let Some(status) = devstack.try_wait().unwrap() {
+        if let Some(status) = devstack.0.try_wait().unwrap() {
             break status;
         }
         assert!(Instant::now() < deadline, "devstack did not stop after SIGINT");

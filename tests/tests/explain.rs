@@ -13,7 +13,6 @@ use devstack::process::{ChildProcess, binary};
 use dns_types::{DnsChange, DnsConfig, DnsGroup, NameRecords, NameRemoval};
 use nexus_api::task_name::DnsTaskName;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 const NAME: &str = "shop.example.test";
@@ -85,19 +84,8 @@ fn doc_shows(label: &str, out: &Explained) {
 }
 
 fn omdb(ts: &TestStack, args: &[&str]) -> Explained {
-    let dns = ts.stack.internal_dns_addresses()[0].to_string();
-    let output = Command::new(binary("omdb").unwrap())
-        .args(args)
-        .env("OMDB_DNS_SERVER", &dns)
-        .env_remove("OMDB_NEXUS_URL")
-        .env_remove("OMDB_DB_URL")
-        .output()
-        .unwrap();
-    Explained {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    let (code, stdout, stderr) = run_omdb(ts, args);
+    Explained { code, stdout, stderr }
 }
 
 fn explain(ts: &TestStack, extra: &[&str]) -> Explained {

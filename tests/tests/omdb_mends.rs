@@ -6,26 +6,12 @@
 mod common;
 
 use common::*;
-use devstack::process::binary;
 use dns_types::DnsGroup;
 use nexus_api::task_name::DnsTaskName;
-use std::process::Command;
 use std::time::Duration;
 
 fn omdb(ts: &TestStack, args: &[&str]) -> (i32, String, String) {
-    let dns = ts.stack.internal_dns_addresses()[0].to_string();
-    let output = Command::new(binary("omdb").unwrap())
-        .args(args)
-        .env("OMDB_DNS_SERVER", &dns)
-        .env_remove("OMDB_NEXUS_URL")
-        .env_remove("OMDB_DB_URL")
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    run_omdb(ts, args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

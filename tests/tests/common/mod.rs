@@ -215,3 +215,21 @@ pub async fn propagation_of(
     })
     .await
 }
+
+/// Runs the omdb binary against `ts` (only `OMDB_DNS_SERVER` set, from the
+/// stack's first internal DNS server): exit status, stdout, stderr.
+pub fn run_omdb(ts: &TestStack, args: &[&str]) -> (i32, String, String) {
+    let dns = ts.stack.internal_dns_addresses()[0].to_string();
+    let output = std::process::Command::new(devstack::process::binary("omdb").unwrap())
+        .args(args)
+        .env("OMDB_DNS_SERVER", &dns)
+        .env_remove("OMDB_NEXUS_URL")
+        .env_remove("OMDB_DB_URL")
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

@@ -58,6 +58,9 @@ pub enum RecordError {
 }
 
 impl DnsRecord {
+    /// The names of the record types we serve, as `type_name` spells them.
+    pub const TYPE_NAMES: [&'static str; 6] = ["A", "AAAA", "SRV", "NS", "CNAME", "TXT"];
+
     /// The record type's name as it appears on the wire and in JSON.
     pub fn type_name(&self) -> &'static str {
         match self {

@@ -67,10 +67,22 @@ pub struct ServerStatus {
     /// Seconds since the first generation this server lacks was created.
     pub lag_seconds: Option<f64>,
     pub state: Option<SyncState>,
-    /// The SOA serial its (first) DNS address answered over UDP.
-    pub wire_serial: Option<u32>,
-    pub wire_error: Option<String>,
+    /// Why the content could not be compared with the database (the
+    /// database could not be read for the server's generation).
+    pub content_unchecked: Option<String>,
+    /// The zone's SOA serial asked of each DNS address it reports, over UDP
+    /// and TCP.
+    pub wire: Vec<WireSerial>,
     /// Why the server could not be asked.
+    pub error: Option<String>,
+}
+
+/// What one DNS address answered for the zone's SOA over one transport.
+#[derive(Debug, Serialize)]
+pub struct WireSerial {
+    pub dns_address: SocketAddr,
+    pub transport: Transport,
+    pub serial: Option<u32>,
     pub error: Option<String>,
 }
 
@@ -127,25 +139,29 @@ async fn group_status(
         let client =
             dns_server_client::Client::new_with_client(&format!("http://{address}"), http_client());
         let status = client.status_get().send().await.map(|r| r.into_inner());
-        let serial = match (&status, zone) {
-            (Ok(s), Some(zone)) => match crate::discovery::socket_addrs(&s.dns_addresses).first() {
-                Some(dns) => Some(
-                    wire::ask(*dns, zone, "SOA", Transport::Udp, TIMEOUT)
-                        .await
-                        .map(|a| a.soa_serial)
-                        .map_err(|e| dns_types::error_chain(&e)),
-                ),
-                None => None,
-            },
-            _ => None,
-        };
-        (status, serial)
+        let mut questions = Vec::new();
+        if let (Ok(s), Some(zone)) = (&status, zone) {
+            for dns_address in crate::discovery::socket_addrs(&s.dns_addresses) {
+                for transport in [Transport::Udp, Transport::Tcp] {
+                    questions.push(async move {
+                        let answer = wire::ask(dns_address, zone, "SOA", transport, TIMEOUT).await;
+                        let (serial, error) = match answer {
+                            Ok(a) if a.soa_serial.is_some() => (a.soa_serial, None),
+                            Ok(a) => (None, Some(format!("answered {} without an SOA", a.rcode))),
+                            Err(e) => (None, Some(dns_types::error_chain(&e))),
+                        };
+                        WireSerial { dns_address, transport, serial, error }
+                    });
+                }
+            }
+        }
+        (status, futures::future::join_all(questions).await)
     }))
     .await;
-    let mut digests: BTreeMap<u64, Option<String>> = BTreeMap::new();
-    digests.insert(latest.generation, Some(latest_digest.clone()));
+    let mut digests: BTreeMap<u64, Result<String, String>> = BTreeMap::new();
+    digests.insert(latest.generation, Ok(latest_digest.clone()));
     let mut rows = Vec::new();
-    for ((address, _), (status, serial)) in servers.iter().zip(statuses) {
+    for ((address, _), (status, wire)) in servers.iter().zip(statuses) {
         let mut row = ServerStatus {
             config_address: *address,
             id: None,
@@ -156,8 +172,8 @@ async fn group_status(
             behind: None,
             lag_seconds: None,
             state: None,
-            wire_serial: None,
-            wire_error: None,
+            content_unchecked: None,
+            wire,
             error: None,
         };
         match status {
@@ -174,8 +190,8 @@ async fn group_status(
                     let digest = datastore
                         .dns_config_read(group, Some(generation))
                         .await
-                        .ok()
-                        .map(|c| dns_types::config_digest(&c));
+                        .map(|c| dns_types::config_digest(&c))
+                        .map_err(|e| dns_types::error_chain(&e));
                     digests.insert(generation, digest);
                 }
                 let state = classify(
@@ -186,7 +202,7 @@ async fn group_status(
                         database_latest: Some(latest.generation),
                         digest_at_server_generation: digests
                             .get(&generation)
-                            .and_then(|d| d.as_deref()),
+                            .and_then(|d| d.as_deref().ok()),
                     },
                 );
                 if generation < latest.generation {
@@ -198,10 +214,10 @@ async fn group_status(
                 } else {
                     row.behind = Some(0);
                 }
-                match serial {
-                    Some(Ok(serial)) => row.wire_serial = serial,
-                    Some(Err(e)) => row.wire_error = Some(e),
-                    None => {}
+                if let Some(Err(e)) = digests.get(&generation) {
+                    row.content_unchecked = Some(format!(
+                        "reading generation {generation} from the database failed: {e}"
+                    ));
                 }
                 row.id = Some(status.id);
                 row.dns_addresses = crate::discovery::socket_addrs(&status.dns_addresses);
@@ -229,17 +245,37 @@ fn problems(group: &GroupStatus) -> Vec<String> {
         {
             problems.push(format!("{who} is {state}"));
         }
-        if let Some(e) = &s.wire_error {
-            problems.push(format!("{who}'s DNS address does not answer: {e}"));
-        } else if let (Some(serial), Some(generation)) = (s.wire_serial, s.generation)
-            && u64::from(serial) != generation
-        {
-            problems.push(format!(
-                "{who} reports generation {generation} but its DNS address answers SOA serial {serial}"
-            ));
+        if let Some(why) = &s.content_unchecked {
+            problems.push(format!("{who}'s content was not checked: {why}"));
         }
+        problems.extend(wire_problems(s).into_iter().map(|p| format!("{who}: {p}")));
     }
     problems
+}
+
+/// What is wrong with a server's answers on the wire: an address that does
+/// not answer, a serial other than the generation its config API reports,
+/// or no address to ask at all (which is never "ok").
+fn wire_problems(s: &ServerStatus) -> Vec<String> {
+    if s.error.is_some() {
+        return Vec::new();
+    }
+    if s.wire.is_empty() {
+        return vec!["reports no DNS address; its answers were not checked".into()];
+    }
+    s.wire
+        .iter()
+        .filter_map(|w| {
+            let at = format!("DNS at {} over {}", w.dns_address, w.transport);
+            match (&w.error, w.serial, s.generation) {
+                (Some(e), _, _) => Some(format!("{at} does not answer the SOA: {e}")),
+                (None, Some(serial), Some(g)) if u64::from(serial) != g => Some(format!(
+                    "{at} answers SOA serial {serial}, but the server reports generation {g}"
+                )),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 #[derive(tabled::Tabled)]
@@ -287,15 +323,31 @@ fn render_status(report: &StatusReport) -> String {
             matches_db: match (&s.error, &s.state) {
                 (Some(e), _) => format!("UNREACHABLE: {e}"),
                 (None, Some(SyncState::Current)) => "yes".into(),
+                (None, Some(SyncState::Behind { .. })) if s.content_unchecked.is_some() => {
+                    "NOT CHECKED (older generation)".into()
+                }
                 (None, Some(SyncState::Behind { .. })) => "yes (older generation)".into(),
                 (None, Some(state)) => format!("NO: {state}"),
                 (None, None) => "-".into(),
             },
-            wire: match (&s.wire_error, s.wire_serial, s.generation) {
-                (Some(e), _, _) => format!("NO ANSWER: {e}"),
-                (None, Some(serial), Some(g)) if u64::from(serial) == g => format!("{serial} (ok)"),
-                (None, Some(serial), _) => format!("{serial} (DIFFERS)"),
-                _ => "-".into(),
+            wire: if s.error.is_some() {
+                "-".into()
+            } else if wire_problems(s).is_empty() {
+                let serials: std::collections::BTreeSet<u32> =
+                    s.wire.iter().filter_map(|w| w.serial).collect();
+                let serial = serials.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",");
+                format!("{serial} (ok, {} answers over UDP+TCP)", s.wire.len())
+            } else {
+                let differing: Vec<String> = s
+                    .wire
+                    .iter()
+                    .map(|w| match (&w.error, w.serial) {
+                        (Some(_), _) => format!("{}:NO ANSWER", w.transport),
+                        (None, Some(serial)) => format!("{}:{serial}", w.transport),
+                        (None, None) => format!("{}:-", w.transport),
+                    })
+                    .collect();
+                format!("DIFFERS ({})", differing.join(" "))
             },
         });
         let _ = writeln!(out, "{}\n", table(rows, 2));

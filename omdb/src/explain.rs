@@ -37,7 +37,7 @@ pub struct ExplainArgs {
     name: String,
     /// The record type the customer asked for (default: the types the
     /// database has for the name, or A).
-    #[arg(long = "type", value_name = "TYPE")]
+    #[arg(long = "type", value_name = "TYPE", value_parser = record_type)]
     rtype: Option<String>,
     /// A DNS address (IP:PORT) to check too, registered or not: the one
     /// the customer asked.
@@ -47,6 +47,17 @@ pub struct ExplainArgs {
     /// stuck.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     stuck_after: u64,
+}
+
+/// A record type we serve, in upper case; anything else is a usage error
+/// (exit 2) rather than a question every server would "fail" to answer.
+fn record_type(value: &str) -> Result<String, String> {
+    let upper = value.to_ascii_uppercase();
+    if DnsRecord::TYPE_NAMES.contains(&upper.as_str()) {
+        Ok(upper)
+    } else {
+        Err(format!("not a record type served here (one of {})", DnsRecord::TYPE_NAMES.join(", ")))
+    }
 }
 
 /// The pipeline stages, in order; a verdict names the earliest with a
@@ -348,6 +359,17 @@ async fn gather(args: &ExplainArgs, discovery: &Discovery) -> anyhow::Result<Rep
         servers.push(evidence);
     }
     findings.extend(server_findings(&servers, &db.evidence));
+    if servers.is_empty() {
+        findings.push(Finding {
+            stage: Stage::ServerList,
+            subject: format!("{} DNS servers", db.evidence.group),
+            summary: format!(
+                "no {} DNS server is registered in internal generation {} or listed by any Nexus: \
+                 nothing serves {}",
+                db.evidence.group, db.evidence.internal_generation, db.evidence.fqdn
+            ),
+        });
+    }
 
     // The wire: every DNS address any server reports, and those given.
     let mut targets: BTreeMap<SocketAddr, Option<usize>> = BTreeMap::new();
@@ -411,8 +433,18 @@ async fn gather(args: &ExplainArgs, discovery: &Discovery) -> anyhow::Result<Rep
         };
         match (answer, soa) {
             (Ok(answer), soa) => {
-                evidence.soa_serial = soa.ok().and_then(|s| s.soa_serial);
-                evidence.mismatch = compare_wire(&evidence, &answer, &fqdn);
+                let mut problems = Vec::new();
+                match soa {
+                    Ok(soa) if soa.soa_serial.is_some() => evidence.soa_serial = soa.soa_serial,
+                    Ok(soa) => problems
+                        .push(format!("the zone's SOA came back without a serial ({})", soa.rcode)),
+                    Err(e) => problems.push(format!(
+                        "the zone's SOA could not be asked: {}",
+                        dns_types::error_chain(&e)
+                    )),
+                }
+                problems.extend(compare_wire(&evidence, &answer, &fqdn));
+                evidence.mismatch = (!problems.is_empty()).then(|| problems.join("; "));
                 evidence.answer = Some(answer);
             }
             (Err(e), _) => evidence.error = Some(dns_types::error_chain(&e)),
@@ -758,6 +790,19 @@ fn nexus_findings(
                             c.generation.map(|g| g.to_string()).unwrap_or("none".into())
                         ),
                     });
+                } else if c.generation == Some(latest)
+                    && c.digest.as_deref() != Some(db.latest_digest.as_str())
+                {
+                    findings.push(Finding {
+                        stage: Stage::Nexus,
+                        subject: subject.clone(),
+                        summary: format!(
+                            "{subject} holds generation {latest} with digest {}, but the \
+                             database's generation {latest} has digest {} (checked {checked})",
+                            c.digest.as_deref().unwrap_or("none"),
+                            db.latest_digest
+                        ),
+                    });
                 } else if c.generation.is_some_and(|g| g < latest) {
                     findings.push(Finding {
                         stage: Stage::Nexus,
@@ -905,6 +950,16 @@ fn server_findings(servers: &[ServerEvidence], db: &DatabaseEvidence) -> Vec<Fin
                 summary: format!("{name} does not answer on its config API: {error}"),
             });
             continue;
+        }
+        if s.dns_addresses.is_empty() {
+            // Nothing to ask over the wire: never count it as answering.
+            findings.push(Finding {
+                stage: Stage::Wire,
+                subject: address.clone(),
+                summary: format!(
+                    "{name} reports no DNS address, so what it answers could not be checked"
+                ),
+            });
         }
         let applied = s.time_applied.map(timestamp).unwrap_or_else(|| "never".into());
         let generation = s.generation.unwrap_or_default();
@@ -1322,6 +1377,49 @@ mod tests {
         }
         assert_eq!(Stage::Healthy.exit_code(), 0);
         assert_eq!(serde_json::to_value(Stage::ServerList).unwrap(), "server-list");
+    }
+
+    #[test]
+    fn a_server_with_no_dns_address_is_never_counted_as_answering() {
+        let version = DnsVersion {
+            group: DnsGroup::External,
+            generation: 4,
+            time_created: Utc::now(),
+            creator: "c".into(),
+            comment: "c".into(),
+        };
+        let db = DatabaseEvidence {
+            group: DnsGroup::External,
+            zone: "example.test".into(),
+            name: "shop".into(),
+            fqdn: "shop.example.test".into(),
+            record_type: None,
+            latest: version,
+            latest_digest: "d4".into(),
+            records: vec![],
+            records_since: None,
+            history: vec![],
+            never_existed: false,
+            near_misses: vec![],
+            registered_servers: vec![],
+            internal_generation: 1,
+        };
+        let server = ServerEvidence {
+            config_address: Some("127.0.0.1:1".parse().unwrap()),
+            known_from: vec![],
+            id: None,
+            dns_addresses: vec![],
+            generation: Some(4),
+            digest: Some("d4".into()),
+            time_applied: Some(Utc::now()),
+            database_digest: Some("d4".into()),
+            state: Some(SyncState::Current),
+            error: None,
+        };
+        let findings = server_findings(&[server], &db);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].stage, Stage::Wire);
+        assert!(findings[0].summary.contains("could not be checked"), "{findings:?}");
     }
 
     #[test]

@@ -121,7 +121,6 @@ pub fn dns_task_view(task: &BackgroundTask) -> DnsTaskView {
     };
     let error = last.and_then(|r| r.error()).map(str::to_string);
     let started_at = last.map(|r| r.start_time);
-    let decode = |details: &serde_json::Value| details.clone();
     match name.kind {
         DnsTaskKind::Config => {
             // The last activation, or else the latest one in the history
@@ -130,16 +129,16 @@ pub fn dns_task_view(task: &BackgroundTask) -> DnsTaskView {
             let status = last
                 .into_iter()
                 .chain(task.history.iter().rev())
-                .find_map(|r| serde_json::from_value::<DnsConfigStatus>(decode(&r.details)).ok());
+                .find_map(|r| serde_json::from_value::<DnsConfigStatus>(r.details.clone()).ok());
             DnsTaskView::Config { status, error, started_at }
         }
         DnsTaskKind::Servers => {
-            let status = last.and_then(|r| serde_json::from_value(decode(&r.details)).ok());
+            let status = last.and_then(|r| serde_json::from_value(r.details.clone()).ok());
             DnsTaskView::Servers { status, error, started_at }
         }
         DnsTaskKind::Propagation => {
             let report = last
-                .and_then(|r| serde_json::from_value::<PropagationReport>(decode(&r.details)).ok());
+                .and_then(|r| serde_json::from_value::<PropagationReport>(r.details.clone()).ok());
             let (status, waiting) = match report {
                 Some(PropagationReport::Done(s)) => (Some(s), None),
                 Some(PropagationReport::Waiting(w)) => (None, Some(w)),

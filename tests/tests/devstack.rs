@@ -69,15 +69,18 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 fn devstack_runs_the_walkthrough_and_cleans_up_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");
-    let mut devstack = KillOnDrop(
-        Command::new(devstack::process::binary("devstack").unwrap())
-            .args(["run", "--run-dir"])
-            .arg(&run_dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut command = Command::new(devstack::process::binary("devstack").unwrap());
+    command.args(["run", "--run-dir"]).arg(&run_dir).stdout(Stdio::piped()).stderr(Stdio::null());
+    // SAFETY: only a system call, which is async-signal-safe.  If this test
+    // process dies outright (no unwinding, so no KillOnDrop), devstack gets
+    // SIGTERM and stops its stack the way Ctrl-C does.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut devstack = KillOnDrop(command.spawn().unwrap());
     let mut stdout = BufReader::new(devstack.0.stdout.take().unwrap());
     let mut printed = String::new();
     let mut dns = None;

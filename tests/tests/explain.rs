@@ -131,6 +131,30 @@ fn server_client(address: SocketAddr) -> dns_server_client::Client {
     dns_server_client::Client::new_with_client(&format!("http://{address}"), http)
 }
 
+/// A dns-server process nobody registered, at `dns_address`, serving
+/// `config`: what someone started by hand, or a stale process left behind.
+async fn unregistered_server(
+    ts: &TestStack,
+    name: &str,
+    dns_address: &str,
+    config: DnsConfig,
+) -> (ChildProcess, SocketAddr) {
+    let args: Vec<String> = vec![
+        "--dns-address".into(),
+        dns_address.into(),
+        "--http-address".into(),
+        "127.0.0.1:0".into(),
+        "--storage-dir".into(),
+        ts.dir.path().join(name).display().to_string(),
+    ];
+    let log = ts.dir.path().join(format!("{name}.log"));
+    let (process, info) =
+        ChildProcess::start(name, &binary("dns-server").unwrap(), &args, &log).await.unwrap();
+    let address = |key: &str| -> SocketAddr { info[key].as_str().unwrap().parse().unwrap() };
+    server_client(address("http_address")).config_put().body(config).send().await.unwrap();
+    (process, address("dns_address"))
+}
+
 /// The external config at the latest generation, with `shop` changed to
 /// `ip` and the generation set: what a rogue or stale writer would serve.
 async fn forged_config(ts: &TestStack, generation: u64, ip: &str) -> DnsConfig {
@@ -269,27 +293,9 @@ async fn a_dns_server_registered_nowhere() {
     let ts = scenario().await;
     // A server someone started by hand, answering from a copy of the
     // config, never registered: the customer asked it.
-    let dir = ts.dir.path().join("rogue");
-    let args: Vec<String> = vec![
-        "--dns-address".into(),
-        "127.0.0.1:0".into(),
-        "--http-address".into(),
-        "127.0.0.1:0".into(),
-        "--storage-dir".into(),
-        dir.display().to_string(),
-    ];
-    let (_process, info) = ChildProcess::start(
-        "rogue dns-server",
-        &binary("dns-server").unwrap(),
-        &args,
-        &ts.dir.path().join("rogue.log"),
-    )
-    .await
-    .unwrap();
-    let rogue_dns = info["dns_address"].as_str().unwrap().to_string();
-    let rogue_http: SocketAddr = info["http_address"].as_str().unwrap().parse().unwrap();
     let config = ts.stack.datastore.dns_config_read(DnsGroup::External, None).await.unwrap();
-    server_client(rogue_http).config_put().body(config).send().await.unwrap();
+    let (_rogue, rogue_dns) = unregistered_server(&ts, "rogue", "127.0.0.1:0", config).await;
+    let rogue_dns = rogue_dns.to_string();
     explain(&ts, &["--server", &rogue_dns]).expect(
         "server-list",
         12,
@@ -471,26 +477,10 @@ async fn a_server_whose_answers_differ_from_its_config() {
     // reporting its old address, where a stale process answers from an
     // older copy of the config.
     ts.stack.dns_servers[index].stop().await;
-    let stale_dir = ts.dir.path().join("stale");
-    let args: Vec<String> = vec![
-        "--dns-address".into(),
-        reported.to_string(),
-        "--http-address".into(),
-        "127.0.0.1:0".into(),
-        "--storage-dir".into(),
-        stale_dir.display().to_string(),
-    ];
-    let (_stale, info) = ChildProcess::start(
-        "stale dns-server",
-        &binary("dns-server").unwrap(),
-        &args,
-        &ts.dir.path().join("stale.log"),
-    )
-    .await
-    .unwrap();
-    let stale_http: SocketAddr = info["http_address"].as_str().unwrap().parse().unwrap();
-    let stale = forged_config(&ts, 2, "198.51.100.7").await;
-    server_client(stale_http).config_put().body(stale).send().await.unwrap();
+    // Generation 1 with other content: both its records and its serial
+    // differ from what the real server reports.
+    let stale = forged_config(&ts, 1, "198.51.100.7").await;
+    let (_stale, _) = unregistered_server(&ts, "stale", &reported.to_string(), stale).await;
     let moved = SocketAddr::from(([127, 0, 0, 1], devstack::stack::free_port().unwrap()));
     ts.stack.dns_servers[index].restart_behind(moved, reported).await.unwrap();
     let out = explain(&ts, &[]);
@@ -502,9 +492,21 @@ async fn a_server_whose_answers_differ_from_its_config() {
             "reporting generation 2",
             "A 198.51.100.7",
             "generation 2 holds A 192.0.2.10",
+            "SOA serial 1 where the server reports generation 2",
         ],
     );
     doc_shows("wire", &out);
+
+    // `dns status` sees the same through the SOA serial alone.
+    let (code, status, _) = run_omdb(&ts, &["dns", "status", "external"]);
+    assert_eq!(code, 1, "{status}");
+    assert!(status.contains("DIFFERS (UDP:1 TCP:1)"), "{status}");
+    assert!(
+        status.contains(&format!(
+            "DNS at {reported} over UDP answers SOA serial 1, but the server reports generation 2"
+        )),
+        "{status}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

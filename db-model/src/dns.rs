@@ -242,6 +242,10 @@ fn generation_from_db(value: i64) -> Result<u64, DbError> {
     u64::try_from(value).map_err(|_| DbError::Corrupt(format!("negative generation {value}")))
 }
 
+fn ttl_from_db(ttl: i64) -> Result<u32, DbError> {
+    u32::try_from(ttl).map_err(|_| DbError::Corrupt(format!("zone TTL {ttl} out of range")))
+}
+
 fn group_from_db(value: &str) -> Result<DnsGroup, DbError> {
     value.parse().map_err(|_| DbError::Corrupt(format!("unknown DNS group {value:?}")))
 }
@@ -277,13 +281,7 @@ async fn read_zones(
         .map_err(query_error(what, "reading the group's zones"))?;
     rows.iter()
         .map(|row| {
-            let ttl: i64 = row.get(2);
-            Ok(Zone {
-                id: row.get(0),
-                name: row.get(1),
-                ttl_seconds: u32::try_from(ttl)
-                    .map_err(|_| DbError::Corrupt(format!("zone TTL {ttl} out of range")))?,
-            })
+            Ok(Zone { id: row.get(0), name: row.get(1), ttl_seconds: ttl_from_db(row.get(2))? })
         })
         .collect()
 }
@@ -665,13 +663,10 @@ impl Datastore {
                 .map_err(query_error(WHAT, "reading the zones"))?;
             rows.iter()
                 .map(|row| {
-                    let ttl: i64 = row.get(2);
                     Ok(ZoneInfo {
                         group: group_from_db(row.get(0))?,
                         zone_name: row.get(1),
-                        ttl_seconds: u32::try_from(ttl).map_err(|_| {
-                            DbError::Corrupt(format!("zone TTL {ttl} out of range"))
-                        })?,
+                        ttl_seconds: ttl_from_db(row.get(2))?,
                     })
                 })
                 .collect::<Result<Vec<_>, DbError>>()

@@ -1,6 +1,6 @@
 //! Registration, the per-task activation loop, and activation on request.
 
-use crate::status::{
+use background_task_types::{
     ActivationReason, ActivationRecord, BackgroundTask, CurrentStatus, LastActivation,
 };
 use chrono::Utc;

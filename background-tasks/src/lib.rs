@@ -64,12 +64,11 @@
 //! ```
 
 mod driver;
-mod status;
 
+pub use background_task_types::{
+    ActivationReason, ActivationRecord, BackgroundTask, CurrentStatus, LastActivation,
+};
 pub use driver::{
     Activation, ActivationTicket, Activator, DEFAULT_HISTORY_LEN, Driver, DriverBuilder,
     DriverStopped, RegistrationError, Task, TaskDefinition, UnknownTask,
-};
-pub use status::{
-    ActivationReason, ActivationRecord, BackgroundTask, CurrentStatus, LastActivation,
 };

@@ -15,6 +15,7 @@ use crate::error::{DbError, Retryable, query_error};
 use crate::transaction::{Datastore, TxnMode};
 use chrono::{DateTime, Utc};
 use dns_types::history::NameStretch;
+use dns_types::limits;
 use dns_types::names::{self, NameError};
 use dns_types::{
     ConfigError, DnsChange, DnsConfig, DnsConfigZone, DnsDiff, DnsGroup, DnsRecord, DnsVersion,
@@ -63,6 +64,15 @@ pub enum DnsError {
     EmptyComment,
     #[error("the DNS change adds and removes nothing")]
     EmptyChange,
+    #[error("the DNS change {action} no records for name {name:?}: give at least one record{hint}")]
+    NoRecordsGiven { action: &'static str, name: String, hint: &'static str },
+    #[error(transparent)]
+    Text(#[from] dns_types::limits::TextError),
+    #[error(
+        "DNS group {group} has reached generation {latest}, the largest a 32-bit SOA serial \
+         holds; no further change can be committed"
+    )]
+    GenerationsExhausted { group: DnsGroup, latest: u64 },
     #[error("invalid DNS name {name:?}")]
     InvalidName {
         name: String,
@@ -427,12 +437,27 @@ async fn insert_version(
     version_from_row(group, &row)
 }
 
-fn check_change(change: &DnsChange) -> Result<(), DnsError> {
+/// What can be checked of a change before the database is asked.
+fn check_change(change: &DnsChange, creator: &str, initial: bool) -> Result<(), DnsError> {
     if change.comment.trim().is_empty() {
         return Err(DnsError::EmptyComment);
     }
-    if change.add.is_empty() && change.remove.is_empty() {
+    limits::check_text("the comment", &change.comment, limits::MAX_COMMENT_BYTES)?;
+    limits::check_text("the creator", creator, limits::MAX_CREATOR_BYTES)?;
+    if !initial && change.add.is_empty() && change.remove.is_empty() {
         return Err(DnsError::EmptyChange);
+    }
+    if let Some(add) = change.add.iter().find(|a| a.records.is_empty()) {
+        return Err(DnsError::NoRecordsGiven { action: "adds", name: add.name.clone(), hint: "" });
+    }
+    if let Some(removal) =
+        change.remove.iter().find(|r| r.records.as_ref().is_some_and(Vec::is_empty))
+    {
+        return Err(DnsError::NoRecordsGiven {
+            action: "removes",
+            name: removal.name.clone(),
+            hint: ", or leave out `records` to remove the whole name",
+        });
     }
     Ok(())
 }
@@ -448,9 +473,7 @@ impl Datastore {
         initial: &DnsChange,
     ) -> Result<DnsVersion, DnsError> {
         const WHAT: &str = "initialize DNS group";
-        if initial.comment.trim().is_empty() {
-            return Err(DnsError::EmptyComment);
-        }
+        check_change(initial, creator, true)?;
         if zones.is_empty() {
             return Err(DnsError::NoZones);
         }
@@ -519,7 +542,7 @@ impl Datastore {
         change: &DnsChange,
     ) -> Result<DnsVersion, DnsError> {
         const WHAT: &str = "commit DNS change";
-        check_change(change)?;
+        check_change(change, creator, false)?;
         let change = change.clone();
         let creator = creator.to_string();
         self.transaction(WHAT, TxnMode::ReadWrite, async move |txn| {
@@ -535,6 +558,9 @@ impl Datastore {
                 .map_err(query_error(WHAT, "claiming the next generation"))?
                 .ok_or(DnsError::GroupNotInitialized { group })?;
             let generation = generation_from_db(row.get(0))?;
+            if generation > limits::MAX_GENERATION {
+                return Err(DnsError::GenerationsExhausted { group, latest: generation - 1 });
+            }
             let zones = read_zones(txn, WHAT, group).await?;
             let resolved = ResolvedChange::resolve(&change, &zones)?;
 

@@ -5,7 +5,6 @@
 //! [`stack::Stack`] starts and controls it; the `devstack` binary runs one
 //! for people, and the end-to-end tests run one per test.
 
-pub mod process;
 pub mod stack;
 
 pub use stack::{Stack, StackOptions};

@@ -97,7 +97,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 fn print_ready(stack: &Stack, took: std::time::Duration) {
     let dns = stack.internal_dns_addresses();
-    let omdb = devstack::process::binary("omdb")
+    let omdb = test_support::process::binary("omdb")
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "cargo run -q -p omdb --".into());
     println!("ready (in {:.1}s)", took.as_secs_f64());
@@ -115,6 +115,7 @@ fn print_ready(stack: &Stack, took: std::time::Duration) {
     println!();
     println!("Try (in another terminal):");
     println!("  export OMDB_DNS_SERVER={}", dns[0]);
+    println!("  export OMDB_API_TOKEN_FILE={}", stack.api_token_file.display());
     println!("  alias omdb={omdb}");
     println!("  omdb nexus background-tasks show dns_internal");
     println!("  omdb dns status");

@@ -2,8 +2,8 @@
 //! Nexus instances, as real processes on loopback.  `devstack run` and the
 //! end-to-end tests both use it.
 
-use crate::process::{ChildProcess, binary};
 use anyhow::{Context, bail};
+use api_auth::ApiToken;
 use db_model::schema::SchemaError;
 use db_model::{Datastore, DatastoreOptions, DnsError, ZoneSpec};
 use dns_types::sync::{ServerClaim, Wanted, classify};
@@ -13,6 +13,7 @@ use local_postgres::{Directory, LocalPostgres};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use test_support::process::{ChildProcess, binary};
 use uuid::Uuid;
 
 /// What to start.
@@ -31,6 +32,9 @@ pub struct StackOptions {
     pub task_period_secs: u64,
     /// Nexus's limit for one push to one DNS server.
     pub server_timeout_secs: f64,
+    /// Whether Nexus repairs a server ahead of the database or diverged
+    /// from it (else it only reports it).
+    pub repair_servers: bool,
 }
 
 impl StackOptions {
@@ -45,6 +49,7 @@ impl StackOptions {
             nexus_instances: 2,
             task_period_secs: 60,
             server_timeout_secs: 5.0,
+            repair_servers: true,
         }
     }
 }
@@ -67,50 +72,33 @@ pub struct DnsServer {
     log: PathBuf,
     /// The DNS address it reports instead of the one it binds, if any.
     pub advertise: Option<SocketAddr>,
+    api_token_file: PathBuf,
 }
 
 impl DnsServer {
-    async fn spawn(
-        group: DnsGroup,
-        id: Uuid,
-        dns_address: SocketAddr,
-        http_address: SocketAddr,
-        storage_dir: PathBuf,
-        log: PathBuf,
-        advertise: Option<SocketAddr>,
-    ) -> anyhow::Result<DnsServer> {
+    /// Starts the process described by `self` (its addresses fixed in
+    /// advance, so that a restart binds the same ones).
+    async fn start(&mut self) -> anyhow::Result<()> {
         let mut args = vec![
             "--dns-address".into(),
-            dns_address.to_string(),
+            self.dns_address.to_string(),
             "--http-address".into(),
-            http_address.to_string(),
+            self.http_address.to_string(),
             "--storage-dir".into(),
-            storage_dir.display().to_string(),
+            self.storage_dir.display().to_string(),
             "--id".into(),
-            id.to_string(),
+            self.id.to_string(),
+            "--api-token-file".into(),
+            self.api_token_file.display().to_string(),
         ];
-        if let Some(advertise) = advertise {
+        if let Some(advertise) = self.advertise {
             args.extend(["--advertise-dns-address".into(), advertise.to_string()]);
         }
-        let name = format!("dns-server {group} {id}");
-        let (process, info) =
-            ChildProcess::start(&name, &binary("dns-server")?, &args, &log).await?;
-        let address = |key: &str| -> anyhow::Result<SocketAddr> {
-            info[key]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .with_context(|| format!("{name}: no {key} in {info}"))
-        };
-        Ok(DnsServer {
-            group,
-            id,
-            dns_address: address("dns_address")?,
-            http_address: address("http_address")?,
-            storage_dir,
-            process: Some(process),
-            log,
-            advertise,
-        })
+        let name = format!("dns-server {} {}", self.group, self.id);
+        let (process, _) =
+            ChildProcess::start(&name, &binary("dns-server")?, &args, &self.log).await?;
+        self.process = Some(process);
+        Ok(())
     }
 
     /// Stops the process (it can be started again with [`DnsServer::restart`]).
@@ -123,18 +111,7 @@ impl DnsServer {
     /// Starts the process again on the same addresses and storage.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop().await;
-        let again = DnsServer::spawn(
-            self.group,
-            self.id,
-            self.dns_address,
-            self.http_address,
-            self.storage_dir.clone(),
-            self.log.clone(),
-            self.advertise,
-        )
-        .await?;
-        self.process = again.process;
-        Ok(())
+        self.start().await
     }
 
     /// Starts the process again with the same storage and config API, but
@@ -172,10 +149,17 @@ pub struct Nexus {
     pub config_file: PathBuf,
     pub process: Option<ChildProcess>,
     log: PathBuf,
+    /// The stack's token, which [`Nexus::client`] sends.
+    api_token: ApiToken,
 }
 
 impl Nexus {
-    async fn spawn(id: Uuid, config_file: PathBuf, log: PathBuf) -> anyhow::Result<Nexus> {
+    async fn spawn(
+        id: Uuid,
+        config_file: PathBuf,
+        log: PathBuf,
+        api_token: ApiToken,
+    ) -> anyhow::Result<Nexus> {
         let args = vec!["--config-file".into(), config_file.display().to_string()];
         let name = format!("nexus {id}");
         let (process, info) = ChildProcess::start(&name, &binary("nexus")?, &args, &log).await?;
@@ -183,15 +167,18 @@ impl Nexus {
             .as_str()
             .and_then(|s| s.parse().ok())
             .with_context(|| format!("{name}: no internal_api_address in {info}"))?;
-        Ok(Nexus { id, address, config_file, process: Some(process), log })
+        Ok(Nexus { id, address, config_file, process: Some(process), log, api_token })
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.address)
     }
 
+    /// A client that can also write (it sends the stack's API token).
     pub fn client(&self) -> nexus_client::Client {
-        let http = reqwest::Client::builder()
+        let http = self
+            .api_token
+            .client_builder()
             .timeout(Duration::from_secs(60))
             .build()
             .expect("an HTTP client with a timeout builds");
@@ -218,6 +205,9 @@ pub struct Stack {
     pub dns_servers: Vec<DnsServer>,
     pub nexus: Vec<Nexus>,
     pub database_id: Uuid,
+    /// The token every component requires for writes, and its file.
+    pub api_token: ApiToken,
+    pub api_token_file: PathBuf,
 }
 
 impl Stack {
@@ -233,6 +223,14 @@ impl Stack {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&options.run_dir, std::fs::Permissions::from_mode(0o755))?;
         }
+
+        // A new token per run: whoever holds it may change DNS data, so it
+        // is readable by its owner only.
+        let api_token = ApiToken::generate();
+        let api_token_file = options.run_dir.join("api-token");
+        api_token
+            .write_to(&api_token_file)
+            .with_context(|| format!("writing the API token to {}", api_token_file.display()))?;
 
         let (database, db_url) = match &options.db_url {
             Some(url) => (Database::External, url.clone()),
@@ -267,7 +265,9 @@ impl Stack {
                 let name = format!("dns-{group}-{i}");
                 let storage = options.run_dir.join(&name);
                 let log = options.run_dir.join(format!("{name}.log"));
-                dns_servers.push(spawn_on_free_ports(group, id, storage, log).await?);
+                dns_servers.push(
+                    spawn_on_free_ports(group, id, storage, log, api_token_file.clone()).await?,
+                );
             }
         }
 
@@ -281,6 +281,8 @@ impl Stack {
             dns_servers,
             nexus: Vec::new(),
             database_id,
+            api_token,
+            api_token_file,
         };
         stack.write_initial_dns(db_port).await?;
         stack.push_initial_dns().await?;
@@ -290,7 +292,8 @@ impl Stack {
             let config_file = stack.options.run_dir.join(format!("nexus-{i}.toml"));
             std::fs::write(&config_file, stack.nexus_config(id))?;
             let log = stack.options.run_dir.join(format!("nexus-{i}.log"));
-            stack.nexus.push(Nexus::spawn(id, config_file, log).await?);
+            let token = stack.api_token.clone();
+            stack.nexus.push(Nexus::spawn(id, config_file, log, token).await?);
         }
         stack.wait_until_converged(Duration::from_secs(60)).await?;
         Ok(stack)
@@ -383,7 +386,7 @@ impl Stack {
         for group in DnsGroup::ALL {
             let config = self.datastore.dns_config_read(group, None).await?;
             for server in self.servers(group) {
-                let client = dns_server_client(server)?;
+                let client = dns_server_client(server, &self.api_token)?;
                 client.config_put().body(config.clone()).send().await.with_context(|| {
                     format!("giving {group} DNS server {} its first config", server.http_address)
                 })?;
@@ -400,14 +403,16 @@ impl Stack {
             .map(|s| format!("\"{}\"", s.dns_address))
             .collect();
         format!(
-            "id = \"{id}\"\n\n[database]\nurl = \"{}\"\n\n[internal_api]\naddress = \"127.0.0.1:0\"\n\n\
+            "id = \"{id}\"\napi_token_file = \"{}\"\n\n[database]\nurl = \"{}\"\n\n[internal_api]\naddress = \"127.0.0.1:0\"\n\n\
              [internal_dns]\nbootstrap_servers = [{}]\nzone = \"{}\"\n\n\
-             [tasks]\nperiod_secs = {}\nserver_timeout_secs = {}\n",
+             [tasks]\nperiod_secs = {}\nserver_timeout_secs = {}\nrepair_servers = {}\n",
+            self.api_token_file.display(),
             self.db_url,
             bootstrap.join(", "),
             self.options.internal_zone,
             self.options.task_period_secs,
             self.options.server_timeout_secs,
+            self.options.repair_servers,
         )
     }
 
@@ -444,7 +449,7 @@ impl Stack {
             for server in
                 self.dns_servers.iter().filter(|s| s.group == group && s.process.is_some())
             {
-                let status = match dns_server_client(server) {
+                let status = match dns_server_client(server, &self.api_token) {
                     Ok(client) => client.status_get().send().await.map(|s| s.into_inner()),
                     Err(e) => {
                         return Some(format!("{group} DNS server {}: {e}", server.http_address));
@@ -480,7 +485,12 @@ impl Stack {
     }
 
     pub async fn server_generation(&self, server: &DnsServer) -> anyhow::Result<u64> {
-        Ok(dns_server_client(server)?.status_get().send().await?.into_inner().generation)
+        Ok(dns_server_client(server, &self.api_token)?
+            .status_get()
+            .send()
+            .await?
+            .into_inner()
+            .generation)
     }
 
     /// The DNS addresses of the internal DNS servers (for `OMDB_DNS_SERVER`).
@@ -530,24 +540,24 @@ async fn spawn_on_free_ports(
     id: Uuid,
     storage: PathBuf,
     log: PathBuf,
+    api_token_file: PathBuf,
 ) -> anyhow::Result<DnsServer> {
     let mut last_error = None;
     for _ in 0..5 {
         let (dns, http) = (free_port()?, free_port()?);
-        let dns_address = SocketAddr::from(([127, 0, 0, 1], dns));
-        let http_address = SocketAddr::from(([127, 0, 0, 1], http));
-        match DnsServer::spawn(
+        let mut server = DnsServer {
             group,
             id,
-            dns_address,
-            http_address,
-            storage.clone(),
-            log.clone(),
-            None,
-        )
-        .await
-        {
-            Ok(server) => return Ok(server),
+            dns_address: SocketAddr::from(([127, 0, 0, 1], dns)),
+            http_address: SocketAddr::from(([127, 0, 0, 1], http)),
+            storage_dir: storage.clone(),
+            process: None,
+            log: log.clone(),
+            advertise: None,
+            api_token_file: api_token_file.clone(),
+        };
+        match server.start().await {
+            Ok(()) => return Ok(server),
             Err(e) => last_error = Some(e),
         }
     }
@@ -566,10 +576,15 @@ pub fn free_port() -> anyhow::Result<u16> {
     bail!("could not find a free loopback port")
 }
 
-/// A client for a server's config API whose requests give up after 30 s
-/// (a 100,000-name config takes about a second to apply).
-fn dns_server_client(server: &DnsServer) -> anyhow::Result<dns_server_client::Client> {
-    let http = reqwest::Client::builder()
+/// A client for a server's config API that sends the stack's token and
+/// whose requests give up after 30 s (a 100,000-name config takes about a
+/// second to apply).
+pub fn dns_server_client(
+    server: &DnsServer,
+    api_token: &ApiToken,
+) -> anyhow::Result<dns_server_client::Client> {
+    let http = api_token
+        .client_builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .build()?;

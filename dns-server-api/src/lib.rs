@@ -5,11 +5,10 @@
 //! generated from the OpenAPI document (`openapi/dns-server.json`, checked
 //! against this trait by a test) into `dns-server-client`.
 
+use api_json::StrictJson;
 use chrono::{DateTime, Utc};
 use dns_types::DnsConfig;
-use dropshot::{
-    HttpError, HttpResponseOk, HttpResponseUpdatedNoContent, RequestContext, TypedBody,
-};
+use dropshot::{HttpError, HttpResponseOk, HttpResponseUpdatedNoContent, RequestContext};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -29,6 +28,9 @@ pub mod error_codes {
     pub const NO_CONFIG: &str = "NoConfig";
     /// The config could not be stored durably; nothing changed.
     pub const STORAGE: &str = "StorageFailed";
+    /// A repair named a served generation and digest that are not what the
+    /// server serves; nothing changed.
+    pub const REPAIR_PRECONDITION: &str = "RepairPreconditionFailed";
 }
 
 #[dropshot::api_description]
@@ -50,8 +52,20 @@ pub trait DnsServerApi {
     #[endpoint { method = PUT, path = "/config" }]
     async fn config_put(
         rqctx: RequestContext<Self::Context>,
-        config: TypedBody<DnsConfig>,
+        config: StrictJson<DnsConfig>,
     ) -> Result<HttpResponseUpdatedNoContent, HttpError>;
+
+    /// Replaces what the server serves with `config` whatever the
+    /// generations, but only when the server serves exactly `replaces`
+    /// (generation and digest): the way back to the database for a server
+    /// that got ahead of it or diverged from it.  Otherwise fails with
+    /// `RepairPreconditionFailed` (409) and changes nothing.  The repair is
+    /// logged and reported by `GET /status` (`last_repair`).
+    #[endpoint { method = PUT, path = "/config/repair" }]
+    async fn config_repair(
+        rqctx: RequestContext<Self::Context>,
+        repair: StrictJson<ConfigRepair>,
+    ) -> Result<HttpResponseOk<RepairRecord>, HttpError>;
 
     /// What this server is and what it serves: generation, digest, zones.
     #[endpoint { method = GET, path = "/status" }]
@@ -66,6 +80,40 @@ pub struct AppliedConfig {
     pub config: DnsConfig,
     /// When this server started serving it.
     pub time_applied: DateTime<Utc>,
+}
+
+/// What a server serves, as a repair names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ServedIdentity {
+    pub generation: u64,
+    /// Absent for a server with no config.
+    pub digest: Option<String>,
+}
+
+/// A request to replace a wrong config (`PUT /config/repair`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigRepair {
+    /// What the caller saw the server serve; the repair applies only if the
+    /// server still serves exactly this.
+    pub replaces: ServedIdentity,
+    /// The config to serve instead (from the database).
+    pub config: DnsConfig,
+    /// Why, in words: kept with the repair's record.
+    pub reason: String,
+}
+
+/// What a repair did, kept by the server (until it restarts) and reported
+/// by `GET /status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RepairRecord {
+    pub repaired_at: DateTime<Utc>,
+    /// What was served before.
+    pub replaced: ServedIdentity,
+    /// What is served since.
+    pub generation: u64,
+    pub digest: String,
+    pub reason: String,
 }
 
 /// A server's account of itself.
@@ -86,6 +134,9 @@ pub struct DnsServerStatus {
     pub dns_addresses: Vec<SocketAddr>,
     pub zones: Vec<ZoneStatus>,
     pub started_at: DateTime<Utc>,
+    /// The last repair since the server started, if any.
+    #[serde(default)]
+    pub last_repair: Option<RepairRecord>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

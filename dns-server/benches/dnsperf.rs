@@ -11,12 +11,13 @@
 //! 15% NODATA) is sent to our `dns-server` and to `knotd` serving the same
 //! zone, one after the other, in one run.
 
-use devstack::process::ChildProcess;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use test_support::TokenDir;
+use test_support::process::{ChildProcess, DnsServerProcess};
 
 const ZONE: &str = "control-plane.internal";
 
@@ -123,19 +124,13 @@ fn wait_for_port(port: u16) {
     }
 }
 
-async fn start_ours(dir: &Path) -> (ChildProcess, SocketAddr, SocketAddr) {
-    let args: Vec<String> =
-        ["--dns-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--storage-dir"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([dir.join("ours").display().to_string()])
-            .collect();
+async fn start_ours(dir: &Path, token_file: &Path) -> (ChildProcess, SocketAddr, SocketAddr) {
     let binary = Path::new(env!("CARGO_BIN_EXE_dns-server"));
-    let (process, info) =
-        ChildProcess::start("dns-server", binary, &args, &dir.join("ours.log")).await.unwrap();
-    let dns = info["dns_address"].as_str().unwrap().parse().unwrap();
-    let http = info["http_address"].as_str().unwrap().parse().unwrap();
-    (process, dns, http)
+    let (storage, log) = (dir.join("ours"), dir.join("ours.log"));
+    let any = "127.0.0.1:0";
+    let server =
+        DnsServerProcess::start(binary, any, any, &storage, token_file, &log).await.unwrap();
+    (server.process, server.dns_address, server.http_address)
 }
 
 fn start_knot(dir: &Path, names: usize) -> (Process, u16) {
@@ -197,7 +192,8 @@ async fn main() {
     }
     let seconds: u64 =
         std::env::var("DNSPERF_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build().unwrap();
+    let tokens = TokenDir::new();
+    let http = tokens.http_client(Duration::from_secs(300));
     println!(
         "| names | dns-server q/s | knotd q/s | ratio | dns-server RSS after 2 PUTs / after restart | PUT /config |"
     );
@@ -207,7 +203,7 @@ async fn main() {
         let queries = dir.path().join("queries.txt");
         std::fs::write(&queries, query_file(names)).unwrap();
 
-        let (ours, dns, api) = start_ours(dir.path()).await;
+        let (ours, dns, api) = start_ours(dir.path(), &tokens.token_file()).await;
         let body = serde_json::to_vec(&config_json(names, 1)).unwrap();
         let put = |body: Vec<u8>| {
             http.put(format!("http://{api}/config"))
@@ -257,7 +253,7 @@ async fn main() {
         let (our_qps, our_lost) = dnsperf(dns.port(), &queries, seconds);
         drop(ours);
         // Steady state: a fresh process that loaded the stored config.
-        let (restarted, _, _) = start_ours(dir.path()).await;
+        let (restarted, _, _) = start_ours(dir.path(), &tokens.token_file()).await;
         let rss_restarted = rss_kib(restarted.pid().unwrap().as_raw() as u32);
         drop(restarted);
 

@@ -1,11 +1,14 @@
 //! The config HTTP API (`dns-server-api`), implemented over [`ServerState`].
 
 use crate::state::{ServerState, UpdateError};
-use dns_server_api::{AppliedConfig, DnsServerApi, DnsServerStatus, ZoneStatus, error_codes};
+use api_json::StrictJson;
+use dns_server_api::{
+    AppliedConfig, ConfigRepair, DnsServerApi, DnsServerStatus, RepairRecord, ZoneStatus,
+    error_codes,
+};
 use dns_types::DnsConfig;
 use dropshot::{
     ClientErrorStatusCode, HttpError, HttpResponseOk, HttpResponseUpdatedNoContent, RequestContext,
-    TypedBody,
 };
 use std::sync::Arc;
 
@@ -33,8 +36,9 @@ impl DnsServerApi for DnsServerApiImpl {
 
     async fn config_put(
         rqctx: RequestContext<Self::Context>,
-        config: TypedBody<DnsConfig>,
+        config: StrictJson<DnsConfig>,
     ) -> Result<HttpResponseUpdatedNoContent, HttpError> {
+        rqctx.context().api_token.authorize(rqctx.request.headers())?;
         let config = config.into_inner();
         let generation = config.generation;
         match rqctx.context().update(config).await {
@@ -44,6 +48,21 @@ impl DnsServerApi for DnsServerApiImpl {
             }
             Err(error) => Err(to_http_error(generation, error)),
         }
+    }
+
+    async fn config_repair(
+        rqctx: RequestContext<Self::Context>,
+        repair: StrictJson<ConfigRepair>,
+    ) -> Result<HttpResponseOk<RepairRecord>, HttpError> {
+        rqctx.context().api_token.authorize(rqctx.request.headers())?;
+        let repair = repair.into_inner();
+        let generation = repair.config.generation;
+        rqctx
+            .context()
+            .repair(repair)
+            .await
+            .map(HttpResponseOk)
+            .map_err(|e| to_http_error(generation, e))
     }
 
     async fn status_get(
@@ -69,6 +88,7 @@ impl DnsServerApi for DnsServerApiImpl {
                 })
                 .collect(),
             started_at: state.started_at,
+            last_repair: state.last_repair(),
         }))
     }
 }
@@ -79,23 +99,30 @@ fn to_http_error(generation: u64, error: UpdateError) -> HttpError {
     enum Kind {
         Invalid,
         Conflict,
+        RepairPrecondition,
         Storage,
         Internal,
     }
     let kind = match &error {
         UpdateError::Invalid(_) | UpdateError::Compile(_) => Kind::Invalid,
         UpdateError::BadGeneration { .. } => Kind::Conflict,
+        UpdateError::RepairPrecondition { .. } => Kind::RepairPrecondition,
         UpdateError::Storage { .. } => Kind::Storage,
         UpdateError::Internal(_) => Kind::Internal,
     };
     let message = format!("{:#}", anyhow::Error::new(error));
-    tracing::warn!(generation, error = %message, "PUT /config rejected");
+    tracing::warn!(generation, error = %message, "config write rejected");
     match kind {
         Kind::Invalid => {
             HttpError::for_bad_request(Some(error_codes::INVALID_CONFIG.into()), message)
         }
         Kind::Conflict => HttpError::for_client_error(
             Some(error_codes::BAD_UPDATE_GENERATION.into()),
+            ClientErrorStatusCode::CONFLICT,
+            message,
+        ),
+        Kind::RepairPrecondition => HttpError::for_client_error(
+            Some(error_codes::REPAIR_PRECONDITION.into()),
             ClientErrorStatusCode::CONFLICT,
             message,
         ),

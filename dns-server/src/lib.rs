@@ -46,12 +46,16 @@ pub struct Config {
     /// reports, and so where omdb asks it over the wire.
     #[serde(default)]
     pub advertise_dns_address: Option<SocketAddr>,
+    /// File holding the bearer token every config write must carry
+    /// (`api-auth`).
+    pub api_token_file: PathBuf,
 }
 
 impl Config {
-    /// Loopback addresses with ports picked by the kernel, and `storage_dir`:
-    /// a server for tests and tools that find its addresses afterwards.
-    pub fn loopback(storage_dir: impl Into<PathBuf>) -> Config {
+    /// Loopback addresses with ports picked by the kernel, `storage_dir` and
+    /// `api_token_file`: a server for tests and tools that find its
+    /// addresses afterwards.
+    pub fn loopback(storage_dir: impl Into<PathBuf>, api_token_file: impl Into<PathBuf>) -> Config {
         let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
         Config {
             dns_address: any_port,
@@ -59,6 +63,7 @@ impl Config {
             storage_dir: storage_dir.into(),
             id: None,
             advertise_dns_address: None,
+            api_token_file: api_token_file.into(),
         }
     }
 }
@@ -76,6 +81,7 @@ impl RunningServer {
     /// Loads the stored config, binds the DNS (UDP and TCP, same port) and
     /// HTTP sockets and starts serving.
     pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
+        let api_token = api_auth::ApiToken::from_file(&config.api_token_file)?;
         let storage = storage::Storage::open(&config.storage_dir)?;
         let id = match config.id {
             Some(id) => id,
@@ -84,7 +90,7 @@ impl RunningServer {
         let (udp, tcp) = bind_dns(config.dns_address).await?;
         let dns_address = udp.local_addr()?;
         let advertised = config.advertise_dns_address.unwrap_or(dns_address);
-        let state = Arc::new(ServerState::load(id, storage, vec![advertised])?);
+        let state = Arc::new(ServerState::load(id, storage, vec![advertised], api_token)?);
 
         let mut dns = hickory_server::Server::new(dns::DnsHandler { state: state.clone() });
         dns.register_socket(udp);

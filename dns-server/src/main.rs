@@ -31,9 +31,14 @@ struct Args {
     /// proxy or NAT); reported by `GET /status`.
     #[arg(long)]
     advertise_dns_address: Option<SocketAddr>,
-    /// A TOML file with the keys dns_address, http_address, storage_dir and
-    /// optionally id and advertise_dns_address, instead of the flags.
-    #[arg(long, conflicts_with_all = ["dns_address", "http_address", "storage_dir", "id", "advertise_dns_address"])]
+    /// File holding the bearer token that every config write must carry
+    /// (`Authorization: Bearer <token>`); reads stay open.
+    #[arg(long)]
+    api_token_file: Option<PathBuf>,
+    /// A TOML file with the keys dns_address, http_address, storage_dir,
+    /// api_token_file and optionally id and advertise_dns_address, instead
+    /// of the flags.
+    #[arg(long, conflicts_with_all = ["dns_address", "http_address", "storage_dir", "id", "advertise_dns_address", "api_token_file"])]
     config_file: Option<PathBuf>,
 }
 
@@ -44,15 +49,20 @@ fn config(args: Args) -> anyhow::Result<Config> {
         return toml::from_str(&text)
             .with_context(|| format!("parsing config file {}", path.display()));
     }
-    match (args.dns_address, args.http_address, args.storage_dir) {
-        (Some(dns_address), Some(http_address), Some(storage_dir)) => Ok(Config {
-            dns_address,
-            http_address,
-            storage_dir,
-            id: args.id,
-            advertise_dns_address: args.advertise_dns_address,
-        }),
-        _ => bail!("give --dns-address, --http-address and --storage-dir (or --config-file)"),
+    match (args.dns_address, args.http_address, args.storage_dir, args.api_token_file) {
+        (Some(dns_address), Some(http_address), Some(storage_dir), Some(api_token_file)) => {
+            Ok(Config {
+                dns_address,
+                http_address,
+                storage_dir,
+                id: args.id,
+                advertise_dns_address: args.advertise_dns_address,
+                api_token_file,
+            })
+        }
+        _ => bail!(
+            "give --dns-address, --http-address, --storage-dir and --api-token-file (or --config-file)"
+        ),
     }
 }
 

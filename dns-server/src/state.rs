@@ -10,6 +10,7 @@
 use crate::storage::{Storage, StorageError};
 use crate::zone::{CompileError, Served};
 use chrono::{DateTime, Utc};
+use dns_server_api::{ConfigRepair, RepairRecord, ServedIdentity};
 use dns_types::{ConfigError, DnsConfig};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -31,6 +32,17 @@ pub enum UpdateError {
         #[source]
         source: StorageError,
     },
+    #[error(
+        "repair refused: it replaces generation {expected} (digest {}), but this server serves \
+         generation {current} (digest {}); ask its status again",
+        expected_digest.as_deref().unwrap_or("none"), current_digest.as_deref().unwrap_or("none")
+    )]
+    RepairPrecondition {
+        expected: u64,
+        expected_digest: Option<String>,
+        current: u64,
+        current_digest: Option<String>,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -43,9 +55,12 @@ pub struct ServerState {
     pub id: Uuid,
     pub started_at: DateTime<Utc>,
     pub dns_addresses: Vec<SocketAddr>,
+    /// Required by every write to the config API.
+    pub api_token: api_auth::ApiToken,
     storage: Storage,
     served: RwLock<Arc<Served>>,
     update_lock: tokio::sync::Mutex<()>,
+    last_repair: std::sync::Mutex<Option<RepairRecord>>,
 }
 
 impl ServerState {
@@ -55,6 +70,7 @@ impl ServerState {
         id: Uuid,
         storage: Storage,
         dns_addresses: Vec<SocketAddr>,
+        api_token: api_auth::ApiToken,
     ) -> Result<ServerState, anyhow::Error> {
         let served = match storage.load()? {
             None => Served::empty(),
@@ -69,9 +85,11 @@ impl ServerState {
             id,
             started_at: Utc::now(),
             dns_addresses,
+            api_token,
             storage,
             served: RwLock::new(Arc::new(served)),
             update_lock: tokio::sync::Mutex::new(()),
+            last_repair: std::sync::Mutex::new(None),
         })
     }
 
@@ -112,6 +130,64 @@ impl ServerState {
             };
         }
 
+        drop(current);
+        self.replace(config, current_generation).await?;
+        tracing::info!(generation = requested, previous = current_generation, "applied new config");
+        Ok(UpdateOutcome::Applied)
+    }
+
+    /// Replaces what is served with `repair.config` whatever the
+    /// generations, if the server serves exactly `repair.replaces`.
+    pub async fn repair(
+        self: &Arc<Self>,
+        repair: ConfigRepair,
+    ) -> Result<RepairRecord, UpdateError> {
+        repair.config.validate()?;
+        let _guard = self.update_lock.lock().await;
+        let current = self.served();
+        let identity = ServedIdentity {
+            generation: current.generation(),
+            digest: current.applied.as_ref().map(|a| a.digest.clone()),
+        };
+        drop(current);
+        if identity != repair.replaces {
+            return Err(UpdateError::RepairPrecondition {
+                expected: repair.replaces.generation,
+                expected_digest: repair.replaces.digest,
+                current: identity.generation,
+                current_digest: identity.digest,
+            });
+        }
+        let generation = repair.config.generation;
+        let digest = self.replace(repair.config, identity.generation).await?;
+        let record = RepairRecord {
+            repaired_at: Utc::now(),
+            replaced: identity,
+            generation,
+            digest,
+            reason: repair.reason,
+        };
+        tracing::warn!(
+            replaced_generation = record.replaced.generation,
+            replaced_digest = record.replaced.digest.as_deref().unwrap_or("none"),
+            generation, reason = %record.reason, "config REPAIRED: replaced what was served"
+        );
+        *self.last_repair.lock().unwrap_or_else(|e| e.into_inner()) = Some(record.clone());
+        Ok(record)
+    }
+
+    /// The last repair since start-up.
+    pub fn last_repair(&self) -> Option<RepairRecord> {
+        self.last_repair.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Compiles, stores and swaps in `config` (the caller holds the update
+    /// lock and has checked the rules); returns its digest.
+    async fn replace(
+        self: &Arc<Self>,
+        config: DnsConfig,
+        current: u64,
+    ) -> Result<String, UpdateError> {
         // Compiling and storing a large config takes a while: do it on a
         // blocking thread, while queries keep being answered from the
         // current config.
@@ -121,19 +197,19 @@ impl ServerState {
             let applied = served.applied.as_ref().expect("a compiled config is applied");
             this.storage
                 .save(&applied.config, applied.time_applied)
-                .map_err(|source| UpdateError::Storage { current: current_generation, source })?;
+                .map_err(|source| UpdateError::Storage { current, source })?;
             Ok::<_, UpdateError>(served)
         })
         .await
         .map_err(|e| UpdateError::Internal(format!("applying the config failed: {e}")))??;
+        let digest = served.applied.as_ref().expect("a compiled config is applied").digest.clone();
         let previous = std::mem::replace(
             &mut *self.served.write().unwrap_or_else(|e| e.into_inner()),
             Arc::new(served),
         );
-        drop((previous, current));
+        drop(previous);
         release_free_memory();
-        tracing::info!(generation = requested, previous = current_generation, "applied new config");
-        Ok(UpdateOutcome::Applied)
+        Ok(digest)
     }
 }
 

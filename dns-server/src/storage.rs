@@ -4,6 +4,10 @@
 //! to a temporary file in the same directory, flushed to disk, renamed over
 //! the old file, and the directory is flushed.  A crash at any point leaves
 //! either the old or the new file whole, never a mix.
+//!
+//! The file carries the SHA-256 of the config exactly as stored, checked on
+//! load: a file edited by hand or damaged on disk into other valid JSON is a
+//! start-up error naming the file, never served.
 
 use chrono::{DateTime, Utc};
 use dns_server_api::AppliedConfig;
@@ -35,6 +39,13 @@ pub enum StorageError {
         #[source]
         source: serde_json::Error,
     },
+    #[error(
+        "stored config {} was altered: its config has SHA-256 {computed}, but it was stored \
+         with {stored}; restore it, or move it away to start empty (Nexus then pushes \
+         the database's latest)",
+        path.display()
+    )]
+    DigestMismatch { path: PathBuf, stored: String, computed: String },
     #[error("could not write config to {}", path.display())]
     Write {
         path: PathBuf,
@@ -62,17 +73,35 @@ impl Storage {
         self.dir.join(FILE_NAME)
     }
 
-    /// The stored config, if any.
+    /// The stored config, if any, checked against its stored checksum.
     pub fn load(&self) -> Result<Option<AppliedConfig>, StorageError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Stored<'a> {
+            #[serde(borrow)]
+            config: &'a serde_json::value::RawValue,
+            config_sha256: String,
+            time_applied: DateTime<Utc>,
+        }
         let path = self.path();
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(StorageError::Read { path, source }),
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| StorageError::Corrupt { path, source })
+        let stored: Stored = serde_json::from_slice(&bytes)
+            .map_err(|source| StorageError::Corrupt { path: path.clone(), source })?;
+        let computed = sha256_hex(stored.config.get().as_bytes());
+        if computed != stored.config_sha256 {
+            return Err(StorageError::DigestMismatch {
+                path,
+                stored: stored.config_sha256,
+                computed,
+            });
+        }
+        let config = serde_json::from_str(stored.config.get())
+            .map_err(|source| StorageError::Corrupt { path, source })?;
+        Ok(Some(AppliedConfig { config, time_applied: stored.time_applied }))
     }
 
     /// Replaces the stored config atomically and durably.  Blocking.
@@ -81,17 +110,19 @@ impl Storage {
         config: &DnsConfig,
         time_applied: DateTime<Utc>,
     ) -> Result<(), StorageError> {
-        // The same JSON shape as `AppliedConfig`, without copying the config.
         #[derive(serde::Serialize)]
         struct Stored<'a> {
-            config: &'a DnsConfig,
+            config: &'a serde_json::value::RawValue,
+            config_sha256: String,
             time_applied: DateTime<Utc>,
         }
         let temp = self.dir.join(TEMP_NAME);
         let write_error = |source| StorageError::Write { path: temp.clone(), source };
         let mut file = File::create(&temp).map_err(write_error)?;
-        let bytes =
-            serde_json::to_vec(&Stored { config, time_applied }).expect("configs always serialize");
+        let config = serde_json::value::to_raw_value(config).expect("configs always serialize");
+        let config_sha256 = sha256_hex(config.get().as_bytes());
+        let bytes = serde_json::to_vec(&Stored { config: &config, config_sha256, time_applied })
+            .expect("configs always serialize");
         file.write_all(&bytes).map_err(write_error)?;
         file.sync_all().map_err(write_error)?;
         drop(file);
@@ -99,6 +130,11 @@ impl Storage {
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(write_error)?;
         Ok(())
     }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -140,6 +176,23 @@ mod tests {
         let reopened = Storage::open(dir.path()).unwrap();
         assert_eq!(reopened.load().unwrap().unwrap().config.generation, 5);
         assert!(!dir.path().join(TEMP_NAME).exists());
+    }
+
+    /// Other valid JSON (a record edited by hand) is refused, naming the
+    /// file and both digests.
+    #[test]
+    fn an_altered_file_is_refused_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let mut a = applied(5);
+        a.config.comment = "original".into();
+        storage.save(&a.config, a.time_applied).unwrap();
+        let text = std::fs::read_to_string(storage.path()).unwrap();
+        std::fs::write(storage.path(), text.replace("original", "altered!")).unwrap();
+        let error = storage.load().unwrap_err().to_string();
+        assert!(error.contains("was altered"), "{error}");
+        assert!(error.contains(&storage.path().display().to_string()), "{error}");
+        assert!(error.contains("SHA-256"), "{error}");
     }
 
     #[test]

@@ -5,13 +5,14 @@
 mod common;
 
 use common::*;
-use devstack::process::ChildProcess;
 use dns_types::DnsRecord;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use test_support::TokenDir;
+use test_support::process::{ChildProcess, DnsServerProcess};
 
 fn a(last: u8) -> DnsRecord {
     DnsRecord::A(std::net::Ipv4Addr::new(192, 0, 2, last))
@@ -138,7 +139,7 @@ async fn racing_puts_never_corrupt_or_go_backwards() {
 #[tokio::test]
 async fn invalid_configs_are_rejected_with_the_reason() {
     let s = TestServer::start().await;
-    let http = reqwest::Client::new();
+    let http = s.dir.http_client(TIMEOUT);
     let url = format!("http://{}/config", s.server.http_address());
     let cases = [
         ("not json", "{\"generation\": 1,", "unable to parse JSON body"),
@@ -235,43 +236,35 @@ async fn swaps_are_atomic_and_queries_continue_during_a_large_apply() {
 #[tokio::test]
 async fn the_binary_serves_its_stored_generation_right_after_a_restart() {
     async fn start(
-        storage: &std::path::Path,
+        dir: &TokenDir,
         dns: &str,
         http: &str,
     ) -> (ChildProcess, SocketAddr, SocketAddr) {
-        let args: Vec<String> = ["--dns-address", dns, "--http-address", http, "--storage-dir"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([storage.display().to_string()])
-            .collect();
         let binary = std::path::Path::new(env!("CARGO_BIN_EXE_dns-server"));
-        let (process, info) =
-            ChildProcess::start("dns-server", binary, &args, &storage.join("log")).await.unwrap();
-        let dns = info["dns_address"].as_str().unwrap().parse().unwrap();
-        let http = info["http_address"].as_str().unwrap().parse().unwrap();
-        (process, dns, http)
+        let storage = dir.path().join("storage");
+        let log = dir.path().join("log");
+        let server = DnsServerProcess::start(binary, dns, http, &storage, &dir.token_file(), &log)
+            .await
+            .unwrap();
+        (server.process, server.dns_address, server.http_address)
     }
 
-    let storage = tempfile::tempdir().unwrap();
-    let (process, dns, http) = start(storage.path(), "127.0.0.1:0", "127.0.0.1:0").await;
-    let client = client(http);
+    let dir = TokenDir::new();
+    let (process, dns, http) = start(&dir, "127.0.0.1:0", "127.0.0.1:0").await;
+    let client = client(&dir, http);
     let id = client.status_get().send().await.unwrap().into_inner().id;
     put(&client, &config(12, vec![("www", vec![a(12)])])).await.unwrap();
     // SIGKILL: no chance to flush anything at exit.
     process.kill().await;
 
-    let (_process, dns2, http2) = start(storage.path(), &dns.to_string(), "127.0.0.1:0").await;
+    let (_process, dns2, http2) = start(&dir, &dns.to_string(), "127.0.0.1:0").await;
     assert_eq!(dns2, dns);
     // The very first query is answered from generation 12.
     let m = query(dns2, &format!("www.{ZONE}."), RecordType::A, Transport::Udp).await;
     assert_eq!(m.answers[0].data.to_string(), "192.0.2.12");
-    let status = client_status(http2).await;
+    let status = common::client(&dir, http2).status_get().send().await.unwrap().into_inner();
     assert_eq!(status.generation, 12);
     assert_eq!(status.id, id, "the server keeps its id across restarts");
-}
-
-async fn client_status(http: SocketAddr) -> dns_server_client::types::DnsServerStatus {
-    client(http).status_get().send().await.unwrap().into_inner()
 }
 
 /// A config that cannot be stored durably is not applied: the server keeps
@@ -280,7 +273,7 @@ async fn client_status(http: SocketAddr) -> dns_server_client::types::DnsServerS
 async fn a_config_that_cannot_be_stored_is_not_applied() {
     let s = TestServer::start().await;
     s.put(&config(1, vec![("www", vec![a(1)])])).await.unwrap();
-    std::fs::remove_dir_all(s.storage.path()).unwrap();
+    std::fs::remove_dir_all(s.storage_dir()).unwrap();
     let (status, code, message) = s.put(&config(2, vec![("www", vec![a(2)])])).await.unwrap_err();
     assert_eq!((status, code.as_str()), (500, "StorageFailed"));
     assert!(message.contains("still serving generation 1"), "{message}");

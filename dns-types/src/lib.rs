@@ -18,6 +18,8 @@
 //!   names, for "what happened to this name?".
 //! - [`sync`]: the one classification of a server's state (current, behind,
 //!   diverged, ...) against what it should serve.
+//! - [`limits`]: the bounds every input is held to (generation, text,
+//!   records per name).
 //! - [`error_chain`]: an error with its causes on one line, without the
 //!   repetition some libraries' messages carry.
 //!
@@ -25,6 +27,7 @@
 
 pub mod digest;
 pub mod history;
+pub mod limits;
 pub mod names;
 mod records;
 pub mod sync;
@@ -134,6 +137,11 @@ impl DnsConfig {
     /// trailing dots, as [`DnsRecord::normalized`] produces), so that two
     /// configs with the same content are equal and digest the same.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.generation > limits::MAX_GENERATION {
+            return Err(ConfigError::GenerationTooLarge { generation: self.generation });
+        }
+        limits::check_text("the comment", &self.comment, limits::MAX_COMMENT_BYTES)?;
+        limits::check_text("the creator", &self.creator, limits::MAX_CREATOR_BYTES)?;
         let mut zones_seen = BTreeSet::new();
         for zone in &self.zones {
             let canonical = names::parse_zone_name(&zone.zone_name).map_err(|source| {
@@ -206,6 +214,15 @@ pub fn validate_name_records(
             });
         }
     }
+    let size = limits::records_wire_size(records);
+    if size > limits::MAX_NAME_WIRE_BYTES {
+        return Err(ConfigError::NameTooLarge {
+            zone: zone.into(),
+            name: name.into(),
+            records: records.len(),
+            size,
+        });
+    }
     if records.len() > 1 && records.iter().any(|r| matches!(r, DnsRecord::Cname(_))) {
         return Err(ConfigError::CnameWithOtherRecords { zone: zone.into(), name: name.into() });
     }
@@ -252,6 +269,19 @@ pub enum ConfigError {
     CnameWithOtherRecords { zone: String, name: String },
     #[error("zone {zone:?} has a CNAME at its apex")]
     CnameAtApex { zone: String },
+    #[error(
+        "generation {generation} does not fit the 32-bit SOA serial (at most {})",
+        limits::MAX_GENERATION
+    )]
+    GenerationTooLarge { generation: u64 },
+    #[error(transparent)]
+    Text(#[from] limits::TextError),
+    #[error(
+        "name {name:?} in zone {zone:?} has {records} records taking {size} bytes on the wire \
+         (at most {} allowed, so that every answer fits one DNS message)",
+        limits::MAX_NAME_WIRE_BYTES
+    )]
+    NameTooLarge { zone: String, name: String, records: usize, size: usize },
 }
 
 /// A requested change to one DNS group: it becomes exactly one generation.

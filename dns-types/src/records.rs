@@ -53,6 +53,13 @@ pub enum RecordError {
     TxtTooLong { len: usize },
     #[error("unsupported record type {0:?} (supported: A, AAAA, SRV, NS, CNAME, TXT)")]
     UnsupportedType(String),
+    #[error(
+        "{rtype} target {target:?} is a single label: targets are absolute names \
+         (such as host.example.test); write it in full"
+    )]
+    RelativeTarget { rtype: &'static str, target: String },
+    #[error(transparent)]
+    Text(#[from] crate::limits::TextError),
     #[error("invalid {rtype} data {data:?}: {reason}")]
     InvalidData { rtype: &'static str, data: String, reason: String },
 }
@@ -77,11 +84,14 @@ impl DnsRecord {
     /// case without trailing dot).
     pub fn normalized(&self) -> Result<DnsRecord, RecordError> {
         let target = |rtype: &'static str, t: &str| {
-            names::parse_absolute_name(t).map_err(|source| RecordError::InvalidTarget {
-                rtype,
-                target: t.into(),
-                source,
-            })
+            let name = names::parse_absolute_name(t)
+                .map_err(|source| RecordError::InvalidTarget { rtype, target: t.into(), source })?;
+            // A one-label target is almost always a relative name written
+            // by mistake; served as absolute it would point at a TLD.
+            if !name.contains('.') {
+                return Err(RecordError::RelativeTarget { rtype, target: t.into() });
+            }
+            Ok(name)
         };
         Ok(match self {
             DnsRecord::A(_) | DnsRecord::Aaaa(_) => self.clone(),
@@ -94,6 +104,7 @@ impl DnsRecord {
                 if data.len() > MAX_TXT_LEN {
                     return Err(RecordError::TxtTooLong { len: data.len() });
                 }
+                crate::limits::check_no_controls("TXT data", data, &[])?;
                 self.clone()
             }
         })

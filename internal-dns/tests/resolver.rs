@@ -5,12 +5,14 @@ use dns_server::{Config, RunningServer};
 use dns_types::{DnsConfig, DnsConfigZone, DnsRecord, SrvRecord};
 use internal_dns::{ResolveError, Resolver, ServiceName};
 use std::time::Duration;
+use test_support::TokenDir;
 
 const ZONE: &str = "control-plane.internal";
 
-async fn server(names: Vec<(String, Vec<DnsRecord>)>) -> (RunningServer, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = RunningServer::start(&Config::loopback(dir.path())).await.unwrap();
+async fn server(names: Vec<(String, Vec<DnsRecord>)>) -> (RunningServer, TokenDir) {
+    let dir = TokenDir::new();
+    let config = Config::loopback(dir.path().join("storage"), dir.token_file());
+    let server = RunningServer::start(&config).await.unwrap();
     let config = DnsConfig {
         generation: 1,
         time_created: Utc::now(),

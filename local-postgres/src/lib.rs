@@ -13,6 +13,12 @@
 //! is created and run as the unprivileged `postgres` OS user (which the
 //! Debian `postgresql` package creates), and the directory is handed to it.
 //!
+//! Durability follows the directory: a [`Directory::Keep`] cluster (devstack's)
+//! keeps PostgreSQL's defaults (`fsync`, `synchronous_commit`,
+//! `full_page_writes` on), so a change confirmed to a caller survives a
+//! crash of the server or the machine; a [`Directory::Temporary`] one (tests)
+//! trades them for speed, since its data dies with it anyway.
+//!
 //! This crate knows nothing about our schema: it only runs a server.
 
 use nix::sys::signal::{Signal, kill};
@@ -74,8 +80,17 @@ pub enum Directory {
     /// A new temporary directory, removed when the server is dropped.
     Temporary,
     /// This directory (created if missing, must not hold a cluster yet);
-    /// kept after the server stops so its log can be read.
+    /// kept after the server stops so its log can be read.  Durable.
     Keep(PathBuf),
+}
+
+/// Whether a commit reaches disk before it is confirmed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// PostgreSQL's defaults: nothing confirmed is lost in a crash.
+    Durable,
+    /// `fsync`, `synchronous_commit` and `full_page_writes` off.
+    Fast,
 }
 
 /// A running private PostgreSQL server.
@@ -86,6 +101,7 @@ pub struct LocalPostgres {
     exited: mpsc::Receiver<ExitStatus>,
     bin: BinDir,
     run_as: Option<User>,
+    durability: Durability,
     /// False between `stop_temporarily` and `start_again`: the old pid may
     /// belong to another process by then and must not be signalled.
     running: bool,
@@ -100,6 +116,10 @@ impl LocalPostgres {
     pub fn start(directory: Directory) -> Result<LocalPostgres, Error> {
         let bin = find_binaries()?;
         let run_as = unprivileged_user()?;
+        let durability = match directory {
+            Directory::Temporary => Durability::Fast,
+            Directory::Keep(_) => Durability::Durable,
+        };
         let (temp, dir) = match directory {
             Directory::Temporary => {
                 let temp = tempfile::Builder::new()
@@ -125,7 +145,7 @@ impl LocalPostgres {
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port()?;
-            match start_server(&bin, &dir, port, run_as.as_ref()) {
+            match start_server(&bin, &dir, port, run_as.as_ref(), durability) {
                 Ok((pid, exited)) => {
                     tracing::info!(port, dir = %dir.display(), "local PostgreSQL ready");
                     return Ok(LocalPostgres {
@@ -135,6 +155,7 @@ impl LocalPostgres {
                         exited,
                         bin,
                         run_as,
+                        durability,
                         running: true,
                         _temp: temp,
                     });
@@ -196,9 +217,37 @@ impl LocalPostgres {
         self.shutdown();
     }
 
+    /// How commits reach disk on this server.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Kills the server and every one of its processes at once (SIGKILL):
+    /// a crash, with no chance to write anything more.  The data stays for
+    /// [`LocalPostgres::start_again`], which then runs crash recovery.
+    pub fn crash(&mut self) {
+        if !std::mem::replace(&mut self.running, false) {
+            return;
+        }
+        // The children first, so none outlives the postmaster holding the
+        // shared memory that a restart needs.
+        for child in children_of(self.pid) {
+            let _ = kill(child, Signal::SIGKILL);
+        }
+        let _ = kill(self.pid, Signal::SIGKILL);
+        let _ = self.exited.recv_timeout(STOP_TIMEOUT);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while children_of(self.pid).iter().any(|c| kill(*c, None).is_ok())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Starts the server again after [`LocalPostgres::stop_temporarily`].
     pub fn start_again(&mut self) -> Result<(), Error> {
-        let (pid, exited) = start_server(&self.bin, &self.dir, self.port, self.run_as.as_ref())?;
+        let (pid, exited) =
+            start_server(&self.bin, &self.dir, self.port, self.run_as.as_ref(), self.durability)?;
         self.pid = pid;
         self.exited = exited;
         self.running = true;
@@ -299,6 +348,21 @@ fn initdb(bin: &BinDir, dir: &Path, run_as: Option<&User>) -> Result<(), Error> 
     Ok(())
 }
 
+/// The processes whose parent is `parent` (from `/proc`).
+fn children_of(parent: Pid) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // "pid (comm) state ppid ...": comm may hold spaces; skip past ')'.
+            let ppid: i32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == parent.as_raw()).then_some(Pid::from_raw(pid))
+        })
+        .collect()
+}
+
 fn free_port() -> Result<u16, Error> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(Error::NoPort)?;
     Ok(listener.local_addr().map_err(Error::NoPort)?.port())
@@ -309,6 +373,7 @@ fn start_server(
     dir: &Path,
     port: u16,
     run_as: Option<&User>,
+    durability: Durability,
 ) -> Result<(Pid, mpsc::Receiver<ExitStatus>), Error> {
     let log_path = dir.join("postgres.log");
     let log = File::options()
@@ -323,11 +388,13 @@ fn start_server(
         .arg(dir.join("data"))
         .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"])
         .arg(dir)
-        // Durability buys nothing for a throw-away cluster and costs a lot.
-        .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
         .args(["-c", "max_connections=300", "-c", "log_min_messages=warning"])
         .stdout(log)
         .stderr(log_err);
+    if durability == Durability::Fast {
+        // Durability buys nothing for a throw-away cluster and costs a lot.
+        cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+    }
     // SAFETY: the closure only makes a system call, which is async-signal-safe.
     // It runs after the switch to the unprivileged user, which would
     // otherwise clear the parent-death signal.

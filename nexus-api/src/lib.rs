@@ -5,10 +5,11 @@
 //! `openapi/nexus-internal.json` (checked against this trait by a test) and
 //! `nexus-client` is generated from it.
 
-use background_tasks::BackgroundTask;
+use api_json::StrictJson;
+use background_task_types::BackgroundTask;
 use chrono::{DateTime, Utc};
 use dns_types::{DnsChange, DnsGroup, DnsVersion};
-use dropshot::{HttpError, HttpResponseOk, Path, RequestContext, TypedBody};
+use dropshot::{HttpError, HttpResponseOk, Path, RequestContext};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -27,6 +28,8 @@ pub mod error_codes {
     pub const INVALID_DNS_CHANGE: &str = "InvalidDnsChange";
     /// The database could not be reached or did not answer in time (503).
     pub const DATABASE_UNAVAILABLE: &str = "DatabaseUnavailable";
+    /// An activation request names no task, too many, or one twice (400).
+    pub const INVALID_ACTIVATION: &str = "InvalidActivation";
 }
 
 #[dropshot::api_description]
@@ -59,7 +62,7 @@ pub trait NexusInternalApi {
     #[endpoint { method = POST, path = "/bgtasks/activate" }]
     async fn bgtask_activate(
         rqctx: RequestContext<Self::Context>,
-        body: TypedBody<BackgroundTasksActivateRequest>,
+        body: StrictJson<BackgroundTasksActivateRequest>,
     ) -> Result<HttpResponseOk<BTreeMap<String, BackgroundTask>>, HttpError>;
 
     /// Changes DNS data: one call is one new generation of the group.
@@ -68,7 +71,7 @@ pub trait NexusInternalApi {
     async fn dns_change(
         rqctx: RequestContext<Self::Context>,
         path: Path<DnsGroupPath>,
-        body: TypedBody<DnsChange>,
+        body: StrictJson<DnsChange>,
     ) -> Result<HttpResponseOk<DnsVersion>, HttpError>;
 }
 
@@ -376,6 +379,10 @@ pub mod task_status {
         /// The server serves this generation with other content than the
         /// database's: its own state is wrong.
         ServerDiverged,
+        /// The server was ahead of the database or diverged from it, and
+        /// this Nexus repaired it: it now serves the database's content
+        /// (the message and `history.last_repair` say what it served).
+        Repaired,
         /// The push failed: see the message.
         Failed,
     }
@@ -416,5 +423,22 @@ pub mod task_status {
         pub consecutive_failures: u64,
         /// The last generation this Nexus saw the server serve correctly.
         pub generation_applied: Option<u64>,
+        /// The last repair this Nexus made of the server, if any.
+        #[serde(default)]
+        pub last_repair: Option<ServerRepair>,
+    }
+
+    /// A server that was ahead of the database or diverged from it, put
+    /// back to the database's content (`PUT /config/repair`).
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct ServerRepair {
+        pub repaired_at: DateTime<Utc>,
+        /// What the server served before.
+        pub replaced_generation: u64,
+        pub replaced_digest: Option<String>,
+        /// What it serves since.
+        pub generation: u64,
+        /// Why (beyond the database, diverged).
+        pub reason: String,
     }
 }

@@ -2,12 +2,13 @@
 
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use uuid::Uuid;
 
 /// ```toml
 /// id = "5f5a1e0a-..."
+/// api_token_file = "/var/run/control-plane/api-token"
 /// [database]
 /// url = "postgresql://postgres@127.0.0.1:5432/control_plane"
 /// [internal_api]
@@ -18,11 +19,15 @@ use uuid::Uuid;
 /// [tasks]
 /// period_secs = 60
 /// server_timeout_secs = 5
+/// repair_servers = true
 /// ```
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub id: Uuid,
+    /// The bearer token this Nexus requires of every write to its API and
+    /// sends with its own writes (pushes to DNS servers, notices to peers).
+    pub api_token_file: PathBuf,
     pub database: DatabaseConfig,
     pub internal_api: InternalApiConfig,
     pub internal_dns: InternalDnsConfig,
@@ -63,11 +68,19 @@ pub struct TasksConfig {
     /// Limit for one push to one DNS server (and for one DNS query).
     #[serde(default = "default_server_timeout")]
     pub server_timeout_secs: f64,
+    /// Whether propagation repairs a server that is ahead of the database
+    /// or diverged from it (`true`, the default), or only reports it.
+    #[serde(default = "default_repair")]
+    pub repair_servers: bool,
 }
 
 impl Default for TasksConfig {
     fn default() -> Self {
-        TasksConfig { period_secs: default_period(), server_timeout_secs: default_server_timeout() }
+        TasksConfig {
+            period_secs: default_period(),
+            server_timeout_secs: default_server_timeout(),
+            repair_servers: default_repair(),
+        }
     }
 }
 
@@ -91,6 +104,9 @@ fn default_period() -> u64 {
 }
 fn default_server_timeout() -> f64 {
     5.0
+}
+fn default_repair() -> bool {
+    true
 }
 
 impl Config {

@@ -1,13 +1,13 @@
 //! The internal HTTP API (`nexus-api`), implemented over the datastore and
 //! the background task driver.
 
+use api_json::StrictJson;
 use background_tasks::{Activator, BackgroundTask, Driver, UnknownTask};
 use chrono::{DateTime, Utc};
 use db_model::{Datastore, DnsError};
 use dns_types::{DnsChange, DnsGroup, DnsVersion};
 use dropshot::{
     ClientErrorStatusCode, ErrorStatusCode, HttpError, HttpResponseOk, Path, RequestContext,
-    TypedBody,
 };
 use internal_dns::{Resolver, ServiceName};
 use nexus_api::task_name::DnsTaskName;
@@ -36,6 +36,8 @@ pub struct ApiContext {
     pub internal_zone: String,
     /// Set once the HTTP server is bound.
     pub address: OnceLock<SocketAddr>,
+    /// Required by every write; also sent to peers.
+    pub api_token: api_auth::ApiToken,
 }
 
 pub enum NexusInternalApiImpl {}
@@ -95,10 +97,12 @@ impl NexusInternalApi for NexusInternalApiImpl {
 
     async fn bgtask_activate(
         rqctx: RequestContext<Self::Context>,
-        body: TypedBody<BackgroundTasksActivateRequest>,
+        body: StrictJson<BackgroundTasksActivateRequest>,
     ) -> Result<HttpResponseOk<BTreeMap<String, BackgroundTask>>, HttpError> {
         let cx = rqctx.context();
+        cx.api_token.authorize(rqctx.request.headers())?;
         let request = body.into_inner();
+        check_activation(&request.bgtask_names)?;
         let requested_by = format!("POST /bgtasks/activate from {}", rqctx.request.remote_addr());
         let tickets = cx
             .driver
@@ -119,9 +123,10 @@ impl NexusInternalApi for NexusInternalApiImpl {
     async fn dns_change(
         rqctx: RequestContext<Self::Context>,
         path: Path<DnsGroupPath>,
-        body: TypedBody<DnsChange>,
+        body: StrictJson<DnsChange>,
     ) -> Result<HttpResponseOk<DnsVersion>, HttpError> {
         let cx = rqctx.context();
+        cx.api_token.authorize(rqctx.request.headers())?;
         let group = path.into_inner().group;
         let change = body.into_inner();
         let version = cx
@@ -148,11 +153,35 @@ impl NexusInternalApi for NexusInternalApiImpl {
             cx.resolver.clone(),
             cx.internal_zone.clone(),
             cx.address.get().copied(),
+            cx.api_token.clone(),
             group,
             version.generation,
         ));
         Ok(HttpResponseOk(version))
     }
+}
+
+/// An activation names each task once, and not too many: one request must
+/// not make the driver queue unbounded work.
+fn check_activation(names: &[String]) -> Result<(), HttpError> {
+    let invalid = |message: String| {
+        Err(HttpError::for_bad_request(Some(error_codes::INVALID_ACTIVATION.into()), message))
+    };
+    if names.is_empty() {
+        return invalid("name at least one task to activate".into());
+    }
+    if names.len() > dns_types::limits::MAX_ACTIVATE_TASKS {
+        return invalid(format!(
+            "{} task names given; at most {} may be activated at once",
+            names.len(),
+            dns_types::limits::MAX_ACTIVATE_TASKS
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(twice) = names.iter().find(|name| !seen.insert(name.as_str())) {
+        return invalid(format!("task {twice:?} is named more than once"));
+    }
+    Ok(())
 }
 
 /// Longest a peer notification may take, lookup and request together.
@@ -166,6 +195,7 @@ async fn notify_peers(
     resolver: Resolver,
     zone: String,
     own_address: Option<SocketAddr>,
+    api_token: api_auth::ApiToken,
     group: DnsGroup,
     generation: u64,
 ) {
@@ -180,8 +210,8 @@ async fn notify_peers(
         };
         let requests = peers.iter().filter_map(|p| p.socket_addr()).filter(|a| Some(*a) != own_address).map(|peer| {
             let task = task.clone();
+            let http = api_token.client_builder().timeout(PEER_NOTIFY_LIMIT).build();
             async move {
-                let http = reqwest::Client::builder().timeout(PEER_NOTIFY_LIMIT).build();
                 let result = match http {
                     Ok(http) => nexus_client::Client::new_with_client(&format!("http://{peer}"), http)
                         .bgtask_activate()

@@ -37,6 +37,7 @@ impl RunningNexus {
     /// the background tasks and the internal API, and registers this Nexus
     /// in internal DNS.
     pub async fn start(config: &config::Config) -> anyhow::Result<RunningNexus> {
+        let api_token = api_auth::ApiToken::from_file(&config.api_token_file)?;
         let datastore = Datastore::new(&config.database.url, DatastoreOptions::default())
             .context("configuring the database connection")?;
         wait_for_database(&datastore, Duration::from_secs(config.database.connect_timeout_secs))
@@ -53,6 +54,7 @@ impl RunningNexus {
             &resolver,
             &config.internal_dns.zone,
             &config.tasks,
+            &api_token,
         )?;
         let driver = builder.start();
         let context = Arc::new(http::ApiContext {
@@ -64,6 +66,7 @@ impl RunningNexus {
             resolver: resolver.clone(),
             internal_zone: config.internal_dns.zone.clone(),
             address: OnceLock::new(),
+            api_token,
         });
 
         let api =

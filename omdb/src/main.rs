@@ -21,6 +21,7 @@ mod nexus;
 use clap::{Parser, Subcommand};
 use discovery::Discovery;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -42,6 +43,10 @@ struct Args {
     /// Allow commands that change something.
     #[arg(short = 'w', long, global = true)]
     destructive: bool,
+    /// File holding the API token that commands run with -w send (devstack
+    /// prints it).
+    #[arg(long, env = "OMDB_API_TOKEN_FILE", global = true)]
+    api_token_file: Option<PathBuf>,
     /// Print one JSON document on stdout instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -69,8 +74,10 @@ async fn main() -> ExitCode {
         args.internal_zone.clone(),
     );
     let output = format::Output { json: args.json };
+    let writes =
+        WriteAccess { destructive: args.destructive, api_token_file: args.api_token_file.clone() };
     let result = match &args.command {
-        Command::Nexus(a) => nexus::run(a, &discovery, &output, args.destructive).await.map(|()| 0),
+        Command::Nexus(a) => nexus::run(a, &discovery, &output, &writes).await.map(|()| 0),
         Command::Db(a) => db::run(a, &discovery, &output).await.map(|()| 0),
         Command::Dns(a) => dns::run(a, &discovery, &output).await,
     };
@@ -80,5 +87,27 @@ async fn main() -> ExitCode {
             eprintln!("error: {}", format!("{error:#}").replace('\n', " "));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What a command that changes something needs: `-w`, and the API token.
+pub struct WriteAccess {
+    destructive: bool,
+    api_token_file: Option<PathBuf>,
+}
+
+impl WriteAccess {
+    /// The token to send for `what`, or why the command may not run.
+    pub fn token(&self, what: &str) -> anyhow::Result<api_auth::ApiToken> {
+        if !self.destructive {
+            anyhow::bail!("{what} changes state: pass -w (--destructive) to confirm");
+        }
+        let path = self.api_token_file.as_ref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "{what} needs the API token: pass --api-token-file or set OMDB_API_TOKEN_FILE \
+                 (devstack prints it)"
+            )
+        })?;
+        Ok(api_auth::ApiToken::from_file(path)?)
     }
 }

@@ -3,7 +3,7 @@
 use crate::discovery::{Discovery, http_client, note};
 use crate::format::{Output, period, table, timestamp, timestamp_ago};
 use anyhow::{Context, bail};
-use background_tasks::{ActivationRecord, BackgroundTask, CurrentStatus, LastActivation};
+use background_task_types::{ActivationRecord, BackgroundTask, CurrentStatus, LastActivation};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use dns_types::{DnsChange, DnsGroup, DnsRecord, NameRecords, NameRemoval};
@@ -164,13 +164,18 @@ pub async fn run(
     args: &NexusArgs,
     discovery: &Discovery,
     output: &Output,
-    destructive: bool,
+    writes: &crate::WriteAccess,
 ) -> anyhow::Result<()> {
     match &args.command {
         NexusCommand::BackgroundTasks(TasksCommand::Show { tasks, all_nexus: true, history }) => {
             show_all_nexus(discovery, tasks, output, *history).await
         }
         NexusCommand::BackgroundTasks(command) => {
+            // A write is refused before anything is looked up.
+            let token = match command {
+                TasksCommand::Activate { .. } => Some(writes.token("activating background tasks")?),
+                _ => None,
+            };
             let url = discovery.nexus_url().await?;
             let nexus = client(&url);
             match command {
@@ -188,14 +193,13 @@ pub async fn run(
                     Ok(())
                 }
                 TasksCommand::Activate { tasks, wait, timeout } => {
-                    activate(&nexus, &url, tasks, *wait, *timeout, output).await
+                    let token = token.expect("checked above");
+                    activate(&nexus, &token, &url, tasks, *wait, *timeout, output).await
                 }
             }
         }
         NexusCommand::Dns(command) => {
-            if !destructive {
-                bail!("this command changes DNS data: pass -w (--destructive) to confirm");
-            }
+            let token = writes.token("changing DNS data")?;
             let (group, change) = match command {
                 DnsCommand::Add { group, name, rtype, data, comment } => {
                     let record = DnsRecord::parse(rtype, data)?;
@@ -208,7 +212,15 @@ pub async fn run(
                 }
             };
             let url = discovery.nexus_url().await?;
-            let version = client(&url)
+            let writer = nexus_client::Client::new_with_client(
+                &url,
+                token
+                    .client_builder()
+                    .connect_timeout(crate::discovery::TIMEOUT)
+                    .timeout(crate::discovery::TIMEOUT)
+                    .build()?,
+            );
+            let version = writer
                 .dns_change()
                 .group(group)
                 .body(change)
@@ -481,6 +493,7 @@ async fn show_all_nexus(
 
 async fn activate(
     nexus: &nexus_client::Client,
+    token: &api_auth::ApiToken,
     url: &str,
     tasks: &[String],
     wait: bool,
@@ -494,7 +507,8 @@ async fn activate(
         // with our own limit, and if it passes, find out why (a Nexus that
         // stopped answering, or an activation still at work).
         let limit = std::time::Duration::from_secs(timeout_secs);
-        let http = reqwest::Client::builder()
+        let http = token
+            .client_builder()
             .connect_timeout(crate::discovery::TIMEOUT)
             .timeout(limit)
             .build()?;
@@ -516,7 +530,12 @@ async fn activate(
             Err(e) => return Err(nexus_error(e, url)),
         }
     } else {
-        nexus
+        let http = token
+            .client_builder()
+            .connect_timeout(crate::discovery::TIMEOUT)
+            .timeout(crate::discovery::TIMEOUT)
+            .build()?;
+        nexus_client::Client::new_with_client(url, http)
             .bgtask_activate()
             .body(request)
             .send()
@@ -857,6 +876,20 @@ fn render_propagation(out: &mut String, s: &DnsPropagationStatus) {
     });
     let _ = writeln!(out, "\n      per server, since this Nexus started:");
     let _ = writeln!(out, "{}", table(rows, 6));
+    for (address, r) in &s.servers {
+        if let Some(repair) = &r.history.last_repair {
+            let _ = writeln!(
+                out,
+                "      REPAIRED {address} at {}: it served generation {} (digest {}), now the \
+                 database's generation {}: {}",
+                timestamp(repair.repaired_at),
+                repair.replaced_generation,
+                repair.replaced_digest.as_deref().unwrap_or("none"),
+                repair.generation,
+                repair.reason
+            );
+        }
+    }
 }
 
 #[derive(tabled::Tabled)]
@@ -874,7 +907,7 @@ struct HistoryStateRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use background_tasks::ActivationReason;
+    use background_task_types::ActivationReason;
     use std::time::Duration;
 
     #[test]

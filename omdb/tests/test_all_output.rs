@@ -108,7 +108,8 @@ async fn every_command_against_a_real_stack() {
     let dir = tempfile::tempdir().unwrap();
     let stack = stack(dir.path()).await;
     let dns = stack.internal_dns_addresses()[0].to_string();
-    let env = [("OMDB_DNS_SERVER", dns.as_str())];
+    let token_file = stack.api_token_file.display().to_string();
+    let env = [("OMDB_DNS_SERVER", dns.as_str()), ("OMDB_API_TOKEN_FILE", token_file.as_str())];
     // Known last activations for every task, whatever start-up did.
     let all = [
         "dns_config_internal",
@@ -118,7 +119,7 @@ async fn every_command_against_a_real_stack() {
         "dns_servers_external",
         "dns_propagation_external",
     ];
-    let mut activate = vec!["nexus", "background-tasks", "activate", "--wait"];
+    let mut activate = vec!["-w", "nexus", "background-tasks", "activate", "--wait"];
     activate.extend(all);
     assert_eq!(omdb(&activate, &env).code, 0);
 
@@ -186,9 +187,11 @@ async fn every_command_against_a_real_stack() {
             "c",
         ],
         vec!["-w", "nexus", "dns", "add", "internal", "test1", "MX", "x", "--comment", "c"],
+        // Activating changes state: -w first.
         vec!["nexus", "background-tasks", "activate", "dns_servers_internal"],
-        vec!["nexus", "background-tasks", "activate", "--wait", "dns_servers_external"],
-        vec!["nexus", "background-tasks", "activate", "nosuch_task"],
+        vec!["-w", "nexus", "background-tasks", "activate", "dns_servers_internal"],
+        vec!["-w", "nexus", "background-tasks", "activate", "--wait", "dns_servers_external"],
+        vec!["-w", "nexus", "background-tasks", "activate", "nosuch_task"],
         vec!["-w", "nexus", "dns", "remove", "internal", "nosuch", "--comment", "c"],
         // Last: it changes what the commands above would show.
         vec!["-w", "nexus", "dns", "remove", "internal", "test1", "--comment", "done testing"],

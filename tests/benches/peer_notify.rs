@@ -56,7 +56,7 @@ async fn main() {
         let deadline = Instant::now() + Duration::from_secs(30);
         let status = loop {
             let view = b.bgtask_view().bgtask_name(&task).send().await.unwrap().into_inner();
-            if let background_tasks::LastActivation::Completed(record) = view.last
+            if let background_task_types::LastActivation::Completed(record) = view.last
                 && let Ok(status) = serde_json::from_value::<DnsConfigStatus>(record.details)
                 && status.generation >= version.generation
             {

@@ -1,11 +1,13 @@
 //! The layering rules of ARCHITECTURE.md, checked against the real
-//! dependency graph (`cargo metadata`, normal dependencies, transitively).
+//! dependency graph (`cargo metadata`, normal dependencies, transitively),
+//! and for the DNS server also what its tests and benchmarks build.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
-/// Package name → the names of its normal (non-dev, non-build) dependencies.
-fn graph() -> BTreeMap<String, BTreeSet<String>> {
+/// Package name → the names of its normal (non-dev, non-build)
+/// dependencies; with `dev`, its dev-dependencies too.
+fn graph_of(dev: bool) -> BTreeMap<String, BTreeSet<String>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
         .args(["metadata", "--format-version", "1", "--locked"])
@@ -25,16 +27,25 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
         .unwrap()
         .iter()
         .map(|node| {
-            let deps = node["deps"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|d| d["dep_kinds"].as_array().unwrap().iter().any(|k| k["kind"].is_null()))
-                .map(|d| names[d["pkg"].as_str().unwrap()].to_string())
-                .collect();
+            let deps =
+                node["deps"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|d| {
+                        d["dep_kinds"].as_array().unwrap().iter().any(|k| {
+                            k["kind"].is_null() || (dev && k["kind"].as_str() == Some("dev"))
+                        })
+                    })
+                    .map(|d| names[d["pkg"].as_str().unwrap()].to_string())
+                    .collect();
             (names[node["id"].as_str().unwrap()].to_string(), deps)
         })
         .collect()
+}
+
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    graph_of(false)
 }
 
 fn closure(graph: &BTreeMap<String, BTreeSet<String>>, root: &str) -> BTreeSet<String> {
@@ -82,13 +93,18 @@ fn layering_rules_hold() {
         ),
         (
             "nexus-api",
-            &["hickory-proto", "hickory-server", "tokio-postgres", "db-model"],
-            "API crates pull in no server or database code",
+            &["hickory-proto", "hickory-server", "tokio-postgres", "db-model", "background-tasks"],
+            "API crates pull in no server or database code (task status is plain wire types)",
         ),
         (
             "omdb",
-            &["nexus", "dns-server", "hickory-server"],
+            &["nexus", "dns-server", "hickory-server", "background-tasks"],
             "omdb uses clients and read-only queries, never server internals",
+        ),
+        (
+            "background-task-types",
+            &["tokio", "background-tasks", "dropshot"],
+            "wire types are plain data",
         ),
         (
             "nexus",
@@ -113,5 +129,26 @@ fn layering_rules_hold() {
                 "{package} uses hickory directly; only dns-server and internal-dns may"
             );
         }
+    }
+}
+
+/// The DNS server's own tests and benchmarks build without the database,
+/// Nexus or devstack: they need only the server and the test helpers.
+#[test]
+fn dns_server_tests_build_without_database_or_nexus() {
+    let normal = graph();
+    let with_dev = graph_of(true);
+    let direct = &with_dev["dns-server"];
+    assert!(direct.contains("test-support"), "positive control: {direct:?}");
+    let mut built = BTreeSet::new();
+    for dep in direct {
+        built.insert(dep.clone());
+        built.extend(closure(&normal, dep));
+    }
+    for forbidden in ["devstack", "nexus", "db-model", "tokio-postgres", "local-postgres"] {
+        assert!(
+            !built.contains(forbidden),
+            "dns-server's tests build {forbidden}; they must stand on test-support alone"
+        );
     }
 }

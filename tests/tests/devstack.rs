@@ -21,12 +21,19 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn omdb(dns: &str, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(devstack::process::binary("omdb").unwrap())
-        .args(args)
-        .env("OMDB_DNS_SERVER", dns)
-        .output()
-        .unwrap();
+/// What devstack told us to export.
+struct Env {
+    dns: String,
+    token_file: String,
+}
+
+fn omdb(env: &Env, args: &[&str]) -> (i32, String, String) {
+    let mut command = Command::new(test_support::process::binary("omdb").unwrap());
+    command.args(args).env("OMDB_DNS_SERVER", &env.dns).env_remove("OMDB_API_TOKEN_FILE");
+    if !env.token_file.is_empty() {
+        command.env("OMDB_API_TOKEN_FILE", &env.token_file);
+    }
+    let output = command.output().unwrap();
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -36,9 +43,9 @@ fn omdb(dns: &str, args: &[&str]) -> (i32, String, String) {
 
 /// `omdb -w nexus dns add internal NAME A IP --comment COMMENT`, which must
 /// succeed; returns its stdout.
-fn add_name(dns: &str, name: &str, ip: &str, comment: &str) -> String {
+fn add_name(env: &Env, name: &str, ip: &str, comment: &str) -> String {
     let (code, out, err) =
-        omdb(dns, &["-w", "nexus", "dns", "add", "internal", name, "A", ip, "--comment", comment]);
+        omdb(env, &["-w", "nexus", "dns", "add", "internal", name, "A", ip, "--comment", comment]);
     assert_eq!(code, 0, "{err}");
     out
 }
@@ -69,7 +76,7 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 fn devstack_runs_the_walkthrough_and_cleans_up_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");
-    let mut command = Command::new(devstack::process::binary("devstack").unwrap());
+    let mut command = Command::new(test_support::process::binary("devstack").unwrap());
     command.args(["run", "--run-dir"]).arg(&run_dir).stdout(Stdio::piped()).stderr(Stdio::null());
     // SAFETY: only a system call, which is async-signal-safe.  If this test
     // process dies outright (no unwinding, so no KillOnDrop), devstack gets
@@ -84,6 +91,7 @@ fn devstack_runs_the_walkthrough_and_cleans_up_on_ctrl_c() {
     let mut stdout = BufReader::new(devstack.0.stdout.take().unwrap());
     let mut printed = String::new();
     let mut dns = None;
+    let mut token_file = None;
     let started = Instant::now();
     loop {
         let mut line = String::new();
@@ -95,6 +103,9 @@ fn devstack_runs_the_walkthrough_and_cleans_up_on_ctrl_c() {
         if let Some(value) = line.trim().strip_prefix("export OMDB_DNS_SERVER=") {
             dns = Some(value.to_string());
         }
+        if let Some(value) = line.trim().strip_prefix("export OMDB_API_TOKEN_FILE=") {
+            token_file = Some(value.to_string());
+        }
         if line.trim() == "Ctrl-C stops everything." {
             break;
         }
@@ -102,20 +113,31 @@ fn devstack_runs_the_walkthrough_and_cleans_up_on_ctrl_c() {
     }
     assert!(printed.contains("\nready (in "), "{printed}");
     assert!(printed.contains("omdb nexus background-tasks show dns_internal"), "{printed}");
-    let dns = dns.unwrap_or_else(|| panic!("no OMDB_DNS_SERVER line:\n{printed}"));
+    let env = Env {
+        dns: dns.unwrap_or_else(|| panic!("no OMDB_DNS_SERVER line:\n{printed}")),
+        token_file: token_file.unwrap_or_else(|| panic!("no OMDB_API_TOKEN_FILE line:\n{printed}")),
+    };
+    // Writes without the token are refused, and say where to find it.
+    let without_token = Env { dns: env.dns.clone(), token_file: String::new() };
+    let (code, _, err) = omdb(
+        &without_token,
+        &["-w", "nexus", "dns", "add", "internal", "x", "A", "192.0.2.1", "--comment", "c"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("needs the API token"), "{err}");
 
     // The walkthrough: a change, its propagation, the servers, the history.
-    let out = add_name(&dns, "test1", "192.0.2.10", "my first change");
+    let out = add_name(&env, "test1", "192.0.2.10", "my first change");
     let generation =
         out.split("generation ").nth(1).and_then(|s| s.split(' ').next()).unwrap().to_string();
     wait_until("propagation to every internal server", || {
-        let (code, out, _) = omdb(&dns, &["dns", "status", "internal"]);
+        let (code, out, _) = omdb(&env, &["dns", "status", "internal"]);
         code == 0
             && out.lines().filter(|l| l.starts_with("  127.0.0.1:") && l.contains(" yes ")).count()
                 == 3
     });
     let (code, out, err) =
-        omdb(&dns, &["nexus", "background-tasks", "show", "dns_internal", "--all-nexus"]);
+        omdb(&env, &["nexus", "background-tasks", "show", "dns_internal", "--all-nexus"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&format!("attempt to propagate generation: {generation}")), "{out}");
     assert_eq!(out.matches("=== Nexus ").count(), 2, "{out}");
@@ -126,29 +148,29 @@ fn devstack_runs_the_walkthrough_and_cleans_up_on_ctrl_c() {
     let pid = processes_using(&frozen_dir)[0].split(':').next().unwrap().parse::<i32>().unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGSTOP)
         .unwrap();
-    add_name(&dns, "test2", "192.0.2.20", "while one hangs");
+    add_name(&env, "test2", "192.0.2.20", "while one hangs");
     let mut seen = String::new();
     wait_until("the hung server in the propagation status", || {
         let (_, out, _) =
-            omdb(&dns, &["nexus", "background-tasks", "show", "dns_propagation_internal"]);
+            omdb(&env, &["nexus", "background-tasks", "show", "dns_propagation_internal"]);
         seen = out;
         seen.contains("2 succeeded, 1 failed") && seen.contains("no complete answer within")
     });
-    let (code, out, _) = omdb(&dns, &["dns", "status", "internal"]);
+    let (code, out, _) = omdb(&env, &["dns", "status", "internal"]);
     assert_ne!(code, 0, "a hung server must make dns status fail:\n{out}");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGCONT)
         .unwrap();
     // It catches up on the next activation.
     let (code, _, err) = omdb(
-        &dns,
-        &["nexus", "background-tasks", "activate", "--wait", "dns_propagation_internal"],
+        &env,
+        &["-w", "nexus", "background-tasks", "activate", "--wait", "dns_propagation_internal"],
     );
     assert_eq!(code, 0, "{err}");
     wait_until("the thawed server to catch up", || {
-        omdb(&dns, &["dns", "status", "internal"]).0 == 0
+        omdb(&env, &["dns", "status", "internal"]).0 == 0
     });
 
-    let (code, out, err) = omdb(&dns, &["db", "dns", "diff", "internal", &generation]);
+    let (code, out, err) = omdb(&env, &["db", "dns", "diff", "internal", &generation]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("+ test1") && out.contains("my first change"), "{out}");
 

@@ -19,7 +19,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     assert_eq!(response.status().as_u16(), 404);
     assert_eq!(response.error_code.as_deref(), Some("UnknownTask"));
     assert!(response.message.contains("nosuch_task"), "{}", response.message);
-    let iterations = |task: background_tasks::BackgroundTask| task.history.len();
+    let iterations = |task: background_task_types::BackgroundTask| task.history.len();
     let config_before = iterations(task(&nexus, "dns_config_internal").await);
     let error = nexus
         .bgtask_activate()
@@ -84,6 +84,7 @@ async fn nexus_instances_starting_together_all_register() {
             toml_config(
                 &t.stack.db_url,
                 &t.stack.internal_dns_addresses().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                &t.stack.api_token_file,
             )
         })
         .collect();
@@ -110,11 +111,16 @@ async fn nexus_instances_starting_together_all_register() {
     }
 }
 
-fn toml_config(db_url: &str, bootstrap: &[String]) -> nexus::config::Config {
+fn toml_config(
+    db_url: &str,
+    bootstrap: &[String],
+    token_file: &std::path::Path,
+) -> nexus::config::Config {
     let text = format!(
-        "id = \"{}\"\n[database]\nurl = \"{db_url}\"\n[internal_api]\naddress = \"127.0.0.1:0\"\n\
+        "id = \"{}\"\napi_token_file = {:?}\n[database]\nurl = \"{db_url}\"\n[internal_api]\naddress = \"127.0.0.1:0\"\n\
          [internal_dns]\nbootstrap_servers = [{}]\n[tasks]\nperiod_secs = 3600\n",
         uuid::Uuid::new_v4(),
+        token_file.display().to_string(),
         bootstrap.iter().map(|b| format!("\"{b}\"")).collect::<Vec<_>>().join(", ")
     );
     toml::from_str(&text).unwrap()
@@ -127,7 +133,8 @@ async fn nexus_refuses_a_mismatched_schema_and_gives_up_on_an_unreachable_databa
         tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     client.execute("UPDATE db_metadata SET version = '0.9.0'", &[]).await.unwrap();
-    let config = toml_config(&db.url, &["127.0.0.1:1".to_string()]);
+    let tokens = test_support::TokenDir::new();
+    let config = toml_config(&db.url, &["127.0.0.1:1".to_string()], &tokens.token_file());
     let error =
         format!("{:#}", nexus::RunningNexus::start(&config).await.err().expect("must refuse"));
     assert!(
@@ -137,7 +144,7 @@ async fn nexus_refuses_a_mismatched_schema_and_gives_up_on_an_unreachable_databa
 
     let url = db.url.clone();
     drop(db);
-    let mut config = toml_config(&url, &["127.0.0.1:1".to_string()]);
+    let mut config = toml_config(&url, &["127.0.0.1:1".to_string()], &tokens.token_file());
     config.database.connect_timeout_secs = 1;
     let error =
         format!("{:#}", nexus::RunningNexus::start(&config).await.err().expect("must give up"));

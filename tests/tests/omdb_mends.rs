@@ -6,11 +6,11 @@
 mod common;
 
 use common::*;
-use devstack::process::binary;
 use dns_types::DnsGroup;
 use nexus_api::task_name::DnsTaskName;
 use std::process::Command;
 use std::time::Duration;
+use test_support::process::binary;
 
 fn omdb(ts: &TestStack, args: &[&str]) -> (i32, String, String) {
     run_omdb(ts, args)
@@ -26,6 +26,7 @@ async fn activate_wait_tells_still_running_from_unreachable() {
     let activate = [
         "--nexus-internal-url",
         &url,
+        "-w",
         "nexus",
         "background-tasks",
         "activate",
@@ -61,11 +62,12 @@ async fn activate_wait_tells_still_running_from_unreachable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_status_keeps_every_row_when_one_server_is_beyond_the_database() {
-    let ts = TestStack::start(3, 0, 1).await;
+    let ts = TestStack::start_with(3, 0, 1, |o| o.repair_servers = false).await;
     let odd = &ts.internal_servers()[2];
     let mut bogus = ts.stack.datastore.dns_config_read(DnsGroup::Internal, None).await.unwrap();
     bogus.generation = 77;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let http =
+        ts.stack.api_token.client_builder().timeout(Duration::from_secs(10)).build().unwrap();
     dns_server_client::Client::new_with_client(&format!("http://{}", odd.http_address), http)
         .config_put()
         .body(bogus)

@@ -57,9 +57,9 @@ async fn a_change_reaches_every_server_with_evidence_for_each() {
 
     // The activation's reason names the dependency that triggered it.
     let task = task(&nexus, "dns_propagation_internal").await;
-    let background_tasks::LastActivation::Completed(record) = task.last else { panic!() };
+    let background_task_types::LastActivation::Completed(record) = task.last else { panic!() };
     assert!(
-        matches!(record.reason, background_tasks::ActivationReason::Dependency { .. }),
+        matches!(record.reason, background_task_types::ActivationReason::Dependency { .. }),
         "{:?}",
         record.reason
     );

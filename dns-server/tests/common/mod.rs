@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
+use test_support::TokenDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const ZONE: &str = "control-plane.internal";
@@ -20,16 +21,23 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct TestServer {
     pub server: RunningServer,
-    pub storage: tempfile::TempDir,
+    /// Holds the storage directory and the API token file.
+    pub dir: TokenDir,
+    /// Sends the token.
     pub client: dns_server_client::Client,
 }
 
 impl TestServer {
     pub async fn start() -> TestServer {
-        let storage = tempfile::tempdir().unwrap();
-        let server = RunningServer::start(&Config::loopback(storage.path())).await.unwrap();
-        let client = client(server.http_address());
-        TestServer { server, storage, client }
+        let dir = TokenDir::new();
+        let config = Config::loopback(dir.path().join("storage"), dir.token_file());
+        let server = RunningServer::start(&config).await.unwrap();
+        let client = client(&dir, server.http_address());
+        TestServer { server, dir, client }
+    }
+
+    pub fn storage_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("storage")
     }
 
     pub fn dns(&self) -> SocketAddr {
@@ -41,8 +49,9 @@ impl TestServer {
     }
 }
 
-pub fn client(http: SocketAddr) -> dns_server_client::Client {
-    let http_client = reqwest::Client::builder().timeout(TIMEOUT * 6).build().unwrap();
+/// A client of the server at `http` that sends the token in `dir`.
+pub fn client(dir: &TokenDir, http: SocketAddr) -> dns_server_client::Client {
+    let http_client = dir.http_client(TIMEOUT * 6);
     dns_server_client::Client::new_with_client(&format!("http://{http}"), http_client)
 }
 

@@ -12,8 +12,13 @@
 //! A server that claims a generation newer than this Nexus's is checked
 //! against the database: if the database has it, this Nexus is behind and
 //! asks its config task to look again (another Nexus got there first); if
-//! not, the server's state is wrong, which is an error naming it, never a
-//! success.  Per server, the task remembers across activations when it last
+//! not, or if the server serves this generation with other content, the
+//! server's state is wrong.  The database is the source of truth, so the
+//! task repairs such a server at once (`PUT /config/repair`, which the
+//! server applies only if it still serves exactly what was seen) and says
+//! so loudly: outcome `repaired`, the replaced generation and digest in the
+//! message and in the server's history, a warning in the log.  With
+//! `repair_servers = false` it only reports the fault, as an error.  Per server, the task remembers across activations when it last
 //! tried, last succeeded, since when it has been failing and how often.
 
 use super::dns_config::LoadedConfig;
@@ -28,19 +33,30 @@ use futures::StreamExt;
 use nexus_api::task_name::DnsTaskName;
 use nexus_api::task_status::{
     ConfigSource, DnsPropagationStatus, DnsPropagationWaiting, PropagationOutcome,
-    PropagationProgress, PropagationReport, PropagationResult, ServerHistory, ServerResult,
-    ServersSource,
+    PropagationProgress, PropagationReport, PropagationResult, ServerHistory, ServerRepair,
+    ServerResult, ServersSource,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// How the task talks to servers.
+#[derive(Clone, Debug)]
+pub struct PushOptions {
+    /// Limit for the whole exchange with one server.
+    pub timeout: Duration,
+    /// Sent with every write.
+    pub api_token: api_auth::ApiToken,
+    /// Whether a server ahead of the database or diverged is repaired.
+    pub repair: bool,
+}
+
 pub struct DnsPropagationTask {
     group: DnsGroup,
     config: watch::Receiver<Option<LoadedConfig>>,
     servers: watch::Receiver<Option<ServerList>>,
-    timeout: Duration,
+    options: PushOptions,
     datastore: Datastore,
     /// Activates `dns_config_<group>` when a server shows that this Nexus is
     /// behind the database.
@@ -54,7 +70,7 @@ impl DnsPropagationTask {
         group: DnsGroup,
         config: watch::Receiver<Option<LoadedConfig>>,
         servers: watch::Receiver<Option<ServerList>>,
-        timeout: Duration,
+        options: PushOptions,
         datastore: Datastore,
         config_activator: Activator,
     ) -> DnsPropagationTask {
@@ -62,7 +78,7 @@ impl DnsPropagationTask {
             group,
             config,
             servers,
-            timeout,
+            options,
             datastore,
             config_activator,
             clients: HashMap::new(),
@@ -76,9 +92,12 @@ impl DnsPropagationTask {
         }
         // The per-server limit is enforced around the whole exchange (see
         // `push`); the client's own limit is only a backstop behind it.
-        let http = reqwest::Client::builder()
-            .connect_timeout(self.timeout)
-            .timeout(self.timeout * 2)
+        let http = self
+            .options
+            .api_token
+            .client_builder()
+            .connect_timeout(self.options.timeout)
+            .timeout(self.options.timeout * 2)
             .build()
             .map_err(|e| anyhow!("building an HTTP client: {e}"))?;
         let client = dns_server_client::Client::new_with_client(&format!("http://{address}"), http);
@@ -96,6 +115,9 @@ impl DnsPropagationTask {
                 history.failing_since = None;
                 history.consecutive_failures = 0;
                 history.generation_applied = result.server_generation;
+                if result.history.last_repair.is_some() {
+                    history.last_repair = result.history.last_repair.clone();
+                }
             }
             PropagationResult::Error => {
                 history.failing_since.get_or_insert(result.completed_at);
@@ -148,10 +170,11 @@ impl Task for DnsPropagationTask {
         for server in &servers.servers {
             let client = self.client(server.address)?;
             let config = config.clone();
-            let timeout = self.timeout;
+            let timeout = self.options.timeout;
             let datastore = self.datastore.clone();
+            let repair = self.options.repair;
             pushes.push(async move {
-                (server.address, push(group, client, config, timeout, datastore).await)
+                (server.address, push(group, client, config, timeout, datastore, repair).await)
             });
         }
         let generation = config.config.generation;
@@ -201,17 +224,20 @@ impl Task for DnsPropagationTask {
 
 type Outcome = (PropagationResult, PropagationOutcome, Option<u64>, String);
 
-/// Brings one server to `config`'s generation, within `timeout`.
+/// Brings one server to `config`'s generation, within `timeout`; repairs it
+/// when its own state is wrong and `repair` allows.
 async fn push(
     group: DnsGroup,
     client: dns_server_client::Client,
     config: LoadedConfig,
     timeout: Duration,
     datastore: Datastore,
+    repair: bool,
 ) -> ServerResult {
     use PropagationOutcome::*;
     use PropagationResult::{Error, Success};
     let generation = config.config.generation;
+    let mut repaired = None;
     let work = async {
         let status = match client.status_get().send().await {
             Ok(status) => status.into_inner(),
@@ -228,7 +254,9 @@ async fn push(
         };
         let claim = ServerClaim { generation: at, digest: status.applied_config_digest.as_deref() };
         if at > generation {
-            // Newer than this Nexus: does the database have it?
+            // Newer than this Nexus: does the database have it?  (Asked
+            // after the server, so a generation committed and pushed in
+            // between is seen.)
             match datastore.dns_version_latest(group).await {
                 Ok(latest) => wanted.database_latest = Some(latest.generation),
                 Err(e) => {
@@ -245,41 +273,25 @@ async fn push(
                 }
             }
         }
-        match classify(claim, wanted) {
+        let server_digest = status.applied_config_digest.as_deref().unwrap_or("none");
+        let fault = match classify(claim, wanted) {
             SyncState::Current => {
-                (Success, AlreadyCurrent, Some(at), format!("already at generation {at}"))
+                return (Success, AlreadyCurrent, Some(at), format!("already at generation {at}"));
             }
-            SyncState::AheadOfWanted { .. } => (
-                Success,
-                NewerGeneration,
-                Some(at),
-                format!(
-                    "server is at generation {at}, newer than this Nexus's {generation} \
-                     (the database has it; asked {} to look again)",
-                    DnsTaskName::config(group)
-                ),
-            ),
-            SyncState::BeyondDatabase { database_latest } => (
-                Error,
-                ServerBeyondDatabase,
-                Some(at),
-                format!(
-                    "server claims generation {at}, which the database does not have \
-                     (latest is {database_latest}); it needs a repair, not a push"
-                ),
-            ),
-            SyncState::Diverged => (
-                Error,
-                ServerDiverged,
-                Some(at),
-                format!(
-                    "server has generation {at} with different content (digest {}, expected {})",
-                    status.applied_config_digest.as_deref().unwrap_or("none"),
-                    config.digest
-                ),
-            ),
+            SyncState::AheadOfWanted { .. } => {
+                return (
+                    Success,
+                    NewerGeneration,
+                    Some(at),
+                    format!(
+                        "server is at generation {at}, newer than this Nexus's {generation} \
+                         (the database has it; asked {} to look again)",
+                        DnsTaskName::config(group)
+                    ),
+                );
+            }
             SyncState::Behind { .. } | SyncState::Empty => {
-                match client.config_put().body((*config.config).clone()).send().await {
+                return match client.config_put().body((*config.config).clone()).send().await {
                     Ok(_) => (
                         Success,
                         Applied,
@@ -292,8 +304,62 @@ async fn push(
                         Some(at),
                         format!("pushing generation {generation}: {}", describe(e)),
                     ),
-                }
+                };
             }
+            SyncState::BeyondDatabase { database_latest } => (
+                ServerBeyondDatabase,
+                format!(
+                    "server claims generation {at} (digest {server_digest}), which the database \
+                     does not have (latest is {database_latest})"
+                ),
+            ),
+            SyncState::Diverged => (
+                ServerDiverged,
+                format!(
+                    "server has generation {at} with different content (digest {server_digest}, \
+                     expected {})",
+                    config.digest
+                ),
+            ),
+        };
+        let (outcome, reason) = fault;
+        if !repair {
+            return (Error, outcome, Some(at), format!("{reason}; it needs a repair, not a push"));
+        }
+        let request = dns_server_client::types::ConfigRepair {
+            replaces: dns_server_client::types::ServedIdentity {
+                generation: at,
+                digest: status.applied_config_digest.clone(),
+            },
+            config: (*config.config).clone(),
+            reason: reason.clone(),
+        };
+        match client.config_repair().body(request).send().await {
+            Ok(record) => {
+                let record = record.into_inner();
+                repaired = Some(ServerRepair {
+                    repaired_at: record.repaired_at,
+                    replaced_generation: at,
+                    replaced_digest: status.applied_config_digest.clone(),
+                    generation,
+                    reason: reason.clone(),
+                });
+                tracing::warn!(%group, %reason, generation, "REPAIRED a DNS server");
+                (
+                    Success,
+                    Repaired,
+                    Some(generation),
+                    format!(
+                        "REPAIRED: {reason}; replaced with the database's generation {generation}"
+                    ),
+                )
+            }
+            Err(e) => (
+                Error,
+                outcome,
+                Some(at),
+                format!("{reason}; repairing it failed: {}", describe(e)),
+            ),
         }
     };
     let (result, outcome, server_generation, message): Outcome =
@@ -311,7 +377,7 @@ async fn push(
         message,
         server_generation,
         completed_at: Utc::now(),
-        history: ServerHistory::default(),
+        history: ServerHistory { last_repair: repaired, ..ServerHistory::default() },
     }
 }
 
@@ -337,10 +403,12 @@ mod tests {
     use dns_types::{DnsConfig, DnsConfigZone, DnsRecord};
     use nexus_api::task_status::DnsServerEntry;
     use std::sync::Arc;
+    use test_support::TokenDir;
 
-    async fn server() -> (dns_server::RunningServer, tempfile::TempDir) {
+    /// A server that requires the token in `tokens`.
+    async fn server(tokens: &TokenDir) -> (dns_server::RunningServer, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let config = dns_server::Config::loopback(dir.path());
+        let config = dns_server::Config::loopback(dir.path(), tokens.token_file());
         (dns_server::RunningServer::start(&config).await.unwrap(), dir)
     }
 
@@ -394,6 +462,8 @@ mod tests {
         config: Option<LoadedConfig>,
         servers: Option<Vec<SocketAddr>>,
         datastore: Datastore,
+        tokens: &TokenDir,
+        repair: bool,
     ) -> (DnsPropagationTask, Activator) {
         let servers = servers.map(|servers| ServerList {
             servers: servers
@@ -410,7 +480,11 @@ mod tests {
             group,
             config_rx,
             servers_rx,
-            Duration::from_secs(2),
+            PushOptions {
+                timeout: Duration::from_secs(2),
+                api_token: tokens.token.clone(),
+                repair,
+            },
             datastore,
             activator.clone(),
         );
@@ -430,11 +504,12 @@ mod tests {
     #[tokio::test]
     async fn every_outcome_is_reported_per_server() {
         let db = database_at(6).await;
-        let (behind, _d1) = server().await;
-        let (current, _d2) = server().await;
-        let (newer, _d3) = server().await;
-        let (beyond, _d4) = server().await;
-        let (diverged, _d5) = server().await;
+        let tokens = TokenDir::new();
+        let (behind, _d1) = server(&tokens).await;
+        let (current, _d2) = server(&tokens).await;
+        let (newer, _d3) = server(&tokens).await;
+        let (beyond, _d4) = server(&tokens).await;
+        let (diverged, _d5) = server(&tokens).await;
         current.apply(config(5, "192.0.2.5")).await.unwrap();
         newer.apply(config(6, "192.0.2.6")).await.unwrap();
         beyond.apply(config(9, "192.0.2.9")).await.unwrap();
@@ -454,6 +529,8 @@ mod tests {
             Some(loaded(config(5, "192.0.2.5"))),
             Some(addresses),
             db.datastore.clone(),
+            &tokens,
+            false,
         );
         let activation = Activation::new(1, ActivationReason::Timer);
         let status = done(task.activate(&activation).await.unwrap());
@@ -506,10 +583,53 @@ mod tests {
         );
     }
 
+    /// With repair on (the default), a server beyond the database and one
+    /// diverged from it are put back to the database's generation, and the
+    /// result says what they served before.
+    #[tokio::test]
+    async fn servers_ahead_or_diverged_are_repaired_with_evidence() {
+        let db = database_at(6).await;
+        let tokens = TokenDir::new();
+        let (beyond, _d1) = server(&tokens).await;
+        let (diverged, _d2) = server(&tokens).await;
+        beyond.apply(config(9, "192.0.2.9")).await.unwrap();
+        diverged.apply(config(5, "192.0.2.99")).await.unwrap();
+        let wrong_digest = dns_types::config_digest(&config(9, "192.0.2.9"));
+        let (mut task, _) = make_task(
+            DnsGroup::Internal,
+            Some(loaded(config(5, "192.0.2.5"))),
+            Some(vec![beyond.http_address(), diverged.http_address()]),
+            db.datastore.clone(),
+            &tokens,
+            true,
+        );
+        let activation = Activation::new(1, ActivationReason::Timer);
+        let status = done(task.activate(&activation).await.unwrap());
+        let beyond_result = &status.servers[&beyond.http_address().to_string()];
+        assert_eq!(beyond_result.outcome, PropagationOutcome::Repaired, "{beyond_result:?}");
+        assert_eq!(beyond_result.result, PropagationResult::Success);
+        assert!(beyond_result.message.starts_with("REPAIRED: server claims generation 9"));
+        let repair = beyond_result.history.last_repair.as_ref().unwrap();
+        assert_eq!((repair.replaced_generation, repair.generation), (9, 5));
+        assert_eq!(repair.replaced_digest.as_deref(), Some(wrong_digest.as_str()));
+        assert_eq!(beyond.generation(), 5, "back at the database's generation");
+        let diverged_result = &status.servers[&diverged.http_address().to_string()];
+        assert_eq!(diverged_result.outcome, PropagationOutcome::Repaired, "{diverged_result:?}");
+        assert!(diverged_result.message.contains("different content"));
+
+        // The next activation finds both current, and remembers the repair.
+        let again = done(task.activate(&activation).await.unwrap());
+        let beyond_again = &again.servers[&beyond.http_address().to_string()];
+        assert_eq!(beyond_again.outcome, PropagationOutcome::AlreadyCurrent);
+        assert_eq!(beyond_again.history.last_repair.as_ref(), Some(repair));
+    }
+
     #[tokio::test]
     async fn waiting_for_inputs_is_not_a_failure_but_no_servers_is() {
         let db = database_at(2).await;
-        let (mut task, _) = make_task(DnsGroup::External, None, None, db.datastore.clone());
+        let tokens = TokenDir::new();
+        let (mut task, _) =
+            make_task(DnsGroup::External, None, None, db.datastore.clone(), &tokens, true);
         let activation = Activation::new(1, ActivationReason::Timer);
         let PropagationReport::Waiting(waiting) = task.activate(&activation).await.unwrap() else {
             panic!("expected waiting");
@@ -524,6 +644,8 @@ mod tests {
             Some(loaded(config(2, "192.0.2.2"))),
             Some(vec![]),
             db.datastore.clone(),
+            &tokens,
+            false,
         );
         let error = task.activate(&activation).await.unwrap_err().to_string();
         assert!(error.contains("no external DNS servers are registered"), "{error}");

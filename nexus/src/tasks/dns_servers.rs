@@ -103,10 +103,9 @@ mod tests {
     /// not make propagation forget its servers.
     #[tokio::test]
     async fn a_failed_lookup_keeps_the_last_list() {
-        let dir = tempfile::tempdir().unwrap();
-        let server = dns_server::RunningServer::start(&dns_server::Config::loopback(dir.path()))
-            .await
-            .unwrap();
+        let dir = test_support::TokenDir::new();
+        let config = dns_server::Config::loopback(dir.path().join("storage"), dir.token_file());
+        let server = dns_server::RunningServer::start(&config).await.unwrap();
         let names = [
             (
                 ServiceName::InternalDns.label().to_string(),

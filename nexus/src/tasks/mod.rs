@@ -32,6 +32,7 @@ pub fn register(
     resolver: &Resolver,
     internal_zone: &str,
     config: &TasksConfig,
+    api_token: &api_auth::ApiToken,
 ) -> Result<BTreeMap<DnsGroup, Activator>, RegistrationError> {
     let period = config.period();
     let timeout = config.server_timeout();
@@ -67,7 +68,11 @@ pub fn register(
             group,
             config_rx.clone(),
             servers_rx.clone(),
-            timeout,
+            dns_propagation::PushOptions {
+                timeout,
+                api_token: api_token.clone(),
+                repair: config.repair_servers,
+            },
             datastore.clone(),
             activator,
         );

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use background_tasks::{BackgroundTask, LastActivation};
+use background_task_types::{BackgroundTask, LastActivation};
 use devstack::stack::DnsServer;
 use devstack::{Stack, StackOptions};
 use dns_types::{DnsChange, DnsGroup, DnsRecord, DnsVersion, NameRecords, NameRemoval};
@@ -216,13 +216,15 @@ pub async fn propagation_of(
     .await
 }
 
-/// Runs the omdb binary against `ts` (only `OMDB_DNS_SERVER` set, from the
-/// stack's first internal DNS server): exit status, stdout, stderr.
+/// Runs the omdb binary against `ts` (only `OMDB_DNS_SERVER`, from the
+/// stack's first internal DNS server, and `OMDB_API_TOKEN_FILE` set): exit
+/// status, stdout, stderr.
 pub fn run_omdb(ts: &TestStack, args: &[&str]) -> (i32, String, String) {
     let dns = ts.stack.internal_dns_addresses()[0].to_string();
-    let output = std::process::Command::new(devstack::process::binary("omdb").unwrap())
+    let output = std::process::Command::new(test_support::process::binary("omdb").unwrap())
         .args(args)
         .env("OMDB_DNS_SERVER", &dns)
+        .env("OMDB_API_TOKEN_FILE", &ts.stack.api_token_file)
         .env_remove("OMDB_NEXUS_URL")
         .env_remove("OMDB_DB_URL")
         .output()

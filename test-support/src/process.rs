@@ -183,3 +183,47 @@ fn build_binaries(dir: &Path) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A `dns-server` process started by a test or benchmark.
+pub struct DnsServerProcess {
+    pub process: ChildProcess,
+    pub dns_address: std::net::SocketAddr,
+    pub http_address: std::net::SocketAddr,
+}
+
+impl DnsServerProcess {
+    /// Starts `binary` (the `dns-server` executable) with DNS at `dns` and
+    /// HTTP at `http` (`127.0.0.1:0` picks a port), `storage` and the token
+    /// in `api_token_file`; its log goes to `log`.
+    pub async fn start(
+        binary: &Path,
+        dns: &str,
+        http: &str,
+        storage: &Path,
+        api_token_file: &Path,
+        log: &Path,
+    ) -> anyhow::Result<DnsServerProcess> {
+        let args: Vec<String> = vec![
+            "--dns-address".into(),
+            dns.into(),
+            "--http-address".into(),
+            http.into(),
+            "--storage-dir".into(),
+            storage.display().to_string(),
+            "--api-token-file".into(),
+            api_token_file.display().to_string(),
+        ];
+        let (process, info) = ChildProcess::start("dns-server", binary, &args, log).await?;
+        let address = |key: &str| -> anyhow::Result<std::net::SocketAddr> {
+            info[key]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .with_context(|| format!("dns-server printed no {key}: {info}"))
+        };
+        Ok(DnsServerProcess {
+            dns_address: address("dns_address")?,
+            http_address: address("http_address")?,
+            process,
+        })
+    }
+}

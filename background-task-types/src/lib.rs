@@ -1,6 +1,11 @@
-//! What the framework records about each task, in the form the API serves:
-//! what it is, whether it is running (since when, why), its last completed
-//! activation and a bounded history of completed activations.
+//! What the background-task framework records about each task, in the form
+//! the API serves: what it is, whether it is running (since when, why), its
+//! last completed activation and a bounded history of completed
+//! activations.
+//!
+//! Plain wire types, apart from the framework (`background-tasks`), so that
+//! the API crate, its clients and omdb read them without pulling in the
+//! task machinery.
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;

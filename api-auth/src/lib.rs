@@ -1,0 +1,200 @@
+//! Write access: one bearer token, read from a file, required by every HTTP
+//! endpoint that changes state (SPEC.md "Write access").
+//!
+//! The servers (DNS server, Nexus) call [`ApiToken::authorize`] at the top
+//! of each writing handler; the clients (Nexus pushing to DNS servers and
+//! telling its peers, omdb `-w`) build their HTTP client with
+//! [`ApiToken::client_builder`].  The token never appears in logs or
+//! `Debug` output, and is compared in constant time: both sides are hashed
+//! first, so neither the content nor the length of the expected token leaks
+//! through timing.
+
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use subtle::ConstantTimeEq;
+
+/// Shortest token accepted: anything shorter is guessable.
+pub const MIN_TOKEN_BYTES: usize = 16;
+/// Longest token file read (a token is one line).
+const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+/// The `error_code` of a 401.
+pub const UNAUTHORIZED: &str = "Unauthorized";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("could not read API token file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "API token file {} {problem}; it must hold one line of at least {MIN_TOKEN_BYTES} \
+         printable characters (devstack writes one: see `devstack run`)",
+        path.display()
+    )]
+    Invalid { path: PathBuf, problem: &'static str },
+}
+
+/// The shared secret.
+#[derive(Clone)]
+pub struct ApiToken {
+    token: String,
+    hash: [u8; 32],
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken(<redacted>)")
+    }
+}
+
+impl ApiToken {
+    /// Reads the token from `path`: one line, surrounding whitespace ignored.
+    pub fn from_file(path: &Path) -> Result<ApiToken, TokenError> {
+        let read_error = |source| TokenError::Read { path: path.into(), source };
+        let length = std::fs::metadata(path).map_err(read_error)?.len();
+        let invalid = |problem| TokenError::Invalid { path: path.into(), problem };
+        if length > MAX_TOKEN_FILE_BYTES {
+            return Err(invalid("is too large to be a token file"));
+        }
+        let text = std::fs::read_to_string(path).map_err(read_error)?;
+        ApiToken::new(text.trim()).map_err(invalid)
+    }
+
+    /// A token from its text.
+    pub fn new(token: &str) -> Result<ApiToken, &'static str> {
+        if token.len() < MIN_TOKEN_BYTES {
+            return Err("holds a token that is too short");
+        }
+        // The token travels in an HTTP header: it must be visible ASCII.
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("holds characters other than printable ASCII");
+        }
+        Ok(ApiToken { token: token.into(), hash: Sha256::digest(token.as_bytes()).into() })
+    }
+
+    /// A new random token (256 bits, hex).
+    pub fn generate() -> ApiToken {
+        let bytes: [u8; 32] = rand::random();
+        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        ApiToken::new(&text).expect("64 hex digits are a valid token")
+    }
+
+    /// Writes the token to `path`, readable by its owner only.
+    pub fn write_to(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        writeln!(file, "{}", self.token)
+    }
+
+    /// Whether `presented` is this token, in time independent of both.
+    fn matches(&self, presented: &str) -> bool {
+        let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        hash.ct_eq(&self.hash).into()
+    }
+
+    /// Checks a request's `Authorization: Bearer <token>` header.  The
+    /// error is a 401 saying what was missing, never what was expected.
+    pub fn authorize(&self, headers: &http::HeaderMap) -> Result<(), dropshot::HttpError> {
+        let presented = headers
+            .get(http::header::AUTHORIZATION)
+            .ok_or("this endpoint changes state and needs an `Authorization: Bearer` header")
+            .and_then(|value| value.to_str().map_err(|_| "the Authorization header is not text"))
+            .and_then(|value| {
+                value
+                    .strip_prefix("Bearer ")
+                    .ok_or("the Authorization header is not of the `Bearer <token>` form")
+            })
+            .and_then(|token| {
+                if self.matches(token.trim()) { Ok(()) } else { Err("the bearer token is wrong") }
+            });
+        presented.map_err(|problem| {
+            let mut error = dropshot::HttpError::for_client_error(
+                Some(UNAUTHORIZED.into()),
+                dropshot::ClientErrorStatusCode::UNAUTHORIZED,
+                format!("{problem}; nothing was changed (reads stay open)"),
+            );
+            let mut headers = http::HeaderMap::new();
+            headers
+                .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+            error.headers = Some(Box::new(headers));
+            error
+        })
+    }
+
+    /// An HTTP client builder that sends this token with every request
+    /// (marked sensitive, so it is not shown by reqwest's `Debug`).
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        let mut value = http::HeaderValue::from_str(&format!("Bearer {}", self.token))
+            .expect("a token is visible ASCII");
+        value.set_sensitive(true);
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, value);
+        reqwest::Client::builder().default_headers(headers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn only_the_right_bearer_token_is_authorized() {
+        let token = ApiToken::new("0123456789abcdef-secret").unwrap();
+        assert!(token.authorize(&headers("Bearer 0123456789abcdef-secret")).is_ok());
+        for wrong in [
+            "Bearer 0123456789abcdef-secreT",
+            "Bearer 0123456789abcdef-secret-and-more",
+            "Bearer ",
+            "Basic 0123456789abcdef-secret",
+            "0123456789abcdef-secret",
+        ] {
+            let error = token.authorize(&headers(wrong)).unwrap_err();
+            assert_eq!(error.status_code.as_u16(), 401, "{wrong}");
+            assert!(!error.external_message.contains("secret"), "{}", error.external_message);
+        }
+        let missing = token.authorize(&http::HeaderMap::new()).unwrap_err();
+        assert!(missing.external_message.contains("needs an `Authorization: Bearer`"));
+        assert!(missing.headers.unwrap().contains_key(http::header::WWW_AUTHENTICATE));
+    }
+
+    #[test]
+    fn the_token_is_never_shown() {
+        let token = ApiToken::generate();
+        assert_eq!(format!("{token:?}"), "ApiToken(<redacted>)");
+        let builder = format!("{:?}", token.client_builder());
+        assert!(!builder.contains(&token.token), "{builder}");
+    }
+
+    #[test]
+    fn token_files_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let token = ApiToken::generate();
+        token.write_to(&path).unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(ApiToken::from_file(&path).unwrap().matches(&token.token));
+        std::fs::write(&path, "short\n").unwrap();
+        let error = ApiToken::from_file(&path).unwrap_err().to_string();
+        assert!(error.contains("too short") && error.contains("token"), "{error}");
+        let error = ApiToken::from_file(&dir.path().join("missing")).unwrap_err().to_string();
+        assert!(error.contains("could not read API token file"), "{error}");
+    }
+}

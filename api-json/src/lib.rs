@@ -1,0 +1,92 @@
+//! [`StrictJson`]: a request body extractor for the Dropshot API traits that
+//! behaves like `dropshot::TypedBody` (same OpenAPI description, same body
+//! size limit) but refuses a body with anything after the JSON value.
+//!
+//! `TypedBody` deserializes the value and ignores what follows it, so
+//! `{...}garbage` is accepted; a config or change that arrives with bytes
+//! after it was not produced by any well-behaved client, and is refused
+//! with a 400 saying so.
+
+use dropshot::{
+    ApiEndpointBodyContentType, ExclusiveExtractor, ExtractorMetadata, HttpError, RequestContext,
+    ServerContext, TypedBody, UntypedBody,
+};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+
+/// A JSON request body, parsed strictly.
+#[derive(Debug)]
+pub struct StrictJson<T>(T);
+
+impl<T> StrictJson<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+#[async_trait::async_trait]
+impl<T> ExclusiveExtractor for StrictJson<T>
+where
+    T: JsonSchema + DeserializeOwned + Send + Sync + 'static,
+{
+    async fn from_request<Context: ServerContext>(
+        rqctx: &RequestContext<Context>,
+        request: hyper::Request<dropshot::Body>,
+    ) -> Result<StrictJson<T>, HttpError> {
+        if let Some(content_type) = request.headers().get(http::header::CONTENT_TYPE) {
+            let mime = content_type.to_str().unwrap_or_default();
+            let mime = mime.split(';').next().unwrap_or_default().trim();
+            if !mime.eq_ignore_ascii_case("application/json") {
+                return Err(HttpError::for_bad_request(
+                    None,
+                    format!("unsupported content-type {mime:?}: send application/json"),
+                ));
+            }
+        }
+        let body = UntypedBody::from_request(rqctx, request).await?;
+        parse(body.as_bytes()).map(StrictJson)
+    }
+
+    fn metadata(content_type: ApiEndpointBodyContentType) -> ExtractorMetadata {
+        TypedBody::<T>::metadata(content_type)
+    }
+}
+
+/// `bytes` as one JSON value of type `T`, with only whitespace after it.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let what = if e.to_string().starts_with("trailing characters") {
+            "unexpected bytes after the JSON value"
+        } else {
+            "unable to parse JSON body"
+        };
+        HttpError::for_bad_request(None, format!("{what}: {e}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Body {
+        a: u32,
+    }
+
+    #[test]
+    fn only_whitespace_may_follow_the_value() {
+        assert_eq!(parse::<Body>(br#"{"a": 1}"#).unwrap(), Body { a: 1 });
+        assert_eq!(parse::<Body>(b"{\"a\": 1}\n  ").unwrap(), Body { a: 1 });
+        for bad in [&br#"{"a": 1} x"#[..], br#"{"a": 1}{}"#, br#"{"a": 1}\0"#] {
+            let error = parse::<Body>(bad).unwrap_err();
+            assert_eq!(error.status_code.as_u16(), 400);
+            assert!(
+                error.external_message.contains("unexpected bytes after"),
+                "{}",
+                error.external_message
+            );
+        }
+        let error = parse::<Body>(br#"{"a": "x"}"#).unwrap_err();
+        assert!(error.external_message.starts_with("unable to parse JSON body"));
+    }
+}

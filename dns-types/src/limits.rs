@@ -1,0 +1,109 @@
+//! The bounds every input is held to, decided once here and asked by the
+//! database layer, Nexus's API and the DNS server alike, so that nothing one
+//! of them accepts can be refused (or mis-served) by another.
+//!
+//! - A generation is the zone's SOA serial on the wire, a 32-bit number:
+//!   generations stop at [`MAX_GENERATION`].  Serials stay monotonic because
+//!   generations only grow in the database and a server refuses an older
+//!   one; only an explicit repair moves a server back.
+//! - Comments and creators are short single-line-ish text that PostgreSQL
+//!   (and CockroachDB) can store: no NUL, no other control characters
+//!   except tab and newline.
+//! - All records of one name, as a DNS answer, fit well inside one TCP DNS
+//!   message (65,535 bytes), with room left for the question, the OPT
+//!   record and additional records.
+
+use crate::DnsRecord;
+
+/// The largest generation: the SOA serial is 32 bits (RFC 1035).
+pub const MAX_GENERATION: u64 = u32::MAX as u64;
+/// Longest comment, in bytes.
+pub const MAX_COMMENT_BYTES: usize = 1024;
+/// Longest creator, in bytes.
+pub const MAX_CREATOR_BYTES: usize = 256;
+/// Largest wire size of all records of one name (owner names compressed).
+pub const MAX_NAME_WIRE_BYTES: usize = 16 * 1024;
+/// Most task names in one activation request.
+pub const MAX_ACTIVATE_TASKS: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TextError {
+    #[error("{what} is {len} bytes long (at most {max} allowed)")]
+    TooLong { what: &'static str, len: usize, max: usize },
+    #[error("{what} contains the control character U+{code:04X} at byte {at}")]
+    ControlCharacter { what: &'static str, code: u32, at: usize },
+}
+
+/// Checks free text (a comment, a creator) against `max` bytes and for
+/// characters the database cannot store or that would garble one-line logs.
+pub fn check_text(what: &'static str, text: &str, max: usize) -> Result<(), TextError> {
+    if text.len() > max {
+        return Err(TextError::TooLong { what, len: text.len(), max });
+    }
+    check_no_controls(what, text, &['\t', '\n'])
+}
+
+/// Refuses control characters other than `allowed` (NUL in particular,
+/// which PostgreSQL's text and JSONB cannot hold).
+pub fn check_no_controls(
+    what: &'static str,
+    text: &str,
+    allowed: &[char],
+) -> Result<(), TextError> {
+    match text.char_indices().find(|(_, c)| c.is_control() && !allowed.contains(c)) {
+        Some((at, c)) => Err(TextError::ControlCharacter { what, code: c as u32, at }),
+        None => Ok(()),
+    }
+}
+
+/// Length of `name` (dotted, without the final dot) in wire form.
+fn name_wire_len(name: &str) -> usize {
+    if name.is_empty() { 1 } else { name.len() + 2 }
+}
+
+/// The wire size of `records` as the answer records of one name: each with
+/// a compressed owner (2 bytes), type, class, TTL and length (10 bytes) and
+/// its data.
+pub fn records_wire_size(records: &[DnsRecord]) -> usize {
+    records
+        .iter()
+        .map(|record| {
+            12 + match record {
+                DnsRecord::A(_) => 4,
+                DnsRecord::Aaaa(_) => 16,
+                DnsRecord::Srv(srv) => 6 + name_wire_len(&srv.target),
+                DnsRecord::Ns(target) | DnsRecord::Cname(target) => name_wire_len(target),
+                // Character-strings of at most 255 bytes, each with a
+                // length byte.
+                DnsRecord::Txt(text) => text.len() + text.len().div_ceil(255).max(1),
+            }
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_bounded_and_free_of_control_characters() {
+        assert!(check_text("comment", "line one\nline\ttwo", 100).is_ok());
+        assert_eq!(
+            check_text("comment", "abc\0def", 100),
+            Err(TextError::ControlCharacter { what: "comment", code: 0, at: 3 })
+        );
+        assert!(check_text("comment", "\u{1b}[31m", 100).is_err());
+        let error = check_text("comment", &"x".repeat(101), 100).unwrap_err();
+        assert_eq!(error.to_string(), "comment is 101 bytes long (at most 100 allowed)");
+    }
+
+    #[test]
+    fn wire_sizes_count_what_goes_on_the_wire() {
+        let a = DnsRecord::A("192.0.2.1".parse().unwrap());
+        assert_eq!(records_wire_size(&[a.clone(), a]), 32);
+        // "h.example.test" is 16 bytes on the wire.
+        assert_eq!(records_wire_size(&[DnsRecord::Cname("h.example.test".into())]), 28);
+        assert_eq!(records_wire_size(&[DnsRecord::Txt("x".repeat(256))]), 12 + 256 + 2);
+        assert_eq!(records_wire_size(&[DnsRecord::Txt(String::new())]), 13);
+    }
+}

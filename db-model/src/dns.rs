@@ -462,6 +462,25 @@ fn check_change(change: &DnsChange, creator: &str, initial: bool) -> Result<(), 
     Ok(())
 }
 
+/// Everything `dns_change_commit` checks before it writes, against zones
+/// `zone_names` (TTL 60) holding the names in `current`: the same rules, with
+/// no database.  Returns the new records of every touched name (empty: the
+/// name is removed).  For tools and fuzzing.
+pub fn check_change_offline(
+    change: &DnsChange,
+    creator: &str,
+    zone_names: &[&str],
+    current: BTreeMap<(usize, String), Vec<DnsRecord>>,
+) -> Result<BTreeMap<(usize, String), Vec<DnsRecord>>, DnsError> {
+    check_change(change, creator, false)?;
+    let zones: Vec<Zone> = zone_names
+        .iter()
+        .map(|name| Zone { id: Uuid::nil(), name: name.to_string(), ttl_seconds: 60 })
+        .collect();
+    let resolved = ResolvedChange::resolve(change, &zones)?;
+    resolved.apply(&zones, current)
+}
+
 impl Datastore {
     /// Creates a group with its zones as generation 1, holding the names
     /// that `initial` adds (it may remove nothing).

@@ -35,6 +35,8 @@ pub struct StackOptions {
     /// Whether Nexus repairs a server ahead of the database or diverged
     /// from it (else it only reports it).
     pub repair_servers: bool,
+    /// Every HTTP API closes a connection idle (or half-sent) this long.
+    pub http_idle_timeout_secs: f64,
 }
 
 impl StackOptions {
@@ -50,6 +52,7 @@ impl StackOptions {
             task_period_secs: 60,
             server_timeout_secs: 5.0,
             repair_servers: true,
+            http_idle_timeout_secs: 30.0,
         }
     }
 }
@@ -73,6 +76,7 @@ pub struct DnsServer {
     /// The DNS address it reports instead of the one it binds, if any.
     pub advertise: Option<SocketAddr>,
     api_token_file: PathBuf,
+    http_idle_timeout_secs: f64,
 }
 
 impl DnsServer {
@@ -90,6 +94,8 @@ impl DnsServer {
             self.id.to_string(),
             "--api-token-file".into(),
             self.api_token_file.display().to_string(),
+            "--http-idle-timeout-secs".into(),
+            self.http_idle_timeout_secs.to_string(),
         ];
         if let Some(advertise) = self.advertise {
             args.extend(["--advertise-dns-address".into(), advertise.to_string()]);
@@ -266,7 +272,15 @@ impl Stack {
                 let storage = options.run_dir.join(&name);
                 let log = options.run_dir.join(format!("{name}.log"));
                 dns_servers.push(
-                    spawn_on_free_ports(group, id, storage, log, api_token_file.clone()).await?,
+                    spawn_on_free_ports(
+                        group,
+                        id,
+                        storage,
+                        log,
+                        api_token_file.clone(),
+                        options.http_idle_timeout_secs,
+                    )
+                    .await?,
                 );
             }
         }
@@ -403,11 +417,12 @@ impl Stack {
             .map(|s| format!("\"{}\"", s.dns_address))
             .collect();
         format!(
-            "id = \"{id}\"\napi_token_file = \"{}\"\n\n[database]\nurl = \"{}\"\n\n[internal_api]\naddress = \"127.0.0.1:0\"\n\n\
+            "id = \"{id}\"\napi_token_file = \"{}\"\n\n[database]\nurl = \"{}\"\n\n[internal_api]\naddress = \"127.0.0.1:0\"\nidle_timeout_secs = {}\n\n\
              [internal_dns]\nbootstrap_servers = [{}]\nzone = \"{}\"\n\n\
              [tasks]\nperiod_secs = {}\nserver_timeout_secs = {}\nrepair_servers = {}\n",
             self.api_token_file.display(),
             self.db_url,
+            self.options.http_idle_timeout_secs,
             bootstrap.join(", "),
             self.options.internal_zone,
             self.options.task_period_secs,
@@ -541,6 +556,7 @@ async fn spawn_on_free_ports(
     storage: PathBuf,
     log: PathBuf,
     api_token_file: PathBuf,
+    http_idle_timeout_secs: f64,
 ) -> anyhow::Result<DnsServer> {
     let mut last_error = None;
     for _ in 0..5 {
@@ -555,6 +571,7 @@ async fn spawn_on_free_ports(
             log: log.clone(),
             advertise: None,
             api_token_file: api_token_file.clone(),
+            http_idle_timeout_secs,
         };
         match server.start().await {
             Ok(()) => return Ok(server),

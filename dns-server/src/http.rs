@@ -20,6 +20,7 @@ impl DnsServerApi for DnsServerApiImpl {
     async fn config_get(
         rqctx: RequestContext<Self::Context>,
     ) -> Result<HttpResponseOk<AppliedConfig>, HttpError> {
+        let _busy = rqctx.context().in_flight.enter(rqctx.request.remote_addr());
         let served = rqctx.context().served();
         let applied = served.applied.as_ref().ok_or_else(|| {
             HttpError::for_client_error(
@@ -38,6 +39,7 @@ impl DnsServerApi for DnsServerApiImpl {
         rqctx: RequestContext<Self::Context>,
         config: StrictJson<DnsConfig>,
     ) -> Result<HttpResponseUpdatedNoContent, HttpError> {
+        let _busy = rqctx.context().in_flight.enter(rqctx.request.remote_addr());
         rqctx.context().api_token.authorize(rqctx.request.headers())?;
         let config = config.into_inner();
         let generation = config.generation;
@@ -54,6 +56,7 @@ impl DnsServerApi for DnsServerApiImpl {
         rqctx: RequestContext<Self::Context>,
         repair: StrictJson<ConfigRepair>,
     ) -> Result<HttpResponseOk<RepairRecord>, HttpError> {
+        let _busy = rqctx.context().in_flight.enter(rqctx.request.remote_addr());
         rqctx.context().api_token.authorize(rqctx.request.headers())?;
         let repair = repair.into_inner();
         let generation = repair.config.generation;
@@ -68,6 +71,7 @@ impl DnsServerApi for DnsServerApiImpl {
     async fn status_get(
         rqctx: RequestContext<Self::Context>,
     ) -> Result<HttpResponseOk<DnsServerStatus>, HttpError> {
+        let _busy = rqctx.context().in_flight.enter(rqctx.request.remote_addr());
         let state = rqctx.context();
         let served = state.served();
         let applied = served.applied.as_ref();

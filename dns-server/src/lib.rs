@@ -49,6 +49,15 @@ pub struct Config {
     /// File holding the bearer token every config write must carry
     /// (`api-auth`).
     pub api_token_file: PathBuf,
+    /// An HTTP connection that moves no data for this long, with no request
+    /// being handled, is closed (idle keep-alive, or a request that stopped
+    /// arriving half-way).
+    #[serde(default = "default_http_idle_timeout_secs")]
+    pub http_idle_timeout_secs: f64,
+}
+
+fn default_http_idle_timeout_secs() -> f64 {
+    30.0
 }
 
 impl Config {
@@ -64,6 +73,7 @@ impl Config {
             id: None,
             advertise_dns_address: None,
             api_token_file: api_token_file.into(),
+            http_idle_timeout_secs: default_http_idle_timeout_secs(),
         }
     }
 }
@@ -73,6 +83,8 @@ pub struct RunningServer {
     state: Arc<ServerState>,
     dns: hickory_server::Server<dns::DnsHandler>,
     http: dropshot::HttpServer<Arc<ServerState>>,
+    /// Closes idle HTTP connections while it lives.
+    _http_idle: http_idle::Reaper,
     /// The DNS address bound (which may differ from the one advertised).
     dns_address: SocketAddr,
 }
@@ -112,11 +124,15 @@ impl RunningServer {
             .map_err(|e| {
                 anyhow::anyhow!("starting the HTTP server on {}: {e}", config.http_address)
             })?;
+        let idle_limit = Duration::from_secs_f64(config.http_idle_timeout_secs.max(0.1));
+        let http_idle =
+            http_idle::Reaper::start(http.local_addr(), idle_limit, state.in_flight.clone())
+                .context("starting the idle HTTP connection watcher")?;
         tracing::info!(
             %id, %dns_address, http_address = %http.local_addr(),
             generation = state.served().generation(), "DNS server started"
         );
-        Ok(RunningServer { state, dns, http, dns_address })
+        Ok(RunningServer { state, dns, http, _http_idle: http_idle, dns_address })
     }
 
     pub fn id(&self) -> Uuid {
@@ -146,9 +162,10 @@ impl RunningServer {
     }
 
     /// Stops serving DNS and HTTP.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        let dns = self.dns.shutdown_gracefully().await;
-        let http = self.http.close().await;
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let RunningServer { mut dns, http, _http_idle, .. } = self;
+        let dns = dns.shutdown_gracefully().await;
+        let http = http.close().await;
         dns.context("stopping DNS")?;
         http.map_err(|e| anyhow::anyhow!("stopping HTTP: {e}"))
     }

@@ -35,6 +35,10 @@ struct Args {
     /// (`Authorization: Bearer <token>`); reads stay open.
     #[arg(long)]
     api_token_file: Option<PathBuf>,
+    /// Close an HTTP connection that moves no data for this long while no
+    /// request on it is being handled.
+    #[arg(long, default_value_t = 30.0)]
+    http_idle_timeout_secs: f64,
     /// A TOML file with the keys dns_address, http_address, storage_dir,
     /// api_token_file and optionally id and advertise_dns_address, instead
     /// of the flags.
@@ -58,6 +62,7 @@ fn config(args: Args) -> anyhow::Result<Config> {
                 id: args.id,
                 advertise_dns_address: args.advertise_dns_address,
                 api_token_file,
+                http_idle_timeout_secs: args.http_idle_timeout_secs,
             })
         }
         _ => bail!(

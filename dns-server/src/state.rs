@@ -57,6 +57,8 @@ pub struct ServerState {
     pub dns_addresses: Vec<SocketAddr>,
     /// Required by every write to the config API.
     pub api_token: api_auth::ApiToken,
+    /// Requests being handled (their connections are not idle).
+    pub in_flight: http_idle::InFlight,
     storage: Storage,
     served: RwLock<Arc<Served>>,
     update_lock: tokio::sync::Mutex<()>,
@@ -86,6 +88,7 @@ impl ServerState {
             started_at: Utc::now(),
             dns_addresses,
             api_token,
+            in_flight: http_idle::InFlight::default(),
             storage,
             served: RwLock::new(Arc::new(served)),
             update_lock: tokio::sync::Mutex::new(()),

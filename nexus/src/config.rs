@@ -13,6 +13,7 @@ use uuid::Uuid;
 /// url = "postgresql://postgres@127.0.0.1:5432/control_plane"
 /// [internal_api]
 /// address = "127.0.0.1:12221"
+/// idle_timeout_secs = 30
 /// [internal_dns]
 /// bootstrap_servers = ["127.0.0.1:5353"]
 /// zone = "control-plane.internal"
@@ -48,6 +49,11 @@ pub struct DatabaseConfig {
 #[serde(deny_unknown_fields)]
 pub struct InternalApiConfig {
     pub address: SocketAddr,
+    /// A connection that moves no data for this long, with no request being
+    /// handled, is closed (idle keep-alive, or a request that stopped
+    /// arriving half-way).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: f64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -104,6 +110,9 @@ fn default_period() -> u64 {
 }
 fn default_server_timeout() -> f64 {
     5.0
+}
+fn default_idle_timeout() -> f64 {
+    30.0
 }
 fn default_repair() -> bool {
     true

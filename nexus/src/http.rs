@@ -38,6 +38,8 @@ pub struct ApiContext {
     pub address: OnceLock<SocketAddr>,
     /// Required by every write; also sent to peers.
     pub api_token: api_auth::ApiToken,
+    /// Requests being handled (their connections are not idle).
+    pub in_flight: http_idle::InFlight,
 }
 
 pub enum NexusInternalApiImpl {}
@@ -73,6 +75,7 @@ impl NexusInternalApi for NexusInternalApiImpl {
     async fn status_get(
         rqctx: RequestContext<Self::Context>,
     ) -> Result<HttpResponseOk<NexusStatus>, HttpError> {
+        let _busy = rqctx.context().in_flight.enter(rqctx.request.remote_addr());
         let cx = rqctx.context();
         Ok(HttpResponseOk(NexusStatus {
             id: cx.id,
@@ -84,6 +87,7 @@ impl NexusInternalApi for NexusInternalApiImpl {
     async fn bgtask_list(
         rqctx: RequestContext<Self::Context>,
     ) -> Result<HttpResponseOk<BTreeMap<String, BackgroundTask>>, HttpError> {
+        let _busy = rqctx.context().in_flight.enter(rqctx.request.remote_addr());
         Ok(HttpResponseOk(rqctx.context().driver.statuses()))
     }
 
@@ -91,6 +95,7 @@ impl NexusInternalApi for NexusInternalApiImpl {
         rqctx: RequestContext<Self::Context>,
         path: Path<BackgroundTaskPath>,
     ) -> Result<HttpResponseOk<BackgroundTask>, HttpError> {
+        let _busy = rqctx.context().in_flight.enter(rqctx.request.remote_addr());
         let name = path.into_inner().bgtask_name;
         rqctx.context().driver.status(&name).map(HttpResponseOk).map_err(unknown_task)
     }
@@ -99,6 +104,7 @@ impl NexusInternalApi for NexusInternalApiImpl {
         rqctx: RequestContext<Self::Context>,
         body: StrictJson<BackgroundTasksActivateRequest>,
     ) -> Result<HttpResponseOk<BTreeMap<String, BackgroundTask>>, HttpError> {
+        let _busy = rqctx.context().in_flight.enter(rqctx.request.remote_addr());
         let cx = rqctx.context();
         cx.api_token.authorize(rqctx.request.headers())?;
         let request = body.into_inner();
@@ -125,6 +131,7 @@ impl NexusInternalApi for NexusInternalApiImpl {
         path: Path<DnsGroupPath>,
         body: StrictJson<DnsChange>,
     ) -> Result<HttpResponseOk<DnsVersion>, HttpError> {
+        let _busy = rqctx.context().in_flight.enter(rqctx.request.remote_addr());
         let cx = rqctx.context();
         cx.api_token.authorize(rqctx.request.headers())?;
         let group = path.into_inner().group;

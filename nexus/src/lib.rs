@@ -29,6 +29,8 @@ use uuid::Uuid;
 pub struct RunningNexus {
     context: Arc<http::ApiContext>,
     server: dropshot::HttpServer<Arc<http::ApiContext>>,
+    /// Closes idle API connections while it lives.
+    _http_idle: http_idle::Reaper,
 }
 
 impl RunningNexus {
@@ -67,6 +69,7 @@ impl RunningNexus {
             internal_zone: config.internal_dns.zone.clone(),
             address: OnceLock::new(),
             api_token,
+            in_flight: http_idle::InFlight::default(),
         });
 
         let api =
@@ -87,6 +90,9 @@ impl RunningNexus {
             })?;
         let address = server.local_addr();
         let _ = context.address.set(address);
+        let idle_limit = Duration::from_secs_f64(config.internal_api.idle_timeout_secs.max(0.1));
+        let http_idle = http_idle::Reaper::start(address, idle_limit, context.in_flight.clone())
+            .context("starting the idle HTTP connection watcher")?;
         tracing::info!(id = %config.id, %address, "Nexus internal API listening");
 
         registration::register_self(&datastore, config.id, &config.internal_dns.zone, address)
@@ -95,7 +101,7 @@ impl RunningNexus {
         if let Some(activator) = context.config_activators.get(&dns_types::DnsGroup::Internal) {
             activator.activate("this Nexus starting");
         }
-        Ok(RunningNexus { context, server })
+        Ok(RunningNexus { context, server, _http_idle: http_idle })
     }
 
     pub fn id(&self) -> Uuid {
@@ -108,7 +114,7 @@ impl RunningNexus {
 
     /// Stops the internal API and every background task.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        let RunningNexus { context, server } = self;
+        let RunningNexus { context, server, _http_idle } = self;
         server.close().await.map_err(|e| anyhow::anyhow!("stopping the internal API: {e}"))?;
         match Arc::try_unwrap(context) {
             Ok(context) => context.driver.shutdown().await,

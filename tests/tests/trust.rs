@@ -405,3 +405,69 @@ async fn a_nexus_killed_right_after_committing_loses_nothing() {
         assert_eq!(served, vec!["192.0.2.9".parse::<std::net::IpAddr>().unwrap()]);
     }
 }
+
+/// Both HTTP APIs close connections that sit idle, or whose request stopped
+/// arriving half-way, after their limit; a request whose handler takes
+/// longer than the limit still gets its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_sent_connections_are_closed() {
+    let ts = TestStack::start_with(2, 0, 1, |o| {
+        o.http_idle_timeout_secs = 1.0;
+        o.server_timeout_secs = 3.0;
+    })
+    .await;
+    let server = ts.internal_servers()[0].http_address;
+    let nexus = ts.stack.nexus[0].address;
+    let half_body = "PUT /config HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                     Content-Length: 1000\r\n\r\n{\"generation\": ";
+    let mut waits = Vec::new();
+    for address in [server, nexus] {
+        for (what, sent) in [
+            ("idle", ""),
+            ("half-sent headers", "GET /status HTTP/1.1\r\nHost: x\r\n"),
+            ("half-sent body", half_body),
+        ] {
+            waits.push(tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+                stream.write_all(sent.as_bytes()).await.unwrap();
+                let started = std::time::Instant::now();
+                let mut buffer = vec![0u8; 4096];
+                let closed = tokio::time::timeout(Duration::from_secs(10), async {
+                    loop {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                    }
+                })
+                .await;
+                assert!(closed.is_ok(), "{what} connection to {address} still open after 10 s");
+                (what, address, started.elapsed())
+            }));
+        }
+    }
+    for wait in waits {
+        let (what, address, took) = wait.await.unwrap();
+        assert!(took < Duration::from_secs(5), "{what} to {address}: closed after {took:?}");
+    }
+
+    // A handler that takes 3 s (a push to a hung server) is not cut off.
+    ts.internal_servers()[1].freeze().unwrap();
+    let started = std::time::Instant::now();
+    let statuses = ts
+        .nexus(0)
+        .bgtask_activate()
+        .body(nexus_client::types::BackgroundTasksActivateRequest {
+            bgtask_names: vec!["dns_propagation_internal".into()],
+            wait: true,
+        })
+        .send()
+        .await;
+    ts.internal_servers()[1].thaw().unwrap();
+    assert!(statuses.is_ok(), "a long request was cut off: {statuses:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the push did not wait on the hung server"
+    );
+}

@@ -100,7 +100,10 @@ pub enum DnsError {
 impl DnsError {
     /// True when the request itself is at fault (as opposed to the database).
     pub fn is_invalid_input(&self) -> bool {
-        !matches!(self, DnsError::Database(_))
+        match self {
+            DnsError::Database(error) => error.is_data_exception(),
+            _ => true,
+        }
     }
 }
 

@@ -38,6 +38,19 @@ pub enum DbError {
 
 impl DbError {
     /// Whether running the whole transaction again may succeed.
+    /// Whether the database refused the data itself (SQLSTATE class 22,
+    /// "data exception": a character it cannot store, a value out of
+    /// range): the input is at fault, not the database.  Validation catches
+    /// these first; this keeps a rule it missed from looking like an outage.
+    pub fn is_data_exception(&self) -> bool {
+        match self {
+            DbError::Query { source, .. } => {
+                source.code().is_some_and(|code| code.code().starts_with("22"))
+            }
+            _ => false,
+        }
+    }
+
     pub fn is_serialization_failure(&self) -> bool {
         match self {
             DbError::Query { source, .. } => {

@@ -375,3 +375,23 @@ async fn name_history_lists_every_stretch_with_its_versions() {
     let live = store.dns_zone_live_names(ZONE).await.unwrap();
     assert!(live.contains(&"shop".to_string()) && live.contains(&"other".to_string()));
 }
+
+/// A value the database cannot store is the input's fault (a 400 upstream),
+/// not an outage (503), even when validation missed it.
+#[tokio::test]
+async fn data_the_database_refuses_is_invalid_input_not_an_outage() {
+    let db = TestDatabase::new().await;
+    let (client, connection) =
+        tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let source = client.query_one("SELECT $1::TEXT", &[&"nul\0here"]).await.unwrap_err();
+    let error =
+        DnsError::Database(db_model::DbError::Query { what: "test", step: "storing", source });
+    assert!(error.is_invalid_input(), "{error:?}");
+    let unreachable = DnsError::Database(db_model::DbError::Timeout {
+        what: "test",
+        address: "127.0.0.1:1".into(),
+        timeout: std::time::Duration::from_secs(1),
+    });
+    assert!(!unreachable.is_invalid_input());
+}

@@ -89,9 +89,10 @@ async fn writes_without_the_token_get_401_and_change_nothing() {
     assert_eq!(response.status().as_u16(), 200);
 
     // omdb: -w without a token file says where to get one.
-    let (code, _, err) = run_omdb_without_token(
+    let (code, _, err) = run_omdb_as(
         &ts,
         &["-w", "nexus", "dns", "add", "internal", "x", "A", "192.0.2.9", "--comment", "c"],
+        false,
     );
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("needs the API token") && err.contains("OMDB_API_TOKEN_FILE"), "{err}");
@@ -102,21 +103,6 @@ async fn writes_without_the_token_get_401_and_change_nothing() {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(!text.contains(token.trim()), "the token appears in {}", log.display());
     }
-}
-
-fn run_omdb_without_token(ts: &TestStack, args: &[&str]) -> (i32, String, String) {
-    let dns = ts.stack.internal_dns_addresses()[0].to_string();
-    let output = std::process::Command::new(test_support::process::binary("omdb").unwrap())
-        .args(args)
-        .env("OMDB_DNS_SERVER", &dns)
-        .env_remove("OMDB_API_TOKEN_FILE")
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 /// A server given a generation the database does not have (by a holder of

@@ -220,15 +220,23 @@ pub async fn propagation_of(
 /// stack's first internal DNS server, and `OMDB_API_TOKEN_FILE` set): exit
 /// status, stdout, stderr.
 pub fn run_omdb(ts: &TestStack, args: &[&str]) -> (i32, String, String) {
+    run_omdb_as(ts, args, true)
+}
+
+/// [`run_omdb`], with or without the API token.
+pub fn run_omdb_as(ts: &TestStack, args: &[&str], with_token: bool) -> (i32, String, String) {
     let dns = ts.stack.internal_dns_addresses()[0].to_string();
-    let output = std::process::Command::new(test_support::process::binary("omdb").unwrap())
+    let mut command = std::process::Command::new(test_support::process::binary("omdb").unwrap());
+    command
         .args(args)
         .env("OMDB_DNS_SERVER", &dns)
-        .env("OMDB_API_TOKEN_FILE", &ts.stack.api_token_file)
+        .env_remove("OMDB_API_TOKEN_FILE")
         .env_remove("OMDB_NEXUS_URL")
-        .env_remove("OMDB_DB_URL")
-        .output()
-        .unwrap();
+        .env_remove("OMDB_DB_URL");
+    if with_token {
+        command.env("OMDB_API_TOKEN_FILE", &ts.stack.api_token_file);
+    }
+    let output = command.output().unwrap();
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),

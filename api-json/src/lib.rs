@@ -1,6 +1,11 @@
+//! Pieces both HTTP APIs share.
+//!
 //! [`StrictJson`]: a request body extractor for the Dropshot API traits that
 //! behaves like `dropshot::TypedBody` (same OpenAPI description, same body
 //! size limit) but refuses a body with anything after the JSON value.
+//! [`metrics_response`]: a Prometheus scrape's answer.
+//! [`dropshot_logger`]: Dropshot's own log (one record per request, server
+//! start and stop) sent through `tracing`, target `dropshot`.
 //!
 //! `TypedBody` deserializes the value and ignores what follows it, so
 //! `{...}garbage` is accepted; a config or change that arrives with bytes
@@ -49,6 +54,72 @@ where
 
     fn metadata(content_type: ApiEndpointBodyContentType) -> ExtractorMetadata {
         TypedBody::<T>::metadata(content_type)
+    }
+}
+
+/// The content type of `prometheus_client`'s text encoding (OpenMetrics,
+/// which Prometheus scrapes and `promtool check metrics` reads).
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A `GET /metrics` answer carrying `text`.
+pub fn metrics_response(text: String) -> Result<http::Response<dropshot::Body>, HttpError> {
+    http::Response::builder()
+        .header(http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)
+        .body(text.into())
+        .map_err(|e| HttpError::for_internal_error(format!("building the metrics response: {e}")))
+}
+
+/// A slog logger for Dropshot whose records become `tracing` events.
+/// Dropshot logs every completed request at `info`; that is `debug` here,
+/// so a healthy server's log is not one line per request
+/// (`RUST_LOG=dropshot=debug` shows them).
+pub fn dropshot_logger() -> slog::Logger {
+    slog::Logger::root(TracingDrain, slog::o!())
+}
+
+struct TracingDrain;
+
+impl slog::Drain for TracingDrain {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(
+        &self,
+        record: &slog::Record<'_>,
+        values: &slog::OwnedKVList,
+    ) -> Result<(), slog::Never> {
+        use slog::KV;
+        let mut fields = FieldText(String::new());
+        let _ = record.kv().serialize(record, &mut fields);
+        let _ = values.serialize(record, &mut fields);
+        let (message, fields) = (record.msg().to_string(), fields.0);
+        match record.level() {
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::error!(target: "dropshot", fields = %fields, "{message}")
+            }
+            slog::Level::Warning => {
+                tracing::warn!(target: "dropshot", fields = %fields, "{message}")
+            }
+            slog::Level::Info => tracing::debug!(target: "dropshot", fields = %fields, "{message}"),
+            slog::Level::Debug | slog::Level::Trace => {
+                tracing::trace!(target: "dropshot", fields = %fields, "{message}")
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A record's key-value pairs as `key=value` text.
+struct FieldText(String);
+
+impl slog::Serializer for FieldText {
+    fn emit_arguments(&mut self, key: slog::Key, value: &std::fmt::Arguments<'_>) -> slog::Result {
+        use std::fmt::Write;
+        if !self.0.is_empty() {
+            self.0.push(' ');
+        }
+        let _ = write!(self.0, "{key}={value}");
+        Ok(())
     }
 }
 

@@ -16,6 +16,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How many completed activations each task keeps unless told otherwise.
 pub const DEFAULT_HISTORY_LEN: usize = 16;
@@ -286,10 +287,16 @@ impl ActivationTicket {
     }
 }
 
+/// Called with the task's name and the record of every completed
+/// activation (to export metrics, say), on the task's own loop: keep it
+/// quick.
+pub type ActivationObserver = Arc<dyn Fn(&str, &ActivationRecord) + Send + Sync>;
+
 /// Collects task definitions; [`DriverBuilder::start`] runs them.
 pub struct DriverBuilder {
     definitions: Vec<TaskDefinition>,
     history_len: usize,
+    observers: Vec<ActivationObserver>,
 }
 
 impl Default for DriverBuilder {
@@ -300,7 +307,16 @@ impl Default for DriverBuilder {
 
 impl DriverBuilder {
     pub fn new() -> DriverBuilder {
-        DriverBuilder { definitions: Vec::new(), history_len: DEFAULT_HISTORY_LEN }
+        DriverBuilder {
+            definitions: Vec::new(),
+            history_len: DEFAULT_HISTORY_LEN,
+            observers: Vec::new(),
+        }
+    }
+
+    /// Calls `observer` after every completed activation of every task.
+    pub fn observe(&mut self, observer: ActivationObserver) {
+        self.observers.push(observer);
     }
 
     /// How many completed activations to keep per task (at least 1).
@@ -338,7 +354,12 @@ impl DriverBuilder {
                 activator: definition.activator.clone(),
             };
             tasks.insert(definition.name.clone(), info);
-            let runner = TaskLoop { definition, history_len: self.history_len, iteration: 0 };
+            let runner = TaskLoop {
+                definition,
+                history_len: self.history_len,
+                iteration: 0,
+                observers: self.observers.clone(),
+            };
             loops.push(tokio::spawn(runner.run(shutdown.clone())));
         }
         Driver { tasks, shutdown, loops }
@@ -441,6 +462,7 @@ struct TaskLoop {
     definition: TaskDefinition,
     history_len: usize,
     iteration: u64,
+    observers: Vec<ActivationObserver>,
 }
 
 impl TaskLoop {
@@ -522,7 +544,11 @@ impl TaskLoop {
 
         let activation =
             Activation { iteration, reason: reason.clone(), progress: Some(shared.state.clone()) };
-        let work = AssertUnwindSafe(self.definition.task.activate(&activation)).catch_unwind();
+        // Every line logged inside the activation says which one it is.
+        let span = tracing::info_span!("activation", task = %self.definition.name, iteration);
+        let work = AssertUnwindSafe(self.definition.task.activate(&activation))
+            .catch_unwind()
+            .instrument(span);
         let outcome = match self.definition.deadline {
             None => Ok(work.await),
             Some(deadline) => tokio::time::timeout(deadline, work).await.map_err(|_| deadline),
@@ -540,6 +566,9 @@ impl TaskLoop {
             tracing::debug!(task = %self.definition.name, iteration, ?elapsed, "activation done");
         }
         let record = ActivationRecord { iteration, reason, start_time, elapsed, details };
+        for observer in &self.observers {
+            observer(&self.definition.name, &record);
+        }
         let history_len = self.history_len;
         shared.state.send_modify(|s| {
             s.current = CurrentStatus::Idle;

@@ -69,6 +69,6 @@ pub use background_task_types::{
     ActivationReason, ActivationRecord, BackgroundTask, CurrentStatus, LastActivation,
 };
 pub use driver::{
-    Activation, ActivationTicket, Activator, DEFAULT_HISTORY_LEN, Driver, DriverBuilder,
-    DriverStopped, RegistrationError, Task, TaskDefinition, UnknownTask,
+    Activation, ActivationObserver, ActivationTicket, Activator, DEFAULT_HISTORY_LEN, Driver,
+    DriverBuilder, DriverStopped, RegistrationError, Task, TaskDefinition, UnknownTask,
 };

@@ -31,6 +31,8 @@ pub mod error_codes {
     /// A repair named a served generation and digest that are not what the
     /// server serves; nothing changed.
     pub const REPAIR_PRECONDITION: &str = "RepairPreconditionFailed";
+    /// `GET /ready`: the server is alive but not serving a config (503).
+    pub const NOT_READY: &str = "NotReady";
 }
 
 #[dropshot::api_description]
@@ -67,11 +69,45 @@ pub trait DnsServerApi {
         repair: StrictJson<ConfigRepair>,
     ) -> Result<HttpResponseOk<RepairRecord>, HttpError>;
 
+    /// Prometheus metrics (text exposition).
+    #[endpoint { method = GET, path = "/metrics", unpublished = true }]
+    async fn metrics_get(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<http::Response<dropshot::Body>, HttpError>;
+
+    /// Alive: the process answers.  Always 200 when it can answer at all.
+    #[endpoint { method = GET, path = "/health" }]
+    async fn health_get(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<HttpResponseOk<Health>, HttpError>;
+
+    /// Ready: serving a config.  200 with what it serves, or 503
+    /// (`NotReady`) saying why not.
+    #[endpoint { method = GET, path = "/ready" }]
+    async fn ready_get(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<HttpResponseOk<Readiness>, HttpError>;
+
     /// What this server is and what it serves: generation, digest, zones.
     #[endpoint { method = GET, path = "/status" }]
     async fn status_get(
         rqctx: RequestContext<Self::Context>,
     ) -> Result<HttpResponseOk<DnsServerStatus>, HttpError>;
+}
+
+/// `GET /health`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Health {
+    pub id: Uuid,
+    pub started_at: DateTime<Utc>,
+}
+
+/// `GET /ready` when ready.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Readiness {
+    /// The generation served.
+    pub generation: u64,
+    pub time_applied: DateTime<Utc>,
 }
 
 /// A config as applied by a server.

@@ -3,11 +3,13 @@
 //! packets, which get FORMERR or are dropped); this handler decides what to
 //! answer from the config being served.
 
+use crate::metrics::{QueryLabels, QueryType, Transport};
 use crate::state::ServerState;
 use crate::zone::Answer;
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Record};
 use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use std::sync::Arc;
@@ -88,7 +90,7 @@ impl RequestHandler for DnsHandler {
                 }
             }
         };
-        match result {
+        let info = match result {
             Ok(info) => info,
             Err(error) => {
                 tracing::debug!(%error, src = %request.src(), "could not send DNS response");
@@ -96,7 +98,21 @@ impl RequestHandler for DnsHandler {
                 metadata.response_code = ResponseCode::ServFail;
                 ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() })
             }
-        }
+        };
+        self.state.metrics.query(QueryLabels {
+            transport: match request.protocol() {
+                Protocol::Udp => Transport::Udp,
+                Protocol::Tcp => Transport::Tcp,
+                _ => Transport::Other,
+            },
+            qtype: request
+                .queries
+                .queries()
+                .first()
+                .map_or(QueryType::OTHER, |q| q.query_type().into()),
+            rcode: info.response_code.into(),
+        });
+        info
     }
 }
 

@@ -1,10 +1,11 @@
 //! The config HTTP API (`dns-server-api`), implemented over [`ServerState`].
 
-use crate::state::{ServerState, UpdateError};
+use crate::metrics::{ApplyKind, ApplyOutcome};
+use crate::state::{ServerState, UpdateError, UpdateOutcome};
 use api_json::StrictJson;
 use dns_server_api::{
-    AppliedConfig, ConfigRepair, DnsServerApi, DnsServerStatus, RepairRecord, ZoneStatus,
-    error_codes,
+    AppliedConfig, ConfigRepair, DnsServerApi, DnsServerStatus, Health, Readiness, RepairRecord,
+    ZoneStatus, error_codes,
 };
 use dns_types::DnsConfig;
 use dropshot::{
@@ -43,7 +44,16 @@ impl DnsServerApi for DnsServerApiImpl {
         rqctx.context().api_token.authorize(rqctx.request.headers())?;
         let config = config.into_inner();
         let generation = config.generation;
-        match rqctx.context().update(config).await {
+        let started = std::time::Instant::now();
+        let result = rqctx.context().update(config).await;
+        let outcome = match &result {
+            Ok(UpdateOutcome::Applied) => ApplyOutcome::Applied,
+            Ok(UpdateOutcome::AlreadyApplied) => ApplyOutcome::AlreadyApplied,
+            Err(error) => apply_outcome(error),
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        rqctx.context().metrics.apply(ApplyKind::Put, outcome, seconds);
+        match result {
             Ok(outcome) => {
                 tracing::debug!(generation, ?outcome, "PUT /config");
                 Ok(HttpResponseUpdatedNoContent())
@@ -60,12 +70,47 @@ impl DnsServerApi for DnsServerApiImpl {
         rqctx.context().api_token.authorize(rqctx.request.headers())?;
         let repair = repair.into_inner();
         let generation = repair.config.generation;
-        rqctx
-            .context()
-            .repair(repair)
-            .await
-            .map(HttpResponseOk)
-            .map_err(|e| to_http_error(generation, e))
+        let started = std::time::Instant::now();
+        let result = rqctx.context().repair(repair).await;
+        let outcome = result.as_ref().map_or_else(apply_outcome, |_| ApplyOutcome::Applied);
+        let seconds = started.elapsed().as_secs_f64();
+        rqctx.context().metrics.apply(ApplyKind::Repair, outcome, seconds);
+        result.map(HttpResponseOk).map_err(|e| to_http_error(generation, e))
+    }
+
+    async fn metrics_get(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<http::Response<dropshot::Body>, HttpError> {
+        let state = rqctx.context();
+        api_json::metrics_response(state.metrics.render(&state.served()))
+    }
+
+    async fn health_get(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<HttpResponseOk<Health>, HttpError> {
+        let state = rqctx.context();
+        Ok(HttpResponseOk(Health { id: state.id, started_at: state.started_at }))
+    }
+
+    async fn ready_get(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<HttpResponseOk<Readiness>, HttpError> {
+        let served = rqctx.context().served();
+        match served.applied.as_ref() {
+            Some(applied) => Ok(HttpResponseOk(Readiness {
+                generation: served.generation(),
+                time_applied: applied.time_applied,
+            })),
+            None => Err(HttpError {
+                status_code: dropshot::ErrorStatusCode::SERVICE_UNAVAILABLE,
+                error_code: Some(error_codes::NOT_READY.into()),
+                external_message: "not ready: this server has not been given a config yet \
+                                   (Nexus pushes one once it finds the server in internal DNS)"
+                    .into(),
+                internal_message: "no config".into(),
+                headers: None,
+            }),
+        }
     }
 
     async fn status_get(
@@ -94,6 +139,17 @@ impl DnsServerApi for DnsServerApiImpl {
             started_at: state.started_at,
             last_repair: state.last_repair(),
         }))
+    }
+}
+
+/// The metrics' name for what became of a config write.
+fn apply_outcome(error: &UpdateError) -> ApplyOutcome {
+    match error {
+        UpdateError::Invalid(_) | UpdateError::Compile(_) => ApplyOutcome::Invalid,
+        UpdateError::BadGeneration { .. } => ApplyOutcome::BadGeneration,
+        UpdateError::RepairPrecondition { .. } => ApplyOutcome::RepairPrecondition,
+        UpdateError::Storage { .. } => ApplyOutcome::StorageFailed,
+        UpdateError::Internal(_) => ApplyOutcome::Internal,
     }
 }
 

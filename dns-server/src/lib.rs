@@ -12,6 +12,7 @@
 
 pub mod dns;
 pub mod http;
+pub mod metrics;
 pub mod state;
 pub mod storage;
 pub mod zone;
@@ -110,7 +111,7 @@ impl RunningServer {
 
         let api = dns_server_api::dns_server_api_mod::api_description::<http::DnsServerApiImpl>()
             .map_err(|e| anyhow::anyhow!("building the API description: {e}"))?;
-        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let log = api_json::dropshot_logger();
         let http = dropshot::ServerBuilder::new(api, state.clone(), log)
             .config(dropshot::ConfigDropshot {
                 bind_address: config.http_address,

@@ -59,6 +59,7 @@ pub struct ServerState {
     pub api_token: api_auth::ApiToken,
     /// Requests being handled (their connections are not idle).
     pub in_flight: http_idle::InFlight,
+    pub metrics: crate::metrics::Metrics,
     storage: Storage,
     served: RwLock<Arc<Served>>,
     update_lock: tokio::sync::Mutex<()>,
@@ -89,6 +90,7 @@ impl ServerState {
             dns_addresses,
             api_token,
             in_flight: http_idle::InFlight::default(),
+            metrics: crate::metrics::Metrics::new(),
             storage,
             served: RwLock::new(Arc::new(served)),
             update_lock: tokio::sync::Mutex::new(()),

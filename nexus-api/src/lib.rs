@@ -20,6 +20,9 @@ use uuid::Uuid;
 pub const API_VERSION: semver::Version = semver::Version::new(1, 0, 0);
 
 /// Stable `error_code`s clients match on.
+pub mod lints;
+pub mod readiness;
+
 pub mod error_codes {
     /// No background task has the given name (404).
     pub const UNKNOWN_TASK: &str = "UnknownTask";
@@ -28,6 +31,8 @@ pub mod error_codes {
     pub const INVALID_DNS_CHANGE: &str = "InvalidDnsChange";
     /// The database could not be reached or did not answer in time (503).
     pub const DATABASE_UNAVAILABLE: &str = "DatabaseUnavailable";
+    /// `GET /ready`: alive, but not (yet) in sync (503).
+    pub const NOT_READY: &str = "NotReady";
     /// An activation request names no task, too many, or one twice (400).
     pub const INVALID_ACTIVATION: &str = "InvalidActivation";
 }
@@ -35,6 +40,26 @@ pub mod error_codes {
 #[dropshot::api_description]
 pub trait NexusInternalApi {
     type Context;
+
+    /// Prometheus metrics (text exposition).
+    #[endpoint { method = GET, path = "/metrics", unpublished = true }]
+    async fn metrics_get(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<http::Response<dropshot::Body>, HttpError>;
+
+    /// Alive: the process answers.
+    #[endpoint { method = GET, path = "/health" }]
+    async fn health_get(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<HttpResponseOk<NexusStatus>, HttpError>;
+
+    /// Ready: every group's config is loaded and every server of its list
+    /// serves the generation loaded.  200 with the evidence, or 503
+    /// (`NotReady`) naming what is not.
+    #[endpoint { method = GET, path = "/ready" }]
+    async fn ready_get(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<HttpResponseOk<NexusReadiness>, HttpError>;
 
     /// Who this Nexus is.
     #[endpoint { method = GET, path = "/status" }]
@@ -99,6 +124,23 @@ pub struct NexusStatus {
     pub started_at: DateTime<Utc>,
     /// Where this internal API listens.
     pub internal_api_address: SocketAddr,
+}
+
+/// `GET /ready` when ready: per group, what is served where.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+pub struct NexusReadiness {
+    pub groups: Vec<GroupReadiness>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+pub struct GroupReadiness {
+    pub group: DnsGroup,
+    /// The generation loaded, which every server serves.
+    pub generation: u64,
+    /// The servers' config API addresses.
+    pub servers: Vec<String>,
+    /// When the last server was done.
+    pub all_done_at: DateTime<Utc>,
 }
 
 /// The OpenAPI document of this API, as checked into `openapi/`.
@@ -285,6 +327,10 @@ pub mod task_status {
         pub discovered_at: DateTime<Utc>,
         /// Whether this activation found a list different from the last.
         pub changed: bool,
+        /// How many servers the list held before it last changed (absent
+        /// before the first change).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub previous_count: Option<usize>,
     }
 
     #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use internal_dns::{Resolver, ServiceName};
 use nexus_api::task_name::DnsTaskName;
 use nexus_api::{
     BackgroundTaskPath, BackgroundTasksActivateRequest, DnsGroupPath, NexusInternalApi,
-    NexusStatus, error_codes,
+    NexusReadiness, NexusStatus, error_codes,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,6 +40,7 @@ pub struct ApiContext {
     pub api_token: api_auth::ApiToken,
     /// Requests being handled (their connections are not idle).
     pub in_flight: http_idle::InFlight,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub enum NexusInternalApiImpl {}
@@ -82,6 +83,42 @@ impl NexusInternalApi for NexusInternalApiImpl {
             started_at: cx.started_at,
             internal_api_address: *cx.address.get().unwrap_or(&rqctx.server.local_addr),
         }))
+    }
+
+    async fn metrics_get(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<http::Response<dropshot::Body>, HttpError> {
+        let cx = rqctx.context();
+        api_json::metrics_response(cx.metrics.render(&cx.driver.statuses()))
+    }
+
+    async fn health_get(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<HttpResponseOk<NexusStatus>, HttpError> {
+        let cx = rqctx.context();
+        Ok(HttpResponseOk(NexusStatus {
+            id: cx.id,
+            started_at: cx.started_at,
+            internal_api_address: *cx.address.get().unwrap_or(&rqctx.server.local_addr),
+        }))
+    }
+
+    async fn ready_get(
+        rqctx: RequestContext<Self::Context>,
+    ) -> Result<HttpResponseOk<NexusReadiness>, HttpError> {
+        match nexus_api::readiness::readiness(&rqctx.context().driver.statuses()) {
+            Ok(ready) => Ok(HttpResponseOk(ready)),
+            Err(reasons) => {
+                let message = format!("not ready: {}", reasons.join("; "));
+                Err(HttpError {
+                    status_code: ErrorStatusCode::SERVICE_UNAVAILABLE,
+                    error_code: Some(error_codes::NOT_READY.into()),
+                    external_message: message.clone(),
+                    internal_message: message,
+                    headers: None,
+                })
+            }
+        }
     }
 
     async fn bgtask_list(

@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod registration;
 pub mod tasks;
 
@@ -49,7 +50,10 @@ impl RunningNexus {
             config.internal_dns.bootstrap_servers.clone(),
             config.tasks.server_timeout(),
         );
+        let metrics = Arc::new(metrics::Metrics::new());
         let mut builder = DriverBuilder::new();
+        let observed = metrics.clone();
+        builder.observe(Arc::new(move |task, record| observed.activation(task, record)));
         let config_activators = tasks::register(
             &mut builder,
             &datastore,
@@ -57,6 +61,7 @@ impl RunningNexus {
             &config.internal_dns.zone,
             &config.tasks,
             &api_token,
+            &metrics,
         )?;
         let driver = builder.start();
         let context = Arc::new(http::ApiContext {
@@ -70,12 +75,13 @@ impl RunningNexus {
             address: OnceLock::new(),
             api_token,
             in_flight: http_idle::InFlight::default(),
+            metrics,
         });
 
         let api =
             nexus_api::nexus_internal_api_mod::api_description::<http::NexusInternalApiImpl>()
                 .map_err(|e| anyhow::anyhow!("building the API description: {e}"))?;
-        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let log = api_json::dropshot_logger();
         let server = dropshot::ServerBuilder::new(api, context.clone(), log)
             .config(dropshot::ConfigDropshot {
                 bind_address: config.internal_api.address,

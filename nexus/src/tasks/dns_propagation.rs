@@ -50,6 +50,8 @@ pub struct PushOptions {
     pub api_token: api_auth::ApiToken,
     /// Whether a server ahead of the database or diverged is repaired.
     pub repair: bool,
+    /// Where propagation latency is recorded.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 pub struct DnsPropagationTask {
@@ -189,6 +191,10 @@ impl Task for DnsPropagationTask {
             self.remember(address, &mut result);
             if result.result == PropagationResult::Error {
                 tracing::warn!(%group, server = %address, message = %result.message, "DNS propagation failed");
+            }
+            if matches!(result.outcome, PropagationOutcome::Applied | PropagationOutcome::Repaired)
+            {
+                self.options.metrics.propagated(group, config.config.time_created);
             }
             if result.outcome == PropagationOutcome::NewerGeneration {
                 self.config_activator.activate(format!(
@@ -484,6 +490,7 @@ mod tests {
                 timeout: Duration::from_secs(2),
                 api_token: tokens.token.clone(),
                 repair,
+                metrics: Default::default(),
             },
             datastore,
             activator.clone(),

@@ -26,6 +26,8 @@ pub struct DnsServersTask {
     service_name: String,
     resolver: Resolver,
     publisher: watch::Sender<Option<ServerList>>,
+    /// The size of the list before its last change.
+    previous_count: Option<usize>,
 }
 
 impl DnsServersTask {
@@ -40,6 +42,7 @@ impl DnsServersTask {
             service_name: ServiceName::dns_servers_of(group).srv_name(internal_zone),
             resolver,
             publisher,
+            previous_count: None,
         };
         (task, receiver)
     }
@@ -68,7 +71,10 @@ impl Task for DnsServersTask {
         let published = self.publisher.borrow().clone();
         let (list, changed) = match published {
             Some(list) if list.servers == servers => (list, false),
-            _ => {
+            previous => {
+                if let Some(previous) = &previous {
+                    self.previous_count = Some(previous.servers.len());
+                }
                 let list = ServerList { servers, discovered_at: Utc::now() };
                 tracing::info!(
                     group = %self.group,
@@ -86,6 +92,7 @@ impl Task for DnsServersTask {
             servers: list.servers,
             discovered_at: list.discovered_at,
             changed,
+            previous_count: self.previous_count,
         })
     }
 }

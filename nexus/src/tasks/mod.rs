@@ -33,6 +33,7 @@ pub fn register(
     internal_zone: &str,
     config: &TasksConfig,
     api_token: &api_auth::ApiToken,
+    metrics: &std::sync::Arc<crate::metrics::Metrics>,
 ) -> Result<BTreeMap<DnsGroup, Activator>, RegistrationError> {
     let period = config.period();
     let timeout = config.server_timeout();
@@ -72,6 +73,7 @@ pub fn register(
                 timeout,
                 api_token: api_token.clone(),
                 repair: config.repair_servers,
+                metrics: metrics.clone(),
             },
             datastore.clone(),
             activator,

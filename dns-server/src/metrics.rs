@@ -1,0 +1,227 @@
+//! The server's Prometheus metrics (`GET /metrics`): queries by transport,
+//! type and response code; the generation served and when it was applied;
+//! config applies by kind and outcome, with their duration; the size of
+//! each zone.  Every label takes a bounded set of values: names, comments
+//! and addresses never become labels.
+
+use crate::zone::Served;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::fmt::Write;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Other,
+}
+
+impl EncodeLabelValue for Transport {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Other => "other",
+        })
+    }
+}
+
+/// Query types we serve, and the rest folded into `other`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum QueryType {
+    A,
+    AAAA,
+    SRV,
+    NS,
+    CNAME,
+    TXT,
+    SOA,
+    ANY,
+    OTHER,
+}
+
+impl From<RecordType> for QueryType {
+    fn from(rtype: RecordType) -> QueryType {
+        match rtype {
+            RecordType::A => QueryType::A,
+            RecordType::AAAA => QueryType::AAAA,
+            RecordType::SRV => QueryType::SRV,
+            RecordType::NS => QueryType::NS,
+            RecordType::CNAME => QueryType::CNAME,
+            RecordType::TXT => QueryType::TXT,
+            RecordType::SOA => QueryType::SOA,
+            RecordType::ANY => QueryType::ANY,
+            _ => QueryType::OTHER,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum Rcode {
+    NOERROR,
+    NXDOMAIN,
+    REFUSED,
+    FORMERR,
+    NOTIMP,
+    SERVFAIL,
+    BADVERS,
+    OTHER,
+}
+
+impl From<ResponseCode> for Rcode {
+    fn from(code: ResponseCode) -> Rcode {
+        match code {
+            ResponseCode::NoError => Rcode::NOERROR,
+            ResponseCode::NXDomain => Rcode::NXDOMAIN,
+            ResponseCode::Refused => Rcode::REFUSED,
+            ResponseCode::FormErr => Rcode::FORMERR,
+            ResponseCode::NotImp => Rcode::NOTIMP,
+            ResponseCode::ServFail => Rcode::SERVFAIL,
+            ResponseCode::BADVERS => Rcode::BADVERS,
+            _ => Rcode::OTHER,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryLabels {
+    pub transport: Transport,
+    pub qtype: QueryType,
+    pub rcode: Rcode,
+}
+
+/// How a config reached the server.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum ApplyKind {
+    Put,
+    Repair,
+}
+
+impl EncodeLabelValue for ApplyKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(match self {
+            ApplyKind::Put => "put",
+            ApplyKind::Repair => "repair",
+        })
+    }
+}
+
+/// What became of it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    Applied,
+    AlreadyApplied,
+    Invalid,
+    BadGeneration,
+    RepairPrecondition,
+    StorageFailed,
+    Internal,
+}
+
+impl EncodeLabelValue for ApplyOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(match self {
+            ApplyOutcome::Applied => "applied",
+            ApplyOutcome::AlreadyApplied => "already_applied",
+            ApplyOutcome::Invalid => "invalid",
+            ApplyOutcome::BadGeneration => "bad_generation",
+            ApplyOutcome::RepairPrecondition => "repair_precondition",
+            ApplyOutcome::StorageFailed => "storage_failed",
+            ApplyOutcome::Internal => "internal",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApplyLabels {
+    pub kind: ApplyKind,
+    pub outcome: ApplyOutcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ZoneLabels {
+    zone: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    queries: Family<QueryLabels, Counter>,
+    applies: Family<ApplyLabels, Counter>,
+    apply_seconds: Family<ApplyLabels, Histogram>,
+    generation: Gauge,
+    applied_at: Gauge<f64, AtomicU64>,
+    zone_names: Family<ZoneLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("dns_server");
+        let queries = Family::<QueryLabels, Counter>::default();
+        registry.register("queries", "DNS queries answered", queries.clone());
+        let applies = Family::<ApplyLabels, Counter>::default();
+        registry.register(
+            "config_applies",
+            "Config writes received, by kind and outcome",
+            applies.clone(),
+        );
+        let apply_seconds = Family::<ApplyLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
+        registry.register(
+            "config_apply_seconds",
+            "Time to validate, compile, store and swap in a config",
+            apply_seconds.clone(),
+        );
+        let generation = Gauge::default();
+        registry.register("generation", "The generation served (0: none)", generation.clone());
+        let applied_at = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "generation_applied_timestamp_seconds",
+            "When the served generation was applied (Unix time; 0: none)",
+            applied_at.clone(),
+        );
+        let zone_names = Family::<ZoneLabels, Gauge>::default();
+        registry.register("zone_names", "Names in each zone served", zone_names.clone());
+        Metrics { registry, queries, applies, apply_seconds, generation, applied_at, zone_names }
+    }
+
+    pub fn query(&self, labels: QueryLabels) {
+        self.queries.get_or_create(&labels).inc();
+    }
+
+    pub fn apply(&self, kind: ApplyKind, outcome: ApplyOutcome, seconds: f64) {
+        let labels = ApplyLabels { kind, outcome };
+        self.applies.get_or_create(&labels).inc();
+        self.apply_seconds.get_or_create(&labels).observe(seconds);
+    }
+
+    /// The text exposition of every metric, with what is served now.
+    pub fn render(&self, served: &Served) -> String {
+        self.generation.set(served.generation() as i64);
+        let applied_at = served.applied.as_ref().map(|a| a.time_applied.timestamp_millis());
+        self.applied_at.set(applied_at.unwrap_or(0) as f64 / 1000.0);
+        self.zone_names.clear();
+        for (zone, names) in served.zone_sizes() {
+            self.zone_names.get_or_create(&ZoneLabels { zone: zone.to_string() }).set(names as i64);
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String does not fail");
+        text
+    }
+}

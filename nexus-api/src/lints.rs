@@ -1,0 +1,137 @@
+//! Task lints: what an operator should look at first, decided once from a
+//! task's status and shown by omdb (`background-tasks show`/`list`) and
+//! exported by Nexus as metrics.
+//!
+//! - `overdue`: idle, and more than twice its period since its last
+//!   activation ended (its timer is not firing);
+//! - `stuck`: running for longer than a limit;
+//! - `empty_server_list` / `shrunk_server_list`: `dns_servers_<group>` found
+//!   no servers, or fewer than before its last change;
+//! - `server_failing`: `dns_propagation_<group>` has failed to bring a
+//!   server up to date since a time.
+//!
+//! Disagreement between Nexus instances needs more than one Nexus's view:
+//! omdb reports it with `--all-nexus`, and each Nexus exports its loaded
+//! generation so an alert can compare them.
+
+use crate::task_name::{DnsTaskKind, DnsTaskName};
+use crate::task_status::{DnsServersStatus, PropagationReport};
+use background_task_types::{BackgroundTask, CurrentStatus, LastActivation};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+/// One finding about one task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "lint", rename_all = "snake_case")]
+pub enum Lint {
+    Overdue { last_ended_at: DateTime<Utc>, period_secs: u64 },
+    Stuck { running_since: DateTime<Utc>, limit_secs: u64 },
+    EmptyServerList,
+    ShrunkServerList { from: usize, to: usize, at: DateTime<Utc> },
+    ServerFailing { server: String, since: DateTime<Utc>, consecutive_failures: u64 },
+}
+
+impl Lint {
+    /// The lint's name, as in metrics labels and JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Lint::Overdue { .. } => "overdue",
+            Lint::Stuck { .. } => "stuck",
+            Lint::EmptyServerList => "empty_server_list",
+            Lint::ShrunkServerList { .. } => "shrunk_server_list",
+            Lint::ServerFailing { .. } => "server_failing",
+        }
+    }
+
+    pub const KINDS: [&'static str; 5] =
+        ["overdue", "stuck", "empty_server_list", "shrunk_server_list", "server_failing"];
+}
+
+impl fmt::Display for Lint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        match self {
+            Lint::Overdue { last_ended_at, period_secs } => write!(
+                f,
+                "OVERDUE: last activation ended at {}, more than twice the {period_secs}s period ago",
+                at(last_ended_at)
+            ),
+            Lint::Stuck { running_since, limit_secs } => {
+                write!(f, "STUCK: running since {}, longer than {limit_secs}s", at(running_since))
+            }
+            Lint::EmptyServerList => f.write_str("EMPTY SERVER LIST: no DNS servers found"),
+            Lint::ShrunkServerList { from, to, at: when } => {
+                write!(f, "SERVER LIST SHRANK: from {from} to {to} servers at {}", at(when))
+            }
+            Lint::ServerFailing { server, since, consecutive_failures } => write!(
+                f,
+                "SERVER FAILING: {server} since {} ({consecutive_failures} attempts in a row)",
+                at(since)
+            ),
+        }
+    }
+}
+
+/// The lints of `task` at `now`; a running task counts as stuck after
+/// `stuck_after`.
+pub fn lint(task: &BackgroundTask, now: DateTime<Utc>, stuck_after: Duration) -> Vec<Lint> {
+    let mut lints = Vec::new();
+    let secs = |d: Duration| d.as_secs();
+    match (&task.current, &task.last) {
+        (CurrentStatus::Running { start_time, .. }, _) => {
+            if (now - *start_time).to_std().is_ok_and(|running| running > stuck_after) {
+                lints.push(Lint::Stuck {
+                    running_since: *start_time,
+                    limit_secs: secs(stuck_after),
+                });
+            }
+        }
+        (CurrentStatus::Idle, LastActivation::Completed(record)) => {
+            let ended = record.start_time
+                + chrono::Duration::from_std(record.elapsed).unwrap_or(chrono::Duration::zero());
+            if (now - ended).to_std().is_ok_and(|idle| idle > task.period * 2) {
+                lints.push(Lint::Overdue { last_ended_at: ended, period_secs: secs(task.period) });
+            }
+        }
+        (CurrentStatus::Idle, LastActivation::NeverCompleted) => {}
+    }
+    let LastActivation::Completed(record) = &task.last else { return lints };
+    let Ok(name) = task.name.parse::<DnsTaskName>() else { return lints };
+    match name.kind {
+        DnsTaskKind::Servers => {
+            if let Ok(status) = serde_json::from_value::<DnsServersStatus>(record.details.clone()) {
+                if status.servers.is_empty() {
+                    lints.push(Lint::EmptyServerList);
+                }
+                if let Some(from) =
+                    status.previous_count.filter(|from| *from > status.servers.len())
+                {
+                    lints.push(Lint::ShrunkServerList {
+                        from,
+                        to: status.servers.len(),
+                        at: status.discovered_at,
+                    });
+                }
+            }
+        }
+        DnsTaskKind::Propagation => {
+            if let Ok(PropagationReport::Done(status)) =
+                serde_json::from_value(record.details.clone())
+            {
+                for (server, result) in &status.servers {
+                    if let Some(since) = result.history.failing_since {
+                        lints.push(Lint::ServerFailing {
+                            server: server.clone(),
+                            since,
+                            consecutive_failures: result.history.consecutive_failures,
+                        });
+                    }
+                }
+            }
+        }
+        DnsTaskKind::Config => {}
+    }
+    lints
+}

@@ -1,0 +1,246 @@
+//! Nexus's Prometheus metrics (`GET /metrics`).
+//!
+//! Per task: activations by reason and outcome and their duration (counted
+//! as they complete, through the driver's observer), whether it is running,
+//! and its lints (`nexus_api::lints`).  Per group: the generation this Nexus
+//! loaded (the database's latest as it sees it; compare across Nexus
+//! instances to find disagreement).  Per DNS server: the generation applied,
+//! the last success, consecutive failures.  And the propagation latency:
+//! from a generation's creation in the database to its application on each
+//! server.  Labels are task names, groups, lint kinds and server addresses:
+//! bounded sets, never a DNS name or a comment.
+
+use background_task_types::{ActivationReason, ActivationRecord, BackgroundTask, CurrentStatus};
+use chrono::{DateTime, Utc};
+use dns_types::DnsGroup;
+use nexus_api::lints::{Lint, lint};
+use nexus_api::task_name::{DnsTaskKind, DnsTaskName};
+use nexus_api::task_status::{DnsConfigStatus, PropagationReport};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+/// A running task counts as stuck (lint and metric) after this long.
+pub const STUCK_AFTER: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActivationLabels {
+    task: String,
+    reason: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    task: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LintLabels {
+    task: String,
+    lint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabels {
+    group: String,
+    server: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    activations: Family<ActivationLabels, Counter>,
+    activation_seconds: Family<TaskLabels, Histogram>,
+    running: Family<TaskLabels, Gauge>,
+    lints: Family<LintLabels, Gauge>,
+    generation: Family<GroupLabels, Gauge>,
+    server_generation: Family<ServerLabels, Gauge>,
+    server_last_success: Family<ServerLabels, Gauge<f64, AtomicU64>>,
+    server_failures: Family<ServerLabels, Gauge>,
+    propagation_latency: Family<GroupLabels, Histogram>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("nexus");
+        let activations = Family::<ActivationLabels, Counter>::default();
+        registry.register(
+            "task_activations",
+            "Completed background task activations, by reason and outcome",
+            activations.clone(),
+        );
+        let activation_seconds = Family::<TaskLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 18))
+        });
+        registry.register(
+            "task_activation_seconds",
+            "Duration of completed background task activations",
+            activation_seconds.clone(),
+        );
+        let running = Family::<TaskLabels, Gauge>::default();
+        registry.register("task_running", "1 while the task runs an activation", running.clone());
+        let lints = Family::<LintLabels, Gauge>::default();
+        registry.register(
+            "task_lint",
+            "1 when the lint applies to the task (overdue, stuck, empty or shrunk server list, server failing)",
+            lints.clone(),
+        );
+        let generation = Family::<GroupLabels, Gauge>::default();
+        registry.register(
+            "dns_generation_loaded",
+            "The group's latest generation as this Nexus loaded it from the database",
+            generation.clone(),
+        );
+        let server_generation = Family::<ServerLabels, Gauge>::default();
+        registry.register(
+            "dns_server_generation_applied",
+            "The last generation this Nexus saw a DNS server serve correctly",
+            server_generation.clone(),
+        );
+        let server_last_success = Family::<ServerLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "dns_server_last_success_timestamp_seconds",
+            "When propagation last succeeded for a DNS server (Unix time)",
+            server_last_success.clone(),
+        );
+        let server_failures = Family::<ServerLabels, Gauge>::default();
+        registry.register(
+            "dns_server_consecutive_failures",
+            "Propagation attempts in a row that failed for a DNS server",
+            server_failures.clone(),
+        );
+        let propagation_latency = Family::<GroupLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 20))
+        });
+        registry.register(
+            "dns_propagation_latency_seconds",
+            "From a generation's creation in the database to its application on a DNS server",
+            propagation_latency.clone(),
+        );
+        Metrics {
+            registry,
+            activations,
+            activation_seconds,
+            running,
+            lints,
+            generation,
+            server_generation,
+            server_last_success,
+            server_failures,
+            propagation_latency,
+        }
+    }
+
+    /// Counts a completed activation (the driver's observer).
+    pub fn activation(&self, task: &str, record: &ActivationRecord) {
+        let reason = match record.reason {
+            ActivationReason::Timer => "timer",
+            ActivationReason::Dependency { .. } => "dependency",
+            ActivationReason::Request { .. } => "request",
+        };
+        let outcome = if record.error().is_some() { "error" } else { "ok" };
+        self.activations
+            .get_or_create(&ActivationLabels { task: task.into(), reason, outcome })
+            .inc();
+        self.activation_seconds
+            .get_or_create(&TaskLabels { task: task.into() })
+            .observe(record.elapsed.as_secs_f64());
+    }
+
+    /// A generation created at `created` became served on a server now.
+    pub fn propagated(&self, group: DnsGroup, created: DateTime<Utc>) {
+        let seconds = (Utc::now() - created).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+        self.propagation_latency
+            .get_or_create(&GroupLabels { group: group.to_string() })
+            .observe(seconds);
+    }
+
+    /// The text exposition, with the state-derived figures taken from
+    /// `tasks` now.
+    pub fn render(&self, tasks: &BTreeMap<String, BackgroundTask>) -> String {
+        let now = Utc::now();
+        self.lints.clear();
+        self.server_generation.clear();
+        self.server_last_success.clear();
+        self.server_failures.clear();
+        for (name, task) in tasks {
+            let labels = TaskLabels { task: name.clone() };
+            let running = matches!(task.current, CurrentStatus::Running { .. });
+            self.running.get_or_create(&labels).set(i64::from(running));
+            let found: Vec<Lint> = lint(task, now, STUCK_AFTER);
+            for kind in Lint::KINDS {
+                let applies = found.iter().any(|l| l.kind() == kind);
+                self.lints
+                    .get_or_create(&LintLabels { task: name.clone(), lint: kind })
+                    .set(i64::from(applies));
+            }
+            self.task_state(name, task);
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String does not fail");
+        text
+    }
+
+    fn task_state(&self, name: &str, task: &BackgroundTask) {
+        let Ok(task_name) = name.parse::<DnsTaskName>() else { return };
+        let background_task_types::LastActivation::Completed(record) = &task.last else { return };
+        let group = task_name.group.to_string();
+        match task_name.kind {
+            DnsTaskKind::Config => {
+                if let Ok(status) =
+                    serde_json::from_value::<DnsConfigStatus>(record.details.clone())
+                {
+                    self.generation
+                        .get_or_create(&GroupLabels { group })
+                        .set(status.generation as i64);
+                }
+            }
+            DnsTaskKind::Propagation => {
+                let Ok(PropagationReport::Done(status)) =
+                    serde_json::from_value(record.details.clone())
+                else {
+                    return;
+                };
+                for (server, result) in &status.servers {
+                    let labels = ServerLabels { group: group.clone(), server: server.clone() };
+                    let history = &result.history;
+                    if let Some(generation) = history.generation_applied {
+                        self.server_generation.get_or_create(&labels).set(generation as i64);
+                    }
+                    if let Some(at) = history.last_success_at {
+                        let seconds = at.timestamp_millis() as f64 / 1000.0;
+                        self.server_last_success.get_or_create(&labels).set(seconds);
+                    }
+                    self.server_failures
+                        .get_or_create(&labels)
+                        .set(history.consecutive_failures as i64);
+                }
+            }
+            DnsTaskKind::Servers => {}
+        }
+    }
+}

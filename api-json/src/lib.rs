@@ -57,16 +57,42 @@ where
     }
 }
 
-/// The content type of `prometheus_client`'s text encoding (OpenMetrics,
-/// which Prometheus scrapes and `promtool check metrics` reads).
-pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the Prometheus text exposition format, which every
+/// Prometheus scrapes and `promtool check metrics` checks.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// A `GET /metrics` answer carrying `text`.
-pub fn metrics_response(text: String) -> Result<http::Response<dropshot::Body>, HttpError> {
+/// A `GET /metrics` answer carrying `openmetrics` (what
+/// `prometheus_client::encoding::text::encode` writes) in the Prometheus
+/// text format.
+pub fn metrics_response(openmetrics: String) -> Result<http::Response<dropshot::Body>, HttpError> {
     http::Response::builder()
         .header(http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)
-        .body(text.into())
+        .body(prometheus_text(&openmetrics).into())
         .map_err(|e| HttpError::for_internal_error(format!("building the metrics response: {e}")))
+}
+
+/// OpenMetrics text as Prometheus text: a counter's HELP and TYPE lines
+/// name its samples (`x_total`, where OpenMetrics names the family `x`),
+/// and there is no `# EOF` line.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::BTreeSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }
 
 /// A slog logger for Dropshot whose records become `tracing` events.
@@ -138,6 +164,16 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_are_named_by_their_samples_and_eof_goes() {
+        let open = "# HELP q Queries.\n# TYPE q counter\nq_total{a=\"b\"} 3\n# HELP g G.\n# TYPE g gauge\ng 1\n# EOF\n";
+        let text = prometheus_text(open);
+        assert_eq!(
+            text,
+            "# HELP q_total Queries.\n# TYPE q_total counter\nq_total{a=\"b\"} 3\n# HELP g G.\n# TYPE g gauge\ng 1\n"
+        );
+    }
 
     #[derive(serde::Deserialize, Debug, PartialEq)]
     struct Body {

@@ -22,6 +22,10 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
 
+/// A running task counts as stuck after this long unless told otherwise
+/// (omdb `--stuck-after`; Nexus's metrics use it as is).
+pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(30);
+
 /// One finding about one task.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "lint", rename_all = "snake_case")]
@@ -134,4 +138,88 @@ pub fn lint(task: &BackgroundTask, now: DateTime<Utc>, stuck_after: Duration) ->
         DnsTaskKind::Config => {}
     }
     lints
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use background_task_types::{ActivationReason, ActivationRecord};
+    use serde_json::json;
+
+    fn task(
+        name: &str,
+        current: CurrentStatus,
+        details: Option<serde_json::Value>,
+    ) -> BackgroundTask {
+        let last = match details {
+            None => LastActivation::NeverCompleted,
+            Some(details) => LastActivation::Completed(ActivationRecord {
+                iteration: 1,
+                reason: ActivationReason::Timer,
+                start_time: Utc::now() - chrono::Duration::seconds(10),
+                elapsed: Duration::from_millis(5),
+                details,
+            }),
+        };
+        BackgroundTask {
+            name: name.into(),
+            description: String::new(),
+            period: Duration::from_secs(60),
+            deadline: None,
+            dependencies: vec![],
+            current,
+            last,
+            history: vec![],
+        }
+    }
+
+    fn kinds(lints: &[Lint]) -> Vec<&'static str> {
+        lints.iter().map(Lint::kind).collect()
+    }
+
+    #[test]
+    fn overdue_after_twice_the_period_idle() {
+        let t = task("dns_config_internal", CurrentStatus::Idle, Some(json!({})));
+        let now = Utc::now();
+        assert!(lint(&t, now, DEFAULT_STUCK_AFTER).is_empty());
+        let later = now + chrono::Duration::seconds(121);
+        let found = lint(&t, later, DEFAULT_STUCK_AFTER);
+        assert_eq!(kinds(&found), ["overdue"]);
+        assert!(found[0].to_string().starts_with("OVERDUE: last activation ended at"));
+    }
+
+    #[test]
+    fn stuck_after_the_limit_while_running() {
+        let running = CurrentStatus::Running {
+            iteration: 2,
+            reason: ActivationReason::Timer,
+            start_time: Utc::now() - chrono::Duration::seconds(5),
+            progress: None,
+        };
+        let t = task("dns_propagation_internal", running, None);
+        assert!(lint(&t, Utc::now(), Duration::from_secs(10)).is_empty());
+        assert_eq!(kinds(&lint(&t, Utc::now(), Duration::from_secs(2))), ["stuck"]);
+    }
+
+    #[test]
+    fn server_lists_empty_or_shrunk() {
+        let status = |servers: usize, previous: Option<usize>| {
+            let servers: Vec<_> = (0..servers)
+                .map(|i| json!({"address": format!("127.0.0.1:{}", 1000 + i), "target": "t"}))
+                .collect();
+            json!({"group": "internal", "service_name": "_nameservice._tcp.z",
+                   "resolved_via": "127.0.0.1:53", "servers": servers,
+                   "discovered_at": Utc::now(), "changed": true, "previous_count": previous})
+        };
+        let lints_of = |s| {
+            lint(
+                &task("dns_servers_internal", CurrentStatus::Idle, Some(s)),
+                Utc::now(),
+                DEFAULT_STUCK_AFTER,
+            )
+        };
+        assert_eq!(kinds(&lints_of(status(0, None))), ["empty_server_list"]);
+        assert_eq!(kinds(&lints_of(status(2, Some(3)))), ["shrunk_server_list"]);
+        assert!(lints_of(status(3, Some(2))).is_empty(), "a list that grew is fine");
+    }
 }

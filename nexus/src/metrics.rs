@@ -13,7 +13,7 @@
 use background_task_types::{ActivationReason, ActivationRecord, BackgroundTask, CurrentStatus};
 use chrono::{DateTime, Utc};
 use dns_types::DnsGroup;
-use nexus_api::lints::{Lint, lint};
+use nexus_api::lints::{DEFAULT_STUCK_AFTER, Lint, lint};
 use nexus_api::task_name::{DnsTaskKind, DnsTaskName};
 use nexus_api::task_status::{DnsConfigStatus, PropagationReport};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -24,10 +24,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
-
-/// A running task counts as stuck (lint and metric) after this long.
-pub const STUCK_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActivationLabels {
@@ -190,7 +186,7 @@ impl Metrics {
             let labels = TaskLabels { task: name.clone() };
             let running = matches!(task.current, CurrentStatus::Running { .. });
             self.running.get_or_create(&labels).set(i64::from(running));
-            let found: Vec<Lint> = lint(task, now, STUCK_AFTER);
+            let found: Vec<Lint> = lint(task, now, DEFAULT_STUCK_AFTER);
             for kind in Lint::KINDS {
                 let applies = found.iter().any(|l| l.kind() == kind);
                 self.lints

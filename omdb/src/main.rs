@@ -62,6 +62,9 @@ enum Command {
     Db(db::DbArgs),
     /// Ask the DNS servers what they serve, and compare with the database.
     Dns(dns::DnsArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell), e.g. `omdb completions bash > /etc/bash_completion.d/omdb`.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -76,10 +79,16 @@ async fn main() -> ExitCode {
     let output = format::Output { json: args.json };
     let writes =
         WriteAccess { destructive: args.destructive, api_token_file: args.api_token_file.clone() };
+    if let Command::Completions { shell } = &args.command {
+        let mut command = <Args as clap::CommandFactory>::command();
+        clap_complete::generate(*shell, &mut command, "omdb", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     let result = match &args.command {
-        Command::Nexus(a) => nexus::run(a, &discovery, &output, &writes).await.map(|()| 0),
+        Command::Nexus(a) => nexus::run(a, &discovery, &output, &writes).await,
         Command::Db(a) => db::run(a, &discovery, &output).await.map(|()| 0),
         Command::Dns(a) => dns::run(a, &discovery, &output).await,
+        Command::Completions { .. } => unreachable!("handled above"),
     };
     match result {
         Ok(code) => ExitCode::from(code),

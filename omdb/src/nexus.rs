@@ -6,7 +6,8 @@ use anyhow::{Context, bail};
 use background_task_types::{ActivationRecord, BackgroundTask, CurrentStatus, LastActivation};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
-use dns_types::{DnsChange, DnsGroup, DnsRecord, NameRecords, NameRemoval};
+use dns_types::{DnsChange, DnsGroup, DnsRecord, DnsVersion, NameRecords, NameRemoval};
+use nexus_api::lints::{DEFAULT_STUCK_AFTER, Lint, lint};
 use nexus_api::task_name::{DnsTaskKind, DnsTaskName};
 use nexus_api::task_status::{
     DnsConfigStatus, DnsPropagationStatus, DnsPropagationWaiting, DnsServersStatus,
@@ -14,6 +15,8 @@ use nexus_api::task_status::{
 };
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 #[derive(Args)]
 pub struct NexusArgs {
@@ -35,8 +38,12 @@ enum NexusCommand {
 enum TasksCommand {
     /// What each task is for.
     Doc,
-    /// The tasks, with their period and state.
-    List,
+    /// The tasks, with their period, state and lints.
+    List {
+        /// A running task counts as stuck after this long.
+        #[arg(long, value_name = "SECS", default_value_t = DEFAULT_STUCK_AFTER.as_secs())]
+        stuck_after: u64,
+    },
     /// What tasks last did: `all`, `dns_internal`, `dns_external`, or task names.
     Show {
         #[arg(default_value = "all")]
@@ -47,6 +54,9 @@ enum TasksCommand {
         /// Also list each task's recent activations.
         #[arg(long)]
         history: bool,
+        /// A running task counts as stuck after this long.
+        #[arg(long, value_name = "SECS", default_value_t = DEFAULT_STUCK_AFTER.as_secs())]
+        stuck_after: u64,
     },
     /// Activate tasks now.
     Activate {
@@ -76,6 +86,8 @@ enum DnsCommand {
         /// Why the change is made (stored with the generation).
         #[arg(long)]
         comment: String,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Remove a name with all its records: one new generation.
     Remove {
@@ -83,7 +95,25 @@ enum DnsCommand {
         name: String,
         #[arg(long)]
         comment: String,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
+}
+
+/// Exit status of a change that was committed but not served by every
+/// server of its group within `--timeout`.
+pub const EXIT_NOT_SERVED_EVERYWHERE: u8 = 4;
+
+#[derive(Args, Clone, Copy)]
+struct WaitArgs {
+    /// Return only when every DNS server of the group serves the new
+    /// generation, with a receipt per server (exit status 4 naming the
+    /// servers that did not, within --timeout).
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: how long to wait.
+    #[arg(long, value_name = "SECS", default_value_t = 30, requires = "wait")]
+    timeout: u64,
 }
 
 /// What a DNS task last reported, decoded: the typed status when it could
@@ -165,10 +195,16 @@ pub async fn run(
     discovery: &Discovery,
     output: &Output,
     writes: &crate::WriteAccess,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u8> {
     match &args.command {
-        NexusCommand::BackgroundTasks(TasksCommand::Show { tasks, all_nexus: true, history }) => {
-            show_all_nexus(discovery, tasks, output, *history).await
+        NexusCommand::BackgroundTasks(TasksCommand::Show {
+            tasks,
+            all_nexus: true,
+            history,
+            stuck_after,
+        }) => {
+            let view = View { history: *history, stuck_after: Duration::from_secs(*stuck_after) };
+            show_all_nexus(discovery, tasks, output, view).await.map(|()| 0)
         }
         NexusCommand::BackgroundTasks(command) => {
             // A write is refused before anything is looked up.
@@ -179,36 +215,41 @@ pub async fn run(
             let url = discovery.nexus_url().await?;
             let nexus = client(&url);
             match command {
-                TasksCommand::Doc => doc(&nexus, &url, output).await,
-                TasksCommand::List => list(&nexus, &url, output).await,
-                TasksCommand::Show { tasks, history, .. } => {
+                TasksCommand::Doc => doc(&nexus, &url, output).await.map(|()| 0),
+                TasksCommand::List { stuck_after } => {
+                    list(&nexus, &url, output, Duration::from_secs(*stuck_after)).await.map(|()| 0)
+                }
+                TasksCommand::Show { tasks, history, stuck_after, .. } => {
+                    let view =
+                        View { history: *history, stuck_after: Duration::from_secs(*stuck_after) };
                     let statuses = fetch(&nexus, &url).await?;
                     let selected = select(&statuses, tasks)?;
                     if output.json {
-                        return output.json(
+                        output.json(
                             &selected.iter().map(|t| (&t.name, t)).collect::<BTreeMap<_, _>>(),
-                        );
+                        )?;
+                        return Ok(0);
                     }
-                    print!("{}", render_tasks(&selected, *history));
-                    Ok(())
+                    print!("{}", render_tasks(&selected, view));
+                    Ok(0)
                 }
                 TasksCommand::Activate { tasks, wait, timeout } => {
                     let token = token.expect("checked above");
-                    activate(&nexus, &token, &url, tasks, *wait, *timeout, output).await
+                    activate(&nexus, &token, &url, tasks, *wait, *timeout, output).await.map(|()| 0)
                 }
             }
         }
         NexusCommand::Dns(command) => {
             let token = writes.token("changing DNS data")?;
-            let (group, change) = match command {
-                DnsCommand::Add { group, name, rtype, data, comment } => {
+            let (group, change, wait) = match command {
+                DnsCommand::Add { group, name, rtype, data, comment, wait } => {
                     let record = DnsRecord::parse(rtype, data)?;
                     let add = vec![NameRecords { name: name.clone(), records: vec![record] }];
-                    (*group, DnsChange { comment: comment.clone(), add, remove: vec![] })
+                    (*group, DnsChange { comment: comment.clone(), add, remove: vec![] }, *wait)
                 }
-                DnsCommand::Remove { group, name, comment } => {
+                DnsCommand::Remove { group, name, comment, wait } => {
                     let remove = vec![NameRemoval { name: name.clone(), records: None }];
-                    (*group, DnsChange { comment: comment.clone(), add: vec![], remove })
+                    (*group, DnsChange { comment: comment.clone(), add: vec![], remove }, *wait)
                 }
             };
             let url = discovery.nexus_url().await?;
@@ -228,8 +269,19 @@ pub async fn run(
                 .await
                 .map_err(|e| nexus_error(e, &url))?
                 .into_inner();
+            if wait.wait {
+                let receipts = wait_until_served(discovery, group, &version, wait.timeout).await?;
+                let code = if receipts.missing.is_empty() { 0 } else { EXIT_NOT_SERVED_EVERYWHERE };
+                if output.json {
+                    output.json(&receipts)?;
+                } else {
+                    print!("{}", render_receipts(&receipts));
+                }
+                return Ok(code);
+            }
             if output.json {
-                return output.json(&version);
+                output.json(&version)?;
+                return Ok(0);
             }
             println!(
                 "created {group} DNS generation {} at {} (creator {}): {:?}",
@@ -239,9 +291,138 @@ pub async fn run(
                 version.comment
             );
             println!("propagation has started: omdb nexus background-tasks show dns_{group}");
-            Ok(())
+            Ok(0)
         }
     }
+}
+
+/// What `--wait` found: the change, a receipt per server that serves it,
+/// and the servers that did not within the limit.
+#[derive(serde::Serialize)]
+struct Receipts {
+    change: DnsVersion,
+    waited_secs: f64,
+    served: Vec<Receipt>,
+    missing: Vec<Missing>,
+}
+
+#[derive(serde::Serialize)]
+struct Receipt {
+    /// The server's config API.
+    server: SocketAddr,
+    id: uuid::Uuid,
+    generation: u64,
+    applied_at: Option<DateTime<Utc>>,
+    digest: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct Missing {
+    server: SocketAddr,
+    /// What the server last said, or why it could not be asked.
+    last_seen: String,
+}
+
+/// Polls every server of `group` (found in internal DNS) until each serves
+/// `version`'s generation or later, or `timeout_secs` pass.
+async fn wait_until_served(
+    discovery: &Discovery,
+    group: DnsGroup,
+    version: &DnsVersion,
+    timeout_secs: u64,
+) -> anyhow::Result<Receipts> {
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_secs(timeout_secs);
+    let servers = discovery.dns_servers(group).await?;
+    let mut served: Vec<Receipt> = Vec::new();
+    let mut last_seen: BTreeMap<SocketAddr, String> = BTreeMap::new();
+    loop {
+        for (address, _) in &servers {
+            if served.iter().any(|r| r.server == *address) {
+                continue;
+            }
+            let client = dns_server_client::Client::new_with_client(
+                &format!("http://{address}"),
+                http_client(),
+            );
+            match client.status_get().send().await {
+                Ok(status) if status.generation >= version.generation => {
+                    served.push(Receipt {
+                        server: *address,
+                        id: status.id,
+                        generation: status.generation,
+                        applied_at: status.time_applied,
+                        digest: status.applied_config_digest.clone(),
+                    });
+                }
+                Ok(status) => {
+                    last_seen.insert(*address, format!("serves generation {}", status.generation));
+                }
+                Err(e) => {
+                    last_seen.insert(
+                        *address,
+                        format!("did not answer: {}", dns_types::error_chain(&e)),
+                    );
+                }
+            }
+        }
+        if served.len() == servers.len() || std::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    served.sort_by_key(|r| r.server);
+    let missing = servers
+        .iter()
+        .filter(|(address, _)| !served.iter().any(|r| r.server == *address))
+        .map(|(address, _)| Missing {
+            server: *address,
+            last_seen: last_seen.get(address).cloned().unwrap_or_else(|| "not asked".into()),
+        })
+        .collect();
+    Ok(Receipts {
+        change: version.clone(),
+        waited_secs: started.elapsed().as_secs_f64(),
+        served,
+        missing,
+    })
+}
+
+fn render_receipts(receipts: &Receipts) -> String {
+    let mut out = String::new();
+    let v = &receipts.change;
+    let _ = writeln!(
+        out,
+        "created {} DNS generation {} at {} (creator {}): {:?}",
+        v.group,
+        v.generation,
+        timestamp(v.time_created),
+        v.creator,
+        v.comment
+    );
+    let total = receipts.served.len() + receipts.missing.len();
+    let _ = writeln!(
+        out,
+        "served by {} of {total} {} DNS servers after {:.1}s:",
+        receipts.served.len(),
+        v.group,
+        receipts.waited_secs
+    );
+    for r in &receipts.served {
+        let _ = writeln!(
+            out,
+            "  {}  id {}  generation {}  applied at {}  digest {}",
+            r.server,
+            r.id,
+            r.generation,
+            r.applied_at.map(timestamp).unwrap_or_else(|| "-".into()),
+            r.digest.as_deref().unwrap_or("-")
+        );
+    }
+    for m in &receipts.missing {
+        let _ = writeln!(out, "  NOT SERVED {}: {}", m.server, m.last_seen);
+    }
+    out
 }
 
 /// A Nexus client error as one line naming the Nexus.
@@ -328,14 +509,28 @@ struct ListRow {
     current: String,
     #[tabled(rename = "LAST_COMPLETED")]
     last: String,
+    #[tabled(rename = "LINTS")]
+    lints: String,
 }
 
-async fn list(nexus: &nexus_client::Client, url: &str, output: &Output) -> anyhow::Result<()> {
+async fn list(
+    nexus: &nexus_client::Client,
+    url: &str,
+    output: &Output,
+    stuck_after: Duration,
+) -> anyhow::Result<()> {
     let tasks = fetch(nexus, url).await?;
+    let now = chrono::Utc::now();
     if output.json {
-        return output.json(&tasks.keys().collect::<Vec<_>>());
+        let lints: BTreeMap<&String, Vec<Lint>> =
+            tasks.iter().map(|(name, t)| (name, lint(t, now, stuck_after))).collect();
+        return output.json(&lints);
     }
     let rows = tasks.values().map(|t| ListRow {
+        lints: {
+            let kinds: Vec<&str> = lint(t, now, stuck_after).iter().map(Lint::kind).collect();
+            if kinds.is_empty() { "-".into() } else { kinds.join(", ") }
+        },
         name: t.name.clone(),
         period: period(t.period),
         current: match &t.current {
@@ -391,7 +586,7 @@ async fn show_all_nexus(
     discovery: &Discovery,
     selectors: &[String],
     output: &Output,
-    history: bool,
+    view: View,
 ) -> anyhow::Result<()> {
     let urls = discovery.all_nexus_urls().await?;
     // The database's latest per group: what every Nexus should have.
@@ -452,7 +647,7 @@ async fn show_all_nexus(
                         status.id,
                         timestamp_ago(status.started_at)
                     );
-                    print!("{}", render_tasks(&selected, history));
+                    print!("{}", render_tasks(&selected, view));
                 }
             }
             Err(error) => {
@@ -548,7 +743,7 @@ async fn activate(
         output.json(&statuses)?;
     } else if wait {
         let selected: Vec<&BackgroundTask> = statuses.values().collect();
-        print!("{}", render_tasks(&selected, false));
+        print!("{}", render_tasks(&selected, View::default()));
     } else {
         note("activation requested; it runs in the background (use --wait to see its result)");
         for name in statuses.keys() {
@@ -641,19 +836,41 @@ fn render_agreement(
     out
 }
 
+/// How much of a task to show.
+#[derive(Clone, Copy, Debug)]
+pub struct View {
+    /// Also each task's recent activations.
+    pub history: bool,
+    /// When a running task counts as stuck.
+    pub stuck_after: Duration,
+}
+
+impl Default for View {
+    fn default() -> Self {
+        View { history: false, stuck_after: DEFAULT_STUCK_AFTER }
+    }
+}
+
 /// Renders tasks the way the seed shows them, with the DNS tasks' evidence.
-pub fn render_tasks(tasks: &[&BackgroundTask], history: bool) -> String {
+pub fn render_tasks(tasks: &[&BackgroundTask], view: View) -> String {
     let mut out = String::new();
     for task in tasks {
-        render_task(&mut out, task, history);
+        render_task(&mut out, task, view);
         out.push('\n');
     }
     out
 }
 
-fn render_task(out: &mut String, task: &BackgroundTask, history: bool) {
+fn render_task(out: &mut String, task: &BackgroundTask, view: View) {
     let _ = writeln!(out, "task: {:?}", task.name);
     let _ = writeln!(out, "  configured period: {}", period(task.period));
+    let lints = lint(task, chrono::Utc::now(), view.stuck_after);
+    if lints.is_empty() {
+        let _ = writeln!(out, "  lints: none");
+    }
+    for found in &lints {
+        let _ = writeln!(out, "  LINT {found}");
+    }
     match &task.current {
         CurrentStatus::Idle => {
             let _ = writeln!(out, "  currently executing: no");
@@ -700,7 +917,7 @@ fn render_task(out: &mut String, task: &BackgroundTask, history: bool) {
             render_details(out, task, record);
         }
     }
-    if history && !task.history.is_empty() {
+    if view.history && !task.history.is_empty() {
         let _ = writeln!(out, "  recent activations (oldest first):");
         let rows = task.history.iter().map(|r| HistoryRow {
             iteration: r.iteration,
@@ -929,7 +1146,7 @@ mod tests {
             last: LastActivation::Completed(record.clone()),
             history: vec![record],
         };
-        let text = render_tasks(&[&task], true);
+        let text = render_tasks(&[&task], View { history: true, ..View::default() });
         assert!(text.contains("task: \"widget_frobber\""), "{text}");
         assert!(text.contains("configured period: every 10m"), "{text}");
         assert!(text.contains("iter 7, triggered by a periodic timer firing"), "{text}");
@@ -939,7 +1156,7 @@ mod tests {
         // A DNS task whose status cannot be read falls back the same way.
         let mut odd = task.clone();
         odd.name = "dns_config_internal".into();
-        assert!(render_tasks(&[&odd], false).contains("\"last_widget\": \"w-9\""));
+        assert!(render_tasks(&[&odd], View::default()).contains("\"last_widget\": \"w-9\""));
     }
 
     #[test]
@@ -966,7 +1183,7 @@ mod tests {
             last: LastActivation::Completed(failed),
             history: vec![],
         };
-        let text = render_tasks(&[&task], false);
+        let text = render_tasks(&[&task], View::default());
         assert!(
             text.contains(
                 "currently executing: yes, iter 3, triggered by 2 explicit requests (first: omdb)"

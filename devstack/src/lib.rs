@@ -5,6 +5,7 @@
 //! [`stack::Stack`] starts and controls it; the `devstack` binary runs one
 //! for people, and the end-to-end tests run one per test.
 
+pub mod prometheus;
 pub mod stack;
 
 pub use stack::{Stack, StackOptions};

@@ -37,6 +37,10 @@ enum Command {
         /// Period of every Nexus background task, in seconds.
         #[arg(long, default_value_t = 60)]
         task_period_secs: u64,
+        /// Also start Prometheus (the `prometheus` binary must be on the
+        /// PATH) scraping every DNS server and Nexus.
+        #[arg(long)]
+        prometheus: bool,
     },
 }
 
@@ -56,8 +60,14 @@ async fn main() {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let Command::Run { db_url, run_dir, internal_zone, external_zone, task_period_secs } =
-        args.command;
+    let Command::Run {
+        db_url,
+        run_dir,
+        internal_zone,
+        external_zone,
+        task_period_secs,
+        prometheus,
+    } = args.command;
     let run_dir = match run_dir {
         Some(dir) => dir,
         None => {
@@ -83,19 +93,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted during start-up; logs are in {}", run_dir.display()),
         _ = sigterm.recv() => anyhow::bail!("terminated during start-up; logs are in {}", run_dir.display()),
     };
-    print_ready(&stack, started.elapsed());
+    let prometheus = match prometheus {
+        false => None,
+        true => match devstack::prometheus::start(&stack).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                stack.stop().await;
+                return Err(e.context("starting Prometheus"));
+            }
+        },
+    };
+    print_ready(&stack, started.elapsed(), prometheus.as_ref().map(|p| p.address));
 
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = sigterm.recv() => {}
     }
     println!("\ndevstack: stopping every process");
+    if let Some(p) = prometheus {
+        p.process.stop().await;
+    }
     stack.stop().await;
     println!("devstack: stopped; logs are in {}", run_dir.display());
     Ok(())
 }
 
-fn print_ready(stack: &Stack, took: std::time::Duration) {
+fn print_ready(stack: &Stack, took: std::time::Duration, prometheus: Option<std::net::SocketAddr>) {
     let dns = stack.internal_dns_addresses();
     let omdb = test_support::process::binary("omdb")
         .map(|p| p.display().to_string())
@@ -112,6 +135,11 @@ fn print_ready(stack: &Stack, took: std::time::Duration) {
     }
     let nexus: Vec<String> = stack.nexus.iter().map(|n| n.url()).collect();
     println!("Nexus:           {}", nexus.join(", "));
+    if let Some(address) = prometheus {
+        println!(
+            "Prometheus:      http://{address} (scraping every DNS server and Nexus every 5s)"
+        );
+    }
     println!();
     println!("Try (in another terminal):");
     println!("  export OMDB_DNS_SERVER={}", dns[0]);

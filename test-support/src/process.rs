@@ -83,6 +83,37 @@ impl ChildProcess {
         Ok((ChildProcess { name: name.to_string(), child, log: log.to_path_buf() }, info))
     }
 
+    /// Starts a program that prints no start-up line (stdout and stderr go
+    /// to `log`); the caller finds out itself when it is ready.
+    pub fn start_plain(
+        name: &str,
+        binary: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> anyhow::Result<ChildProcess> {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening log {}", log.display()))?;
+        let mut command = tokio::process::Command::new(binary);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .kill_on_drop(true);
+        // SAFETY: only a system call, which is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
+        let child =
+            command.spawn().with_context(|| format!("starting {name} ({})", binary.display()))?;
+        Ok(ChildProcess { name: name.to_string(), child, log: log.to_path_buf() })
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

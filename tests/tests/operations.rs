@@ -290,3 +290,30 @@ fn completion_scripts_are_generated() {
     let bad = std::process::Command::new(&omdb).args(["completions", "tcsh"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2), "an unknown shell is a usage error");
 }
+
+/// devstack's Prometheus scrapes every component: each target is `up`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devstack_prometheus_scrapes_every_component() {
+    if devstack::prometheus::find_binary().is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have prometheus (apt-get install prometheus)"
+        );
+        eprintln!("no prometheus binary: skipped");
+        return;
+    }
+    let ts = TestStack::start(1, 1, 1).await;
+    let prometheus = devstack::prometheus::start(&ts.stack).await.unwrap();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let url = format!("http://{}/api/v1/query?query=up", prometheus.address);
+    let up = wait_for("Prometheus to scrape all 3 targets", || async {
+        let body: serde_json::Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+        let results = body["data"]["result"].as_array()?.clone();
+        (results.len() == 3 && results.iter().all(|r| r["value"][1] == "1")).then_some(results)
+    })
+    .await;
+    let jobs: Vec<&str> = up.iter().filter_map(|r| r["metric"]["job"].as_str()).collect();
+    assert_eq!(jobs.iter().filter(|j| **j == "dns-server").count(), 2, "{up:?}");
+    assert_eq!(jobs.iter().filter(|j| **j == "nexus").count(), 1, "{up:?}");
+    prometheus.process.stop().await;
+}

@@ -6,6 +6,11 @@
 //! docs/PERFORMANCE.md).  `DNSPERF_SECONDS` sets each run's length
 //! (default 10).
 //!
+//! `DNSPERF_MODE=metrics` measures instead what Prometheus scraping costs:
+//! our server alone with 1,000 names, dnsperf runs alternating between no
+//! scraping and a scrape of `/metrics` every 100 ms (150 times Prometheus's
+//! default rate), three of each, medians printed.
+//!
 //! For each zone size (1,000 and 100,000 names, half AAAA, half SRV), the
 //! same query mix (40% AAAA that exist, 30% SRV that exist, 15% NXDOMAIN,
 //! 15% NODATA) is sent to our `dns-server` and to `knotd` serving the same
@@ -194,6 +199,9 @@ async fn main() {
         std::env::var("DNSPERF_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     let tokens = TokenDir::new();
     let http = tokens.http_client(Duration::from_secs(300));
+    if std::env::var("DNSPERF_MODE").as_deref() == Ok("metrics") {
+        return metrics_cost(&tokens, &http, seconds).await;
+    }
     println!(
         "| names | dns-server q/s | knotd q/s | ratio | dns-server RSS after 2 PUTs / after restart | PUT /config |"
     );
@@ -270,6 +278,72 @@ async fn main() {
         eprintln!("  dns-server: {our_lost}\n  knotd: {knot_lost}");
         let _ = std::io::stdout().flush();
     }
+}
+
+/// dnsperf against our server with and without a scraper hammering
+/// `/metrics`, interleaved, three runs each.
+async fn metrics_cost(tokens: &TokenDir, http: &reqwest::Client, seconds: u64) {
+    let names = 1_000;
+    let dir = tempfile::tempdir().unwrap();
+    let queries = dir.path().join("queries.txt");
+    std::fs::write(&queries, query_file(names)).unwrap();
+    let (_ours, dns, api) = start_ours(dir.path(), &tokens.token_file()).await;
+    let body = serde_json::to_vec(&config_json(names, 1)).unwrap();
+    let response = http
+        .put(format!("http://{api}/config"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let (mut quiet, mut scraped, mut scrapes) = (Vec::new(), Vec::new(), 0u64);
+    for _ in 0..3 {
+        quiet.push(
+            tokio::task::spawn_blocking({
+                let queries = queries.clone();
+                move || dnsperf(dns.port(), &queries, seconds).0
+            })
+            .await
+            .unwrap(),
+        );
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let scraper = tokio::spawn({
+            let (stop, http) = (stop.clone(), http.clone());
+            async move {
+                let mut count = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let text = http.get(format!("http://{api}/metrics")).send().await.unwrap();
+                    assert!(text.text().await.unwrap().contains("dns_server_queries_total"));
+                    count += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                count
+            }
+        });
+        scraped.push(
+            tokio::task::spawn_blocking({
+                let queries = queries.clone();
+                move || dnsperf(dns.port(), &queries, seconds).0
+            })
+            .await
+            .unwrap(),
+        );
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        scrapes += scraper.await.unwrap();
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let runs = format!("no scraping {quiet:.0?}, scraping {scraped:.0?}");
+    let (q, s) = (median(&mut quiet), median(&mut scraped));
+    println!(
+        "| names | q/s, no scraping (median of 3) | q/s, /metrics every 100 ms (median of 3) | ratio | scrapes |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    println!("| {names} | {q:.0} | {s:.0} | {:.3} | {scrapes} |", s / q);
+    println!("runs: {runs}");
 }
 
 static PUT_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

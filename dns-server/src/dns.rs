@@ -7,6 +7,7 @@ use crate::metrics::{QueryLabels, QueryType, Transport};
 use crate::state::ServerState;
 use crate::zone::Answer;
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
 use hickory_proto::rr::{DNSClass, Record};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
@@ -14,8 +15,11 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use std::sync::Arc;
 
-/// Largest UDP response we offer to send with EDNS.
-const MAX_UDP_PAYLOAD: u16 = 4096;
+/// Largest UDP response we send with EDNS, and the size we advertise: the
+/// DNS Flag Day 2020 default (RFC 6891 leaves the choice to the server), so
+/// that answers are not fragmented and an answer that does not fit goes
+/// over TCP.
+const MAX_UDP_PAYLOAD: u16 = 1232;
 
 pub struct DnsHandler {
     pub state: Arc<ServerState>,
@@ -28,10 +32,19 @@ impl RequestHandler for DnsHandler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
+        let state = &self.state;
         let response_edns = request.edns.as_ref().map(|edns| {
             let mut ours = Edns::new();
             ours.set_max_payload(edns.max_payload().clamp(512, MAX_UDP_PAYLOAD));
             ours.set_version(0);
+            // RFC 3225: the DO bit is echoed.
+            ours.set_dnssec_ok(edns.flags().dnssec_ok);
+            // RFC 5001: a client that asks who answers is told.
+            if edns.options().get(EdnsCode::NSID).is_some()
+                && let Ok(payload) = NSIDPayload::new(state.id.to_string())
+            {
+                ours.options_mut().insert(EdnsOption::NSID(payload));
+            }
             ours
         });
         let builder = MessageResponseBuilder::new(&request.queries, response_edns.as_ref());
@@ -44,6 +57,7 @@ impl RequestHandler for DnsHandler {
             metadata
         };
         let served = self.state.served();
+        let served_generation = served.generation();
         let result = if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             send(&mut response_handle, builder.build_no_records(refuse(ResponseCode::BADVERS)))
                 .await
@@ -57,13 +71,18 @@ impl RequestHandler for DnsHandler {
                 .await
         } else {
             let query = &request.queries.queries()[0];
-            let answer = if query.query_class() == DNSClass::IN {
+            let none: [&Record; 0] = [];
+            let identity = (query.query_class() == DNSClass::CH)
+                .then(|| state.chaos_answer(query.name(), query.query_type()))
+                .flatten();
+            let answer = if let Some(record) = &identity {
+                Answer::Found { answers: vec![record], additionals: vec![] }
+            } else if query.query_class() == DNSClass::IN {
                 served.lookup(query.name(), query.query_type())
             } else {
                 // We are authoritative for class IN only.
                 Answer::Refused
             };
-            let none: [&Record; 0] = [];
             match answer {
                 Answer::Refused => {
                     send(
@@ -99,19 +118,34 @@ impl RequestHandler for DnsHandler {
                 ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() })
             }
         };
+        let query = request.queries.queries().first();
         self.state.metrics.query(QueryLabels {
             transport: match request.protocol() {
                 Protocol::Udp => Transport::Udp,
                 Protocol::Tcp => Transport::Tcp,
                 _ => Transport::Other,
             },
-            qtype: request
-                .queries
-                .queries()
-                .first()
-                .map_or(QueryType::OTHER, |q| q.query_type().into()),
+            qtype: query.map_or(QueryType::OTHER, |q| q.query_type().into()),
             rcode: info.response_code.into(),
         });
+        if let Some(log) = &self.state.query_log
+            && log.wants_next()
+        {
+            log.write(&crate::query_log::Entry {
+                src: request.src(),
+                transport: if request.protocol() == Protocol::Udp { "udp" } else { "tcp" },
+                id: request.metadata.id,
+                qname: query.map(|q| q.name().to_string()).unwrap_or_default(),
+                qtype: query.map(|q| q.query_type().to_string()).unwrap_or_default(),
+                qclass: query.map(|q| q.query_class().to_string()).unwrap_or_default(),
+                rcode: match crate::metrics::Rcode::from(info.response_code) {
+                    crate::metrics::Rcode::OTHER => u16::from(info.response_code).to_string(),
+                    known => format!("{known:?}"),
+                },
+                answers: info.counts().answers,
+                generation: served_generation,
+            });
+        }
         info
     }
 }

@@ -13,6 +13,7 @@
 pub mod dns;
 pub mod http;
 pub mod metrics;
+pub mod query_log;
 pub mod state;
 pub mod storage;
 pub mod zone;
@@ -55,6 +56,19 @@ pub struct Config {
     /// arriving half-way).
     #[serde(default = "default_http_idle_timeout_secs")]
     pub http_idle_timeout_secs: f64,
+    /// Answer CHAOS TXT `version.server` / `version.bind` (off: REFUSED).
+    #[serde(default)]
+    pub answer_version: bool,
+    /// Write every query (or one in `query_log_sample`) to this file, one
+    /// JSON object per line.
+    #[serde(default)]
+    pub query_log: Option<PathBuf>,
+    #[serde(default = "default_query_log_sample")]
+    pub query_log_sample: u64,
+}
+
+fn default_query_log_sample() -> u64 {
+    1
 }
 
 fn default_http_idle_timeout_secs() -> f64 {
@@ -75,6 +89,9 @@ impl Config {
             advertise_dns_address: None,
             api_token_file: api_token_file.into(),
             http_idle_timeout_secs: default_http_idle_timeout_secs(),
+            answer_version: false,
+            query_log: None,
+            query_log_sample: default_query_log_sample(),
         }
     }
 }
@@ -103,7 +120,14 @@ impl RunningServer {
         let (udp, tcp) = bind_dns(config.dns_address).await?;
         let dns_address = udp.local_addr()?;
         let advertised = config.advertise_dns_address.unwrap_or(dns_address);
-        let state = Arc::new(ServerState::load(id, storage, vec![advertised], api_token)?);
+        let mut state = ServerState::load(id, storage, vec![advertised], api_token)?;
+        state.answer_version = config.answer_version;
+        if let Some(path) = &config.query_log {
+            let log = query_log::QueryLog::open(path, config.query_log_sample)
+                .with_context(|| format!("opening the query log {}", path.display()))?;
+            state.query_log = Some(log);
+        }
+        let state = Arc::new(state);
 
         let mut dns = hickory_server::Server::new(dns::DnsHandler { state: state.clone() });
         dns.register_socket(udp);

@@ -3,7 +3,8 @@
 //!
 //! On start it prints one JSON line to stdout with the addresses it bound
 //! (useful with port 0): `{"id": ..., "dns_address": ..., "http_address": ...}`.
-//! Logs go to stderr (`RUST_LOG` selects the level; default `info`).
+//! Logs go to stderr (`RUST_LOG` selects the level; default `info`, with no
+//! line per query: `--query-log FILE` writes those, as JSON lines).
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -39,6 +40,16 @@ struct Args {
     /// request on it is being handled.
     #[arg(long, default_value_t = 30.0)]
     http_idle_timeout_secs: f64,
+    /// Answer CHAOS TXT version.server / version.bind (REFUSED otherwise).
+    #[arg(long)]
+    answer_version: bool,
+    /// Log every query (or one in --query-log-sample) to this file, one JSON
+    /// object per line.  There is no per-query log otherwise.
+    #[arg(long, value_name = "FILE")]
+    query_log: Option<PathBuf>,
+    /// With --query-log: log one query in this many.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "query_log")]
+    query_log_sample: u64,
     /// A TOML file with the keys dns_address, http_address, storage_dir,
     /// api_token_file and optionally id and advertise_dns_address, instead
     /// of the flags.
@@ -63,6 +74,9 @@ fn config(args: Args) -> anyhow::Result<Config> {
                 advertise_dns_address: args.advertise_dns_address,
                 api_token_file,
                 http_idle_timeout_secs: args.http_idle_timeout_secs,
+                answer_version: args.answer_version,
+                query_log: args.query_log,
+                query_log_sample: args.query_log_sample,
             })
         }
         _ => bail!(
@@ -83,7 +97,8 @@ async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // hickory-server logs two lines per query at info: none here.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -60,6 +60,10 @@ pub struct ServerState {
     /// Requests being handled (their connections are not idle).
     pub in_flight: http_idle::InFlight,
     pub metrics: crate::metrics::Metrics,
+    /// Whether CHAOS `version.server` / `version.bind` are answered.
+    pub answer_version: bool,
+    /// The opt-in query log.
+    pub query_log: Option<crate::query_log::QueryLog>,
     storage: Storage,
     served: RwLock<Arc<Served>>,
     update_lock: tokio::sync::Mutex<()>,
@@ -91,11 +95,39 @@ impl ServerState {
             api_token,
             in_flight: http_idle::InFlight::default(),
             metrics: crate::metrics::Metrics::new(),
+            answer_version: false,
+            query_log: None,
             storage,
             served: RwLock::new(Arc::new(served)),
             update_lock: tokio::sync::Mutex::new(()),
             last_repair: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The answer to a CHAOS-class query about this server, if it is one
+    /// we answer: TXT `id.server` and `hostname.bind` give the server's id
+    /// (RFC 4892), `version.server` and `version.bind` its version when
+    /// configured to.
+    pub fn chaos_answer(
+        &self,
+        name: &hickory_proto::rr::LowerName,
+        rtype: hickory_proto::rr::RecordType,
+    ) -> Option<hickory_proto::rr::Record> {
+        use hickory_proto::rr::{DNSClass, RData, Record, RecordType, rdata::TXT};
+        if !matches!(rtype, RecordType::TXT | RecordType::ANY) {
+            return None;
+        }
+        let text = match name.to_string().to_ascii_lowercase().as_str() {
+            "id.server." | "hostname.bind." => self.id.to_string(),
+            "version.server." | "version.bind." if self.answer_version => {
+                format!("dns-server {}", env!("CARGO_PKG_VERSION"))
+            }
+            _ => return None,
+        };
+        let mut record =
+            Record::from_rdata(name.clone().into(), 0, RData::TXT(TXT::new(vec![text])));
+        record.dns_class = DNSClass::CH;
+        Some(record)
     }
 
     /// What is served right now.

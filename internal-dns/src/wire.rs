@@ -9,6 +9,7 @@
 
 use dns_types::{DnsRecord, SrvRecord};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
 use hickory_proto::rr::{Name, RData, RecordType};
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -55,6 +56,9 @@ pub struct WireAnswer {
     pub soa_serial: Option<u32>,
     /// Answer-section records of other types, as text.
     pub other_answers: Vec<String>,
+    /// Who answered: the server's NSID (RFC 5001; our servers give their
+    /// id), when it sent one.
+    pub answered_by: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +97,10 @@ pub async fn ask(
     message.add_query(Query::query(qname, qtype));
     let mut edns = Edns::new();
     edns.set_max_payload(1232);
+    // Ask who answers (an empty NSID option).
+    if let Ok(payload) = NSIDPayload::new(Vec::new()) {
+        edns.options_mut().insert(EdnsOption::NSID(payload));
+    }
     message.set_edns(edns);
     let bytes =
         message.to_vec().map_err(|e| WireError::BadReply { transport, message: e.to_string() })?;
@@ -121,6 +129,14 @@ pub async fn ask(
         answers: Vec::new(),
         soa_serial: None,
         other_answers: Vec::new(),
+        answered_by: reply.edns.as_ref().and_then(|edns| {
+            match edns.options().get(EdnsCode::NSID) {
+                Some(EdnsOption::NSID(payload)) if !payload.as_ref().is_empty() => {
+                    Some(String::from_utf8_lossy(payload.as_ref()).into_owned())
+                }
+                _ => None,
+            }
+        }),
     };
     for record in reply.answers.iter().chain(reply.authorities.iter()) {
         if let RData::SOA(soa) = &record.data {

@@ -83,6 +83,8 @@ pub struct WireSerial {
     pub dns_address: SocketAddr,
     pub transport: Transport,
     pub serial: Option<u32>,
+    /// The id the answering server gave (NSID), if it gave one.
+    pub answered_by: Option<String>,
     pub error: Option<String>,
 }
 
@@ -145,12 +147,13 @@ async fn group_status(
                 for transport in [Transport::Udp, Transport::Tcp] {
                     questions.push(async move {
                         let answer = wire::ask(dns_address, zone, "SOA", transport, TIMEOUT).await;
+                        let answered_by = answer.as_ref().ok().and_then(|a| a.answered_by.clone());
                         let (serial, error) = match answer {
                             Ok(a) if a.soa_serial.is_some() => (a.soa_serial, None),
                             Ok(a) => (None, Some(format!("answered {} without an SOA", a.rcode))),
                             Err(e) => (None, Some(dns_types::error_chain(&e))),
                         };
-                        WireSerial { dns_address, transport, serial, error }
+                        WireSerial { dns_address, transport, serial, answered_by, error }
                     });
                 }
             }
@@ -263,19 +266,26 @@ fn wire_problems(s: &ServerStatus) -> Vec<String> {
     if s.wire.is_empty() {
         return vec!["reports no DNS address; its answers were not checked".into()];
     }
-    s.wire
-        .iter()
-        .filter_map(|w| {
-            let at = format!("DNS at {} over {}", w.dns_address, w.transport);
-            match (&w.error, w.serial, s.generation) {
-                (Some(e), _, _) => Some(format!("{at} does not answer the SOA: {e}")),
-                (None, Some(serial), Some(g)) if u64::from(serial) != g => Some(format!(
-                    "{at} answers SOA serial {serial}, but the server reports generation {g}"
-                )),
-                _ => None,
-            }
-        })
-        .collect()
+    let own_id = s.id.map(|id| id.to_string());
+    let mut problems = Vec::new();
+    for w in &s.wire {
+        let at = format!("DNS at {} over {}", w.dns_address, w.transport);
+        if let (Some(by), Some(own)) = (&w.answered_by, &own_id)
+            && by != own
+        {
+            problems.push(format!(
+                "{at} is answered by server id {by} (its NSID), not by this server (id {own})"
+            ));
+        }
+        match (&w.error, w.serial, s.generation) {
+            (Some(e), _, _) => problems.push(format!("{at} does not answer the SOA: {e}")),
+            (None, Some(serial), Some(g)) if u64::from(serial) != g => problems.push(format!(
+                "{at} answers SOA serial {serial}, but the server reports generation {g}"
+            )),
+            _ => {}
+        }
+    }
+    problems
 }
 
 #[derive(tabled::Tabled)]
@@ -336,7 +346,11 @@ fn render_status(report: &StatusReport) -> String {
                 let serials: std::collections::BTreeSet<u32> =
                     s.wire.iter().filter_map(|w| w.serial).collect();
                 let serial = serials.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",");
-                format!("{serial} (ok, {} answers over UDP+TCP)", s.wire.len())
+                let own = s.id.map(|id| id.to_string());
+                let by_self =
+                    s.wire.iter().all(|w| w.answered_by.is_some() && w.answered_by == own);
+                let who = if by_self { ", NSID is this server" } else { "" };
+                format!("{serial} (ok, {} answers over UDP+TCP{who})", s.wire.len())
             } else {
                 let differing: Vec<String> = s
                     .wire

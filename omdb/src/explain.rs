@@ -588,6 +588,11 @@ fn expected_answer(records: &[DnsRecord], rtype: &str) -> Vec<DnsRecord> {
 /// Why a wire answer differs from what the server's generation holds.
 fn compare_wire(evidence: &WireEvidence, answer: &WireAnswer, fqdn: &str) -> Option<String> {
     let mut problems = Vec::new();
+    if let (Some(by), Some(own)) = (&answer.answered_by, evidence.server_id)
+        && *by != own.to_string()
+    {
+        problems.push(format!("from server id {by} (its NSID), not from this server (id {own})"));
+    }
     if !answer.authoritative {
         problems.push("without the AA flag".to_string());
     }
@@ -1187,6 +1192,8 @@ struct WireRow {
     aa: String,
     #[tabled(rename = "SERIAL")]
     serial: String,
+    #[tabled(rename = "NSID")]
+    answered_by: String,
     #[tabled(rename = "ANSWER")]
     answer: String,
     #[tabled(rename = "MATCHES")]
@@ -1331,6 +1338,11 @@ pub fn render(report: &Report) -> String {
             .map(|a| if a.authoritative { "yes" } else { "no" }.into())
             .unwrap_or("-".into()),
         serial: w.soa_serial.map(|s| s.to_string()).unwrap_or("-".into()),
+        answered_by: w
+            .answer
+            .as_ref()
+            .and_then(|a| a.answered_by.clone())
+            .unwrap_or_else(|| "-".into()),
         answer: match (&w.answer, &w.error) {
             (_, Some(e)) => format!("NO ANSWER: {e}"),
             (Some(a), _) => records_text(

@@ -234,7 +234,20 @@ impl DnsServerProcess {
         api_token_file: &Path,
         log: &Path,
     ) -> anyhow::Result<DnsServerProcess> {
-        let args: Vec<String> = vec![
+        DnsServerProcess::start_with(binary, dns, http, storage, api_token_file, log, &[]).await
+    }
+
+    /// [`DnsServerProcess::start`] with more command-line flags.
+    pub async fn start_with(
+        binary: &Path,
+        dns: &str,
+        http: &str,
+        storage: &Path,
+        api_token_file: &Path,
+        log: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<DnsServerProcess> {
+        let mut args: Vec<String> = vec![
             "--dns-address".into(),
             dns.into(),
             "--http-address".into(),
@@ -244,6 +257,7 @@ impl DnsServerProcess {
             "--api-token-file".into(),
             api_token_file.display().to_string(),
         ];
+        args.extend(extra.iter().map(|s| s.to_string()));
         let (process, info) = ChildProcess::start("dns-server", binary, &args, log).await?;
         let address = |key: &str| -> anyhow::Result<std::net::SocketAddr> {
             info[key]

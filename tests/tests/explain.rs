@@ -499,10 +499,14 @@ async fn a_server_whose_answers_differ_from_its_config() {
     );
     doc_shows("wire", &out);
 
-    // `dns status` sees the same through the SOA serial alone.
+    // `dns status` sees the same through the SOA serial, and who answered.
     let (code, status, _) = run_omdb(&ts, &["dns", "status", "external"]);
     assert_eq!(code, 1, "{status}");
     assert!(status.contains("DIFFERS (UDP:1 TCP:1)"), "{status}");
+    assert!(
+        status.contains(&format!("DNS at {reported} over UDP is answered by server id")),
+        "{status}"
+    );
     assert!(
         status.contains(&format!(
             "DNS at {reported} over UDP answers SOA serial 1, but the server reports generation 2"

@@ -81,7 +81,7 @@ async fn dns_status_keeps_every_row_when_one_server_is_beyond_the_database() {
     let odd_row = rows.iter().find(|r| r.contains(&odd.http_address.to_string())).unwrap();
     assert!(odd_row.contains("NO: beyond the database"), "{out}");
     assert!(
-        odd_row.contains("77 (ok, 2 answers over UDP+TCP)"),
+        odd_row.contains("77 (ok, 2 answers over UDP+TCP, NSID is this server)"),
         "its DNS answers with the generation it claims: {out}"
     );
     assert_eq!(rows.iter().filter(|r| r.contains(" yes ")).count(), 2, "{out}");

@@ -168,6 +168,15 @@ async fn health_and_readiness_are_kept_apart() {
         "{text}"
     );
 
+    // The failure is in Nexus's log, inside the span of the activation that
+    // met it.
+    let log = std::fs::read_to_string(ts.stack.nexus[0].log()).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("DNS propagation failed") && l.contains(&behind.to_string()))
+        .unwrap_or_else(|| panic!("no failure logged:\n{log}"));
+    assert!(line.contains("activation{task=dns_propagation_internal iteration="), "{line}");
+
     // The server comes back with no config at all: alive, not ready.
     std::fs::remove_dir_all(&ts.stack.dns_servers[1].storage_dir).unwrap();
     ts.stack.dns_servers[1].restart().await.unwrap();

@@ -77,12 +77,7 @@ impl NexusInternalApi for NexusInternalApiImpl {
         rqctx: RequestContext<Self::Context>,
     ) -> Result<HttpResponseOk<NexusStatus>, HttpError> {
         let _busy = rqctx.context().in_flight.enter(rqctx.request.remote_addr());
-        let cx = rqctx.context();
-        Ok(HttpResponseOk(NexusStatus {
-            id: cx.id,
-            started_at: cx.started_at,
-            internal_api_address: *cx.address.get().unwrap_or(&rqctx.server.local_addr),
-        }))
+        Ok(HttpResponseOk(nexus_status(&rqctx)))
     }
 
     async fn metrics_get(
@@ -95,12 +90,7 @@ impl NexusInternalApi for NexusInternalApiImpl {
     async fn health_get(
         rqctx: RequestContext<Self::Context>,
     ) -> Result<HttpResponseOk<NexusStatus>, HttpError> {
-        let cx = rqctx.context();
-        Ok(HttpResponseOk(NexusStatus {
-            id: cx.id,
-            started_at: cx.started_at,
-            internal_api_address: *cx.address.get().unwrap_or(&rqctx.server.local_addr),
-        }))
+        Ok(HttpResponseOk(nexus_status(&rqctx)))
     }
 
     async fn ready_get(
@@ -202,6 +192,17 @@ impl NexusInternalApi for NexusInternalApiImpl {
             version.generation,
         ));
         Ok(HttpResponseOk(version))
+    }
+}
+
+/// Who this Nexus is (`/status`, and `/health`: answering at all is being
+/// alive).
+fn nexus_status(rqctx: &RequestContext<Arc<ApiContext>>) -> NexusStatus {
+    let cx = rqctx.context();
+    NexusStatus {
+        id: cx.id,
+        started_at: cx.started_at,
+        internal_api_address: *cx.address.get().unwrap_or(&rqctx.server.local_addr),
     }
 }
 

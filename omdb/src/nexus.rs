@@ -283,13 +283,7 @@ pub async fn run(
                 output.json(&version)?;
                 return Ok(0);
             }
-            println!(
-                "created {group} DNS generation {} at {} (creator {}): {:?}",
-                version.generation,
-                timestamp(version.time_created),
-                version.creator,
-                version.comment
-            );
+            println!("{}", created_line(&version));
             println!("propagation has started: omdb nexus background-tasks show dns_{group}");
             Ok(0)
         }
@@ -388,18 +382,22 @@ async fn wait_until_served(
     })
 }
 
-fn render_receipts(receipts: &Receipts) -> String {
-    let mut out = String::new();
-    let v = &receipts.change;
-    let _ = writeln!(
-        out,
+/// "created GROUP DNS generation N at T (creator C): COMMENT"
+fn created_line(v: &DnsVersion) -> String {
+    format!(
         "created {} DNS generation {} at {} (creator {}): {:?}",
         v.group,
         v.generation,
         timestamp(v.time_created),
         v.creator,
         v.comment
-    );
+    )
+}
+
+fn render_receipts(receipts: &Receipts) -> String {
+    let mut out = String::new();
+    let v = &receipts.change;
+    let _ = writeln!(out, "{}", created_line(v));
     let total = receipts.served.len() + receipts.missing.len();
     let _ = writeln!(
         out,

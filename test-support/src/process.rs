@@ -33,25 +33,8 @@ impl ChildProcess {
         args: &[String],
         log: &Path,
     ) -> anyhow::Result<(ChildProcess, serde_json::Value)> {
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .with_context(|| format!("opening log {}", log.display()))?;
-        let mut command = tokio::process::Command::new(binary);
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file.try_clone()?)
-            .kill_on_drop(true);
-        // SAFETY: only a system call, which is async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                // If the stack's owner dies without cleaning up, so do we.
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-            });
-        }
+        let log_file = open_log(log)?;
+        let mut command = command(binary, args, Stdio::piped(), log_file.try_clone()?);
         let mut child =
             command.spawn().with_context(|| format!("starting {name} ({})", binary.display()))?;
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -91,24 +74,8 @@ impl ChildProcess {
         args: &[String],
         log: &Path,
     ) -> anyhow::Result<ChildProcess> {
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .with_context(|| format!("opening log {}", log.display()))?;
-        let mut command = tokio::process::Command::new(binary);
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .kill_on_drop(true);
-        // SAFETY: only a system call, which is async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-            });
-        }
+        let log_file = open_log(log)?;
+        let mut command = command(binary, args, log_file.try_clone()?.into(), log_file);
         let child =
             command.spawn().with_context(|| format!("starting {name} ({})", binary.display()))?;
         Ok(ChildProcess { name: name.to_string(), child, log: log.to_path_buf() })
@@ -213,6 +180,34 @@ fn build_binaries(dir: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+fn open_log(log: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening log {}", log.display()))
+}
+
+/// `binary args` with stdin closed, the given stdout, stderr to `stderr`,
+/// killed when dropped and, by the kernel, when this process dies.
+fn command(
+    binary: &Path,
+    args: &[String],
+    stdout: Stdio,
+    stderr: std::fs::File,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(binary);
+    command.args(args).stdin(Stdio::null()).stdout(stdout).stderr(stderr).kill_on_drop(true);
+    // SAFETY: only a system call, which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            // If the stack's owner dies without cleaning up, so do we.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+    command
 }
 
 /// A `dns-server` process started by a test or benchmark.

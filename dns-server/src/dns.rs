@@ -8,7 +8,7 @@ use crate::state::ServerState;
 use crate::zone::Answer;
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
-use hickory_proto::rr::{DNSClass, Record};
+use hickory_proto::rr::{DNSClass, Record, RecordType};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -69,6 +69,39 @@ impl RequestHandler for DnsHandler {
         } else if request.queries.queries().len() != 1 {
             send(&mut response_handle, builder.build_no_records(refuse(ResponseCode::FormErr)))
                 .await
+        } else if matches!(
+            request.queries.queries()[0].query_type(),
+            RecordType::AXFR | RecordType::IXFR
+        ) {
+            let query = &request.queries.queries()[0];
+            let allowed = state.transfer_allowed(request.src().ip());
+            let udp = request.protocol() == Protocol::Udp;
+            match served.transfer(query.name()) {
+                // IXFR over UDP: the current SOA alone tells the client to
+                // come back over TCP (RFC 1995 section 4).
+                Some(records) if allowed && udp && query.query_type() == RecordType::IXFR => {
+                    metadata.authoritative = true;
+                    let none: [&Record; 0] = [];
+                    let response =
+                        builder.build(metadata, records[..1].iter().copied(), none, none, none);
+                    send(&mut response_handle, response).await
+                }
+                Some(records) if allowed && !udp => {
+                    metadata.authoritative = true;
+                    let edns = response_edns.as_ref();
+                    send_transfer(&mut response_handle, &request.queries, edns, metadata, &records)
+                        .await
+                }
+                // Over UDP, from a client not allowed, or for a zone we do
+                // not serve.
+                _ => {
+                    send(
+                        &mut response_handle,
+                        builder.build_no_records(refuse(ResponseCode::Refused)),
+                    )
+                    .await
+                }
+            }
         } else {
             let query = &request.queries.queries()[0];
             let none: [&Record; 0] = [];
@@ -148,6 +181,49 @@ impl RequestHandler for DnsHandler {
         }
         info
     }
+}
+
+/// Largest zone-transfer message we build (under the 65,535-byte TCP
+/// limit, with room for the header and question).
+const MAX_TRANSFER_MESSAGE: usize = 60_000;
+
+/// A zone transfer over TCP: `records` (SOA ... SOA) in as many messages as
+/// it takes, each whole records only (RFC 5936 section 2.2).
+async fn send_transfer<R: ResponseHandler>(
+    handle: &mut R,
+    queries: &hickory_server::zone_handler::Queries,
+    edns: Option<&Edns>,
+    metadata: Metadata,
+    records: &[&Record],
+) -> Result<ResponseInfo, hickory_server::net::NetError> {
+    use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+    let none: [&Record; 0] = [];
+    let mut start = 0;
+    let mut last = None;
+    while start < records.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < records.len() {
+            let mut buffer = Vec::new();
+            let size =
+                records[end].emit(&mut BinEncoder::new(&mut buffer)).map_or(512, |()| buffer.len());
+            if end > start && bytes + size > MAX_TRANSFER_MESSAGE {
+                break;
+            }
+            bytes += size;
+            end += 1;
+        }
+        let response = MessageResponseBuilder::new(queries, edns).build(
+            metadata,
+            records[start..end].iter().copied(),
+            none,
+            none,
+            none,
+        );
+        last = Some(send(handle, response).await?);
+        start = end;
+    }
+    Ok(last.expect("a transfer has at least the SOA"))
 }
 
 async fn send<'a, R: ResponseHandler>(

@@ -65,6 +65,74 @@ pub struct Config {
     pub query_log: Option<PathBuf>,
     #[serde(default = "default_query_log_sample")]
     pub query_log_sample: u64,
+    /// Address ranges (`192.0.2.0/24`, `::1`) allowed to transfer zones
+    /// over TCP; absent: loopback only.
+    #[serde(default)]
+    pub allow_transfer: Option<Vec<AddressRange>>,
+}
+
+/// An address range: an address and a prefix length (`10.0.0.0/8`, `::1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddressRange {
+    address: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl<'de> Deserialize<'de> for AddressRange {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl AddressRange {
+    /// 127.0.0.0/8 and ::1.
+    pub fn loopback() -> Vec<AddressRange> {
+        vec![
+            AddressRange { address: [127, 0, 0, 0].into(), prefix: 8 },
+            AddressRange { address: std::net::Ipv6Addr::LOCALHOST.into(), prefix: 128 },
+        ]
+    }
+
+    pub fn contains(&self, address: std::net::IpAddr) -> bool {
+        fn masked(bits: u128, prefix: u8, width: u8) -> u128 {
+            let drop = u32::from(width - prefix.min(width));
+            if drop >= 128 { 0 } else { bits >> drop }
+        }
+        match (self.address, address) {
+            (std::net::IpAddr::V4(range), std::net::IpAddr::V4(a)) => {
+                masked(u32::from(range).into(), self.prefix, 32)
+                    == masked(u32::from(a).into(), self.prefix, 32)
+            }
+            (std::net::IpAddr::V6(range), std::net::IpAddr::V6(a)) => {
+                masked(u128::from(range), self.prefix, 128)
+                    == masked(u128::from(a), self.prefix, 128)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for AddressRange {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<AddressRange, String> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let address: std::net::IpAddr =
+            address.parse().map_err(|_| format!("{text:?} is not an address or address/prefix"))?;
+        let width = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => width,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= width)
+                .ok_or_else(|| format!("{text:?}: the prefix must be 0 to {width}"))?,
+        };
+        Ok(AddressRange { address, prefix })
+    }
 }
 
 fn default_query_log_sample() -> u64 {
@@ -92,6 +160,7 @@ impl Config {
             answer_version: false,
             query_log: None,
             query_log_sample: default_query_log_sample(),
+            allow_transfer: None,
         }
     }
 }
@@ -122,6 +191,9 @@ impl RunningServer {
         let advertised = config.advertise_dns_address.unwrap_or(dns_address);
         let mut state = ServerState::load(id, storage, vec![advertised], api_token)?;
         state.answer_version = config.answer_version;
+        if let Some(ranges) = &config.allow_transfer {
+            state.transfer_allow = ranges.clone();
+        }
         if let Some(path) = &config.query_log {
             let log = query_log::QueryLog::open(path, config.query_log_sample)
                 .with_context(|| format!("opening the query log {}", path.display()))?;

@@ -47,6 +47,10 @@ struct Args {
     /// object per line.  There is no per-query log otherwise.
     #[arg(long, value_name = "FILE")]
     query_log: Option<PathBuf>,
+    /// Address or address/prefix allowed to transfer zones (AXFR, IXFR over
+    /// TCP); repeatable.  Default: loopback only.
+    #[arg(long, value_name = "CIDR")]
+    allow_transfer: Vec<dns_server::AddressRange>,
     /// With --query-log: log one query in this many.
     #[arg(long, value_name = "N", default_value_t = 1, requires = "query_log")]
     query_log_sample: u64,
@@ -77,6 +81,7 @@ fn config(args: Args) -> anyhow::Result<Config> {
                 answer_version: args.answer_version,
                 query_log: args.query_log,
                 query_log_sample: args.query_log_sample,
+                allow_transfer: (!args.allow_transfer.is_empty()).then_some(args.allow_transfer),
             })
         }
         _ => bail!(

@@ -64,6 +64,8 @@ pub struct ServerState {
     pub answer_version: bool,
     /// The opt-in query log.
     pub query_log: Option<crate::query_log::QueryLog>,
+    /// Who may transfer zones (AXFR, IXFR over TCP): address ranges.
+    pub transfer_allow: Vec<crate::AddressRange>,
     storage: Storage,
     served: RwLock<Arc<Served>>,
     update_lock: tokio::sync::Mutex<()>,
@@ -97,6 +99,7 @@ impl ServerState {
             metrics: crate::metrics::Metrics::new(),
             answer_version: false,
             query_log: None,
+            transfer_allow: crate::AddressRange::loopback(),
             storage,
             served: RwLock::new(Arc::new(served)),
             update_lock: tokio::sync::Mutex::new(()),
@@ -128,6 +131,11 @@ impl ServerState {
             Record::from_rdata(name.clone().into(), 0, RData::TXT(TXT::new(vec![text])));
         record.dns_class = DNSClass::CH;
         Some(record)
+    }
+
+    /// Whether `client` may transfer zones.
+    pub fn transfer_allowed(&self, client: std::net::IpAddr) -> bool {
+        self.transfer_allow.iter().any(|range| range.contains(client))
     }
 
     /// What is served right now.

@@ -19,6 +19,9 @@ const SOA_REFRESH: i32 = 3600;
 const SOA_RETRY: i32 = 600;
 const SOA_EXPIRE: i32 = 86400;
 
+/// Most bytes of additional records in one response.
+const MAX_ADDITIONAL_BYTES: usize = 32 * 1024;
+
 /// A config as served: the config itself, when it was applied, its digest
 /// and the compiled zones.
 pub struct Served {
@@ -193,20 +196,45 @@ impl Served {
 
     /// Addresses of the SRV targets in the answer that we serve, so that a
     /// client finds a service in one round trip.
+    ///
+    /// Additional records are optional: they stop at [`MAX_ADDITIONAL_BYTES`]
+    /// so that, with answers bounded by `dns_types::limits`, every response
+    /// fits one TCP message.
     fn additionals_for<'a>(&'a self, answers: &[&'a Record]) -> Vec<&'a Record> {
         let mut additionals = Vec::new();
+        let mut bytes = 0;
         for record in answers {
             let RData::SRV(srv) = &record.data else { continue };
             let target = LowerName::new(&srv.target);
-            if let Some(records) = self.zone_for(&target).and_then(|z| z.names.get(&target)) {
-                additionals.extend(
-                    records
-                        .iter()
-                        .filter(|r| matches!(r.record_type(), RecordType::A | RecordType::AAAA)),
-                );
+            let Some(records) = self.zone_for(&target).and_then(|z| z.names.get(&target)) else {
+                continue;
+            };
+            for address in records
+                .iter()
+                .filter(|r| matches!(r.record_type(), RecordType::A | RecordType::AAAA))
+            {
+                // Owner (uncompressed, at worst), fixed fields, address.
+                bytes += target.len() + 2 + 10 + 16;
+                if bytes > MAX_ADDITIONAL_BYTES {
+                    return additionals;
+                }
+                additionals.push(address);
             }
         }
         additionals
+    }
+
+    /// The whole zone whose apex is `apex`, as a zone transfer sends it:
+    /// the SOA, every record, the SOA again (RFC 5936).  `None` when we
+    /// serve no zone with that apex.
+    pub fn transfer(&self, apex: &LowerName) -> Option<Vec<&Record>> {
+        let zone = self.zones.iter().find(|z| z.apex == *apex)?;
+        let mut names: Vec<(&LowerName, &Vec<Record>)> = zone.names.iter().collect();
+        names.sort_by(|a, b| a.0.cmp(b.0));
+        let mut records = vec![&zone.soa];
+        records.extend(names.into_iter().flat_map(|(_, records)| records.iter()));
+        records.push(&zone.soa);
+        Some(records)
     }
 }
 
@@ -254,6 +282,44 @@ mod tests {
     use super::*;
     use dns_types::{DnsConfigZone, SrvRecord};
     use std::str::FromStr;
+
+    /// Additional records are cut at the byte budget, so that many SRV
+    /// targets with many addresses still fit one TCP message.
+    #[test]
+    fn additionals_stop_at_their_budget() {
+        let mut names = std::collections::BTreeMap::new();
+        let srv: Vec<DnsRecord> = (0..200)
+            .map(|i| {
+                let target = format!("h{i}.control-plane.internal");
+                let addresses = (0..100)
+                    .map(|j| DnsRecord::Aaaa(format!("fd00::{i:x}:{j:x}").parse().unwrap()));
+                names.insert(format!("h{i}"), addresses.collect());
+                DnsRecord::Srv(SrvRecord { prio: 0, weight: 0, port: 80, target })
+            })
+            .collect();
+        names.insert("_big._tcp".to_string(), srv);
+        let config = DnsConfig {
+            generation: 1,
+            time_created: Utc::now(),
+            creator: "t".into(),
+            comment: "t".into(),
+            zones: vec![DnsConfigZone {
+                zone_name: "control-plane.internal".into(),
+                ttl_seconds: 30,
+                names,
+            }],
+        };
+        config.validate().unwrap();
+        let served = Served::compile(config, Utc::now()).unwrap();
+        let name = LowerName::from_str("_big._tcp.control-plane.internal.").unwrap();
+        let Answer::Found { answers, additionals } = served.lookup(&name, RecordType::SRV) else {
+            panic!("no answer")
+        };
+        assert_eq!(answers.len(), 200);
+        assert!(!additionals.is_empty() && additionals.len() < 200 * 100, "{}", additionals.len());
+        let bytes: usize = additionals.iter().map(|r| r.name.len() + 2 + 10 + 16).sum();
+        assert!(bytes <= MAX_ADDITIONAL_BYTES, "{bytes}");
+    }
 
     fn served() -> Served {
         let mut names = std::collections::BTreeMap::new();

@@ -7,8 +7,9 @@ use crate::metrics::{QueryLabels, QueryType, Transport};
 use crate::state::ServerState;
 use crate::zone::Answer;
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::HINFO;
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
-use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -115,6 +116,23 @@ impl RequestHandler for DnsHandler {
             } else {
                 // We are authoritative for class IN only.
                 Answer::Refused
+            };
+            // RFC 8482: ANY over UDP gets one synthesized HINFO record, not
+            // every record of the name (a small question must not draw a
+            // large answer); over TCP it gets them all.
+            let minimal_any;
+            let answer = match answer {
+                Answer::Found { answers, .. }
+                    if query.query_type() == RecordType::ANY
+                        && identity.is_none()
+                        && request.protocol() == Protocol::Udp =>
+                {
+                    let ttl = answers.first().map_or(0, |r| r.ttl);
+                    let hinfo = HINFO::new("RFC8482".into(), String::new());
+                    minimal_any = Record::from_rdata(query.name().into(), ttl, RData::HINFO(hinfo));
+                    Answer::Found { answers: vec![&minimal_any], additionals: vec![] }
+                }
+                other => other,
             };
             match answer {
                 Answer::Refused => {

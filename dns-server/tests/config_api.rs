@@ -203,7 +203,12 @@ async fn swaps_are_atomic_and_queries_continue_during_a_large_apply() {
         tokio::spawn(async move {
             let mut answered = 0u64;
             let mut generations = std::collections::BTreeSet::new();
-            while !stop.load(Ordering::SeqCst) {
+            // Until the last generation has been seen after the last PUT
+            // (or a time limit: then the assertion below says so).
+            let deadline = std::time::Instant::now() + TIMEOUT * 6;
+            while !(stop.load(Ordering::SeqCst) && generations.contains(&4))
+                && std::time::Instant::now() < deadline
+            {
                 let m = query(s.dns(), &format!("{ZONE}."), RecordType::ANY, Transport::Tcp).await;
                 assert_eq!(m.metadata.response_code, ResponseCode::NoError);
                 let serial = m.answers.iter().find_map(|r| match &r.data {

@@ -208,3 +208,34 @@ async fn queries_are_logged_only_to_the_opt_in_query_log() {
     assert!(!log.contains("www.control-plane.internal"), "{log}");
     assert!(!log.contains("hickory_server"), "{log}");
 }
+
+/// RFC 8482: ANY over UDP draws one HINFO "RFC8482" record, not every
+/// record of the name; over TCP it draws them all; names that do not exist
+/// are NXDOMAIN either way.
+#[tokio::test]
+async fn any_over_udp_is_minimal_and_whole_over_tcp() {
+    let dir = TokenDir::new();
+    let server = start(&dir, &[]).await;
+    let www = format!("www.{ZONE}.");
+    let udp =
+        ask(server.dns_address, &query(&www, RecordType::ANY, DNSClass::IN, None), Transport::Udp)
+            .await;
+    assert_eq!(udp.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(udp.answers.len(), 1);
+    match &udp.answers[0].data {
+        RData::HINFO(hinfo) => assert_eq!(&*hinfo.cpu, b"RFC8482"),
+        other => panic!("expected HINFO, got {other:?}"),
+    }
+    let tcp =
+        ask(server.dns_address, &query(&www, RecordType::ANY, DNSClass::IN, None), Transport::Tcp)
+            .await;
+    assert!(tcp.answers.iter().any(|r| r.record_type() == RecordType::A), "{:?}", tcp.answers);
+    let missing = format!("nosuch.{ZONE}.");
+    let nx = ask(
+        server.dns_address,
+        &query(&missing, RecordType::ANY, DNSClass::IN, None),
+        Transport::Udp,
+    )
+    .await;
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+}

@@ -142,8 +142,30 @@ impl RequestHandler for DnsHandler {
                     )
                     .await
                 }
-                Answer::Found { answers, additionals } => {
+                Answer::Found { mut answers, mut additionals } => {
                     metadata.authoritative = true;
+                    if request.protocol() == Protocol::Udp {
+                        let edns = response_edns.as_ref();
+                        let limit = edns.map_or(512, |e| usize::from(e.max_payload()));
+                        // Header, question, OPT with an NSID at most.
+                        let fixed =
+                            12 + query.name().len() + 1 + 4 + edns.map_or(0, |_| 11 + 4 + 36);
+                        let answer_bytes: usize = answers.iter().map(|r| wire_size(r)).sum();
+                        let additional_bytes: usize =
+                            additionals.iter().map(|r| wire_size(r)).sum();
+                        if fixed + answer_bytes > limit {
+                            // Whole RRsets or none (RFC 2181 section 9): TC
+                            // and no records, and the client asks again over
+                            // TCP.  A small question cannot draw a partial
+                            // large answer.
+                            metadata.truncation = true;
+                            answers.clear();
+                            additionals.clear();
+                        } else if fixed + answer_bytes + additional_bytes > limit {
+                            // Additional data is optional: left out, no TC.
+                            additionals.clear();
+                        }
+                    }
                     let response = builder.build(metadata, answers, none, none, additionals);
                     send(&mut response_handle, response).await
                 }
@@ -199,6 +221,26 @@ impl RequestHandler for DnsHandler {
         }
         info
     }
+}
+
+/// An upper bound of `record`'s size in a response: its owner compressed
+/// to a pointer (it is the question's name or a name already in the
+/// message), the fixed fields, and its data uncompressed.
+fn wire_size(record: &Record) -> usize {
+    let name = |n: &hickory_proto::rr::Name| n.len() + 1;
+    2 + 10
+        + match &record.data {
+            RData::A(_) => 4,
+            RData::AAAA(_) => 16,
+            RData::SRV(srv) => 6 + name(&srv.target),
+            RData::NS(ns) => name(&ns.0),
+            RData::CNAME(cname) => name(&cname.0),
+            RData::TXT(txt) => txt.txt_data.iter().map(|s| s.len() + 1).sum(),
+            RData::SOA(soa) => name(&soa.mname) + name(&soa.rname) + 20,
+            RData::HINFO(hinfo) => hinfo.cpu.len() + hinfo.os.len() + 2,
+            // Anything else we never serve; count it generously.
+            _ => 512,
+        }
 }
 
 /// Largest zone-transfer message we build (under the 65,535-byte TCP

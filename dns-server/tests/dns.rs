@@ -132,7 +132,7 @@ async fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
     // No EDNS: 512 bytes, far too small for 100 AAAA records.
     let m = query(s.dns(), &name, RecordType::AAAA, Transport::Udp).await;
     assert!(m.metadata.truncation, "TC must be set");
-    assert!(m.answers.len() < 100);
+    assert!(m.answers.is_empty(), "whole RRsets or none: {} records", m.answers.len());
     // EDNS with a 4096-byte buffer: the server still sends at most 1232
     // bytes over UDP (DNS Flag Day 2020), so 100 AAAA records (about 2.8 kB)
     // are truncated there too.
@@ -142,6 +142,7 @@ async fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
     assert!(reply.len() <= 1232, "{} bytes over UDP", reply.len());
     let m = hickory_proto::op::Message::from_vec(&reply).unwrap();
     assert!(m.metadata.truncation);
+    assert!(m.answers.is_empty(), "no partial RRset");
     assert_eq!(m.edns.as_ref().map(|e| e.max_payload()), Some(1232), "EDNS in, EDNS out");
     // TCP: always whole.
     let m = query(s.dns(), &name, RecordType::AAAA, Transport::Tcp).await;
@@ -229,4 +230,33 @@ async fn bad_packets_never_crash_hang_or_slow_the_server() {
         assert_eq!(rdata(&m), vec!["fd00::1"]);
     }
     drop(stalled);
+}
+
+/// Over UDP, additional records that do not fit are left out without TC
+/// (they are optional); the answer itself stays whole.  Over TCP they come.
+#[tokio::test]
+async fn additionals_that_do_not_fit_are_dropped_not_truncated() {
+    let s = TestServer::start().await;
+    let mut names: Vec<(String, Vec<DnsRecord>)> = Vec::new();
+    let mut targets = Vec::new();
+    for t in 0..10 {
+        let host = format!("t{t}.host");
+        names.push((host.clone(), (0..20).map(|i| aaaa(&format!("fd00::{t:x}:{i:x}"))).collect()));
+        targets.push(srv(80, &format!("{host}.{ZONE}")));
+    }
+    names.push(("_wide._tcp".into(), targets));
+    let config = config(1, names.iter().map(|(n, r)| (n.as_str(), r.clone())).collect());
+    s.put(&config).await.unwrap();
+    let name = format!("_wide._tcp.{ZONE}.");
+    let mut q = Question::new(&name, RecordType::SRV);
+    q.edns = Some(1232);
+    let m = ask(s.dns(), &q, Transport::Udp).await;
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 10, "the whole SRV RRset");
+    assert!(
+        m.additionals.iter().all(|r| r.record_type() != RecordType::AAAA),
+        "additionals left out"
+    );
+    let m = ask(s.dns(), &q, Transport::Tcp).await;
+    assert_eq!(m.additionals.iter().filter(|r| r.record_type() == RecordType::AAAA).count(), 200);
 }

@@ -7,7 +7,6 @@ use crate::metrics::{QueryLabels, QueryType, Transport};
 use crate::state::ServerState;
 use crate::zone::Answer;
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::HINFO;
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
 use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use hickory_server::net::runtime::Time;
@@ -117,20 +116,27 @@ impl RequestHandler for DnsHandler {
                 // We are authoritative for class IN only.
                 Answer::Refused
             };
-            // RFC 8482: ANY over UDP gets one synthesized HINFO record, not
-            // every record of the name (a small question must not draw a
-            // large answer); over TCP it gets them all.
-            let minimal_any;
+            // RFC 8482: ANY gets one RRset of the name, not
+            // every record, over UDP and TCP alike, as Knot answers: a
+            // small question must not draw a large answer.
             let answer = match answer {
-                Answer::Found { answers, .. }
-                    if query.query_type() == RecordType::ANY
-                        && identity.is_none()
-                        && request.protocol() == Protocol::Udp =>
+                Answer::Found { mut answers, mut additionals }
+                    if query.query_type() == RecordType::ANY && identity.is_none() =>
                 {
-                    let ttl = answers.first().map_or(0, |r| r.ttl);
-                    let hinfo = HINFO::new("RFC8482".into(), String::new());
-                    minimal_any = Record::from_rdata(query.name().into(), ttl, RData::HINFO(hinfo));
-                    Answer::Found { answers: vec![&minimal_any], additionals: vec![] }
+                    // At the apex, the NS set (with its glue) rather than
+                    // the synthesized SOA, when there is one.
+                    let pick = answers
+                        .iter()
+                        .find(|r| r.record_type() != RecordType::SOA)
+                        .or(answers.first())
+                        .map(|r| (r.record_type(), r.name.clone()));
+                    if let Some((rtype, owner)) = pick {
+                        answers.retain(|r| r.record_type() == rtype && r.name == owner);
+                        if !matches!(rtype, RecordType::NS | RecordType::SRV) {
+                            additionals.clear();
+                        }
+                    }
+                    Answer::Found { answers, additionals }
                 }
                 other => other,
             };

@@ -194,8 +194,8 @@ impl Served {
         self.zones.iter().find(|z| z.apex.zone_of(name))
     }
 
-    /// Addresses of the SRV targets in the answer that we serve, so that a
-    /// client finds a service in one round trip.
+    /// Addresses of the SRV targets and name servers in the answer that we
+    /// serve, so that a client finds a service in one round trip.
     ///
     /// Additional records are optional: they stop at [`MAX_ADDITIONAL_BYTES`]
     /// so that, with answers bounded by `dns_types::limits`, every response
@@ -204,8 +204,12 @@ impl Served {
         let mut additionals = Vec::new();
         let mut bytes = 0;
         for record in answers {
-            let RData::SRV(srv) = &record.data else { continue };
-            let target = LowerName::new(&srv.target);
+            // The addresses of SRV targets and of name servers (glue).
+            let target = match &record.data {
+                RData::SRV(srv) => LowerName::new(&srv.target),
+                RData::NS(ns) => LowerName::new(&ns.0),
+                _ => continue,
+            };
             let Some(records) = self.zone_for(&target).and_then(|z| z.names.get(&target)) else {
                 continue;
             };

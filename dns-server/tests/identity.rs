@@ -209,27 +209,29 @@ async fn queries_are_logged_only_to_the_opt_in_query_log() {
     assert!(!log.contains("hickory_server"), "{log}");
 }
 
-/// RFC 8482: ANY over UDP draws one HINFO "RFC8482" record, not every
-/// record of the name; over TCP it draws them all; names that do not exist
-/// are NXDOMAIN either way.
+/// RFC 8482: ANY draws one RRset of the name (as Knot answers), over UDP
+/// and TCP; names that do not exist are NXDOMAIN.
 #[tokio::test]
-async fn any_over_udp_is_minimal_and_whole_over_tcp() {
+async fn any_draws_one_rrset() {
     let dir = TokenDir::new();
     let server = start(&dir, &[]).await;
+    let client = client(&dir, server.http_address);
+    let records = vec![
+        dns_types::DnsRecord::A("192.0.2.1".parse().unwrap()),
+        dns_types::DnsRecord::Aaaa("fd00::1".parse().unwrap()),
+        dns_types::DnsRecord::Txt("t".into()),
+    ];
+    put(&client, &config(4, vec![("www", records)])).await.unwrap();
     let www = format!("www.{ZONE}.");
-    let udp =
-        ask(server.dns_address, &query(&www, RecordType::ANY, DNSClass::IN, None), Transport::Udp)
-            .await;
-    assert_eq!(udp.metadata.response_code, ResponseCode::NoError);
-    assert_eq!(udp.answers.len(), 1);
-    match &udp.answers[0].data {
-        RData::HINFO(hinfo) => assert_eq!(&*hinfo.cpu, b"RFC8482"),
-        other => panic!("expected HINFO, got {other:?}"),
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let reply =
+            ask(server.dns_address, &query(&www, RecordType::ANY, DNSClass::IN, None), transport)
+                .await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        let types: std::collections::BTreeSet<RecordType> =
+            reply.answers.iter().map(|r| r.record_type()).collect();
+        assert_eq!(types.len(), 1, "one RRset over {transport:?}: {:?}", reply.answers);
     }
-    let tcp =
-        ask(server.dns_address, &query(&www, RecordType::ANY, DNSClass::IN, None), Transport::Tcp)
-            .await;
-    assert!(tcp.answers.iter().any(|r| r.record_type() == RecordType::A), "{:?}", tcp.answers);
     let missing = format!("nosuch.{ZONE}.");
     let nx = ask(
         server.dns_address,

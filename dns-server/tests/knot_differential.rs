@@ -1,0 +1,206 @@
+//! Side by side with Knot DNS: the same zone loaded into `knotd` and into
+//! our server, the same questions asked of both over UDP and TCP, and the
+//! answers compared (response code, AA and TC flags, the answer records and
+//! the additional records).  Needs `knotd` (Debian package `knot`; CI
+//! installs it); without it the test says so and checks nothing.
+
+mod common;
+
+use common::*;
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+use test_support::TokenDir;
+use test_support::process::DnsServerProcess;
+
+const ZONE_FILE: &str = "$ORIGIN control-plane.internal.
+$TTL 60
+@ SOA ns.control-plane.internal. admin.control-plane.internal. 7 3600 600 86400 60
+@ NS ns1
+ns1 A 192.0.2.53
+www A 192.0.2.1
+www AAAA fd00::1
+alias CNAME www
+_nexus._tcp SRV 0 0 12221 www
+txt TXT \"hello world\"
+";
+
+const CONFIG: &str = r#"{"generation": 7, "time_created": "2026-01-01T00:00:00Z", "creator": "t", "comment": "t",
+ "zones": [{"zone_name": "control-plane.internal", "ttl_seconds": 60, "names": {
+    "@": [{"type": "NS", "data": "ns1.control-plane.internal"}],
+    "ns1": [{"type": "A", "data": "192.0.2.53"}],
+    "www": [{"type": "A", "data": "192.0.2.1"}, {"type": "AAAA", "data": "fd00::1"}],
+    "alias": [{"type": "CNAME", "data": "www.control-plane.internal"}],
+    "_nexus._tcp": [{"type": "SRV", "data": {"prio": 0, "weight": 0, "port": 12221, "target": "www.control-plane.internal"}}],
+    "txt": [{"type": "TXT", "data": "hello world"}]}}]}"#;
+
+struct Knot(std::process::Child);
+
+fn which_knotd() -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| std::path::Path::new(dir).join("knotd"))
+        .find(|path| path.is_file())
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_knot(dir: &std::path::Path) -> Option<(Knot, SocketAddr)> {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    std::fs::write(dir.join("zone.zone"), ZONE_FILE).unwrap();
+    let conf = dir.join("knot.conf");
+    let d = dir.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "server:\n    listen: 127.0.0.1@{port}\n    rundir: {d}\ndatabase:\n    storage: {d}\n\
+             template:\n  - id: default\n    storage: {d}\n    semantic-checks: off\n\
+             zone:\n  - domain: control-plane.internal\n    file: zone.zone\n"
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new("knotd")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("knotd.log")).unwrap())
+        .spawn()
+        .ok()?;
+    Some((Knot(child), SocketAddr::from(([127, 0, 0, 1], port))))
+}
+
+/// What is compared of an answer.
+#[derive(Debug, PartialEq)]
+struct Shape {
+    rcode: String,
+    aa: bool,
+    tc: bool,
+    answers: BTreeSet<String>,
+    additionals: BTreeSet<String>,
+}
+
+fn shape(message: &Message) -> Shape {
+    let records = |section: &[hickory_proto::rr::Record]| {
+        section
+            .iter()
+            .filter(|r| r.record_type() != RecordType::OPT)
+            .map(|r| format!("{} {} {}", r.name.to_ascii().to_lowercase(), r.record_type(), r.data))
+            .collect()
+    };
+    Shape {
+        rcode: format!("{:?}", message.metadata.response_code),
+        aa: message.metadata.authoritative,
+        tc: message.metadata.truncation,
+        answers: records(&message.answers),
+        additionals: records(&message.additionals),
+    }
+}
+
+async fn ask(
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+    transport: Transport,
+) -> Option<Shape> {
+    let mut message = Message::new(0x6161, MessageType::Query, OpCode::Query);
+    let mut query = Query::query(Name::from_str(name).unwrap(), rtype);
+    query.set_query_class(DNSClass::IN);
+    message.add_query(query);
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    message.set_edns(edns);
+    let reply = exchange_raw(server, &message.to_vec().unwrap(), transport).await?;
+    Some(shape(&Message::from_vec(&reply).unwrap()))
+}
+
+#[tokio::test]
+async fn answers_agree_with_knot() {
+    let dir = TokenDir::new();
+    if which_knotd().is_none() {
+        assert!(std::env::var_os("CI").is_none(), "CI must have knotd (apt-get install knot)");
+        eprintln!("knotd not found: skipped the comparison with Knot");
+        return;
+    }
+    // A port picked now may be taken by the time knotd binds it: then try
+    // another.
+    let mut started = None;
+    for attempt in 0..3 {
+        let knot_dir = dir.path().join(format!("knot{attempt}"));
+        std::fs::create_dir_all(&knot_dir).unwrap();
+        let (process, address) = start_knot(&knot_dir).expect("starting knotd");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let soa = ask(address, &format!("{ZONE}."), RecordType::SOA, Transport::Udp).await;
+            if soa.is_some_and(|s| !s.answers.is_empty()) {
+                started = Some((process, address));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if started.is_some() {
+            break;
+        }
+    }
+    let (_knot, knot) = started
+        .unwrap_or_else(|| panic!("knotd did not load its zone; logs in {}", dir.path().display()));
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_dns-server"));
+    let ours = DnsServerProcess::start(
+        binary,
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &dir.path().join("storage"),
+        &dir.token_file(),
+        &dir.path().join("server.log"),
+    )
+    .await
+    .unwrap();
+    let config: dns_types::DnsConfig = serde_json::from_str(CONFIG).unwrap();
+    put(&client(&dir, ours.http_address), &config).await.unwrap();
+    let z = ZONE;
+    let questions = [
+        (format!("www.{z}."), RecordType::A),
+        (format!("www.{z}."), RecordType::AAAA),
+        (format!("www.{z}."), RecordType::MX),
+        (format!("www.{z}."), RecordType::ANY),
+        (format!("{z}."), RecordType::ANY),
+        (format!("{z}."), RecordType::SOA),
+        (format!("{z}."), RecordType::NS),
+        (format!("alias.{z}."), RecordType::A),
+        (format!("alias.{z}."), RecordType::ANY),
+        (format!("_nexus._tcp.{z}."), RecordType::SRV),
+        (format!("txt.{z}."), RecordType::TXT),
+        (format!("ns1.{z}."), RecordType::ANY),
+        ("www.example.org.".to_string(), RecordType::A),
+    ];
+    let mut differences = Vec::new();
+    let mut answered = 0;
+    for transport in [Transport::Udp, Transport::Tcp] {
+        for (name, rtype) in &questions {
+            let theirs = ask(knot, name, *rtype, transport).await;
+            let ours = ask(ours.dns_address, name, *rtype, transport).await;
+            assert!(
+                theirs.is_some() && ours.is_some(),
+                "{name} {rtype} over {transport:?}: no answer"
+            );
+            if ours.as_ref().is_some_and(|s| !s.answers.is_empty()) {
+                answered += 1;
+            }
+            if theirs != ours {
+                differences.push(format!(
+                    "{name} {rtype} over {transport:?}:\n  knot: {theirs:?}\n  ours: {ours:?}"
+                ));
+            }
+        }
+    }
+    assert!(differences.is_empty(), "answers differ from Knot's:\n{}", differences.join("\n"));
+    assert!(answered >= 20, "positive control: only {answered} answers had records");
+}

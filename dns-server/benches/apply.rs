@@ -74,7 +74,7 @@ fn main() {
     storage.save(&decoded, Utc::now()).unwrap();
     step("store durably", t);
     let t = Instant::now();
-    let served = Served::compile(decoded, Utc::now()).unwrap();
+    let served = Served::compile(&decoded, Utc::now()).unwrap();
     step("compile (includes the digest)", t);
     assert_eq!(served.applied.as_ref().unwrap().digest, digest);
 }

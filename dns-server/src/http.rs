@@ -22,18 +22,21 @@ impl DnsServerApi for DnsServerApiImpl {
         rqctx: RequestContext<Self::Context>,
     ) -> Result<HttpResponseOk<AppliedConfig>, HttpError> {
         let _busy = rqctx.context().in_flight.enter(rqctx.request.remote_addr());
-        let served = rqctx.context().served();
-        let applied = served.applied.as_ref().ok_or_else(|| {
+        let applied = rqctx.context().applied_config().await.map_err(|e| {
+            let message = format!("reading the stored config: {:#}", anyhow::Error::new(e));
+            let mut error = HttpError::for_internal_error(message.clone());
+            error.error_code = Some(error_codes::STORAGE.into());
+            error.external_message = message;
+            error
+        })?;
+        let applied: AppliedConfig = applied.ok_or_else(|| {
             HttpError::for_client_error(
                 Some(error_codes::NO_CONFIG.into()),
                 ClientErrorStatusCode::NOT_FOUND,
                 "this DNS server has not been given a config yet".into(),
             )
         })?;
-        Ok(HttpResponseOk(AppliedConfig {
-            config: applied.config.clone(),
-            time_applied: applied.time_applied,
-        }))
+        Ok(HttpResponseOk(applied))
     }
 
     async fn config_put(
@@ -125,9 +128,9 @@ impl DnsServerApi for DnsServerApiImpl {
             generation: served.generation(),
             time_applied: applied.map(|a| a.time_applied),
             applied_config_digest: applied.map(|a| a.digest.clone()),
-            config_time_created: applied.map(|a| a.config.time_created),
-            config_creator: applied.map(|a| a.config.creator.clone()),
-            config_comment: applied.map(|a| a.config.comment.clone()),
+            config_time_created: applied.map(|a| a.time_created),
+            config_creator: applied.map(|a| a.creator.clone()),
+            config_comment: applied.map(|a| a.comment.clone()),
             dns_addresses: state.dns_addresses.clone(),
             zones: served
                 .zone_sizes()

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use dns_server_api::{ConfigRepair, RepairRecord, ServedIdentity};
 use dns_types::{ConfigError, DnsConfig};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use uuid::Uuid;
 
@@ -85,7 +86,7 @@ impl ServerState {
             None => Served::empty(),
             Some(stored) => {
                 stored.config.validate()?;
-                Served::compile(stored.config, stored.time_applied)?
+                Served::compile(&stored.config, stored.time_applied)?
             }
         };
         tracing::info!(generation = served.generation(), "loaded stored config");
@@ -136,6 +137,25 @@ impl ServerState {
     /// Whether `client` may transfer zones.
     pub fn transfer_allowed(&self, client: std::net::IpAddr) -> bool {
         self.transfer_allow.iter().any(|range| range.contains(client))
+    }
+
+    /// The config served, with the time it was applied, as stored (read
+    /// under the update lock, so it is the one being served).  `None`
+    /// before any config.
+    pub async fn applied_config(
+        &self,
+    ) -> Result<Option<dns_server_api::AppliedConfig>, StorageError> {
+        let _guard = self.update_lock.lock().await;
+        if self.served().applied.is_none() {
+            return Ok(None);
+        }
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || storage.load()).await.unwrap_or_else(|e| {
+            Err(StorageError::Read {
+                path: PathBuf::new(),
+                source: std::io::Error::other(format!("reading the stored config failed: {e}")),
+            })
+        })
     }
 
     /// What is served right now.
@@ -238,11 +258,13 @@ impl ServerState {
         // current config.
         let this = self.clone();
         let served = tokio::task::spawn_blocking(move || {
-            let served = Served::compile(config, Utc::now())?;
-            let applied = served.applied.as_ref().expect("a compiled config is applied");
+            let time_applied = Utc::now();
+            let served = Served::compile(&config, time_applied)?;
             this.storage
-                .save(&applied.config, applied.time_applied)
+                .save(&config, time_applied)
                 .map_err(|source| UpdateError::Storage { current, source })?;
+            // The config itself is not kept: storage has it.
+            drop(config);
             Ok::<_, UpdateError>(served)
         })
         .await

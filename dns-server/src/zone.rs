@@ -22,15 +22,19 @@ const SOA_EXPIRE: i32 = 86400;
 /// Most bytes of additional records in one response.
 const MAX_ADDITIONAL_BYTES: usize = 32 * 1024;
 
-/// A config as served: the config itself, when it was applied, its digest
-/// and the compiled zones.
+/// A config as served: what it is (generation, when and why it was made,
+/// when it was applied, its digest) and the compiled zones.  The config
+/// itself is not kept in memory: `GET /config` reads it from storage.
 pub struct Served {
     pub applied: Option<Applied>,
     zones: Vec<Zone>,
 }
 
 pub struct Applied {
-    pub config: DnsConfig,
+    pub generation: u64,
+    pub time_created: DateTime<Utc>,
+    pub creator: String,
+    pub comment: String,
     pub time_applied: DateTime<Utc>,
     pub digest: String,
 }
@@ -72,7 +76,10 @@ impl Served {
     }
 
     /// Compiles a validated config (see `DnsConfig::validate`).
-    pub fn compile(config: DnsConfig, time_applied: DateTime<Utc>) -> Result<Served, CompileError> {
+    pub fn compile(
+        config: &DnsConfig,
+        time_applied: DateTime<Utc>,
+    ) -> Result<Served, CompileError> {
         let mut zones = Vec::with_capacity(config.zones.len());
         for zone in &config.zones {
             let apex_name = fqdn(&zone.zone_name)?;
@@ -121,12 +128,19 @@ impl Served {
                 empty_non_terminals,
             });
         }
-        let digest = dns_types::config_digest(&config);
-        Ok(Served { applied: Some(Applied { config, time_applied, digest }), zones })
+        let applied = Applied {
+            generation: config.generation,
+            time_created: config.time_created,
+            creator: config.creator.clone(),
+            comment: config.comment.clone(),
+            time_applied,
+            digest: dns_types::config_digest(config),
+        };
+        Ok(Served { applied: Some(applied), zones })
     }
 
     pub fn generation(&self) -> u64 {
-        self.applied.as_ref().map(|a| a.config.generation).unwrap_or(0)
+        self.applied.as_ref().map(|a| a.generation).unwrap_or(0)
     }
 
     /// (zone name, number of names) for each zone.
@@ -314,7 +328,7 @@ mod tests {
             }],
         };
         config.validate().unwrap();
-        let served = Served::compile(config, Utc::now()).unwrap();
+        let served = Served::compile(&config, Utc::now()).unwrap();
         let name = LowerName::from_str("_big._tcp.control-plane.internal.").unwrap();
         let Answer::Found { answers, additionals } = served.lookup(&name, RecordType::SRV) else {
             panic!("no answer")
@@ -357,7 +371,7 @@ mod tests {
             }],
         };
         config.validate().unwrap();
-        Served::compile(config, Utc::now()).unwrap()
+        Served::compile(&config, Utc::now()).unwrap()
     }
 
     fn q(name: &str) -> LowerName {

@@ -118,7 +118,9 @@ async fn ask(
     let mut edns = Edns::new();
     edns.set_max_payload(1232);
     message.set_edns(edns);
-    let reply = exchange_raw(server, &message.to_vec().unwrap(), transport).await?;
+    let reply =
+        exchange_raw_within(server, &message.to_vec().unwrap(), transport, Duration::from_secs(1))
+            .await?;
     Some(shape(&Message::from_vec(&reply).unwrap()))
 }
 

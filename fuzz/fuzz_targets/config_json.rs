@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let digest = dns_types::config_digest(&config);
     let again: DnsConfig = serde_json::from_slice(&serde_json::to_vec(&config).unwrap()).unwrap();
     assert_eq!(dns_types::config_digest(&again), digest, "digest changed by a JSON round trip");
-    let served = dns_server::zone::Served::compile(config, chrono::Utc::now())
+    let served = dns_server::zone::Served::compile(&config, chrono::Utc::now())
         .expect("a config that validates compiles");
     assert_eq!(served.applied.as_ref().unwrap().digest, digest);
 });

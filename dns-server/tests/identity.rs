@@ -50,19 +50,7 @@ fn txt(message: &Message) -> Vec<String> {
 
 async fn start(dir: &TokenDir, extra: &[&str]) -> DnsServerProcess {
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_dns-server"));
-    let storage = dir.path().join("storage");
-    let log = dir.path().join("server.log");
-    let server = DnsServerProcess::start_with(
-        binary,
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &storage,
-        &dir.token_file(),
-        &log,
-        extra,
-    )
-    .await
-    .unwrap();
+    let server = DnsServerProcess::start_in(binary, dir, extra).await.unwrap();
     let client = client(dir, server.http_address);
     put(
         &client,

@@ -155,16 +155,7 @@ async fn answers_agree_with_knot() {
     let (_knot, knot) = started
         .unwrap_or_else(|| panic!("knotd did not load its zone; logs in {}", dir.path().display()));
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_dns-server"));
-    let ours = DnsServerProcess::start(
-        binary,
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &dir.path().join("storage"),
-        &dir.token_file(),
-        &dir.path().join("server.log"),
-    )
-    .await
-    .unwrap();
+    let ours = DnsServerProcess::start_in(binary, &dir, &[]).await.unwrap();
     let config: dns_types::DnsConfig = serde_json::from_str(CONFIG).unwrap();
     put(&client(&dir, ours.http_address), &config).await.unwrap();
     let z = ZONE;

@@ -15,17 +15,7 @@ use test_support::process::DnsServerProcess;
 
 async fn start(dir: &TokenDir, extra: &[&str], names: usize) -> DnsServerProcess {
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_dns-server"));
-    let server = DnsServerProcess::start_with(
-        binary,
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &dir.path().join("storage"),
-        &dir.token_file(),
-        &dir.path().join("server.log"),
-        extra,
-    )
-    .await
-    .unwrap();
+    let server = DnsServerProcess::start_in(binary, dir, extra).await.unwrap();
     let records: Vec<(String, Vec<DnsRecord>)> = (0..names)
         .map(|i| (format!("host{i}"), vec![DnsRecord::Txt(format!("{i:05} {}", "x".repeat(200)))]))
         .collect();

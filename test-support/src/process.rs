@@ -232,6 +232,20 @@ impl DnsServerProcess {
         DnsServerProcess::start_with(binary, dns, http, storage, api_token_file, log, &[]).await
     }
 
+    /// `binary` on loopback ports picked by the kernel, with its storage
+    /// (`storage/`), token and log (`server.log`) in `dir`, and `extra`
+    /// flags.
+    pub async fn start_in(
+        binary: &Path,
+        dir: &crate::TokenDir,
+        extra: &[&str],
+    ) -> anyhow::Result<DnsServerProcess> {
+        let any = "127.0.0.1:0";
+        let (storage, log) = (dir.path().join("storage"), dir.path().join("server.log"));
+        DnsServerProcess::start_with(binary, any, any, &storage, &dir.token_file(), &log, extra)
+            .await
+    }
+
     /// [`DnsServerProcess::start`] with more command-line flags.
     pub async fn start_with(
         binary: &Path,

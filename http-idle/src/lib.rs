@@ -20,9 +20,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Requests being handled, by peer address: their connections are busy,
-/// however long the handler takes.
+/// however long the handler takes, and for [`AFTER_HANDLER`] after it
+/// returns (its response is written after the handler is done).
 #[derive(Clone, Debug, Default)]
-pub struct InFlight(Arc<Mutex<HashMap<SocketAddr, u32>>>);
+pub struct InFlight(Arc<Mutex<HashMap<SocketAddr, Peer>>>);
+
+/// How long a connection counts as busy after its handler returned.
+pub const AFTER_HANDLER: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Default)]
+struct Peer {
+    running: u32,
+    last_done: Option<std::time::Instant>,
+}
 
 /// Held for the duration of one handler.
 pub struct InFlightGuard {
@@ -33,27 +43,30 @@ pub struct InFlightGuard {
 impl InFlight {
     /// Marks a request from `peer` as being handled until the guard drops.
     pub fn enter(&self, peer: SocketAddr) -> InFlightGuard {
-        *self.lock().entry(peer).or_default() += 1;
+        self.lock().entry(peer).or_default().running += 1;
         InFlightGuard { in_flight: self.clone(), peer }
     }
 
+    /// Whether a handler runs for `peer`, or returned moments ago.  Forgets
+    /// peers idle past the grace period.
     fn busy(&self, peer: &SocketAddr) -> bool {
-        self.lock().contains_key(peer)
+        let mut map = self.lock();
+        map.retain(|_, p| {
+            p.running > 0 || p.last_done.is_some_and(|t| t.elapsed() < AFTER_HANDLER)
+        });
+        map.contains_key(peer)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, u32>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Peer>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        let mut map = self.in_flight.lock();
-        if let Some(count) = map.get_mut(&self.peer) {
-            *count -= 1;
-            if *count == 0 {
-                map.remove(&self.peer);
-            }
+        if let Some(peer) = self.in_flight.lock().get_mut(&self.peer) {
+            peer.running = peer.running.saturating_sub(1);
+            peer.last_done = Some(std::time::Instant::now());
         }
     }
 }
@@ -268,7 +281,12 @@ mod tests {
         assert!(trickle.write_all(b"x").is_ok(), "a connection moving data was shut down");
         drop(guard);
         busy.set_nonblocking(false).unwrap();
+        // Busy a little longer (its response is being written), then idle.
         let waited = closed_after(busy);
-        assert!(waited < Duration::from_secs(3), "idle after its request, open for {waited:?}");
+        assert!(waited >= AFTER_HANDLER - Duration::from_millis(100), "closed after {waited:?}");
+        assert!(
+            waited < AFTER_HANDLER + Duration::from_secs(3),
+            "idle after its request, open for {waited:?}"
+        );
     }
 }

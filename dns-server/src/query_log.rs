@@ -57,8 +57,8 @@ impl QueryLog {
         }
         let Ok(mut line) = serde_json::to_vec(&Line { time: Utc::now(), entry }) else { return };
         line.push(b'\n');
-        // A failing query log must not fail queries: the error is logged once
-        // per failure, and the query is answered anyway.
+        // A failing query log must not fail queries: each failed write is
+        // logged at warn, and the query is answered anyway.
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(error) = file.write_all(&line) {
             tracing::warn!(%error, "could not write to the query log");

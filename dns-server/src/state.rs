@@ -13,7 +13,6 @@ use chrono::{DateTime, Utc};
 use dns_server_api::{ConfigRepair, RepairRecord, ServedIdentity};
 use dns_types::{ConfigError, DnsConfig};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use uuid::Uuid;
 
@@ -150,11 +149,9 @@ impl ServerState {
             return Ok(None);
         }
         let storage = self.storage.clone();
+        let path = storage.path();
         tokio::task::spawn_blocking(move || storage.load()).await.unwrap_or_else(|e| {
-            Err(StorageError::Read {
-                path: PathBuf::new(),
-                source: std::io::Error::other(format!("reading the stored config failed: {e}")),
-            })
+            Err(StorageError::Read { path, source: std::io::Error::other(e.to_string()) })
         })
     }
 

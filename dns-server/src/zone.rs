@@ -316,19 +316,7 @@ mod tests {
             })
             .collect();
         names.insert("_big._tcp".to_string(), srv);
-        let config = DnsConfig {
-            generation: 1,
-            time_created: Utc::now(),
-            creator: "t".into(),
-            comment: "t".into(),
-            zones: vec![DnsConfigZone {
-                zone_name: "control-plane.internal".into(),
-                ttl_seconds: 30,
-                names,
-            }],
-        };
-        config.validate().unwrap();
-        let served = Served::compile(&config, Utc::now()).unwrap();
+        let served = compiled(1, names);
         let name = LowerName::from_str("_big._tcp.control-plane.internal.").unwrap();
         let Answer::Found { answers, additionals } = served.lookup(&name, RecordType::SRV) else {
             panic!("no answer")
@@ -359,8 +347,17 @@ mod tests {
         names.insert("outside".into(), vec![DnsRecord::Cname("www.example.com".into())]);
         names.insert("@".into(), vec![DnsRecord::Ns("ns1.control-plane.internal".into())]);
         names.insert("long".into(), vec![DnsRecord::Txt("x".repeat(600))]);
+        compiled(42, names)
+    }
+
+    /// `names` as zone control-plane.internal (TTL 30) at `generation`,
+    /// validated and compiled.
+    fn compiled(
+        generation: u64,
+        names: std::collections::BTreeMap<String, Vec<DnsRecord>>,
+    ) -> Served {
         let config = DnsConfig {
-            generation: 42,
+            generation,
             time_created: Utc::now(),
             creator: "t".into(),
             comment: "t".into(),

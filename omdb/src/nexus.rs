@@ -864,7 +864,16 @@ fn render_task(out: &mut String, task: &BackgroundTask, view: View) {
     let _ = writeln!(out, "  configured period: {}", period(task.period));
     let lints = lint(task, chrono::Utc::now(), view.stuck_after);
     if lints.is_empty() {
-        let _ = writeln!(out, "  lints: none");
+        // Say what was checked: a task that never completed an activation
+        // can only be checked for being stuck.
+        let _ = writeln!(
+            out,
+            "  lints: {}",
+            match task.last {
+                LastActivation::Completed(_) => "none",
+                LastActivation::NeverCompleted => "none found (no completed activation to check)",
+            }
+        );
     }
     for found in &lints {
         let _ = writeln!(out, "  LINT {found}");

@@ -13,7 +13,10 @@
 //! - [`names`]: DNS name syntax, shared so that every component rejects the
 //!   same names with the same message.
 //! - [`digest`]: the one canonical SHA-256 of a config, so that the digest a
-//!   DNS server reports can be compared with one computed from the database.
+//!   DNS server reports can be compared with one computed from the database;
+//!   kept up to date name by name ([`DigestState`]).
+//! - [`ConfigDiff`]: the difference between two generations, as a DNS
+//!   server applies it (only to exactly the base, only to the stated digest).
 //! - [`history`]: a name's history (stretches and events) and near-miss
 //!   names, for "what happened to this name?".
 //! - [`sync`]: the one classification of a server's state (current, behind,
@@ -25,6 +28,7 @@
 //!
 //! This crate deliberately pulls in no database, HTTP or DNS library code.
 
+mod config_diff;
 pub mod digest;
 pub mod history;
 pub mod limits;
@@ -32,7 +36,8 @@ pub mod names;
 mod records;
 pub mod sync;
 
-pub use digest::config_digest;
+pub use config_diff::{ConfigDiff, DiffError, NameChange, ZoneChanges};
+pub use digest::{DigestState, config_digest};
 pub use records::{DnsRecord, RecordError, SrvRecord};
 
 use chrono::{DateTime, Utc};

@@ -7,7 +7,7 @@
 
 use api_json::StrictJson;
 use chrono::{DateTime, Utc};
-use dns_types::DnsConfig;
+use dns_types::{ConfigDiff, DnsConfig};
 use dropshot::{HttpError, HttpResponseOk, HttpResponseUpdatedNoContent, RequestContext};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use uuid::Uuid;
 
 /// The API's version, as published in the OpenAPI document.
-pub const API_VERSION: semver::Version = semver::Version::new(1, 0, 0);
+pub const API_VERSION: semver::Version = semver::Version::new(1, 1, 0);
 
 /// Stable `error_code`s clients match on.
 pub mod error_codes {
@@ -31,6 +31,13 @@ pub mod error_codes {
     /// A repair named a served generation and digest that are not what the
     /// server serves; nothing changed.
     pub const REPAIR_PRECONDITION: &str = "RepairPreconditionFailed";
+    /// `PUT /config/diff`: the server does not serve exactly the
+    /// difference's base (generation and digest), or lacks a zone it
+    /// changes; nothing changed, send the whole config.
+    pub const DIFF_BASE_MISMATCH: &str = "DiffBaseMismatch";
+    /// `PUT /config/diff`: applied, the difference would not give its
+    /// stated digest; nothing changed, send the whole config.
+    pub const DIFF_DIGEST_MISMATCH: &str = "DiffDigestMismatch";
     /// `GET /ready`: the server is alive but not serving a config (503).
     pub const NOT_READY: &str = "NotReady";
 }
@@ -55,6 +62,24 @@ pub trait DnsServerApi {
     async fn config_put(
         rqctx: RequestContext<Self::Context>,
         config: StrictJson<DnsConfig>,
+    ) -> Result<HttpResponseUpdatedNoContent, HttpError>;
+
+    /// Moves the served config to a newer generation by a difference: from
+    /// generation `from_generation` with digest `from_digest` to
+    /// `generation` with digest `digest`, the changed names with their new
+    /// records (none: removed).  Costs the size of the difference.
+    ///
+    /// The generation rules of `PUT /config` hold: the generation already
+    /// served with the stated digest succeeds and does nothing; an older
+    /// one, or the same with another digest, is `BadUpdateGeneration`
+    /// (409).  A difference whose base is not exactly what the server
+    /// serves is `DiffBaseMismatch` (409), one whose result would not have
+    /// the stated digest is `DiffDigestMismatch` (409); in both cases
+    /// nothing changes and the caller sends the whole config instead.
+    #[endpoint { method = PUT, path = "/config/diff" }]
+    async fn config_diff_put(
+        rqctx: RequestContext<Self::Context>,
+        diff: StrictJson<ConfigDiff>,
     ) -> Result<HttpResponseUpdatedNoContent, HttpError>;
 
     /// Replaces what the server serves with `config` whatever the

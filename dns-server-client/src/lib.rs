@@ -6,9 +6,12 @@ progenitor::generate_api!(
     spec = "../openapi/dns-server.json",
     interface = Builder,
     replace = {
+        ConfigDiff = dns_types::ConfigDiff,
         DnsConfig = dns_types::DnsConfig,
         DnsConfigZone = dns_types::DnsConfigZone,
         DnsRecord = dns_types::DnsRecord,
+        NameChange = dns_types::NameChange,
         SrvRecord = dns_types::SrvRecord,
+        ZoneChanges = dns_types::ZoneChanges,
     }
 );

@@ -7,7 +7,7 @@ use dns_server_api::{
     AppliedConfig, ConfigRepair, DnsServerApi, DnsServerStatus, Health, Readiness, RepairRecord,
     ZoneStatus, error_codes,
 };
-use dns_types::DnsConfig;
+use dns_types::{ConfigDiff, DnsConfig};
 use dropshot::{
     ClientErrorStatusCode, HttpError, HttpResponseOk, HttpResponseUpdatedNoContent, RequestContext,
 };
@@ -61,6 +61,29 @@ impl DnsServerApi for DnsServerApiImpl {
                 tracing::debug!(generation, ?outcome, "PUT /config");
                 Ok(HttpResponseUpdatedNoContent())
             }
+            Err(error) => Err(to_http_error(generation, error)),
+        }
+    }
+
+    async fn config_diff_put(
+        rqctx: RequestContext<Self::Context>,
+        diff: StrictJson<ConfigDiff>,
+    ) -> Result<HttpResponseUpdatedNoContent, HttpError> {
+        let _busy = rqctx.context().in_flight.enter(rqctx.request.remote_addr());
+        rqctx.context().api_token.authorize(rqctx.request.headers())?;
+        let diff = diff.into_inner();
+        let generation = diff.generation;
+        let started = std::time::Instant::now();
+        let result = rqctx.context().apply_diff(diff).await;
+        let outcome = match &result {
+            Ok(UpdateOutcome::Applied) => ApplyOutcome::Applied,
+            Ok(UpdateOutcome::AlreadyApplied) => ApplyOutcome::AlreadyApplied,
+            Err(error) => apply_outcome(error),
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        rqctx.context().metrics.apply(ApplyKind::Diff, outcome, seconds);
+        match result {
+            Ok(_) => Ok(HttpResponseUpdatedNoContent()),
             Err(error) => Err(to_http_error(generation, error)),
         }
     }
@@ -151,6 +174,7 @@ fn apply_outcome(error: &UpdateError) -> ApplyOutcome {
         UpdateError::Invalid(_) | UpdateError::Compile(_) => ApplyOutcome::Invalid,
         UpdateError::BadGeneration { .. } => ApplyOutcome::BadGeneration,
         UpdateError::RepairPrecondition { .. } => ApplyOutcome::RepairPrecondition,
+        UpdateError::DiffNotApplicable(_) => ApplyOutcome::DiffNotApplicable,
         UpdateError::Storage { .. } => ApplyOutcome::StorageFailed,
         UpdateError::Internal(_) => ApplyOutcome::Internal,
     }
@@ -163,6 +187,8 @@ fn to_http_error(generation: u64, error: UpdateError) -> HttpError {
         Invalid,
         Conflict,
         RepairPrecondition,
+        DiffBase,
+        DiffDigest,
         Storage,
         Internal,
     }
@@ -170,6 +196,11 @@ fn to_http_error(generation: u64, error: UpdateError) -> HttpError {
         UpdateError::Invalid(_) | UpdateError::Compile(_) => Kind::Invalid,
         UpdateError::BadGeneration { .. } => Kind::Conflict,
         UpdateError::RepairPrecondition { .. } => Kind::RepairPrecondition,
+        UpdateError::DiffNotApplicable(dns_types::DiffError::DigestMismatch { .. }) => {
+            Kind::DiffDigest
+        }
+        UpdateError::DiffNotApplicable(dns_types::DiffError::Invalid(_)) => Kind::Invalid,
+        UpdateError::DiffNotApplicable(_) => Kind::DiffBase,
         UpdateError::Storage { .. } => Kind::Storage,
         UpdateError::Internal(_) => Kind::Internal,
     };
@@ -186,6 +217,18 @@ fn to_http_error(generation: u64, error: UpdateError) -> HttpError {
         ),
         Kind::RepairPrecondition => HttpError::for_client_error(
             Some(error_codes::REPAIR_PRECONDITION.into()),
+            ClientErrorStatusCode::CONFLICT,
+            message,
+        ),
+        Kind::DiffBase | Kind::DiffDigest => HttpError::for_client_error(
+            Some(
+                if matches!(kind, Kind::DiffBase) {
+                    error_codes::DIFF_BASE_MISMATCH
+                } else {
+                    error_codes::DIFF_DIGEST_MISMATCH
+                }
+                .into(),
+            ),
             ClientErrorStatusCode::CONFLICT,
             message,
         ),

@@ -15,6 +15,7 @@ pub mod http;
 pub mod metrics;
 pub mod query_log;
 pub mod state;
+mod shared_map;
 pub mod storage;
 pub mod zone;
 

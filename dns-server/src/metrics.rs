@@ -103,6 +103,7 @@ pub struct QueryLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub enum ApplyKind {
     Put,
+    Diff,
     Repair,
 }
 
@@ -110,6 +111,7 @@ impl EncodeLabelValue for ApplyKind {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
         encoder.write_str(match self {
             ApplyKind::Put => "put",
+            ApplyKind::Diff => "diff",
             ApplyKind::Repair => "repair",
         })
     }
@@ -123,6 +125,7 @@ pub enum ApplyOutcome {
     Invalid,
     BadGeneration,
     RepairPrecondition,
+    DiffNotApplicable,
     StorageFailed,
     Internal,
 }
@@ -135,6 +138,7 @@ impl EncodeLabelValue for ApplyOutcome {
             ApplyOutcome::Invalid => "invalid",
             ApplyOutcome::BadGeneration => "bad_generation",
             ApplyOutcome::RepairPrecondition => "repair_precondition",
+            ApplyOutcome::DiffNotApplicable => "diff_not_applicable",
             ApplyOutcome::StorageFailed => "storage_failed",
             ApplyOutcome::Internal => "internal",
         })

@@ -8,10 +8,10 @@
 //! two generations at once.
 
 use crate::storage::{Storage, StorageError};
-use crate::zone::{CompileError, Served};
+use crate::zone::{ApplyDiffError, CompileError, Served};
 use chrono::{DateTime, Utc};
 use dns_server_api::{ConfigRepair, RepairRecord, ServedIdentity};
-use dns_types::{ConfigError, DnsConfig};
+use dns_types::{ConfigDiff, ConfigError, DiffError, DnsConfig};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use uuid::Uuid;
@@ -26,6 +26,10 @@ pub enum UpdateError {
     BadGeneration { current: u64, requested: u64, reason: &'static str },
     #[error("{0}; nothing changed")]
     Internal(String),
+    /// The difference does not apply to what is served, or its result
+    /// would not have its digest: the caller sends the whole config.
+    #[error("difference not applied; send the whole config")]
+    DiffNotApplicable(#[source] DiffError),
     #[error("storing the new config failed; still serving generation {current}")]
     Storage {
         current: u64,
@@ -196,6 +200,86 @@ impl ServerState {
         self.replace(config, current_generation).await?;
         tracing::info!(generation = requested, previous = current_generation, "applied new config");
         Ok(UpdateOutcome::Applied)
+    }
+
+    /// Applies a difference if the generation rules allow it, it leads from
+    /// exactly what is served, and its result has its stated digest.
+    pub async fn apply_diff(
+        self: &Arc<Self>,
+        diff: ConfigDiff,
+    ) -> Result<UpdateOutcome, UpdateError> {
+        diff.validate().map_err(|e| match e {
+            DiffError::Invalid(e) => UpdateError::Invalid(e),
+            other => UpdateError::DiffNotApplicable(other),
+        })?;
+        let _guard = self.update_lock.lock().await;
+        let current = self.served();
+        let current_generation = current.generation();
+        if diff.generation < current_generation {
+            return Err(UpdateError::BadGeneration {
+                current: current_generation,
+                requested: diff.generation,
+                reason: "it is older",
+            });
+        }
+        if diff.generation == current_generation {
+            let same = current.applied.as_ref().is_some_and(|a| a.digest == diff.digest);
+            return if same {
+                Ok(UpdateOutcome::AlreadyApplied)
+            } else {
+                Err(UpdateError::BadGeneration {
+                    current: current_generation,
+                    requested: diff.generation,
+                    reason: "same generation with different content",
+                })
+            };
+        }
+        let time_applied = Utc::now();
+        // Proportional to the difference: done right here, no blocking
+        // thread needed, except for the journal's flush to disk.
+        let served = current.apply_diff(&diff, time_applied).map_err(|e| match e {
+            ApplyDiffError::Diff(e) => UpdateError::DiffNotApplicable(e),
+            ApplyDiffError::Compile(e) => UpdateError::Compile(e),
+        })?;
+        drop(current);
+        let storage = self.storage.clone();
+        let generation = diff.generation;
+        let compact = tokio::task::spawn_blocking(move || storage.append(&diff, time_applied))
+            .await
+            .map_err(|e| UpdateError::Internal(format!("storing the difference failed: {e}")))?
+            .map_err(|source| UpdateError::Storage { current: current_generation, source })?;
+        let previous = std::mem::replace(
+            &mut *self.served.write().unwrap_or_else(|e| e.into_inner()),
+            Arc::new(served),
+        );
+        // The previous generation shares most of its memory with this one:
+        // dropping it frees only what the difference replaced.
+        drop(previous);
+        tracing::info!(generation, previous = current_generation, "applied difference");
+        if compact {
+            let this = self.clone();
+            tokio::spawn(async move { this.compact().await });
+        }
+        Ok(UpdateOutcome::Applied)
+    }
+
+    /// Folds the journal into a new snapshot (under the update lock, so no
+    /// difference is appended meanwhile).
+    async fn compact(self: Arc<Self>) {
+        let _guard = self.update_lock.lock().await;
+        let storage = self.storage.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let applied = storage.load()?.expect("a journal has a snapshot");
+            storage.save(&applied.config, applied.time_applied)?;
+            Ok::<_, StorageError>(applied.config.generation)
+        })
+        .await;
+        match result {
+            Ok(Ok(generation)) => tracing::info!(generation, "journal folded into a new snapshot"),
+            Ok(Err(e)) => tracing::warn!(error = %dns_types::error_chain(&e), "folding the journal failed; it stays"),
+            Err(e) => tracing::warn!(error = %e, "folding the journal failed; it stays"),
+        }
+        release_free_memory();
     }
 
     /// Replaces what is served with `repair.config` whatever the

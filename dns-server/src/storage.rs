@@ -1,23 +1,41 @@
-//! Durable storage of the applied config in `--storage-dir`.
+//! Durable storage of the applied config in `--storage-dir`: a snapshot
+//! and a journal of the differences applied since.
 //!
-//! One file, `config.json`, replaced atomically: the new content is written
-//! to a temporary file in the same directory, flushed to disk, renamed over
-//! the old file, and the directory is flushed.  A crash at any point leaves
-//! either the old or the new file whole, never a mix.
+//! - `config.json`, the snapshot: a whole config, replaced atomically (the
+//!   new content is written to a temporary file in the same directory,
+//!   flushed to disk, renamed over the old file, and the directory is
+//!   flushed).  It carries the SHA-256 of the config exactly as stored,
+//!   checked on load, and a random `journal_epoch`.
+//! - `journal.jsonl`: a first line naming the snapshot's epoch, then one
+//!   line per difference applied (`ConfigDiff` with the time applied and the
+//!   SHA-256 of the line's difference), each appended and flushed to disk
+//!   before the difference is served.  A one-name change costs one line,
+//!   not a rewrite of 10 MB.
 //!
-//! The file carries the SHA-256 of the config exactly as stored, checked on
-//! load: a file edited by hand or damaged on disk into other valid JSON is a
-//! start-up error naming the file, never served.
+//! Loading replays the journal onto the snapshot with the same checks a
+//! live difference passes (exact base, stated digest).  A crash at any
+//! moment leaves the last complete generation: a half-written last line is
+//! a difference never acknowledged and is dropped; a journal whose epoch is
+//! not the snapshot's belongs to an older snapshot (a crash between writing
+//! a new snapshot and starting its journal) and is ignored.  A damaged line
+//! followed by others is an error naming the file, never served.  When the
+//! journal grows past the snapshot's size it is folded into a new snapshot.
 
 use chrono::{DateTime, Utc};
 use dns_server_api::AppliedConfig;
-use dns_types::DnsConfig;
+use dns_types::{ConfigDiff, DigestState, DnsConfig};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 const FILE_NAME: &str = "config.json";
 const TEMP_NAME: &str = "config.json.tmp";
+const JOURNAL_NAME: &str = "journal.jsonl";
+const JOURNAL_TEMP_NAME: &str = "journal.jsonl.tmp";
+/// The journal is folded into the snapshot once it is this large and
+/// larger than the snapshot.
+const MIN_COMPACT_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -52,11 +70,58 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "journal {} is damaged at line {line} (lines after it exist, so it is not a write \
+         cut short by a crash): {reason}; move the storage directory away to start empty \
+         (Nexus then pushes the database's latest)",
+        path.display()
+    )]
+    JournalDamaged { path: PathBuf, line: usize, reason: String },
 }
 
 #[derive(Clone, Debug)]
 pub struct Storage {
     dir: PathBuf,
+    journal: Arc<Mutex<Journal>>,
+}
+
+/// The open journal and how big it and the snapshot are.
+#[derive(Debug, Default)]
+struct Journal {
+    file: Option<File>,
+    /// A write failed part-way: nothing may follow it until a new snapshot.
+    broken: bool,
+    bytes: u64,
+    snapshot_bytes: u64,
+}
+
+/// The snapshot file.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Snapshot<'a> {
+    #[serde(borrow)]
+    config: &'a serde_json::value::RawValue,
+    config_sha256: String,
+    time_applied: DateTime<Utc>,
+    /// Names the journal that belongs to this snapshot (absent in files
+    /// written before the journal existed).
+    #[serde(default)]
+    journal_epoch: Option<String>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JournalHeader {
+    journal_epoch: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JournalEntry<'a> {
+    #[serde(borrow)]
+    diff: &'a serde_json::value::RawValue,
+    diff_sha256: String,
+    time_applied: DateTime<Utc>,
 }
 
 impl Storage {
@@ -66,30 +131,28 @@ impl Storage {
             .map_err(|source| StorageError::Directory { path: dir.into(), source })?;
         // A temporary file left by a crash is garbage by definition.
         let _ = std::fs::remove_file(dir.join(TEMP_NAME));
-        Ok(Storage { dir: dir.into() })
+        let _ = std::fs::remove_file(dir.join(JOURNAL_TEMP_NAME));
+        Ok(Storage { dir: dir.into(), journal: Arc::default() })
+    }
+
+    fn journal_path(&self) -> PathBuf {
+        self.dir.join(JOURNAL_NAME)
     }
 
     pub fn path(&self) -> PathBuf {
         self.dir.join(FILE_NAME)
     }
 
-    /// The stored config, if any, checked against its stored checksum.
+    /// The stored config, if any: the snapshot, checked against its
+    /// stored checksum, with the journal's differences applied.
     pub fn load(&self) -> Result<Option<AppliedConfig>, StorageError> {
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Stored<'a> {
-            #[serde(borrow)]
-            config: &'a serde_json::value::RawValue,
-            config_sha256: String,
-            time_applied: DateTime<Utc>,
-        }
         let path = self.path();
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(StorageError::Read { path, source }),
         };
-        let stored: Stored = serde_json::from_slice(&bytes)
+        let stored: Snapshot = serde_json::from_slice(&bytes)
             .map_err(|source| StorageError::Corrupt { path: path.clone(), source })?;
         let computed = sha256_hex(stored.config.get().as_bytes());
         if computed != stored.config_sha256 {
@@ -99,37 +162,175 @@ impl Storage {
                 computed,
             });
         }
-        let config = serde_json::from_str(stored.config.get())
+        let mut config: DnsConfig = serde_json::from_str(stored.config.get())
             .map_err(|source| StorageError::Corrupt { path, source })?;
-        Ok(Some(AppliedConfig { config, time_applied: stored.time_applied }))
+        let mut time_applied = stored.time_applied;
+        let usable = match &stored.journal_epoch {
+            Some(epoch) => {
+                let mut state = DigestState::of_config(&config);
+                self.replay(epoch, &mut config, &mut state, &mut time_applied)?
+            }
+            None => false,
+        };
+        if !usable {
+            // Appending to a journal that is not this snapshot's, or after
+            // a line cut short, would lose or damage what follows: the next
+            // difference is refused and a whole config starts a new one.
+            self.journal.lock().unwrap_or_else(|e| e.into_inner()).broken = true;
+        }
+        Ok(Some(AppliedConfig { config, time_applied }))
     }
 
-    /// Replaces the stored config atomically and durably.  Blocking.
+    /// Applies the journal of snapshot `epoch` to `config`; returns whether
+    /// more may be appended to it (it is this snapshot's and whole).
+    fn replay(
+        &self,
+        epoch: &str,
+        config: &mut DnsConfig,
+        state: &mut DigestState,
+        time_applied: &mut DateTime<Utc>,
+    ) -> Result<bool, StorageError> {
+        let path = self.journal_path();
+        let text = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(source) => return Err(StorageError::Read { path, source }),
+        };
+        let lines: Vec<&[u8]> = text.split_inclusive(|b| *b == b'\n').collect();
+        let damaged = |line: usize, reason: String| StorageError::JournalDamaged {
+            path: path.clone(),
+            line: line + 1,
+            reason,
+        };
+        for (index, line) in lines.iter().enumerate() {
+            let is_last = index + 1 == lines.len();
+            // Only the last line can be cut short, by a crash while it was
+            // written: that difference was never acknowledged.
+            let complete = line.ends_with(b"\n");
+            if index == 0 {
+                match serde_json::from_slice::<JournalHeader>(line) {
+                    Ok(header) if header.journal_epoch == epoch && complete => continue,
+                    // Another snapshot's journal, or one cut short while
+                    // being created: nothing in it belongs to this snapshot.
+                    _ => return Ok(false),
+                }
+            }
+            let entry = match serde_json::from_slice::<JournalEntry>(line) {
+                Ok(entry) if complete => entry,
+                Ok(_) | Err(_) if is_last => return Ok(false),
+                Ok(_) => return Err(damaged(index, "no line end".into())),
+                Err(e) => return Err(damaged(index, e.to_string())),
+            };
+            if sha256_hex(entry.diff.get().as_bytes()) != entry.diff_sha256 {
+                if is_last {
+                    return Ok(false);
+                }
+                return Err(damaged(index, "its checksum does not match".into()));
+            }
+            let diff: ConfigDiff = serde_json::from_str(entry.diff.get())
+                .map_err(|e| damaged(index, e.to_string()))?;
+            diff.apply_to(config, state)
+                .map_err(|e| damaged(index, dns_types::error_chain(&e)))?;
+            *time_applied = entry.time_applied;
+        }
+        Ok(!lines.is_empty())
+    }
+
+    /// Replaces the stored config atomically and durably, with a new empty
+    /// journal.  Blocking.
     pub fn save(
         &self,
         config: &DnsConfig,
         time_applied: DateTime<Utc>,
     ) -> Result<(), StorageError> {
-        #[derive(serde::Serialize)]
-        struct Stored<'a> {
-            config: &'a serde_json::value::RawValue,
-            config_sha256: String,
-            time_applied: DateTime<Utc>,
-        }
+        let mut journal = self.journal.lock().unwrap_or_else(|e| e.into_inner());
         let temp = self.dir.join(TEMP_NAME);
         let write_error = |source| StorageError::Write { path: temp.clone(), source };
         let mut file = File::create(&temp).map_err(write_error)?;
         let config = serde_json::value::to_raw_value(config).expect("configs always serialize");
         let config_sha256 = sha256_hex(config.get().as_bytes());
-        let bytes = serde_json::to_vec(&Stored { config: &config, config_sha256, time_applied })
-            .expect("configs always serialize");
+        let epoch = uuid::Uuid::new_v4().to_string();
+        let bytes = serde_json::to_vec(&Snapshot {
+            config: &config,
+            config_sha256,
+            time_applied,
+            journal_epoch: Some(epoch.clone()),
+        })
+        .expect("configs always serialize");
         file.write_all(&bytes).map_err(write_error)?;
         file.sync_all().map_err(write_error)?;
         drop(file);
         std::fs::rename(&temp, self.path()).map_err(write_error)?;
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(write_error)?;
+        sync_dir(&self.dir).map_err(write_error)?;
+        // From here the old journal no longer counts (its epoch is the old
+        // snapshot's); start the new one.
+        *journal = Journal::default();
+        let journal_temp = self.dir.join(JOURNAL_TEMP_NAME);
+        let write_error = |source| StorageError::Write { path: journal_temp.clone(), source };
+        let mut file = File::create(&journal_temp).map_err(write_error)?;
+        let mut header = serde_json::to_vec(&JournalHeader { journal_epoch: epoch })
+            .expect("plain data serializes");
+        header.push(b'\n');
+        file.write_all(&header).map_err(write_error)?;
+        file.sync_all().map_err(write_error)?;
+        std::fs::rename(&journal_temp, self.journal_path()).map_err(write_error)?;
+        sync_dir(&self.dir).map_err(write_error)?;
+        *journal = Journal {
+            file: Some(file),
+            broken: false,
+            bytes: header.len() as u64,
+            snapshot_bytes: bytes.len() as u64,
+        };
         Ok(())
     }
+
+    /// Appends a difference to the journal, durably.  Blocking.  Returns
+    /// whether the journal should now be folded into a new snapshot.
+    pub fn append(
+        &self,
+        diff: &ConfigDiff,
+        time_applied: DateTime<Utc>,
+    ) -> Result<bool, StorageError> {
+        let path = self.journal_path();
+        let write_error = |source| StorageError::Write { path: path.clone(), source };
+        let mut journal = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+        if journal.broken {
+            return Err(write_error(std::io::Error::other(
+                "an earlier write to the journal failed part-way; a whole config (PUT /config) \
+                 starts a new one",
+            )));
+        }
+        if journal.file.is_none() {
+            // After a start-up: continue the journal of the snapshot loaded.
+            let file = std::fs::OpenOptions::new().append(true).open(&path).map_err(write_error)?;
+            journal.bytes = file.metadata().map_err(write_error)?.len();
+            journal.snapshot_bytes =
+                std::fs::metadata(self.path()).map(|m| m.len()).unwrap_or_default();
+            journal.file = Some(file);
+        }
+        let diff = serde_json::value::to_raw_value(diff).expect("differences always serialize");
+        let mut line = serde_json::to_vec(&JournalEntry {
+            diff_sha256: sha256_hex(diff.get().as_bytes()),
+            diff: &diff,
+            time_applied,
+        })
+        .expect("differences always serialize");
+        line.push(b'\n');
+        let file = journal.file.as_mut().expect("opened above");
+        if let Err(source) = file.write_all(&line).and_then(|()| file.sync_data()) {
+            // The line may be half written: nothing may follow it (a load
+            // would find a damaged line in the middle) until a snapshot.
+            journal.file = None;
+            journal.broken = true;
+            return Err(write_error(source));
+        }
+        journal.bytes += line.len() as u64;
+        Ok(journal.bytes > MIN_COMPACT_BYTES.max(journal.snapshot_bytes))
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir).and_then(|d| d.sync_all())
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -201,5 +402,118 @@ mod tests {
         std::fs::write(dir.path().join(FILE_NAME), b"not json").unwrap();
         let error = Storage::open(dir.path()).unwrap().load().unwrap_err();
         assert!(error.to_string().contains("is not valid"), "{error}");
+    }
+
+    fn config_with(generation: u64, names: &[(&str, u8)]) -> DnsConfig {
+        DnsConfig {
+            generation,
+            time_created: Utc::now(),
+            creator: "c".into(),
+            comment: format!("generation {generation}"),
+            zones: vec![dns_types::DnsConfigZone {
+                zone_name: "example.test".into(),
+                ttl_seconds: 60,
+                names: names
+                    .iter()
+                    .map(|(n, ip)| {
+                        let ip = std::net::Ipv4Addr::new(192, 0, 2, *ip);
+                        (n.to_string(), vec![dns_types::DnsRecord::A(ip)])
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    fn diff(from: &DnsConfig, to: &DnsConfig) -> ConfigDiff {
+        ConfigDiff::from_dns_diff(
+            &dns_types::diff_configs(dns_types::DnsGroup::Internal, from, to),
+            dns_types::config_digest(from),
+            dns_types::config_digest(to),
+            to.time_created,
+            to.creator.clone(),
+            to.comment.clone(),
+        )
+    }
+
+    /// 1,000 differences in a row, then a load: the same config (and
+    /// digest) as the last generation loaded whole.
+    #[test]
+    fn a_journal_of_differences_loads_as_the_last_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let mut config = config_with(1, &[("a", 1)]);
+        storage.save(&config, Utc::now()).unwrap();
+        let mut compact_asked = false;
+        for generation in 2..=1001u64 {
+            let mut next = config.clone();
+            next.generation = generation;
+            next.comment = format!("generation {generation}");
+            let name = format!("n{}", generation % 300);
+            let records = vec![dns_types::DnsRecord::A(std::net::Ipv4Addr::new(
+                192,
+                0,
+                2,
+                (generation % 250) as u8,
+            ))];
+            if generation % 7 == 0 {
+                next.zones[0].names.remove(&name);
+            } else {
+                next.zones[0].names.insert(name, records);
+            }
+            compact_asked |= storage.append(&diff(&config, &next), Utc::now()).unwrap();
+            config = next;
+        }
+        assert!(!compact_asked, "a small journal is not compacted");
+        let loaded = Storage::open(dir.path()).unwrap().load().unwrap().unwrap().config;
+        assert_eq!(loaded.generation, 1001);
+        assert_eq!(dns_types::config_digest(&loaded), dns_types::config_digest(&config));
+        assert_eq!(loaded.zones[0].names, config.zones[0].names);
+    }
+
+    /// A crash while a line is written leaves the generation before it,
+    /// and appending is refused until a whole config starts a new journal.
+    #[test]
+    fn a_line_cut_short_is_the_previous_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let one = config_with(1, &[("a", 1)]);
+        let two = config_with(2, &[("a", 2)]);
+        let three = config_with(3, &[("a", 3)]);
+        storage.save(&one, Utc::now()).unwrap();
+        storage.append(&diff(&one, &two), Utc::now()).unwrap();
+        storage.append(&diff(&two, &three), Utc::now()).unwrap();
+        let journal = std::fs::read(dir.path().join(JOURNAL_NAME)).unwrap();
+        for cut in [1, 10, 100] {
+            std::fs::write(dir.path().join(JOURNAL_NAME), &journal[..journal.len() - cut]).unwrap();
+            let reopened = Storage::open(dir.path()).unwrap();
+            assert_eq!(reopened.load().unwrap().unwrap().config.generation, 2, "cut {cut}");
+            let error = reopened.append(&diff(&two, &three), Utc::now()).unwrap_err();
+            assert!(error.to_string().contains("could not write"), "{error}");
+            assert!(dns_types::error_chain(&error).contains("PUT /config"), "{error}");
+        }
+        // A damaged line with lines after it is not a crash: refused.
+        let text = String::from_utf8(journal).unwrap();
+        let damaged = text.replacen("192.0.2.2", "192.0.2.9", 1);
+        std::fs::write(dir.path().join(JOURNAL_NAME), damaged).unwrap();
+        let error = Storage::open(dir.path()).unwrap().load().unwrap_err().to_string();
+        assert!(error.contains("is damaged at line 2"), "{error}");
+    }
+
+    /// A crash after a new snapshot but before its journal: the old journal
+    /// is not applied to it.
+    #[test]
+    fn another_snapshots_journal_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let one = config_with(1, &[("a", 1)]);
+        let two = config_with(2, &[("a", 2)]);
+        storage.save(&one, Utc::now()).unwrap();
+        storage.append(&diff(&one, &two), Utc::now()).unwrap();
+        let old_journal = std::fs::read(dir.path().join(JOURNAL_NAME)).unwrap();
+        let five = config_with(5, &[("b", 5)]);
+        storage.save(&five, Utc::now()).unwrap();
+        std::fs::write(dir.path().join(JOURNAL_NAME), old_journal).unwrap();
+        let loaded = Storage::open(dir.path()).unwrap().load().unwrap().unwrap().config;
+        assert_eq!(loaded.generation, 5);
     }
 }

@@ -3,13 +3,15 @@
 //! A [`Served`] is built from one [`DnsConfig`] off to the side and then
 //! swapped in whole, so every answer comes from exactly one generation.  It
 //! holds ready-made DNS records keyed by lower-case name, plus the empty
-//! non-terminals and each zone's synthesized SOA.
+//! non-terminals and each zone's synthesized SOA.  The next generation is
+//! either compiled whole or derived from this one by a difference, sharing
+//! every unchanged name with it.
 
 use chrono::{DateTime, Utc};
-use dns_types::{DnsConfig, DnsRecord, names};
+use crate::shared_map::SharedMap;
+use dns_types::{ConfigDiff, DigestState, DnsConfig, DnsRecord, names};
 use hickory_proto::rr::rdata::{self, SOA, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
-use std::collections::{HashMap, HashSet};
 
 /// Longest CNAME chain followed inside our own zones.
 const MAX_CNAME_CHAIN: usize = 8;
@@ -28,6 +30,8 @@ const MAX_ADDITIONAL_BYTES: usize = 32 * 1024;
 pub struct Served {
     pub applied: Option<Applied>,
     zones: Vec<Zone>,
+    /// What the digest is computed from, kept up to date by differences.
+    digest_state: DigestState,
 }
 
 pub struct Applied {
@@ -39,13 +43,19 @@ pub struct Applied {
     pub digest: String,
 }
 
+/// One zone, compiled.  Cloning it is cheap (the maps share their
+/// contents), which is what lets a difference rebuild only what it changes.
+#[derive(Clone)]
 struct Zone {
     name: String,
     apex: LowerName,
+    ttl: u32,
     soa: Record,
-    names: HashMap<LowerName, Vec<Record>>,
-    /// Names with no records of their own but names below them.
-    empty_non_terminals: HashSet<LowerName>,
+    names: SharedMap<LowerName, Vec<Record>>,
+    /// For each name below the apex that has names below it: how many.
+    /// Those without records of their own are the empty non-terminals
+    /// (NODATA, not NXDOMAIN); the count says when one stops being one.
+    below: SharedMap<LowerName, u32>,
 }
 
 /// How to answer one question.
@@ -69,10 +79,79 @@ pub struct CompileError {
     reason: String,
 }
 
+/// Why a difference was not applied to what is served.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyDiffError {
+    #[error(transparent)]
+    Diff(#[from] dns_types::DiffError),
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+}
+
+impl Zone {
+    fn new(zone_name: &str, ttl: u32, generation: u64) -> Result<Zone, CompileError> {
+        let apex_name = fqdn(zone_name)?;
+        Ok(Zone {
+            name: zone_name.to_string(),
+            apex: LowerName::new(&apex_name),
+            ttl,
+            soa: soa_record(&apex_name, zone_name, ttl, generation)?,
+            names: SharedMap::default(),
+            below: SharedMap::default(),
+        })
+    }
+
+    /// Adds or replaces one name's records.
+    fn set(&mut self, relative: &str, records: &[DnsRecord]) -> Result<(), CompileError> {
+        let name = fqdn(&names::absolute(relative, &self.name))?;
+        let compiled =
+            records.iter().map(|r| to_record(&name, self.ttl, r)).collect::<Result<Vec<_>, _>>()?;
+        if self.names.insert(LowerName::new(&name), compiled).is_none() {
+            self.count_below(&name, true);
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, relative: &str) -> Result<(), CompileError> {
+        let name = fqdn(&names::absolute(relative, &self.name))?;
+        if self.names.remove(&LowerName::new(&name)).is_some() {
+            self.count_below(&name, false);
+        }
+        Ok(())
+    }
+
+    /// Counts `name` in (or out of) each of its ancestors below the apex.
+    fn count_below(&mut self, name: &Name, added: bool) {
+        let mut parent = name.base_name();
+        while parent.num_labels() > self.apex.num_labels() {
+            let key = LowerName::new(&parent);
+            if added {
+                *self.below.get_mut_or(key, || 0) += 1;
+            } else if let Some(count) = self.below.get(&key).copied() {
+                if count <= 1 {
+                    self.below.remove(&key);
+                } else {
+                    self.below.insert(key, count - 1);
+                }
+            }
+            parent = parent.base_name();
+        }
+    }
+
+    /// The records of `relative` as the config had them.
+    fn config_records(&self, relative: &str) -> Result<Vec<DnsRecord>, CompileError> {
+        let name = fqdn(&names::absolute(relative, &self.name))?;
+        self.names
+            .get(&LowerName::new(&name))
+            .map(|records| records.iter().map(from_record).collect())
+            .unwrap_or_else(|| Ok(Vec::new()))
+    }
+}
+
 impl Served {
     /// Nothing to serve: every question is refused.
     pub fn empty() -> Served {
-        Served { applied: None, zones: Vec::new() }
+        Served { applied: None, zones: Vec::new(), digest_state: DigestState::default() }
     }
 
     /// Compiles a validated config (see `DnsConfig::validate`).
@@ -82,61 +161,81 @@ impl Served {
     ) -> Result<Served, CompileError> {
         let mut zones = Vec::with_capacity(config.zones.len());
         for zone in &config.zones {
-            let apex_name = fqdn(&zone.zone_name)?;
-            let ttl = zone.ttl_seconds;
-            let soa = Record::from_rdata(
-                apex_name.clone(),
-                ttl,
-                RData::SOA(SOA::new(
-                    fqdn(&format!("ns.{}", zone.zone_name))?,
-                    fqdn(&format!("admin.{}", zone.zone_name))?,
-                    // SOA serials are 32 bits; generations beyond that wrap,
-                    // which serial number arithmetic (RFC 1982) tolerates.
-                    config.generation as u32,
-                    SOA_REFRESH,
-                    SOA_RETRY,
-                    SOA_EXPIRE,
-                    ttl,
-                )),
-            );
-            let apex = LowerName::new(&apex_name);
-            let mut names = HashMap::with_capacity(zone.names.len());
-            let mut empty_non_terminals = HashSet::new();
+            let mut compiled = Zone::new(&zone.zone_name, zone.ttl_seconds, config.generation)?;
             for (relative, records) in &zone.names {
-                let absolute = names::absolute(relative, &zone.zone_name);
-                let name = fqdn(&absolute)?;
-                let compiled = records
-                    .iter()
-                    .map(|r| to_record(&name, ttl, r))
-                    .collect::<Result<Vec<_>, _>>()?;
-                // Record the ancestors below the apex; once one is known, so
-                // are all of its own ancestors.
-                let mut parent = name.base_name();
-                while parent.num_labels() > apex_name.num_labels()
-                    && empty_non_terminals.insert(LowerName::new(&parent))
-                {
-                    parent = parent.base_name();
-                }
-                names.insert(LowerName::new(&name), compiled);
+                compiled.set(relative, records)?;
             }
-            empty_non_terminals.retain(|n| !names.contains_key(n));
-            zones.push(Zone {
-                name: zone.zone_name.clone(),
-                apex,
-                soa,
-                names,
-                empty_non_terminals,
-            });
+            zones.push(compiled);
         }
+        let digest_state = DigestState::of_config(config);
         let applied = Applied {
             generation: config.generation,
             time_created: config.time_created,
             creator: config.creator.clone(),
             comment: config.comment.clone(),
             time_applied,
-            digest: dns_types::config_digest(config),
+            digest: digest_state.digest(config.generation),
         };
-        Ok(Served { applied: Some(applied), zones })
+        Ok(Served { applied: Some(applied), zones, digest_state })
+    }
+
+    /// What serving `diff` on top of this gives, if this is exactly its
+    /// base and the result has its digest.  Costs the size of the
+    /// difference: unchanged names are shared with this generation.
+    pub fn apply_diff(
+        &self,
+        diff: &ConfigDiff,
+        time_applied: DateTime<Utc>,
+    ) -> Result<Served, ApplyDiffError> {
+        use dns_types::DiffError;
+        diff.validate()?;
+        let (generation, digest) = match &self.applied {
+            Some(applied) => (applied.generation, applied.digest.clone()),
+            None => (0, "none".to_string()),
+        };
+        if generation != diff.from_generation || digest != diff.from_digest {
+            return Err(DiffError::WrongBase {
+                from_generation: diff.from_generation,
+                from_digest: diff.from_digest.clone(),
+                generation,
+                digest,
+            }
+            .into());
+        }
+        let mut zones = self.zones.clone();
+        let mut digest_state = self.digest_state.clone();
+        for changes in &diff.zones {
+            let Some(zone) = zones.iter_mut().find(|z| z.name == changes.zone_name) else {
+                return Err(DiffError::UnknownZone { zone: changes.zone_name.clone() }.into());
+            };
+            for change in &changes.names {
+                let before = zone.config_records(&change.name)?;
+                digest_state
+                    .replace_name(&zone.name, &change.name, &before, &change.records)
+                    .map_err(|e| DiffError::UnknownZone { zone: e.zone })?;
+                if change.records.is_empty() {
+                    zone.remove(&change.name)?;
+                } else {
+                    zone.set(&change.name, &change.records)?;
+                }
+            }
+        }
+        let computed = digest_state.digest(diff.generation);
+        if computed != diff.digest {
+            return Err(DiffError::DigestMismatch { expected: diff.digest.clone(), computed }.into());
+        }
+        for zone in &mut zones {
+            zone.soa = soa_record(&Name::from(zone.apex.clone()), &zone.name, zone.ttl, diff.generation)?;
+        }
+        let applied = Applied {
+            generation: diff.generation,
+            time_created: diff.time_created,
+            creator: diff.creator.clone(),
+            comment: diff.comment.clone(),
+            time_applied,
+            digest: computed,
+        };
+        Ok(Served { applied: Some(applied), zones, digest_state })
     }
 
     pub fn generation(&self) -> u64 {
@@ -164,7 +263,7 @@ impl Served {
                     // A CNAME into a hole: the chain so far is the answer.
                     break;
                 }
-                return if current_zone.empty_non_terminals.contains(&current) {
+                return if current_zone.below.contains_key(&current) {
                     Answer::NoData { soa: &current_zone.soa }
                 } else {
                     Answer::NxDomain { soa: &current_zone.soa }
@@ -263,6 +362,60 @@ impl Served {
 fn fqdn(name: &str) -> Result<Name, CompileError> {
     Name::from_labels(name.split('.').map(str::as_bytes))
         .map_err(|e| CompileError { name: name.into(), reason: e.to_string() })
+}
+
+/// The synthesized SOA of a zone at `generation`.
+fn soa_record(apex: &Name, zone_name: &str, ttl: u32, generation: u64) -> Result<Record, CompileError> {
+    Ok(Record::from_rdata(
+        apex.clone(),
+        ttl,
+        RData::SOA(SOA::new(
+            fqdn(&format!("ns.{zone_name}"))?,
+            fqdn(&format!("admin.{zone_name}"))?,
+            // SOA serials are 32 bits; generations beyond that are refused
+            // (`dns_types::limits::MAX_GENERATION`).
+            generation as u32,
+            SOA_REFRESH,
+            SOA_RETRY,
+            SOA_EXPIRE,
+            ttl,
+        )),
+    ))
+}
+
+/// The config record a compiled record was made from ([`to_record`]
+/// backwards), so that a difference can take a name's old records out of
+/// the digest without the config being kept in memory.
+fn from_record(record: &Record) -> Result<DnsRecord, CompileError> {
+    let target = |name: &Name| {
+        let text = name.to_ascii();
+        text.strip_suffix('.').unwrap_or(&text).to_string()
+    };
+    Ok(match &record.data {
+        RData::A(a) => DnsRecord::A(a.0),
+        RData::AAAA(a) => DnsRecord::Aaaa(a.0),
+        RData::SRV(s) => DnsRecord::Srv(dns_types::SrvRecord {
+            prio: s.priority,
+            weight: s.weight,
+            port: s.port,
+            target: target(&s.target),
+        }),
+        RData::NS(ns) => DnsRecord::Ns(target(&ns.0)),
+        RData::CNAME(c) => DnsRecord::Cname(target(&c.0)),
+        RData::TXT(t) => {
+            let bytes: Vec<u8> = t.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
+            DnsRecord::Txt(String::from_utf8(bytes).map_err(|e| CompileError {
+                name: record.name.to_string(),
+                reason: format!("TXT data is not UTF-8: {e}"),
+            })?)
+        }
+        other => {
+            return Err(CompileError {
+                name: record.name.to_string(),
+                reason: format!("unexpected record type {}", other.record_type()),
+            });
+        }
+    })
 }
 
 fn to_record(name: &Name, ttl: u32, record: &DnsRecord) -> Result<Record, CompileError> {
@@ -476,5 +629,133 @@ mod tests {
         assert_eq!(txt_strings(""), vec![String::new()]);
         let multibyte = "é".repeat(200);
         assert!(txt_strings(&multibyte).iter().all(|s| s.len() <= 255));
+    }
+}
+
+#[cfg(test)]
+mod diff_tests {
+    use super::*;
+    use dns_types::{DnsConfigZone, DnsGroup, SrvRecord};
+    use std::collections::BTreeMap;
+    use std::str::FromStr;
+
+    fn config(generation: u64, names: BTreeMap<String, Vec<DnsRecord>>) -> DnsConfig {
+        DnsConfig {
+            generation,
+            time_created: Utc::now(),
+            creator: "t".into(),
+            comment: format!("generation {generation}"),
+            zones: vec![DnsConfigZone {
+                zone_name: "control-plane.internal".into(),
+                ttl_seconds: 30,
+                names,
+            }],
+        }
+    }
+
+    fn diff(from: &DnsConfig, to: &DnsConfig) -> ConfigDiff {
+        ConfigDiff::from_dns_diff(
+            &dns_types::diff_configs(DnsGroup::Internal, from, to),
+            dns_types::config_digest(from),
+            dns_types::config_digest(to),
+            to.time_created,
+            to.creator.clone(),
+            to.comment.clone(),
+        )
+    }
+
+    fn every_kind() -> BTreeMap<String, Vec<DnsRecord>> {
+        let mut names = BTreeMap::new();
+        names.insert("a.deep.tree".into(), vec![DnsRecord::A("192.0.2.1".parse().unwrap())]);
+        names.insert("v6".into(), vec![DnsRecord::Aaaa("fd00::1".parse().unwrap())]);
+        names.insert(
+            "_s._tcp".into(),
+            vec![DnsRecord::Srv(SrvRecord {
+                prio: 1,
+                weight: 2,
+                port: 3,
+                target: "v6.control-plane.internal".into(),
+            })],
+        );
+        names.insert("@".into(), vec![DnsRecord::Ns("ns1.control-plane.internal".into())]);
+        names.insert("alias".into(), vec![DnsRecord::Cname("v6.control-plane.internal".into())]);
+        names.insert(
+            "t".into(),
+            vec![DnsRecord::Txt("é".repeat(200)), DnsRecord::Txt(String::new())],
+        );
+        names
+    }
+
+    fn q(name: &str) -> LowerName {
+        LowerName::new(&Name::from_str(name).unwrap())
+    }
+
+    /// Compiled records turn back into exactly the config's records, so a
+    /// difference takes out of the digest what was put in.
+    #[test]
+    fn compiled_records_round_trip() {
+        let served = Served::compile(&config(1, every_kind()), Utc::now()).unwrap();
+        for (name, records) in every_kind() {
+            let mut back = served.zones[0].config_records(&name).unwrap();
+            let mut records = records.clone();
+            back.sort();
+            records.sort();
+            assert_eq!(back, records, "{name}");
+        }
+    }
+
+    /// A difference gives what compiling the target gives: same digest,
+    /// same answers (names added, changed, removed; empty non-terminals
+    /// appearing and disappearing), and leaves the base untouched.
+    #[test]
+    fn a_difference_equals_compiling_the_target() {
+        let from = config(1, every_kind());
+        let mut names = every_kind();
+        names.remove("a.deep.tree");
+        names.insert("b.other".into(), vec![DnsRecord::A("192.0.2.2".parse().unwrap())]);
+        names.insert("v6".into(), vec![DnsRecord::Aaaa("fd00::2".parse().unwrap())]);
+        let to = config(4, names);
+        let base = Served::compile(&from, Utc::now()).unwrap();
+        let derived = base.apply_diff(&diff(&from, &to), Utc::now()).unwrap();
+        let compiled = Served::compile(&to, Utc::now()).unwrap();
+        assert_eq!(derived.applied.as_ref().unwrap().digest, dns_types::config_digest(&to));
+        assert_eq!(derived.generation(), 4);
+        for (name, rtype) in [
+            ("a.deep.tree.control-plane.internal.", RecordType::A),
+            ("deep.tree.control-plane.internal.", RecordType::A),
+            ("tree.control-plane.internal.", RecordType::A),
+            ("other.control-plane.internal.", RecordType::A),
+            ("b.other.control-plane.internal.", RecordType::A),
+            ("v6.control-plane.internal.", RecordType::AAAA),
+            ("alias.control-plane.internal.", RecordType::AAAA),
+            ("control-plane.internal.", RecordType::SOA),
+        ] {
+            assert_eq!(derived.lookup(&q(name), rtype), compiled.lookup(&q(name), rtype), "{name}");
+        }
+        assert!(matches!(
+            derived.lookup(&q("tree.control-plane.internal."), RecordType::A),
+            Answer::NxDomain { .. }
+        ));
+        assert!(matches!(
+            base.lookup(&q("tree.control-plane.internal."), RecordType::A),
+            Answer::NoData { .. }
+        ));
+        assert_eq!(base.generation(), 1, "the base generation is untouched");
+    }
+
+    #[test]
+    fn a_difference_to_another_base_or_digest_is_refused() {
+        let from = config(1, every_kind());
+        let mut names = every_kind();
+        names.remove("v6");
+        let to = config(2, names);
+        let other = Served::compile(&config(1, BTreeMap::new()), Utc::now()).unwrap();
+        let Err(error) = other.apply_diff(&diff(&from, &to), Utc::now()) else { panic!() };
+        assert!(error.to_string().contains("applies to generation 1"), "{error}");
+        let base = Served::compile(&from, Utc::now()).unwrap();
+        let mut lying = diff(&from, &to);
+        lying.digest = dns_types::config_digest(&from);
+        let Err(error) = base.apply_diff(&lying, Utc::now()) else { panic!() };
+        assert!(error.to_string().contains("not the stated"), "{error}");
     }
 }

@@ -29,7 +29,6 @@
 use crate::{DnsConfig, DnsRecord};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// SHA-256 of one name with its records (see the module docs).

@@ -33,12 +33,18 @@ CREATE TABLE IF NOT EXISTS dns_zone (
 -- One row per generation of a group: when, by whom and why.
 -- Reading the latest generation is a reverse scan of this primary key that
 -- stops at the first row.
+-- digest_state: what the generation's digest is computed from (per zone:
+-- name, TTL, name count and the sum of its names' hashes; JSON, see
+-- dns_types::digest), kept up to date by each change in proportion to its
+-- size.  Nexus checks a config it derived from a difference against it.
+-- NULL for generations written before schema 1.1.0.
 CREATE TABLE IF NOT EXISTS dns_version (
     dns_group TEXT NOT NULL REFERENCES dns_group (dns_group),
     version INT8 NOT NULL CHECK (version >= 1),
     time_created TIMESTAMPTZ NOT NULL,
     creator TEXT NOT NULL,
     comment TEXT NOT NULL,
+    digest_state TEXT,
     PRIMARY KEY (dns_group, version)
 );
 
@@ -72,5 +78,5 @@ CREATE INDEX IF NOT EXISTS dns_name_by_version_added
     ON dns_name (dns_zone_id, version_added);
 
 INSERT INTO db_metadata (singleton, version, time_modified)
-    VALUES (TRUE, '1.0.0', now())
+    VALUES (TRUE, '1.1.0', now())
     ON CONFLICT (singleton) DO NOTHING;

@@ -18,6 +18,7 @@ use dns_types::history::NameStretch;
 use dns_types::limits;
 use dns_types::names::{self, NameError};
 use dns_types::{
+    DigestState,
     ConfigError, DnsChange, DnsConfig, DnsConfigZone, DnsDiff, DnsGroup, DnsRecord, DnsVersion,
     NameDiff, RecordError, ZoneDiff,
 };
@@ -426,18 +427,93 @@ async fn insert_version(
     generation: u64,
     creator: &str,
     comment: &str,
+    digest_state: &DigestState,
 ) -> Result<DnsVersion, DbError> {
+    let digest_state = serde_json::to_string(digest_state).expect("plain data serializes");
     let row = txn
         .query_one(
             &format!(
-                "INSERT INTO dns_version (dns_group, version, time_created, creator, comment) \
-                 VALUES ($1, $2, now(), $3, $4) RETURNING {VERSION_COLUMNS}"
+                "INSERT INTO dns_version \
+                 (dns_group, version, time_created, creator, comment, digest_state) \
+                 VALUES ($1, $2, now(), $3, $4, $5) RETURNING {VERSION_COLUMNS}"
             ),
-            &[&group.as_str(), &generation_to_db(generation), &creator, &comment],
+            &[&group.as_str(), &generation_to_db(generation), &creator, &comment, &digest_state],
         )
         .await
         .map_err(query_error(what, "recording the new version"))?;
     version_from_row(group, &row)
+}
+
+fn empty_digest_state(zones: &[Zone]) -> DigestState {
+    DigestState::new(zones.iter().map(|z| (z.name.as_str(), z.ttl_seconds)))
+}
+
+/// Folds the touched names (`before`: their records until now; `after`:
+/// from now on, empty when removed) into `state`.
+fn update_digest_state(
+    state: &mut DigestState,
+    zones: &[Zone],
+    before: &BTreeMap<(usize, String), Vec<DnsRecord>>,
+    after: &BTreeMap<(usize, String), Vec<DnsRecord>>,
+) -> Result<(), DbError> {
+    for ((index, name), records) in after {
+        let old = before.get(&(*index, name.clone())).map(Vec::as_slice).unwrap_or_default();
+        state
+            .replace_name(&zones[*index].name, name, old, records)
+            .map_err(|e| DbError::Corrupt(format!("digest state: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The digest state stored with `generation`; `None` for generations
+/// written before the database kept it (schema 1.0.0).
+async fn read_digest_state(
+    txn: &Txn<'_>,
+    what: &'static str,
+    group: DnsGroup,
+    generation: u64,
+) -> Result<Option<DigestState>, DbError> {
+    let row = txn
+        .query_opt(
+            "SELECT digest_state FROM dns_version WHERE dns_group = $1 AND version = $2",
+            &[&group.as_str(), &generation_to_db(generation)],
+        )
+        .await
+        .map_err(query_error(what, "reading the digest state"))?;
+    let Some(text) = row.and_then(|row| row.get::<_, Option<String>>(0)) else {
+        return Ok(None);
+    };
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        DbError::Corrupt(format!("digest state of generation {generation} is not valid: {e}"))
+    })
+}
+
+/// The digest state of the live names: once, for the first change after
+/// the upgrade from a schema without stored digest states.
+async fn live_digest_state(
+    txn: &Txn<'_>,
+    what: &'static str,
+    zones: &[Zone],
+) -> Result<DigestState, DbError> {
+    let mut state = empty_digest_state(zones);
+    for zone in zones {
+        let rows = txn
+            .query(
+                "SELECT name, records::TEXT FROM dns_name \
+                 WHERE dns_zone_id = $1 AND version_removed IS NULL",
+                &[&zone.id],
+            )
+            .await
+            .map_err(query_error(what, "reading the live names for the digest"))?;
+        for row in rows {
+            let name: String = row.get(0);
+            let records = records_from_db(&name, row.get(1))?;
+            state
+                .replace_name(&zone.name, &name, &[], &records)
+                .map_err(|e| DbError::Corrupt(format!("digest state: {e}")))?;
+        }
+    }
+    Ok(state)
 }
 
 /// What can be checked of a change before the database is asked.
@@ -548,8 +624,10 @@ impl Datastore {
                     return Err(DnsError::ZoneExists { zone: zone.name.clone() });
                 }
             }
+            let mut digest_state = empty_digest_state(&zones);
+            update_digest_state(&mut digest_state, &zones, &BTreeMap::new(), &state)?;
             write_names(txn, WHAT, &zones, 1, &BTreeSet::new(), &state).await?;
-            Ok(insert_version(txn, WHAT, group, 1, &creator, &comment).await?)
+            Ok(insert_version(txn, WHAT, group, 1, &creator, &comment, &digest_state).await?)
         })
         .await
     }
@@ -604,9 +682,25 @@ impl Datastore {
                 }
             }
             let existing: BTreeSet<(usize, String)> = current.keys().cloned().collect();
-            let new_state = resolved.apply(&zones, current)?;
+            // The digest of the new generation, from the previous one's and
+            // the touched names (before the live rows change).
+            let mut digest_state = match read_digest_state(txn, WHAT, group, generation - 1).await? {
+                Some(state) => state,
+                None => live_digest_state(txn, WHAT, &zones).await?,
+            };
+            let new_state = resolved.apply(&zones, current.clone())?;
+            update_digest_state(&mut digest_state, &zones, &current, &new_state)?;
             write_names(txn, WHAT, &zones, generation, &existing, &new_state).await?;
-            Ok(insert_version(txn, WHAT, group, generation, &creator, &change.comment).await?)
+            Ok(insert_version(
+                txn,
+                WHAT,
+                group,
+                generation,
+                &creator,
+                &change.comment,
+                &digest_state,
+            )
+            .await?)
         })
         .await
     }
@@ -659,6 +753,24 @@ impl Datastore {
                 rows.iter().map(|r| version_from_row(group, r)).collect::<Result<Vec<_>, _>>()?;
             versions.reverse();
             Ok(versions)
+        })
+        .await
+    }
+
+    /// What the digest of `group` at `generation` is computed from, as
+    /// stored when the generation was written: the database's own account
+    /// of that generation's content, which Nexus checks a config derived
+    /// from a difference against.  `None` for generations written before
+    /// the database kept it.
+    pub async fn dns_digest_state(
+        &self,
+        group: DnsGroup,
+        generation: u64,
+    ) -> Result<Option<DigestState>, DnsError> {
+        const WHAT: &str = "read DNS digest state";
+        self.transaction(WHAT, TxnMode::ReadOnly, async move |txn| {
+            read_version(txn, WHAT, group, generation).await?;
+            Ok(read_digest_state(txn, WHAT, group, generation).await?)
         })
         .await
     }

@@ -4,16 +4,17 @@ use crate::error::{DbError, query_error};
 use crate::transaction::{Datastore, TxnMode};
 
 /// The schema version this build of the software expects.
-pub const EXPECTED_VERSION: &str = "1.0.0";
+pub const EXPECTED_VERSION: &str = "1.1.0";
 
 /// The full current schema.
 pub const DBINIT_SQL: &str = include_str!("../../schema/dbinit.sql");
 
 /// Each schema version with the steps that bring the previous one to it, in
 /// order.  See `schema/migrations/README.md`.
-pub static MIGRATIONS: &[(&str, &[&str])] = &[(
-    "1.0.0",
-    &[
+pub static MIGRATIONS: &[(&str, &[&str])] = &[
+    (
+        "1.0.0",
+        &[
         include_str!("../../schema/migrations/1.0.0/up01.sql"),
         include_str!("../../schema/migrations/1.0.0/up02.sql"),
         include_str!("../../schema/migrations/1.0.0/up03.sql"),
@@ -22,8 +23,10 @@ pub static MIGRATIONS: &[(&str, &[&str])] = &[(
         include_str!("../../schema/migrations/1.0.0/up06.sql"),
         include_str!("../../schema/migrations/1.0.0/up07.sql"),
         include_str!("../../schema/migrations/1.0.0/up08.sql"),
-    ],
-)];
+        ],
+    ),
+    ("1.1.0", &[include_str!("../../schema/migrations/1.1.0/up01.sql")]),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {

@@ -200,6 +200,15 @@ async fn record_level_changes_and_history() {
 
     let latest_version = ds.dns_version_latest(GROUP).await.unwrap();
     assert_eq!((latest_version.generation, latest_version.creator.as_str()), (5, "n2"));
+
+    // Each generation's stored digest state, kept up to date by each
+    // change from the touched names only, is that of its full config.
+    for generation in 1..=5 {
+        let config = ds.dns_config_read(GROUP, Some(generation)).await.unwrap();
+        let state = ds.dns_digest_state(GROUP, generation).await.unwrap().unwrap();
+        assert_eq!(state.digest(generation), dns_types::config_digest(&config), "{generation}");
+        assert_eq!(state.name_count(), config.name_count() as u64);
+    }
     assert_eq!(ds.dns_versions_list(GROUP, Some(2)).await.unwrap().len(), 2);
 }
 

@@ -18,9 +18,8 @@ use dns_types::history::NameStretch;
 use dns_types::limits;
 use dns_types::names::{self, NameError};
 use dns_types::{
-    DigestState,
-    ConfigError, DnsChange, DnsConfig, DnsConfigZone, DnsDiff, DnsGroup, DnsRecord, DnsVersion,
-    NameDiff, RecordError, ZoneDiff,
+    ConfigError, DigestState, DnsChange, DnsConfig, DnsConfigZone, DnsDiff, DnsGroup, DnsRecord,
+    DnsVersion, NameDiff, RecordError, ZoneDiff,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use tokio_postgres::Row;
@@ -684,7 +683,8 @@ impl Datastore {
             let existing: BTreeSet<(usize, String)> = current.keys().cloned().collect();
             // The digest of the new generation, from the previous one's and
             // the touched names (before the live rows change).
-            let mut digest_state = match read_digest_state(txn, WHAT, group, generation - 1).await? {
+            let mut digest_state = match read_digest_state(txn, WHAT, group, generation - 1).await?
+            {
                 Some(state) => state,
                 None => live_digest_state(txn, WHAT, &zones).await?,
             };

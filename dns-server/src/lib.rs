@@ -14,8 +14,8 @@ pub mod dns;
 pub mod http;
 pub mod metrics;
 pub mod query_log;
-pub mod state;
 mod shared_map;
+pub mod state;
 pub mod storage;
 pub mod zone;
 
@@ -248,6 +248,11 @@ impl RunningServer {
     /// The generation being served.
     pub fn generation(&self) -> u64 {
         self.state.served().generation()
+    }
+
+    /// The digest of what is served (`None` before any config).
+    pub fn digest(&self) -> Option<String> {
+        self.state.served().applied.as_ref().map(|a| a.digest.clone())
     }
 
     /// Applies `config` in process, by the same rules and path as

@@ -276,7 +276,9 @@ impl ServerState {
         .await;
         match result {
             Ok(Ok(generation)) => tracing::info!(generation, "journal folded into a new snapshot"),
-            Ok(Err(e)) => tracing::warn!(error = %dns_types::error_chain(&e), "folding the journal failed; it stays"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %dns_types::error_chain(&e), "folding the journal failed; it stays")
+            }
             Err(e) => tracing::warn!(error = %e, "folding the journal failed; it stays"),
         }
         release_free_memory();

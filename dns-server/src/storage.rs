@@ -229,8 +229,7 @@ impl Storage {
             }
             let diff: ConfigDiff = serde_json::from_str(entry.diff.get())
                 .map_err(|e| damaged(index, e.to_string()))?;
-            diff.apply_to(config, state)
-                .map_err(|e| damaged(index, dns_types::error_chain(&e)))?;
+            diff.apply_to(config, state).map_err(|e| damaged(index, dns_types::error_chain(&e)))?;
             *time_applied = entry.time_applied;
         }
         Ok(!lines.is_empty())

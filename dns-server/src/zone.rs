@@ -7,8 +7,8 @@
 //! either compiled whole or derived from this one by a difference, sharing
 //! every unchanged name with it.
 
-use chrono::{DateTime, Utc};
 use crate::shared_map::SharedMap;
+use chrono::{DateTime, Utc};
 use dns_types::{ConfigDiff, DigestState, DnsConfig, DnsRecord, names};
 use hickory_proto::rr::rdata::{self, SOA, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
@@ -222,10 +222,13 @@ impl Served {
         }
         let computed = digest_state.digest(diff.generation);
         if computed != diff.digest {
-            return Err(DiffError::DigestMismatch { expected: diff.digest.clone(), computed }.into());
+            return Err(
+                DiffError::DigestMismatch { expected: diff.digest.clone(), computed }.into()
+            );
         }
         for zone in &mut zones {
-            zone.soa = soa_record(&Name::from(zone.apex.clone()), &zone.name, zone.ttl, diff.generation)?;
+            zone.soa =
+                soa_record(&Name::from(zone.apex.clone()), &zone.name, zone.ttl, diff.generation)?;
         }
         let applied = Applied {
             generation: diff.generation,
@@ -365,7 +368,12 @@ fn fqdn(name: &str) -> Result<Name, CompileError> {
 }
 
 /// The synthesized SOA of a zone at `generation`.
-fn soa_record(apex: &Name, zone_name: &str, ttl: u32, generation: u64) -> Result<Record, CompileError> {
+fn soa_record(
+    apex: &Name,
+    zone_name: &str,
+    ttl: u32,
+    generation: u64,
+) -> Result<Record, CompileError> {
     Ok(Record::from_rdata(
         apex.clone(),
         ttl,

@@ -13,6 +13,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
+/// Whether a difference of `changed` names is worth sending (or reading)
+/// instead of a whole config of `total` names: up to half of the names,
+/// and always up to 64 (a small zone costs little either way, and the
+/// difference leaves the better evidence).
+pub fn difference_is_worthwhile(changed: u64, total: u64) -> bool {
+    changed <= 64 || changed <= total / 2
+}
+
 /// `PUT /config/diff`: the names that changed between two generations.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -171,7 +179,11 @@ impl ConfigDiff {
     /// `state`, with the same checks a DNS server makes: the config must be
     /// exactly the base and the result must have the stated digest.  On
     /// error nothing changed.
-    pub fn apply_to(&self, config: &mut DnsConfig, state: &mut DigestState) -> Result<(), DiffError> {
+    pub fn apply_to(
+        &self,
+        config: &mut DnsConfig,
+        state: &mut DigestState,
+    ) -> Result<(), DiffError> {
         self.validate()?;
         let digest = state.digest(config.generation);
         if config.generation != self.from_generation || digest != self.from_digest {

@@ -36,7 +36,7 @@ pub mod names;
 mod records;
 pub mod sync;
 
-pub use config_diff::{ConfigDiff, DiffError, NameChange, ZoneChanges};
+pub use config_diff::{ConfigDiff, DiffError, NameChange, ZoneChanges, difference_is_worthwhile};
 pub use digest::{DigestState, config_digest};
 pub use records::{DnsRecord, RecordError, SrvRecord};
 

@@ -308,10 +308,129 @@ pub mod task_status {
         pub first_seen_at: DateTime<Utc>,
         /// Whether this activation found a generation it had not seen.
         pub changed: bool,
+        /// How the config in use was read from the database: only the names
+        /// that changed since the previous one, checked against the
+        /// database's digest of the generation, or in full (and why).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub load: Option<ConfigLoad>,
         /// Why this activation could not read the database (the generation
         /// above is then the last one it did read).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub error: Option<String>,
+    }
+
+    /// How a generation's config was read from the database.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "kind", rename_all = "snake_case")]
+    pub enum ConfigLoad {
+        /// Only the names that changed since `from_generation`, applied to
+        /// the config loaded before and checked against the digest the
+        /// database stored for this generation.
+        Difference { from_generation: u64, names_read: u64, duration_ms: f64 },
+        /// Every name of the generation.
+        Full {
+            names_read: u64,
+            duration_ms: f64,
+            /// Why not a difference (absent for the first load).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            reason: Option<String>,
+        },
+    }
+
+    impl std::fmt::Display for ConfigLoad {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                ConfigLoad::Difference { from_generation, names_read, duration_ms } => write!(
+                    f,
+                    "read the difference from generation {from_generation} ({} changed) \
+                     in {duration_ms:.1} ms, checked against the database's digest",
+                    count(*names_read, "name")
+                ),
+                ConfigLoad::Full { names_read, duration_ms, reason } => {
+                    write!(
+                        f,
+                        "read in full ({}) in {duration_ms:.1} ms",
+                        count(*names_read, "name")
+                    )?;
+                    match reason {
+                        Some(reason) => write!(f, ": {reason}"),
+                        None => Ok(()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// `1 name`, `1,000 names`.
+    pub fn count(n: u64, noun: &str) -> String {
+        let digits = n.to_string();
+        let mut grouped = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                grouped.push(',');
+            }
+            grouped.push(c);
+        }
+        format!("{grouped} {noun}{}", if n == 1 { "" } else { "s" })
+    }
+
+    /// What one push to a server sent: a difference or the whole config.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct PushRecord {
+        pub kind: PushKind,
+        /// For a difference: the generation it started from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub from_generation: Option<u64>,
+        pub generation: u64,
+        /// Names sent: changed names for a difference, all for a config.
+        pub names: u64,
+        /// Size of the request body.
+        pub bytes: u64,
+        /// From sending the request to the server's answer.
+        pub duration_ms: f64,
+        /// Why the whole config went instead of a difference, if one was
+        /// possible.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub why_full: Option<String>,
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum PushKind {
+        Difference,
+        Full,
+    }
+
+    impl std::fmt::Display for PushRecord {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let size = if self.bytes >= 1 << 20 {
+                format!("{:.1} MiB", self.bytes as f64 / (1 << 20) as f64)
+            } else if self.bytes >= 1 << 10 {
+                format!("{:.1} KiB", self.bytes as f64 / 1024.0)
+            } else {
+                format!("{} bytes", self.bytes)
+            };
+            match (self.kind, self.from_generation) {
+                (PushKind::Difference, Some(from)) => write!(
+                    f,
+                    "difference {from} → {}, {}, {size}, {:.1} ms",
+                    self.generation,
+                    count(self.names, "name"),
+                    self.duration_ms
+                )?,
+                _ => write!(
+                    f,
+                    "full config {}, {}, {size}, {:.1} ms",
+                    self.generation,
+                    count(self.names, "name"),
+                    self.duration_ms
+                )?,
+            }
+            match &self.why_full {
+                Some(why) => write!(f, " (not a difference: {why})"),
+                None => Ok(()),
+            }
+        }
     }
 
     /// `dns_servers_<group>`: the DNS servers found in internal DNS.
@@ -453,6 +572,9 @@ pub mod task_status {
         /// The generation the server reported, if it answered.
         pub server_generation: Option<u64>,
         pub completed_at: DateTime<Utc>,
+        /// What was sent, when something was.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub push: Option<PushRecord>,
         /// What this Nexus remembers of the server across activations.
         #[serde(default)]
         pub history: ServerHistory,
@@ -472,6 +594,10 @@ pub mod task_status {
         /// The last repair this Nexus made of the server, if any.
         #[serde(default)]
         pub last_repair: Option<ServerRepair>,
+        /// The last push this Nexus made to the server (difference or
+        /// whole config, its size and time).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub last_push: Option<PushRecord>,
     }
 
     /// A server that was ahead of the database or diverged from it, put

@@ -1,29 +1,155 @@
 //! `dns_config_<group>`: watches the group's DNS data in the database.
 //!
 //! Each activation reads the latest generation (one index lookup).  When it
-//! differs from the one published, it loads that generation's full config
-//! and publishes it to the tasks that depend on it; otherwise it only
-//! confirms, with a fresh timestamp, that the published one is still the
-//! latest.  When the database cannot be read, the last config stays
-//! published (propagation keeps pushing it) and the status says both: the
-//! error, and the generation still in use.
+//! differs from the one published, it derives that generation's config from
+//! the one it has and the names that changed in between (read from only the
+//! rows that changed), and checks the result against the digest state the
+//! database stored with the generation.  On any doubt (no config yet, a
+//! difference larger than half the zone, no stored digest state, a
+//! mismatch) it reads the config in full instead, and says so in its
+//! status.  Then it publishes the config, with the difference from the one
+//! before, to the tasks that depend on it; otherwise it only confirms, with
+//! a fresh timestamp, that the published one is still the latest.  When the
+//! database cannot be read, the last config stays published (propagation
+//! keeps pushing it) and the status says both: the error, and the
+//! generation still in use.
 
 use anyhow::Context;
 use background_tasks::{Activation, Task};
 use chrono::{DateTime, Utc};
 use db_model::Datastore;
-use dns_types::{DnsConfig, DnsGroup};
-use nexus_api::task_status::DnsConfigStatus;
+use dns_types::{ConfigDiff, DigestState, DnsConfig, DnsGroup, DnsRecord, DnsVersion};
+use nexus_api::task_status::{ConfigLoad, DnsConfigStatus};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::watch;
 
 /// What the task publishes: the config, its digest and when this Nexus first
 /// saw it.
 #[derive(Clone, Debug)]
 pub struct LoadedConfig {
-    pub config: Arc<DnsConfig>,
+    pub version: DnsVersion,
+    pub content: ConfigContent,
     pub digest: String,
+    pub digest_state: DigestState,
     pub first_seen_at: DateTime<Utc>,
+    /// The difference from the config published before, when this one was
+    /// derived from it.
+    pub diff_from_previous: Option<Arc<ConfigDiff>>,
+    pub load: ConfigLoad,
+}
+
+impl LoadedConfig {
+    /// A config read whole.
+    pub fn whole(group: DnsGroup, config: DnsConfig, load: ConfigLoad) -> LoadedConfig {
+        let digest_state = DigestState::of_config(&config);
+        LoadedConfig {
+            version: DnsVersion {
+                group,
+                generation: config.generation,
+                time_created: config.time_created,
+                creator: config.creator.clone(),
+                comment: config.comment.clone(),
+            },
+            digest: digest_state.digest(config.generation),
+            digest_state,
+            content: ConfigContent::new(config),
+            first_seen_at: Utc::now(),
+            diff_from_previous: None,
+            load,
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.version.generation
+    }
+
+    /// The whole config (a copy: costs the size of the config).
+    pub fn config(&self) -> DnsConfig {
+        let v = &self.version;
+        self.content.materialize(v.generation, v.time_created, &v.creator, &v.comment)
+    }
+
+    pub fn name_count(&self) -> u64 {
+        self.digest_state.name_count()
+    }
+}
+
+/// A config's names, shared between generations: a base config and the
+/// names changed since (empty records: removed).  Deriving the next
+/// generation copies only the changes; they are folded into a new base once
+/// they are many, so the copy stays small.
+#[derive(Clone, Debug)]
+pub struct ConfigContent {
+    base: Arc<DnsConfig>,
+    changes: Arc<BTreeMap<(String, String), Vec<DnsRecord>>>,
+}
+
+impl ConfigContent {
+    fn new(config: DnsConfig) -> ConfigContent {
+        ConfigContent { base: Arc::new(config), changes: Arc::default() }
+    }
+
+    /// The records of one name (empty: absent).
+    fn records(&self, zone: &str, name: &str) -> &[DnsRecord] {
+        if let Some(records) = self.changes.get(&(zone.to_string(), name.to_string())) {
+            return records;
+        }
+        self.base
+            .zones
+            .iter()
+            .find(|z| z.zone_name == zone)
+            .and_then(|z| z.names.get(name))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    fn with_diff(&self, diff: &ConfigDiff) -> ConfigContent {
+        let mut changes = (*self.changes).clone();
+        for zone in &diff.zones {
+            for name in &zone.names {
+                changes.insert((zone.zone_name.clone(), name.name.clone()), name.records.clone());
+            }
+        }
+        let next = ConfigContent { base: self.base.clone(), changes: Arc::new(changes) };
+        let base_names = self.base.name_count();
+        if next.changes.len() > 1024.max(base_names / 8) {
+            // Fold: one copy of the config now and then, instead of a
+            // growing copy with every generation.
+            return ConfigContent::new(next.materialize(
+                diff.generation,
+                diff.time_created,
+                &diff.creator,
+                &diff.comment,
+            ));
+        }
+        next
+    }
+
+    fn materialize(
+        &self,
+        generation: u64,
+        time_created: DateTime<Utc>,
+        creator: &str,
+        comment: &str,
+    ) -> DnsConfig {
+        let mut config = (*self.base).clone();
+        config.generation = generation;
+        config.time_created = time_created;
+        config.creator = creator.to_string();
+        config.comment = comment.to_string();
+        for ((zone, name), records) in self.changes.iter() {
+            if let Some(zone) = config.zones.iter_mut().find(|z| z.zone_name == *zone) {
+                if records.is_empty() {
+                    zone.names.remove(name);
+                } else {
+                    zone.names.insert(name.clone(), records.clone());
+                }
+            }
+        }
+        config
+    }
 }
 
 pub struct DnsConfigTask {
@@ -65,17 +191,21 @@ impl Task for DnsConfigTask {
 fn status_of(group: DnsGroup, loaded: &LoadedConfig, changed: bool) -> DnsConfigStatus {
     DnsConfigStatus {
         group,
-        generation: loaded.config.generation,
-        time_created: loaded.config.time_created,
-        creator: loaded.config.creator.clone(),
-        comment: loaded.config.comment.clone(),
-        names: loaded.config.name_count() as u64,
+        generation: loaded.version.generation,
+        time_created: loaded.version.time_created,
+        creator: loaded.version.creator.clone(),
+        comment: loaded.version.comment.clone(),
+        names: loaded.name_count(),
         digest: loaded.digest.clone(),
         first_seen_at: loaded.first_seen_at,
         changed,
+        load: Some(loaded.load.clone()),
         error: None,
     }
 }
+
+/// Why a difference could not be used; the config is then read in full.
+struct NoDifference(String);
 
 impl DnsConfigTask {
     async fn load(&mut self) -> anyhow::Result<DnsConfigStatus> {
@@ -87,34 +217,139 @@ impl DnsConfigTask {
             )
         })?;
         let published = self.publisher.borrow().clone();
-        let (loaded, changed) = match published {
-            Some(loaded) if loaded.config.generation == latest.generation => (loaded, false),
-            previous => {
-                let config = self
-                    .datastore
-                    .dns_config_read(group, Some(latest.generation))
-                    .await
-                    .with_context(|| {
-                    format!(
-                        "loading {group} DNS generation {} from the database",
-                        latest.generation
-                    )
-                })?;
-                let loaded = LoadedConfig {
-                    digest: dns_types::config_digest(&config),
-                    config: Arc::new(config),
-                    first_seen_at: Utc::now(),
-                };
-                tracing::info!(
-                    %group, generation = latest.generation,
-                    previous = previous.map(|p| p.config.generation), "found new DNS generation"
-                );
-                self.publisher.send_replace(Some(loaded.clone()));
-                (loaded, true)
+        if let Some(loaded) = &published
+            && loaded.generation() == latest.generation
+        {
+            return Ok(status_of(group, loaded, false));
+        }
+        let started = Instant::now();
+        let derived = match &published {
+            Some(previous) if previous.generation() < latest.generation => {
+                self.derive(previous, &latest, started).await?
+            }
+            Some(previous) => Err(NoDifference(format!(
+                "the database's latest generation {} is older than the {} loaded before \
+                 (restored from a backup?)",
+                latest.generation,
+                previous.generation()
+            ))),
+            None => Err(NoDifference(String::new())),
+        };
+        let loaded = match derived {
+            Ok(loaded) => loaded,
+            Err(NoDifference(reason)) => {
+                if !reason.is_empty() {
+                    tracing::warn!(%group, generation = latest.generation, %reason, "reading the DNS config in full");
+                }
+                self.load_full(latest.generation, (!reason.is_empty()).then_some(reason), started)
+                    .await?
             }
         };
-        Ok(status_of(group, &loaded, changed))
+        tracing::info!(
+            %group, generation = latest.generation,
+            previous = published.map(|p| p.generation()), load = %loaded.load,
+            "found new DNS generation"
+        );
+        self.publisher.send_replace(Some(loaded.clone()));
+        Ok(status_of(group, &loaded, true))
     }
+
+    async fn load_full(
+        &self,
+        generation: u64,
+        reason: Option<String>,
+        started: Instant,
+    ) -> anyhow::Result<LoadedConfig> {
+        let group = self.group;
+        let config =
+            self.datastore.dns_config_read(group, Some(generation)).await.with_context(|| {
+                format!("loading {group} DNS generation {generation} from the database")
+            })?;
+        let names_read = config.name_count() as u64;
+        Ok(LoadedConfig::whole(
+            group,
+            config,
+            ConfigLoad::Full { names_read, duration_ms: millis(started), reason },
+        ))
+    }
+
+    /// The config at `latest` from `previous` and the names that changed in
+    /// between, checked against the database's digest state.
+    async fn derive(
+        &self,
+        previous: &LoadedConfig,
+        latest: &DnsVersion,
+        started: Instant,
+    ) -> anyhow::Result<Result<LoadedConfig, NoDifference>> {
+        let group = self.group;
+        let (from, to) = (previous.generation(), latest.generation);
+        let diff = self.datastore.dns_diff(group, from, to).await.with_context(|| {
+            format!("reading the {group} DNS names changed from generation {from} to {to}")
+        })?;
+        let changed: usize = diff.zones.iter().map(|z| z.names.len()).sum();
+        if !dns_types::difference_is_worthwhile(changed as u64, previous.name_count()) {
+            return Ok(Err(NoDifference(format!(
+                "{changed} of {} names changed; reading in full is cheaper",
+                previous.name_count()
+            ))));
+        }
+        let Some(stored) =
+            self.datastore.dns_digest_state(group, to).await.with_context(|| {
+                format!("reading the digest state of {group} DNS generation {to}")
+            })?
+        else {
+            return Ok(Err(NoDifference(format!(
+                "the database stored no digest state with generation {to} (written before \
+                 schema 1.1.0), so a derived config could not be checked"
+            ))));
+        };
+        // Our own records of each changed name go out of the digest, the
+        // database's new ones in: the result matches the database's state
+        // only if what we had matched it too.
+        let mut state = previous.digest_state.clone();
+        for zone in &diff.zones {
+            for name in &zone.names {
+                let before = previous.content.records(&zone.zone_name, &name.name);
+                if let Err(e) = state.replace_name(&zone.zone_name, &name.name, before, &name.after)
+                {
+                    return Ok(Err(NoDifference(format!("the difference changes {e}"))));
+                }
+            }
+        }
+        let digest = state.digest(to);
+        let database_digest = stored.digest(to);
+        if state != stored {
+            return Ok(Err(NoDifference(format!(
+                "the config derived from generation {from} has digest {digest}, but the \
+                 database's digest of generation {to} is {database_digest}"
+            ))));
+        }
+        let config_diff = ConfigDiff::from_dns_diff(
+            &diff,
+            previous.digest.clone(),
+            digest.clone(),
+            latest.time_created,
+            latest.creator.clone(),
+            latest.comment.clone(),
+        );
+        Ok(Ok(LoadedConfig {
+            version: latest.clone(),
+            content: previous.content.with_diff(&config_diff),
+            digest,
+            digest_state: state,
+            first_seen_at: Utc::now(),
+            diff_from_previous: Some(Arc::new(config_diff)),
+            load: ConfigLoad::Difference {
+                from_generation: from,
+                names_read: changed as u64,
+                duration_ms: millis(started),
+            },
+        }))
+    }
+}
+
+fn millis(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1000.0
 }
 
 #[cfg(test)]
@@ -149,7 +384,7 @@ mod tests {
         let first = task.activate(&activation).await.unwrap();
         assert_eq!((first.generation, first.changed, first.names), (1, true, 1));
         assert_eq!(first.comment, "initial setup");
-        assert_eq!(receiver.borrow().as_ref().unwrap().config.generation, 1);
+        assert_eq!(receiver.borrow().as_ref().unwrap().generation(), 1);
 
         let again = task.activate(&activation).await.unwrap();
         assert!(!again.changed);
@@ -164,7 +399,20 @@ mod tests {
         assert_eq!(second.creator, "nexus-x");
         assert_eq!(
             second.digest,
-            dns_types::config_digest(&receiver.borrow().as_ref().unwrap().config)
+            dns_types::config_digest(&receiver.borrow().as_ref().unwrap().config())
+        );
+        assert!(
+            matches!(
+                second.load,
+                Some(ConfigLoad::Difference { from_generation: 1, names_read: 1, .. })
+            ),
+            "{:?}",
+            second.load
+        );
+        assert_eq!(
+            receiver.borrow().as_ref().unwrap().config(),
+            db.datastore.dns_config_read(DnsGroup::Internal, Some(2)).await.unwrap(),
+            "the derived config is the database's"
         );
 
         db.server.stop_temporarily();
@@ -180,9 +428,59 @@ mod tests {
         let json = serde_json::to_value(&failed).unwrap();
         assert!(json.get("error").is_some(), "the framework sees the activation as failed");
         assert_eq!(
-            receiver.borrow().as_ref().unwrap().config.generation,
+            receiver.borrow().as_ref().unwrap().generation(),
             2,
             "the last config stays published"
         );
+    }
+
+    /// A generation without a stored digest state, or whose stored state
+    /// disagrees with the derived config, is read in full, and the status
+    /// says why.
+    #[tokio::test]
+    async fn doubts_about_a_difference_mean_reading_in_full() {
+        let db = test_database::TestDatabase::new().await;
+        let zones = [ZoneSpec { zone_name: "control-plane.internal".into(), ttl_seconds: 60 }];
+        db.datastore
+            .dns_group_initialize(DnsGroup::Internal, &zones, "setup", &add("initial setup", "a"))
+            .await
+            .unwrap();
+        let (mut task, receiver) = DnsConfigTask::new(DnsGroup::Internal, db.datastore.clone());
+        let activation = Activation::new(1, ActivationReason::Timer);
+        task.activate(&activation).await.unwrap();
+        let (sql, connection) =
+            tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+
+        db.datastore.dns_change_commit(DnsGroup::Internal, "n", &add("two", "b")).await.unwrap();
+        sql.execute("UPDATE dns_version SET digest_state = NULL WHERE version = 2", &[])
+            .await
+            .unwrap();
+        let status = task.activate(&activation).await.unwrap();
+        let Some(ConfigLoad::Full { reason: Some(reason), names_read: 2, .. }) = &status.load
+        else {
+            panic!("{:?}", status.load)
+        };
+        assert!(reason.contains("no digest state with generation 2"), "{reason}");
+
+        // Generation 3's stored state claims other content than the rows.
+        db.datastore.dns_change_commit(DnsGroup::Internal, "n", &add("three", "c")).await.unwrap();
+        sql.execute(
+            "UPDATE dns_version SET digest_state = \
+             (SELECT digest_state FROM dns_version WHERE version = 1) WHERE version = 3",
+            &[],
+        )
+        .await
+        .unwrap();
+        let status = task.activate(&activation).await.unwrap();
+        let Some(ConfigLoad::Full { reason: Some(reason), .. }) = &status.load else {
+            panic!("{:?}", status.load)
+        };
+        assert!(reason.contains("but the database's digest of generation 3 is"), "{reason}");
+        assert_eq!(
+            receiver.borrow().as_ref().unwrap().config(),
+            db.datastore.dns_config_read(DnsGroup::Internal, Some(3)).await.unwrap()
+        );
+        assert!(status.load.unwrap().to_string().starts_with("read in full (3 names)"));
     }
 }

@@ -29,16 +29,17 @@ use chrono::Utc;
 use db_model::Datastore;
 use dns_types::DnsGroup;
 use dns_types::sync::{ServerClaim, SyncState, Wanted, classify};
+use dns_types::{ConfigDiff, DnsConfig};
 use futures::StreamExt;
 use nexus_api::task_name::DnsTaskName;
 use nexus_api::task_status::{
     ConfigSource, DnsPropagationStatus, DnsPropagationWaiting, PropagationOutcome,
-    PropagationProgress, PropagationReport, PropagationResult, ServerHistory, ServerRepair,
-    ServerResult, ServersSource,
+    PropagationProgress, PropagationReport, PropagationResult, PushKind, PushRecord, ServerHistory,
+    ServerRepair, ServerResult, ServersSource,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// How the task talks to servers.
@@ -120,6 +121,9 @@ impl DnsPropagationTask {
                 if result.history.last_repair.is_some() {
                     history.last_repair = result.history.last_repair.clone();
                 }
+                if result.push.is_some() {
+                    history.last_push = result.push.clone();
+                }
             }
             PropagationResult::Error => {
                 history.failing_since.get_or_insert(result.completed_at);
@@ -160,7 +164,7 @@ impl Task for DnsPropagationTask {
                 "no {group} DNS servers are registered in internal DNS (see task \"{}\"): \
                  generation {} reached no server",
                 DnsTaskName::servers(group),
-                config.config.generation
+                config.generation()
             ));
         }
         // Forget servers that left the list.
@@ -169,17 +173,22 @@ impl Task for DnsPropagationTask {
         self.histories.retain(|address, _| listed(address));
 
         let mut pushes = futures::stream::FuturesUnordered::new();
+        // The whole config is built (and sized) at most once per activation,
+        // only if some server needs it.
+        let full = FullConfig::default();
         for server in &servers.servers {
             let client = self.client(server.address)?;
             let config = config.clone();
+            let full = full.clone();
             let timeout = self.options.timeout;
             let datastore = self.datastore.clone();
             let repair = self.options.repair;
             pushes.push(async move {
-                (server.address, push(group, client, config, timeout, datastore, repair).await)
+                let push = push(group, client, config, full, timeout, datastore, repair).await;
+                (server.address, push)
             });
         }
-        let generation = config.config.generation;
+        let generation = config.generation();
         let mut progress = PropagationProgress {
             generation,
             pending: servers.servers.iter().map(|s| s.address.to_string()).collect(),
@@ -194,7 +203,7 @@ impl Task for DnsPropagationTask {
             }
             if matches!(result.outcome, PropagationOutcome::Applied | PropagationOutcome::Repaired)
             {
-                self.options.metrics.propagated(group, config.config.time_created);
+                self.options.metrics.propagated(group, config.version.time_created);
             }
             if result.outcome == PropagationOutcome::NewerGeneration {
                 self.config_activator.activate(format!(
@@ -213,8 +222,8 @@ impl Task for DnsPropagationTask {
             generation,
             config_source: ConfigSource {
                 task: DnsTaskName::config(group),
-                creator: config.config.creator.clone(),
-                comment: config.config.comment.clone(),
+                creator: config.version.creator.clone(),
+                comment: config.version.comment.clone(),
                 digest: config.digest.clone(),
                 first_seen_at: config.first_seen_at,
             },
@@ -236,14 +245,16 @@ async fn push(
     group: DnsGroup,
     client: dns_server_client::Client,
     config: LoadedConfig,
+    full: FullConfig,
     timeout: Duration,
     datastore: Datastore,
     repair: bool,
 ) -> ServerResult {
     use PropagationOutcome::*;
     use PropagationResult::{Error, Success};
-    let generation = config.config.generation;
+    let generation = config.generation();
     let mut repaired = None;
+    let mut pushed = None;
     let work = async {
         let status = match client.status_get().send().await {
             Ok(status) => status.into_inner(),
@@ -297,20 +308,9 @@ async fn push(
                 );
             }
             SyncState::Behind { .. } | SyncState::Empty => {
-                return match client.config_put().body((*config.config).clone()).send().await {
-                    Ok(_) => (
-                        Success,
-                        Applied,
-                        Some(generation),
-                        format!("updated from generation {at} to {generation}"),
-                    ),
-                    Err(e) => (
-                        Error,
-                        Failed,
-                        Some(at),
-                        format!("pushing generation {generation}: {}", describe(e)),
-                    ),
-                };
+                let from = ServedState { generation: at, digest: status.applied_config_digest };
+                return deliver(group, &client, &config, &full, from, &datastore, &mut pushed)
+                    .await;
             }
             SyncState::BeyondDatabase { database_latest } => (
                 ServerBeyondDatabase,
@@ -337,7 +337,7 @@ async fn push(
                 generation: at,
                 digest: status.applied_config_digest.clone(),
             },
-            config: (*config.config).clone(),
+            config: full.get(&config).0.clone(),
             reason: reason.clone(),
         };
         match client.config_repair().body(request).send().await {
@@ -383,8 +383,174 @@ async fn push(
         message,
         server_generation,
         completed_at: Utc::now(),
+        push: pushed,
         history: ServerHistory { last_repair: repaired, ..ServerHistory::default() },
     }
+}
+
+/// The whole config and its size as JSON, built on first use and shared by
+/// the pushes of one activation.
+#[derive(Clone, Default)]
+struct FullConfig(std::sync::Arc<std::sync::OnceLock<std::sync::Arc<(DnsConfig, u64)>>>);
+
+impl FullConfig {
+    fn get(&self, config: &LoadedConfig) -> std::sync::Arc<(DnsConfig, u64)> {
+        self.0
+            .get_or_init(|| {
+                let whole = config.config();
+                let bytes = serde_json::to_vec(&whole).map(|b| b.len() as u64).unwrap_or_default();
+                std::sync::Arc::new((whole, bytes))
+            })
+            .clone()
+    }
+}
+
+/// What a server said it serves.
+struct ServedState {
+    generation: u64,
+    digest: Option<String>,
+}
+
+/// Past this many generations behind, a server gets the whole config
+/// without a difference being read (the database would read every row
+/// changed in between).
+const MAX_DIFFERENCE_GAP: u64 = 10_000;
+
+/// Brings a server that is behind to `config`'s generation: by a
+/// difference from what it serves when there is one and it is smaller
+/// than half the config, else (or when the server refuses it) by the
+/// whole config.  Records what was sent in `pushed`.
+async fn deliver(
+    group: DnsGroup,
+    client: &dns_server_client::Client,
+    config: &LoadedConfig,
+    full: &FullConfig,
+    from: ServedState,
+    datastore: &Datastore,
+    pushed: &mut Option<PushRecord>,
+) -> Outcome {
+    use PropagationOutcome::{Applied, Failed};
+    use PropagationResult::{Error, Success};
+    let generation = config.generation();
+    let at = from.generation;
+    let why_full = match difference_for(group, config, &from, datastore).await {
+        Ok(None) => None,
+        Err(reason) => Some(reason),
+        Ok(Some(diff)) => {
+            let bytes = serde_json::to_vec(&*diff).map(|b| b.len() as u64).unwrap_or_default();
+            let started = Instant::now();
+            let sent = client.config_diff_put().body((*diff).clone()).send().await;
+            let record = PushRecord {
+                kind: PushKind::Difference,
+                from_generation: Some(at),
+                generation,
+                names: diff.name_count() as u64,
+                bytes,
+                duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                why_full: None,
+            };
+            match sent {
+                Ok(_) => {
+                    let message = format!("updated from generation {at} to {generation}: {record}");
+                    *pushed = Some(record);
+                    return (Success, Applied, Some(generation), message);
+                }
+                // Refused: the server is not at the base it claimed, or the
+                // result would not have the digest.  The whole config it is.
+                Err(dns_server_client::Error::ErrorResponse(response))
+                    if response.status() == reqwest::StatusCode::CONFLICT =>
+                {
+                    Some(format!(
+                        "the server refused the difference {at} → {generation} ({}: {})",
+                        response.error_code.as_deref().unwrap_or("409"),
+                        response.message
+                    ))
+                }
+                Err(e) => {
+                    *pushed = Some(record);
+                    return (
+                        Error,
+                        Failed,
+                        Some(at),
+                        format!("pushing the difference {at} → {generation}: {}", describe(e)),
+                    );
+                }
+            }
+        }
+    };
+    let whole = full.get(config);
+    let started = Instant::now();
+    let sent = client.config_put().body(whole.0.clone()).send().await;
+    let record = PushRecord {
+        kind: PushKind::Full,
+        from_generation: None,
+        generation,
+        names: config.name_count(),
+        bytes: whole.1,
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        why_full,
+    };
+    let result = match sent {
+        Ok(_) => (
+            Success,
+            Applied,
+            Some(generation),
+            format!("updated from generation {at} to {generation}: {record}"),
+        ),
+        Err(e) => {
+            (Error, Failed, Some(at), format!("pushing generation {generation}: {}", describe(e)))
+        }
+    };
+    *pushed = Some(record);
+    result
+}
+
+/// The difference that leads a server serving `from` to `config`:
+/// `Ok(None)` when there is nothing to lead from (no config), `Err` with
+/// the reason when the whole config should go instead.
+async fn difference_for(
+    group: DnsGroup,
+    config: &LoadedConfig,
+    from: &ServedState,
+    datastore: &Datastore,
+) -> Result<Option<std::sync::Arc<ConfigDiff>>, String> {
+    let (at, generation) = (from.generation, config.generation());
+    let Some(digest) = from.digest.clone().filter(|_| at > 0) else {
+        return Ok(None);
+    };
+    // The common case: one generation behind, the difference at hand.
+    if let Some(diff) = &config.diff_from_previous
+        && diff.from_generation == at
+        && diff.from_digest == digest
+    {
+        return Ok(Some(diff.clone()));
+    }
+    if generation - at > MAX_DIFFERENCE_GAP {
+        return Err(format!("{} generations behind", generation - at));
+    }
+    let diff = datastore.dns_diff(group, at, generation).await.map_err(|e| {
+        format!(
+            "reading the difference {at} → {generation} from the database failed: {}",
+            dns_types::error_chain(&e)
+        )
+    })?;
+    let names: u64 = diff.zones.iter().map(|z| z.names.len() as u64).sum();
+    if !dns_types::difference_is_worthwhile(names, config.name_count()) {
+        return Err(format!(
+            "{names} of {} names changed since generation {at}; the whole config is cheaper",
+            config.name_count()
+        ));
+    }
+    // The server checks that it serves exactly this base, and that the
+    // result has the digest of `config`.
+    Ok(Some(std::sync::Arc::new(ConfigDiff::from_dns_diff(
+        &diff,
+        digest,
+        config.digest.clone(),
+        config.version.time_created,
+        config.version.creator.clone(),
+        config.version.comment.clone(),
+    ))))
 }
 
 /// A client error as an operator wants to read it: the server's own message
@@ -408,7 +574,6 @@ mod tests {
     use background_tasks::{Activation, ActivationReason};
     use dns_types::{DnsConfig, DnsConfigZone, DnsRecord};
     use nexus_api::task_status::DnsServerEntry;
-    use std::sync::Arc;
     use test_support::TokenDir;
 
     /// A server that requires the token in `tokens`.
@@ -433,11 +598,12 @@ mod tests {
     }
 
     fn loaded(config: DnsConfig) -> LoadedConfig {
-        LoadedConfig {
-            digest: dns_types::config_digest(&config),
-            config: Arc::new(config),
-            first_seen_at: Utc::now(),
-        }
+        let load = nexus_api::task_status::ConfigLoad::Full {
+            names_read: 1,
+            duration_ms: 0.0,
+            reason: None,
+        };
+        LoadedConfig::whole(DnsGroup::Internal, config, load)
     }
 
     /// A database whose internal group is at `generation`.
@@ -657,5 +823,93 @@ mod tests {
         let error = task.activate(&activation).await.unwrap_err().to_string();
         assert!(error.contains("no external DNS servers are registered"), "{error}");
         assert!(error.contains("generation 2 reached no server"), "{error}");
+    }
+
+    /// Differences: one generation behind gets the difference the config
+    /// task derived, several behind one read from the database, a server
+    /// whose content at its generation is not the database's gets the
+    /// whole config after refusing the difference, an empty one the whole
+    /// config; every result says which, with its size.
+    #[tokio::test]
+    async fn servers_get_differences_from_their_own_generation() {
+        let db = database_at(5).await;
+        let tokens = TokenDir::new();
+        let (config_task, config_rx) =
+            crate::tasks::dns_config::DnsConfigTask::new(DnsGroup::Internal, db.datastore.clone());
+        let mut config_task = config_task;
+        let activation = Activation::new(1, ActivationReason::Timer);
+        config_task.activate(&activation).await.unwrap();
+        let (one_behind, _d1) = server(&tokens).await;
+        let (far_behind, _d2) = server(&tokens).await;
+        let (wrong_base, _d3) = server(&tokens).await;
+        let (empty, _d4) = server(&tokens).await;
+        let read =
+            async |g| db.datastore.dns_config_read(DnsGroup::Internal, Some(g)).await.unwrap();
+        one_behind.apply(read(5).await).await.unwrap();
+        far_behind.apply(read(2).await).await.unwrap();
+        let mut other = read(3).await;
+        other.zones[0]
+            .names
+            .insert("extra".into(), vec![DnsRecord::A("192.0.2.99".parse().unwrap())]);
+        wrong_base.apply(other).await.unwrap();
+        db.datastore
+            .dns_change_commit(
+                DnsGroup::Internal,
+                "t",
+                &dns_types::DnsChange {
+                    comment: "six".into(),
+                    add: vec![dns_types::NameRecords {
+                        name: "six".into(),
+                        records: vec![DnsRecord::A("192.0.2.6".parse().unwrap())],
+                    }],
+                    remove: vec![],
+                },
+            )
+            .await
+            .unwrap();
+        config_task.activate(&activation).await.unwrap();
+        let loaded = config_rx.borrow().clone().unwrap();
+        assert_eq!(loaded.diff_from_previous.as_ref().unwrap().from_generation, 5);
+
+        let addresses = vec![
+            one_behind.http_address(),
+            far_behind.http_address(),
+            wrong_base.http_address(),
+            empty.http_address(),
+        ];
+        let (mut task, _) = make_task(
+            DnsGroup::Internal,
+            Some(loaded.clone()),
+            Some(addresses),
+            db.datastore.clone(),
+            &tokens,
+            true,
+        );
+        let status = done(task.activate(&activation).await.unwrap());
+        let push = |server: &dns_server::RunningServer| {
+            let result = &status.servers[&server.http_address().to_string()];
+            assert_eq!(result.outcome, PropagationOutcome::Applied, "{result:?}");
+            assert_eq!(server.digest(), Some(loaded.digest.clone()), "{result:?}");
+            result.push.clone().unwrap()
+        };
+        let one = push(&one_behind);
+        assert_eq!((one.kind, one.from_generation, one.names), (PushKind::Difference, Some(5), 1));
+        assert!(one.bytes < 1024, "{one:?}");
+        let far = push(&far_behind);
+        assert_eq!((far.kind, far.from_generation, far.names), (PushKind::Difference, Some(2), 4));
+        let wrong = push(&wrong_base);
+        assert_eq!(wrong.kind, PushKind::Full);
+        let why = wrong.why_full.clone().unwrap();
+        assert!(why.contains("refused the difference 3 → 6 (DiffDigestMismatch"), "{why}");
+        let whole = push(&empty);
+        assert_eq!((whole.kind, whole.names, whole.why_full), (PushKind::Full, 6, None));
+        let message = &status.servers[&one_behind.http_address().to_string()].message;
+        assert!(
+            message.starts_with("updated from generation 5 to 6: difference 5 → 6, 1 name, "),
+            "{message}"
+        );
+        let again = done(task.activate(&activation).await.unwrap());
+        let history = &again.servers[&far_behind.http_address().to_string()].history;
+        assert_eq!(history.last_push.as_ref().map(|p| p.kind), Some(PushKind::Difference));
     }
 }

@@ -1003,6 +1003,9 @@ fn render_details(out: &mut String, task: &BackgroundTask, record: &ActivationRe
                 if s.changed { " (in this activation)" } else { "" }
             );
             let _ = writeln!(out, "      {} names, digest {}", s.names, s.digest);
+            if let Some(load) = &s.load {
+                let _ = writeln!(out, "      {load}");
+            }
         }
         DnsTaskView::Servers { status: Some(s), .. } => {
             let _ = writeln!(
@@ -1097,6 +1100,7 @@ fn render_propagation(out: &mut String, s: &DnsPropagationStatus) {
             Some(t) => format!("{} ({} in a row)", timestamp(t), r.history.consecutive_failures),
             None => "-".into(),
         },
+        last_push: r.history.last_push.as_ref().map(|p| p.to_string()).unwrap_or("-".into()),
     });
     let _ = writeln!(out, "\n      per server, since this Nexus started:");
     let _ = writeln!(out, "{}", table(rows, 6));
@@ -1126,6 +1130,10 @@ struct HistoryStateRow {
     last_success: String,
     #[tabled(rename = "FAILING_SINCE")]
     failing_since: String,
+    /// What the last push sent: a difference or the whole config, and its
+    /// size and time.
+    #[tabled(rename = "LAST_PUSH")]
+    last_push: String,
 }
 
 #[cfg(test)]

@@ -49,6 +49,9 @@ fn redact(text: &str) -> String {
         (r"sha256:[0-9a-f]{64}", "sha256:<DIGEST>"),
         (r"127\.0\.0\.1:\d+", "127.0.0.1:<PORT>"),
         (r"iter \d+", "iter <N>"),
+        (r"\d+(\.\d+)? ms\b", "<MS> ms"),
+        (r"\d+(\.\d+)? (bytes|KiB|MiB)\b", "<SIZE>"),
+        (r#""(duration_ms|bytes)": [0-9.e-]+"#, r#""$1": <N>"#),
         (r"/[^\s]*/target/[^\s]*", "<PATH>"),
     ];
     let mut text = text.to_string();

@@ -182,3 +182,31 @@ fn rand_id() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
+
+/// The difference that leads from `from` to `to`.
+pub fn diff(from: &DnsConfig, to: &DnsConfig) -> dns_types::ConfigDiff {
+    dns_types::ConfigDiff::from_dns_diff(
+        &dns_types::diff_configs(dns_types::DnsGroup::Internal, from, to),
+        dns_types::config_digest(from),
+        dns_types::config_digest(to),
+        to.time_created,
+        to.creator.clone(),
+        to.comment.clone(),
+    )
+}
+
+/// PUTs a difference; on error returns (status, error code, message).
+pub async fn put_diff(
+    client: &dns_server_client::Client,
+    diff: &dns_types::ConfigDiff,
+) -> Result<(), (u16, String, String)> {
+    match client.config_diff_put().body(diff.clone()).send().await {
+        Ok(_) => Ok(()),
+        Err(dns_server_client::Error::ErrorResponse(response)) => Err((
+            response.status().as_u16(),
+            response.error_code.clone().unwrap_or_default(),
+            response.message.clone(),
+        )),
+        Err(other) => Err((0, String::new(), other.to_string())),
+    }
+}

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use dns_types::{ConfigDiff, DigestState, DnsConfig, DnsRecord, names};
 use hickory_proto::rr::rdata::{self, SOA, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use std::sync::Arc;
 
 /// Longest CNAME chain followed inside our own zones.
 const MAX_CNAME_CHAIN: usize = 8;
@@ -51,7 +52,9 @@ struct Zone {
     apex: LowerName,
     ttl: u32,
     soa: Record,
-    names: SharedMap<LowerName, Vec<Record>>,
+    /// Records shared between generations too: copying a shard copies
+    /// pointers, not records.
+    names: SharedMap<LowerName, Arc<[Record]>>,
     /// For each name below the apex that has names below it: how many.
     /// Those without records of their own are the empty non-terminals
     /// (NODATA, not NXDOMAIN); the count says when one stops being one.
@@ -104,8 +107,10 @@ impl Zone {
     /// Adds or replaces one name's records.
     fn set(&mut self, relative: &str, records: &[DnsRecord]) -> Result<(), CompileError> {
         let name = fqdn(&names::absolute(relative, &self.name))?;
-        let compiled =
-            records.iter().map(|r| to_record(&name, self.ttl, r)).collect::<Result<Vec<_>, _>>()?;
+        let compiled = records
+            .iter()
+            .map(|r| to_record(&name, self.ttl, r))
+            .collect::<Result<Arc<[Record]>, _>>()?;
         if self.names.insert(LowerName::new(&name), compiled).is_none() {
             self.count_below(&name, true);
         }
@@ -272,7 +277,7 @@ impl Served {
                     Answer::NxDomain { soa: &current_zone.soa }
                 };
             }
-            let records = records.map(Vec::as_slice).unwrap_or_default();
+            let records = records.map(|r| &r[..]).unwrap_or_default();
             let before = answers.len();
             if is_apex && matches!(qtype, RecordType::SOA | RecordType::ANY) {
                 answers.push(&current_zone.soa);
@@ -349,7 +354,7 @@ impl Served {
     /// serve no zone with that apex.
     pub fn transfer(&self, apex: &LowerName) -> Option<Vec<&Record>> {
         let zone = self.zones.iter().find(|z| z.apex == *apex)?;
-        let mut names: Vec<(&LowerName, &Vec<Record>)> = zone.names.iter().collect();
+        let mut names: Vec<(&LowerName, &Arc<[Record]>)> = zone.names.iter().collect();
         names.sort_by(|a, b| a.0.cmp(b.0));
         let mut records = vec![&zone.soa];
         records.extend(names.into_iter().flat_map(|(_, records)| records.iter()));

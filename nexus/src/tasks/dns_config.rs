@@ -112,19 +112,20 @@ impl ConfigContent {
                 changes.insert((zone.zone_name.clone(), name.name.clone()), name.records.clone());
             }
         }
-        let next = ConfigContent { base: self.base.clone(), changes: Arc::new(changes) };
-        let base_names = self.base.name_count();
-        if next.changes.len() > 1024.max(base_names / 8) {
-            // Fold: one copy of the config now and then, instead of a
-            // growing copy with every generation.
-            return ConfigContent::new(next.materialize(
-                diff.generation,
-                diff.time_created,
-                &diff.creator,
-                &diff.comment,
-            ));
-        }
-        next
+        ConfigContent { base: self.base.clone(), changes: Arc::new(changes) }
+    }
+
+    /// Whether the changes are many enough to fold into a new base: one
+    /// copy of the config now and then, instead of a growing copy of the
+    /// changes with every generation.
+    fn wants_fold(&self) -> bool {
+        self.changes.len() > 1024.max(self.base.name_count() / 8)
+    }
+
+    /// The same content as one base.  Costs a copy of the config.
+    fn folded(&self) -> ConfigContent {
+        let b = &self.base;
+        ConfigContent::new(self.materialize(b.generation, b.time_created, &b.creator, &b.comment))
     }
 
     fn materialize(
@@ -156,6 +157,11 @@ pub struct DnsConfigTask {
     group: DnsGroup,
     datastore: Datastore,
     publisher: watch::Sender<Option<LoadedConfig>>,
+    /// The published content folded into one base, for that generation:
+    /// built on a blocking thread after publishing, so that the copy is
+    /// never on the way of a change, and used by the next derivation when
+    /// it is ready.
+    fold: Option<(u64, tokio::task::JoinHandle<ConfigContent>)>,
 }
 
 impl DnsConfigTask {
@@ -164,7 +170,7 @@ impl DnsConfigTask {
         datastore: Datastore,
     ) -> (DnsConfigTask, watch::Receiver<Option<LoadedConfig>>) {
         let (publisher, receiver) = watch::channel(None);
-        (DnsConfigTask { group, datastore, publisher }, receiver)
+        (DnsConfigTask { group, datastore, publisher, fold: None }, receiver)
     }
 }
 
@@ -251,6 +257,12 @@ impl DnsConfigTask {
             "found new DNS generation"
         );
         self.publisher.send_replace(Some(loaded.clone()));
+        self.fold = None;
+        if loaded.content.wants_fold() {
+            let content = loaded.content.clone();
+            let handle = tokio::task::spawn_blocking(move || content.folded());
+            self.fold = Some((loaded.generation(), handle));
+        }
         Ok(status_of(group, &loaded, true))
     }
 
@@ -276,7 +288,7 @@ impl DnsConfigTask {
     /// The config at `latest` from `previous` and the names that changed in
     /// between, checked against the database's digest state.
     async fn derive(
-        &self,
+        &mut self,
         previous: &LoadedConfig,
         latest: &DnsVersion,
         started: Instant,
@@ -303,13 +315,22 @@ impl DnsConfigTask {
                  schema 1.1.0), so a derived config could not be checked"
             ))));
         };
+        let content = match self.fold.take() {
+            Some((generation, handle)) if generation == from && handle.is_finished() => {
+                handle.await.unwrap_or_else(|_| previous.content.clone())
+            }
+            other => {
+                self.fold = other;
+                previous.content.clone()
+            }
+        };
         // Our own records of each changed name go out of the digest, the
         // database's new ones in: the result matches the database's state
         // only if what we had matched it too.
         let mut state = previous.digest_state.clone();
         for zone in &diff.zones {
             for name in &zone.names {
-                let before = previous.content.records(&zone.zone_name, &name.name);
+                let before = content.records(&zone.zone_name, &name.name);
                 if let Err(e) = state.replace_name(&zone.zone_name, &name.name, before, &name.after)
                 {
                     return Ok(Err(NoDifference(format!("the difference changes {e}"))));
@@ -334,7 +355,7 @@ impl DnsConfigTask {
         );
         Ok(Ok(LoadedConfig {
             version: latest.clone(),
-            content: previous.content.with_diff(&config_diff),
+            content: content.with_diff(&config_diff),
             digest,
             digest_state: state,
             first_seen_at: Utc::now(),

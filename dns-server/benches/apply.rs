@@ -1,6 +1,8 @@
 //! Where the time of applying a large config goes: decoding the JSON body,
 //! validating, compiling the answer tables (with the digest), and storing
 //! it durably.  The steps `PUT /config` takes, one by one, at 100,000 names.
+//! Then the steps of `PUT /config/diff` for a difference of 1 and of 1,000
+//! names on top of it (median of 50 and of 10 runs).
 //!
 //! Run: `cargo bench -p dns-server --bench apply` (figures are recorded in
 //! docs/PERFORMANCE.md).
@@ -77,4 +79,50 @@ fn main() {
     let served = Served::compile(&decoded, Utc::now()).unwrap();
     step("compile (includes the digest)", t);
     assert_eq!(served.applied.as_ref().unwrap().digest, digest);
+
+    for (changed, runs) in [(1usize, 50), (1_000, 10)] {
+        let mut next = decoded.clone();
+        next.generation += 1;
+        for i in 0..changed {
+            next.zones[0]
+                .names
+                .insert(format!("new{i}"), vec![DnsRecord::A("192.0.2.1".parse().unwrap())]);
+        }
+        let diff = dns_types::ConfigDiff::from_dns_diff(
+            &dns_types::diff_configs(dns_types::DnsGroup::Internal, &decoded, &next),
+            digest.clone(),
+            dns_types::config_digest(&next),
+            next.time_created,
+            next.creator.clone(),
+            next.comment.clone(),
+        );
+        let body = serde_json::to_vec(&diff).unwrap();
+        let median = |mut samples: Vec<std::time::Duration>| {
+            samples.sort();
+            samples[samples.len() / 2]
+        };
+        let (mut decode, mut apply, mut store) = (vec![], vec![], vec![]);
+        for _ in 0..runs {
+            let t = Instant::now();
+            let decoded_diff: dns_types::ConfigDiff = serde_json::from_slice(&body).unwrap();
+            decode.push(t.elapsed());
+            let t = Instant::now();
+            let derived = served.apply_diff(&decoded_diff, Utc::now()).unwrap();
+            apply.push(t.elapsed());
+            let t = Instant::now();
+            storage.append(&decoded_diff, Utc::now()).unwrap();
+            store.push(t.elapsed());
+            drop(derived);
+            // The next run applies the same difference to the same base:
+            // start the journal over so that it stays valid.
+            storage.save(&decoded, Utc::now()).unwrap();
+        }
+        let what = format!("difference of {changed} name(s) ({} bytes of JSON)", body.len());
+        println!("| {what}: decode JSON | {:.2?} |", median(decode));
+        println!(
+            "| {what}: validate, check base, rebuild changed names, digest | {:.2?} |",
+            median(apply)
+        );
+        println!("| {what}: append to the journal (write, fsync) | {:.2?} |", median(store));
+    }
 }

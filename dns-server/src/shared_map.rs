@@ -56,11 +56,24 @@ impl<K: Hash + Eq + Clone, V: Clone> Default for SharedMap<K, V> {
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> SharedMap<K, V> {
+    /// Room for about `entries` without growing.
+    pub fn with_capacity(entries: usize) -> Self {
+        let per_shard = entries.div_ceil(SHARDS) * 9 / 8;
+        SharedMap {
+            shards: (0..SHARDS)
+                .map(|_| Arc::new(Shard::with_capacity_and_hasher(per_shard, Default::default())))
+                .collect(),
+            len: 0,
+        }
+    }
+
     fn shard_of(key: &K) -> usize {
         let mut hasher = Fnv::default();
         key.hash(&mut hasher);
-        // The low bits feed the shard's own table too; take high ones.
-        (hasher.finish() >> 54) as usize % SHARDS
+        // The shard's own table uses the lowest bits (bucket) and the top
+        // seven (tag) of the same hash: take middle ones, or every key of a
+        // shard would share its tag and each probe would compare names.
+        (hasher.finish() >> 24) as usize % SHARDS
     }
 
     pub fn get(&self, key: &K) -> Option<&V> {

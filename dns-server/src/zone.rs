@@ -92,14 +92,14 @@ pub enum ApplyDiffError {
 }
 
 impl Zone {
-    fn new(zone_name: &str, ttl: u32, generation: u64) -> Result<Zone, CompileError> {
+    fn new(zone_name: &str, ttl: u32, generation: u64, names: usize) -> Result<Zone, CompileError> {
         let apex_name = fqdn(zone_name)?;
         Ok(Zone {
             name: zone_name.to_string(),
             apex: LowerName::new(&apex_name),
             ttl,
             soa: soa_record(&apex_name, zone_name, ttl, generation)?,
-            names: SharedMap::default(),
+            names: SharedMap::with_capacity(names),
             below: SharedMap::default(),
         })
     }
@@ -166,7 +166,8 @@ impl Served {
     ) -> Result<Served, CompileError> {
         let mut zones = Vec::with_capacity(config.zones.len());
         for zone in &config.zones {
-            let mut compiled = Zone::new(&zone.zone_name, zone.ttl_seconds, config.generation)?;
+            let mut compiled =
+                Zone::new(&zone.zone_name, zone.ttl_seconds, config.generation, zone.names.len())?;
             for (relative, records) in &zone.names {
                 compiled.set(relative, records)?;
             }

@@ -85,10 +85,14 @@ pub struct Storage {
     journal: Arc<Mutex<Journal>>,
 }
 
-/// The open journal and how big it and the snapshot are.
+/// The journal's state: whether it may be appended to, and how big it and
+/// the snapshot are.  The file is opened by its path for each append (a
+/// few microseconds next to the flush), so a journal moved away or
+/// replaced is noticed rather than written to behind the operator's back.
 #[derive(Debug, Default)]
 struct Journal {
-    file: Option<File>,
+    /// Sizes known (set by a save, or by the first append after a start).
+    sized: bool,
     /// A write failed part-way: nothing may follow it until a new snapshot.
     broken: bool,
     bytes: u64,
@@ -275,7 +279,7 @@ impl Storage {
         std::fs::rename(&journal_temp, self.journal_path()).map_err(write_error)?;
         sync_dir(&self.dir).map_err(write_error)?;
         *journal = Journal {
-            file: Some(file),
+            sized: true,
             broken: false,
             bytes: header.len() as u64,
             snapshot_bytes: bytes.len() as u64,
@@ -299,13 +303,14 @@ impl Storage {
                  starts a new one",
             )));
         }
-        if journal.file.is_none() {
+        // Never created: a journal only exists beside its snapshot.
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path).map_err(write_error)?;
+        if !journal.sized {
             // After a start-up: continue the journal of the snapshot loaded.
-            let file = std::fs::OpenOptions::new().append(true).open(&path).map_err(write_error)?;
             journal.bytes = file.metadata().map_err(write_error)?.len();
             journal.snapshot_bytes =
                 std::fs::metadata(self.path()).map(|m| m.len()).unwrap_or_default();
-            journal.file = Some(file);
+            journal.sized = true;
         }
         let diff = serde_json::value::to_raw_value(diff).expect("differences always serialize");
         let mut line = serde_json::to_vec(&JournalEntry {
@@ -315,11 +320,9 @@ impl Storage {
         })
         .expect("differences always serialize");
         line.push(b'\n');
-        let file = journal.file.as_mut().expect("opened above");
         if let Err(source) = file.write_all(&line).and_then(|()| file.sync_data()) {
             // The line may be half written: nothing may follow it (a load
             // would find a damaged line in the middle) until a snapshot.
-            journal.file = None;
             journal.broken = true;
             return Err(write_error(source));
         }

@@ -374,9 +374,12 @@ async fn a_server_that_hangs() {
 async fn a_server_that_rejects_pushes() {
     let ts = scenario().await;
     let server = external(&ts, 1);
-    // Its storage cannot take a new config (even as root): a directory where
-    // the temporary file must go.
+    // Its storage cannot take a new config (even as root): directories where
+    // the journal is and where a new snapshot's temporary file must go.
     std::fs::create_dir(server.storage_dir.join("config.json.tmp")).unwrap();
+    let journal = server.storage_dir.join("journal.jsonl");
+    std::fs::remove_file(&journal).unwrap();
+    std::fs::create_dir(&journal).unwrap();
     let v =
         change(&ts.nexus(0), DnsGroup::External, add_change("more", "cart", vec![a("192.0.2.20")]))
             .await;

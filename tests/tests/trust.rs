@@ -336,8 +336,11 @@ async fn a_confirmed_change_survives_a_database_crash() {
 async fn servers_restored_from_old_or_tampered_backups() {
     let mut ts = TestStack::start(2, 0, 1).await;
     let storage = ts.internal_servers()[1].storage_dir.clone();
+    // A backup is the storage directory: the snapshot and its journal.
     let backup = ts.dir.path().join("backup.json");
+    let backup_journal = ts.dir.path().join("backup.jsonl");
     std::fs::copy(storage.join("config.json"), &backup).unwrap();
+    std::fs::copy(storage.join("journal.jsonl"), &backup_journal).unwrap();
     let v = change(
         &ts.nexus(0),
         DnsGroup::Internal,
@@ -350,6 +353,7 @@ async fn servers_restored_from_old_or_tampered_backups() {
     let server = &mut ts.stack.dns_servers[1];
     server.stop().await;
     std::fs::copy(&backup, storage.join("config.json")).unwrap();
+    std::fs::copy(&backup_journal, storage.join("journal.jsonl")).unwrap();
     server.restart().await.unwrap();
     let server = &ts.stack.dns_servers[1];
     assert_eq!(ts.stack.server_generation(server).await.unwrap(), v.generation - 1);

@@ -455,24 +455,27 @@ async fn deliver(
                     *pushed = Some(record);
                     return (Success, Applied, Some(generation), message);
                 }
-                // Refused: the server is not at the base it claimed, or the
-                // result would not have the digest.  The whole config it is.
-                Err(dns_server_client::Error::ErrorResponse(response))
-                    if response.status() == reqwest::StatusCode::CONFLICT =>
-                {
-                    Some(format!(
-                        "the server refused the difference {at} → {generation} ({}: {})",
-                        response.error_code.as_deref().unwrap_or("409"),
-                        response.message
-                    ))
-                }
+                // The server said no: not at the base it claimed, the result
+                // would not have the digest, or it could not store the
+                // difference (a broken journal takes a whole config to
+                // start over).  The whole config it is.
+                Err(dns_server_client::Error::ErrorResponse(response)) => Some(format!(
+                    "the server refused the difference {at} → {generation} (HTTP {} {}: {})",
+                    response.status().as_u16(),
+                    response.error_code.as_deref().unwrap_or(""),
+                    response.message
+                )),
                 Err(e) => {
                     *pushed = Some(record);
                     return (
                         Error,
                         Failed,
                         Some(at),
-                        format!("pushing the difference {at} → {generation}: {}", describe(e)),
+                        format!(
+                            "pushing generation {generation} (as the difference {at} → \
+                             {generation}): {}",
+                            describe(e)
+                        ),
                     );
                 }
             }
@@ -900,7 +903,7 @@ mod tests {
         let wrong = push(&wrong_base);
         assert_eq!(wrong.kind, PushKind::Full);
         let why = wrong.why_full.clone().unwrap();
-        assert!(why.contains("refused the difference 3 → 6 (DiffDigestMismatch"), "{why}");
+        assert!(why.contains("refused the difference 3 → 6 (HTTP 409 DiffDigestMismatch"), "{why}");
         let whole = push(&empty);
         assert_eq!((whole.kind, whole.names, whole.why_full), (PushKind::Full, 6, None));
         let message = &status.servers[&one_behind.http_address().to_string()].message;

@@ -1,6 +1,7 @@
-//! Answering DNS queries: hickory-server does the sockets and the wire
-//! format (including truncation to the client's UDP size and malformed
-//! packets, which get FORMERR or are dropped); this handler decides what to
+//! Answering DNS queries: hickory-server does TCP and the wire format
+//! (including truncation to the client's UDP size and malformed packets,
+//! which get FORMERR or are dropped); `crate::udp` receives UDP queries and
+//! hands them to [`DnsHandler::answer_udp`]; this handler decides what to
 //! answer from the config being served.
 
 use crate::metrics::{QueryLabels, QueryType, Transport};
@@ -226,6 +227,113 @@ impl RequestHandler for DnsHandler {
             });
         }
         info
+    }
+}
+
+impl DnsHandler {
+    /// One query received over UDP, answered as hickory-server's UDP
+    /// listener answers it (see `crate::udp`): nothing for what is shorter
+    /// than a header or is itself a response, FORMERR for what does not
+    /// decode, else this handler's answer encoded within the client's UDP
+    /// size.  Returns the bytes and the labels the answer was counted under.
+    pub async fn answer_udp(
+        &self,
+        bytes: &[u8],
+        src: std::net::SocketAddr,
+    ) -> Option<(Vec<u8>, QueryLabels)> {
+        use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+        let capture = Capture::default();
+        let qtype = match Request::from_bytes(bytes.to_vec(), src, Protocol::Udp) {
+            Ok(request) => {
+                if request.metadata.message_type == MessageType::Response {
+                    // Never answer answers (reflection).
+                    return None;
+                }
+                self.handle_request::<_, hickory_server::net::runtime::TokioTime>(
+                    &request,
+                    capture.clone(),
+                )
+                .await;
+                request.queries.queries().first().map(|q| q.query_type())
+            }
+            Err(error) => {
+                // As hickory-server: without a header, no answer; else FORMERR.
+                let header = Header::read(&mut BinDecoder::new(bytes)).ok()?;
+                tracing::debug!(%error, %src, "malformed DNS query");
+                // No questions (what hickory-server answers too).
+                let queries =
+                    hickory_server::zone_handler::Queries::read(&mut BinDecoder::new(&[]), 0)
+                        .ok()?;
+                let response = MessageResponseBuilder::new(&queries, None)
+                    .error_msg(&header.metadata, ResponseCode::FormErr);
+                capture.clone().send_response(response).await.ok()?;
+                self.state.metrics.query(udp_labels(None, ResponseCode::FormErr));
+                None
+            }
+        };
+        let (reply, rcode) = capture.take()?;
+        Some((reply, udp_labels(qtype, rcode)))
+    }
+}
+
+fn udp_labels(qtype: Option<RecordType>, rcode: ResponseCode) -> QueryLabels {
+    QueryLabels {
+        transport: Transport::Udp,
+        qtype: qtype.map_or(QueryType::OTHER, QueryType::from),
+        rcode: rcode.into(),
+    }
+}
+
+/// Keeps the encoded response instead of sending it, encoded as
+/// hickory-server's UDP path encodes it: within the client's EDNS size,
+/// else 512 bytes; SERVFAIL if it cannot be encoded.
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Option<Encoded>>>);
+
+/// A response as sent, with its code.
+type Encoded = (Vec<u8>, ResponseCode);
+
+impl Capture {
+    fn take(&self) -> Option<Encoded> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for Capture {
+    async fn send_response<'a>(
+        &mut self,
+        response: hickory_server::zone_handler::MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, hickory_server::net::NetError> {
+        use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+        let limit = response.edns().map_or(512, |e| e.max_payload().max(512));
+        let request = *response.metadata();
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(limit);
+        let info = match response.destructive_emit(&mut encoder) {
+            Ok(info) => info,
+            Err(error) => {
+                tracing::warn!(%error, "encoding a DNS response failed; SERVFAIL instead");
+                let mut failed = request;
+                failed.response_code = ResponseCode::ServFail;
+                failed.authoritative = false;
+                failed.truncation = false;
+                let header = Header { metadata: failed, counts: HeaderCounts::default() };
+                bytes.clear();
+                header.emit(&mut BinEncoder::new(&mut bytes))?;
+                ResponseInfo::from(header)
+            }
+        };
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((bytes, info.response_code));
+        Ok(info)
     }
 }
 

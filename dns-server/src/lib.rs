@@ -17,6 +17,7 @@ pub mod query_log;
 mod shared_map;
 pub mod state;
 pub mod storage;
+mod udp;
 pub mod zone;
 
 use anyhow::Context;
@@ -169,7 +170,10 @@ impl Config {
 /// A running server: DNS and HTTP.
 pub struct RunningServer {
     state: Arc<ServerState>,
+    /// TCP (hickory-server).
     dns: hickory_server::Server<dns::DnsHandler>,
+    /// UDP (our own loops; see `udp`).
+    _udp: udp::UdpListener,
     http: dropshot::HttpServer<Arc<ServerState>>,
     /// Closes idle HTTP connections while it lives.
     _http_idle: http_idle::Reaper,
@@ -203,8 +207,11 @@ impl RunningServer {
         let state = Arc::new(state);
 
         let mut dns = hickory_server::Server::new(dns::DnsHandler { state: state.clone() });
-        dns.register_socket(udp);
         dns.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+        // One UDP loop per core (one alone was 12-25 % slower on two cores).
+        let loops = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let handler = Arc::new(dns::DnsHandler { state: state.clone() });
+        let udp = udp::UdpListener::start(udp, handler, loops);
 
         let api = dns_server_api::dns_server_api_mod::api_description::<http::DnsServerApiImpl>()
             .map_err(|e| anyhow::anyhow!("building the API description: {e}"))?;
@@ -230,7 +237,7 @@ impl RunningServer {
             %id, %dns_address, http_address = %http.local_addr(),
             generation = state.served().generation(), "DNS server started"
         );
-        Ok(RunningServer { state, dns, http, _http_idle: http_idle, dns_address })
+        Ok(RunningServer { state, dns, _udp: udp, http, _http_idle: http_idle, dns_address })
     }
 
     pub fn id(&self) -> Uuid {

@@ -208,6 +208,12 @@ impl Metrics {
         self.queries.get_or_create(&labels).inc();
     }
 
+    /// The counter of `labels`, to count many queries without looking it
+    /// up each time (the UDP answer cache keeps one per answer).
+    pub fn query_counter(&self, labels: QueryLabels) -> Counter {
+        self.queries.get_or_create(&labels).clone()
+    }
+
     pub fn apply(&self, kind: ApplyKind, outcome: ApplyOutcome, seconds: f64) {
         let labels = ApplyLabels { kind, outcome };
         self.applies.get_or_create(&labels).inc();

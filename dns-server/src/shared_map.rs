@@ -24,7 +24,15 @@ pub struct Fnv(u64);
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {
-        self.0
+        // FNV-1a leaves similar keys (name1, name2, ...) with similar high
+        // bits, which hashbrown uses as tags: mix them (MurmurHash3's
+        // finalizer) so that a probe rarely compares names.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
     }
     fn write(&mut self, bytes: &[u8]) {
         let mut hash = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };

@@ -260,3 +260,44 @@ async fn additionals_that_do_not_fit_are_dropped_not_truncated() {
     let m = ask(s.dns(), &q, Transport::Tcp).await;
     assert_eq!(m.additionals.iter().filter(|r| r.record_type() == RecordType::AAAA).count(), 200);
 }
+
+/// The UDP loops keep encoded answers: a repeated query gets exactly the
+/// answer the full path gives (over TCP too, but for the length prefix and
+/// the size limit), with its own ID, and a new generation's answer as soon
+/// as it is served; queries with EDNS options are answered each on their
+/// own.
+#[tokio::test]
+async fn repeated_udp_queries_get_the_same_answer_with_their_own_id() {
+    let s = server_with_records().await;
+    let name = format!("_nexus._tcp.{ZONE}.");
+    let question = Question { edns: Some(1232), ..Question::new(&name, RecordType::SRV) };
+    let first = exchange_raw(s.dns(), &encode(&question, 1), Transport::Udp).await.unwrap();
+    let second = exchange_raw(s.dns(), &encode(&question, 0xbeef), Transport::Udp).await.unwrap();
+    assert_eq!(&second[..2], &[0xbe, 0xef]);
+    assert_eq!(first[2..], second[2..], "the same answer but for the ID");
+    let over_tcp = exchange_raw(s.dns(), &encode(&question, 1), Transport::Tcp).await.unwrap();
+    assert_eq!(first, over_tcp, "what the full path encodes");
+
+    // A new generation: the next answer is from it.
+    s.put(&config(8, vec![("_nexus._tcp", vec![srv(7777, &format!("abc.host.{ZONE}"))])]))
+        .await
+        .unwrap();
+    let third = exchange_raw(s.dns(), &encode(&question, 2), Transport::Udp).await.unwrap();
+    let message = Message::from_vec(&third).unwrap();
+    assert!(rdata(&message).iter().any(|r| r.contains("7777")), "{:?}", rdata(&message));
+
+    // NSID asked: answered with it every time.
+    for id in [3, 4] {
+        let mut query = Message::from_vec(&encode(&question, id)).unwrap();
+        let mut edns = query.edns.clone().unwrap();
+        edns.options_mut().insert(hickory_proto::rr::rdata::opt::EdnsOption::NSID(
+            hickory_proto::rr::rdata::opt::NSIDPayload::new(Vec::<u8>::new()).unwrap(),
+        ));
+        query.set_edns(edns);
+        let reply = exchange_raw(s.dns(), &query.to_vec().unwrap(), Transport::Udp).await.unwrap();
+        let reply = Message::from_vec(&reply).unwrap();
+        assert_eq!(reply.metadata.id, id);
+        let options = reply.edns.unwrap();
+        assert!(options.options().get(hickory_proto::rr::rdata::opt::EdnsCode::NSID).is_some());
+    }
+}

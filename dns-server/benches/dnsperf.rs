@@ -14,7 +14,10 @@
 //! For each zone size (1,000 and 100,000 names, half AAAA, half SRV), the
 //! same query mix (40% AAAA that exist, 30% SRV that exist, 15% NXDOMAIN,
 //! 15% NODATA) is sent to our `dns-server` and to `knotd` serving the same
-//! zone, one after the other, in one run.
+//! zone, one after the other, in one run, over UDP and then over TCP
+//! (`dnsperf -m tcp`).  Then a config of the same size is applied to our
+//! server while dnsperf runs, and dnsperf's lost queries and response codes
+//! during it are printed.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -96,20 +99,29 @@ fn query_file(names: usize) -> String {
 }
 
 fn dnsperf(port: u16, queries: &Path, seconds: u64) -> (f64, String) {
+    let (qps, lost, _) = dnsperf_over(port, queries, seconds, "udp");
+    (qps, lost)
+}
+
+/// dnsperf over `mode` (`udp` or `tcp`): queries per second, its "Queries
+/// lost" line and its "Response codes" line.
+fn dnsperf_over(port: u16, queries: &Path, seconds: u64, mode: &str) -> (f64, String, String) {
     let output = Command::new("dnsperf")
         .args(["-s", "127.0.0.1", "-p", &port.to_string(), "-l", &seconds.to_string()])
-        .args(["-c", "8", "-q", "200", "-T", "1", "-t", "2", "-d"])
+        .args(["-c", "8", "-q", "200", "-T", "1", "-t", "2", "-m", mode, "-d"])
         .arg(queries)
         .output()
         .expect("running dnsperf (apt-get install -y dnsperf)");
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let codes =
+        text.lines().find(|l| l.contains("Response codes")).unwrap_or("").trim().to_string();
     let qps = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("Queries per second:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no result from dnsperf:\n{text}"));
     let lost = text.lines().find(|l| l.contains("Queries lost")).unwrap_or("").trim().to_string();
-    (qps, lost)
+    (qps, lost, codes)
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -259,6 +271,18 @@ async fn main() {
 
         let rss = rss_kib(ours.pid().unwrap().as_raw() as u32);
         let (our_qps, our_lost) = dnsperf(dns.port(), &queries, seconds);
+        let (our_tcp, _, _) = dnsperf_over(dns.port(), &queries, seconds, "tcp");
+        // Generation 3 applied while dnsperf runs: what did it cost clients?
+        let load = {
+            let queries = queries.clone();
+            std::thread::spawn(move || dnsperf_over(dns.port(), &queries, seconds, "udp"))
+        };
+        std::thread::sleep(Duration::from_secs(seconds / 3));
+        let started = Instant::now();
+        let response = put(serde_json::to_vec(&config_json(names, 3)).unwrap()).await.unwrap();
+        assert!(response.status().is_success());
+        let put_under_load = started.elapsed();
+        let (_, load_lost, load_codes) = load.join().unwrap();
         drop(ours);
         // Steady state: a fresh process that loaded the stored config.
         let (restarted, _, _) = start_ours(dir.path(), &tokens.token_file()).await;
@@ -267,6 +291,7 @@ async fn main() {
 
         let (knot, knot_port) = start_knot(dir.path(), names);
         let (knot_qps, knot_lost) = dnsperf(knot_port, &queries, seconds);
+        let (knot_tcp, _, _) = dnsperf_over(knot_port, &queries, seconds, "tcp");
         drop(knot);
 
         println!(
@@ -276,6 +301,10 @@ async fn main() {
             rss_restarted as f64 / 1024.0,
         );
         eprintln!("  dns-server: {our_lost}\n  knotd: {knot_lost}");
+        println!("|   TCP | {our_tcp:.0} | {knot_tcp:.0} | {:.2} | | |", our_tcp / knot_tcp);
+        eprintln!(
+            "  PUT of {names} names under dnsperf load: {put_under_load:.2?}; {load_lost}; {load_codes}"
+        );
         let _ = std::io::stdout().flush();
     }
 }

@@ -9,7 +9,11 @@
 //! get the same answer but for the ID, so a repeated query costs a lookup
 //! and a copy.  Only plain queries are kept (one question, no EDNS options,
 //! not a zone transfer, no query log), and the cache is dropped whole when
-//! the generation changes or it is full.
+//! the generation changes.  A cache that does not help (queries spread over
+//! more names than it holds) costs more than it saves, so each loop
+//! watches its hit rate: when fewer than a quarter of a window's lookups
+//! hit a full cache, it drops it and answers without one for a few
+//! windows before learning again.
 //!
 //! Everything else (decoding, the answer, EDNS, truncation, malformed
 //! packets) is the same handler and hickory code as over TCP, so the same
@@ -23,6 +27,10 @@ use tokio::net::UdpSocket;
 
 /// Encoded answers kept per loop (about 100 bytes each plus the query).
 const CACHE_ENTRIES: usize = 8192;
+/// Lookups per window of the hit-rate watch.
+const WINDOW: u32 = 65_536;
+/// Windows without a cache after one that did not pay.
+const PAUSE_WINDOWS: u32 = 4;
 
 /// The UDP receive buffer asked for.
 const RECEIVE_BUFFER: usize = 4 << 20;
@@ -92,13 +100,13 @@ async fn answer(
     if src.port() == 0 {
         return None;
     }
-    let cacheable = handler.state.query_log.is_none() && is_plain_query(query);
+    let cacheable = cache.in_use() && handler.state.query_log.is_none() && is_plain_query(query);
     if cacheable {
         let served = handler.state.served();
         if !cache.serves(&served) {
             cache.reset(&served);
         }
-        if let Some(hit) = cache.entries.get(&query[2..]) {
+        if let Some(hit) = cache.lookup(&query[2..]) {
             hit.counter.inc();
             let mut reply = hit.reply.clone();
             reply[..2].copy_from_slice(&query[..2]);
@@ -106,10 +114,7 @@ async fn answer(
         }
     }
     let (reply, labels) = handler.answer_udp(query, src).await?;
-    if cacheable {
-        if cache.entries.len() >= CACHE_ENTRIES {
-            cache.entries.clear();
-        }
+    if cacheable && cache.entries.len() < CACHE_ENTRIES {
         let counter = handler.state.metrics.query_counter(labels);
         cache.entries.insert(query[2..].to_vec(), Cached { reply: reply.clone(), counter });
     }
@@ -124,6 +129,11 @@ struct Cache {
     served: std::sync::Weak<crate::zone::Served>,
     /// Query bytes after the ID → the answer.
     entries: HashMap<Vec<u8>, Cached>,
+    /// Lookups and hits in the current window.
+    lookups: u32,
+    hits: u32,
+    /// Queries left to answer without the cache.
+    paused: u32,
 }
 
 impl Cache {
@@ -134,6 +144,33 @@ impl Cache {
     fn reset(&mut self, served: &Arc<crate::zone::Served>) {
         self.entries.clear();
         self.served = Arc::downgrade(served);
+    }
+
+    /// Whether to use the cache for this query (counts down a pause).
+    fn in_use(&mut self) -> bool {
+        if self.paused == 0 {
+            return true;
+        }
+        self.paused -= 1;
+        false
+    }
+
+    fn lookup(&mut self, key: &[u8]) -> Option<&Cached> {
+        self.lookups += 1;
+        if self.lookups >= WINDOW {
+            let full = self.entries.len() >= CACHE_ENTRIES;
+            if full && self.hits < self.lookups / 4 {
+                self.entries.clear();
+                self.paused = PAUSE_WINDOWS * WINDOW;
+            }
+            self.lookups = 0;
+            self.hits = 0;
+        }
+        let hit = self.entries.get(key);
+        if hit.is_some() {
+            self.hits += 1;
+        }
+        hit
     }
 }
 
@@ -206,6 +243,36 @@ mod tests {
             q.extend_from_slice(rdata);
         }
         q
+    }
+
+    /// A full cache that rarely hits is dropped and the loop answers
+    /// without one for a while; one that hits stays.
+    #[test]
+    fn a_cache_that_does_not_pay_is_paused() {
+        let mut cache = Cache::default();
+        for i in 0..CACHE_ENTRIES as u32 {
+            let counter = prometheus_client::metrics::counter::Counter::default();
+            cache.entries.insert(i.to_be_bytes().to_vec(), Cached { reply: vec![0; 12], counter });
+        }
+        // A window of lookups, one in ten a hit.
+        for i in 0..WINDOW {
+            let key = if i % 10 == 0 { 1u32 } else { u32::MAX - i };
+            cache.lookup(&key.to_be_bytes());
+        }
+        assert!(cache.entries.is_empty(), "dropped");
+        assert!(!cache.in_use(), "paused");
+        assert_eq!(cache.paused, PAUSE_WINDOWS * WINDOW - 1);
+
+        let mut cache = Cache::default();
+        for i in 0..CACHE_ENTRIES as u32 {
+            let counter = prometheus_client::metrics::counter::Counter::default();
+            cache.entries.insert(i.to_be_bytes().to_vec(), Cached { reply: vec![0; 12], counter });
+        }
+        for i in 0..WINDOW {
+            cache.lookup(&(i % 100).to_be_bytes());
+        }
+        assert_eq!(cache.entries.len(), CACHE_ENTRIES, "a cache that hits stays");
+        assert!(cache.in_use());
     }
 
     #[test]

@@ -51,6 +51,8 @@ impl RequestHandler for DnsHandler {
         let builder = MessageResponseBuilder::new(&request.queries, response_edns.as_ref());
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.recursion_available = false;
+        // Not a validating server: CD is not echoed (as Knot and NSD).
+        metadata.checking_disabled = false;
 
         let refuse = |code: ResponseCode| {
             let mut metadata = metadata;
@@ -64,6 +66,12 @@ impl RequestHandler for DnsHandler {
                 .await
         } else if request.metadata.message_type != MessageType::Query {
             send(&mut response_handle, builder.build_no_records(refuse(ResponseCode::FormErr)))
+                .await
+        } else if request.metadata.op_code == OpCode::Notify {
+            // We take configs from Nexus, never zones from a primary: not
+            // authoritative for this (as Knot answers a NOTIFY it does not
+            // expect).
+            send(&mut response_handle, builder.build_no_records(refuse(ResponseCode::NotAuth)))
                 .await
         } else if request.metadata.op_code != OpCode::Query {
             send(&mut response_handle, builder.build_no_records(refuse(ResponseCode::NotImp))).await
@@ -111,7 +119,9 @@ impl RequestHandler for DnsHandler {
                 .flatten();
             let answer = if let Some(record) = &identity {
                 Answer::Found { answers: vec![record], additionals: vec![] }
-            } else if query.query_class() == DNSClass::IN {
+            } else if matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) {
+                // QCLASS ANY (RFC 1035 3.2.5) finds the class IN data we
+                // serve, as Knot and NSD answer it.
                 served.lookup(query.name(), query.query_type())
             } else {
                 // We are authoritative for class IN only.
@@ -173,6 +183,26 @@ impl RequestHandler for DnsHandler {
                             additionals.clear();
                         }
                     }
+                    // The owner names of the answers to the name asked keep
+                    // the case it was asked in (as Knot and NSD answer,
+                    // which resolvers using 0x20 randomization expect).
+                    let asked = query.original().name();
+                    let renamed: Vec<Record>;
+                    let answers: Vec<&Record> = if has_upper_case(asked) {
+                        renamed = answers
+                            .iter()
+                            .map(|r| {
+                                let mut r = (*r).clone();
+                                if r.name == *asked {
+                                    r.name = asked.clone();
+                                }
+                                r
+                            })
+                            .collect();
+                        renamed.iter().collect()
+                    } else {
+                        answers
+                    };
                     let response = builder.build(metadata, answers, none, none, additionals);
                     send(&mut response_handle, response).await
                 }
@@ -335,6 +365,11 @@ impl ResponseHandler for Capture {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((bytes, info.response_code));
         Ok(info)
     }
+}
+
+/// Whether a name has an upper-case letter.
+fn has_upper_case(name: &hickory_proto::rr::Name) -> bool {
+    name.iter().any(|label| label.iter().any(u8::is_ascii_uppercase))
 }
 
 /// An upper bound of `record`'s size in a response: its owner compressed

@@ -1,7 +1,8 @@
 //! Side by side with Knot DNS: the same zone loaded into `knotd` and into
 //! our server, the same questions asked of both over UDP and TCP, and the
-//! answers compared (response code, AA and TC flags, the answer records and
-//! the additional records).  Needs `knotd` (Debian package `knot`; CI
+//! answers compared (response code, AA, TC and CD flags, the answer records
+//! with their owner names' case, and the additional records), including
+//! flags, a NOTIFY, class ANY and a name asked in mixed case.  Needs `knotd` (Debian package `knot`; CI
 //! installs it); without it the test says so and checks nothing.
 
 mod common;
@@ -84,6 +85,7 @@ struct Shape {
     rcode: String,
     aa: bool,
     tc: bool,
+    cd: bool,
     answers: BTreeSet<String>,
     additionals: BTreeSet<String>,
 }
@@ -93,17 +95,28 @@ fn shape(message: &Message) -> Shape {
         section
             .iter()
             .filter(|r| r.record_type() != RecordType::OPT)
-            .map(|r| format!("{} {} {}", r.name.to_ascii().to_lowercase(), r.record_type(), r.data))
+            .map(|r| format!("{} {} {}", r.name.to_ascii(), r.record_type(), r.data))
             .collect()
     };
     Shape {
         rcode: format!("{:?}", message.metadata.response_code),
         aa: message.metadata.authoritative,
         tc: message.metadata.truncation,
+        cd: message.metadata.checking_disabled,
         answers: records(&message.answers),
         additionals: records(&message.additionals),
     }
 }
+
+/// How a question is asked besides its name and type.
+#[derive(Clone, Copy)]
+struct Asked {
+    class: DNSClass,
+    op: OpCode,
+    cd: bool,
+}
+
+const PLAIN: Asked = Asked { class: DNSClass::IN, op: OpCode::Query, cd: false };
 
 async fn ask(
     server: SocketAddr,
@@ -111,9 +124,20 @@ async fn ask(
     rtype: RecordType,
     transport: Transport,
 ) -> Option<Shape> {
-    let mut message = Message::new(0x6161, MessageType::Query, OpCode::Query);
+    ask_as(server, name, rtype, PLAIN, transport).await
+}
+
+async fn ask_as(
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+    asked: Asked,
+    transport: Transport,
+) -> Option<Shape> {
+    let mut message = Message::new(0x6161, MessageType::Query, asked.op);
+    message.metadata.checking_disabled = asked.cd;
     let mut query = Query::query(Name::from_str(name).unwrap(), rtype);
-    query.set_query_class(DNSClass::IN);
+    query.set_query_class(asked.class);
     message.add_query(query);
     let mut edns = Edns::new();
     edns.set_max_payload(1232);
@@ -159,27 +183,35 @@ async fn answers_agree_with_knot() {
     let config: dns_types::DnsConfig = serde_json::from_str(CONFIG).unwrap();
     put(&client(&dir, ours.http_address), &config).await.unwrap();
     let z = ZONE;
+    let cd = Asked { cd: true, ..PLAIN };
+    let notify = Asked { op: OpCode::Notify, ..PLAIN };
+    let class_any = Asked { class: DNSClass::ANY, ..PLAIN };
     let questions = [
-        (format!("www.{z}."), RecordType::A),
-        (format!("www.{z}."), RecordType::AAAA),
-        (format!("www.{z}."), RecordType::MX),
-        (format!("www.{z}."), RecordType::ANY),
-        (format!("{z}."), RecordType::ANY),
-        (format!("{z}."), RecordType::SOA),
-        (format!("{z}."), RecordType::NS),
-        (format!("alias.{z}."), RecordType::A),
-        (format!("alias.{z}."), RecordType::ANY),
-        (format!("_nexus._tcp.{z}."), RecordType::SRV),
-        (format!("txt.{z}."), RecordType::TXT),
-        (format!("ns1.{z}."), RecordType::ANY),
-        ("www.example.org.".to_string(), RecordType::A),
+        (format!("www.{z}."), RecordType::A, PLAIN),
+        (format!("www.{z}."), RecordType::A, cd),
+        (format!("{z}."), RecordType::SOA, notify),
+        (format!("www.{z}."), RecordType::A, class_any),
+        ("wWw.Control-Plane.Internal.".to_string(), RecordType::A, PLAIN),
+        ("ALIAS.control-plane.internal.".to_string(), RecordType::AAAA, PLAIN),
+        (format!("www.{z}."), RecordType::AAAA, PLAIN),
+        (format!("www.{z}."), RecordType::MX, PLAIN),
+        (format!("www.{z}."), RecordType::ANY, PLAIN),
+        (format!("{z}."), RecordType::ANY, PLAIN),
+        (format!("{z}."), RecordType::SOA, PLAIN),
+        (format!("{z}."), RecordType::NS, PLAIN),
+        (format!("alias.{z}."), RecordType::A, PLAIN),
+        (format!("alias.{z}."), RecordType::ANY, PLAIN),
+        (format!("_nexus._tcp.{z}."), RecordType::SRV, PLAIN),
+        (format!("txt.{z}."), RecordType::TXT, PLAIN),
+        (format!("ns1.{z}."), RecordType::ANY, PLAIN),
+        ("www.example.org.".to_string(), RecordType::A, PLAIN),
     ];
     let mut differences = Vec::new();
     let mut answered = 0;
     for transport in [Transport::Udp, Transport::Tcp] {
-        for (name, rtype) in &questions {
-            let theirs = ask(knot, name, *rtype, transport).await;
-            let ours = ask(ours.dns_address, name, *rtype, transport).await;
+        for (name, rtype, asked) in &questions {
+            let theirs = ask_as(knot, name, *rtype, *asked, transport).await;
+            let ours = ask_as(ours.dns_address, name, *rtype, *asked, transport).await;
             assert!(
                 theirs.is_some() && ours.is_some(),
                 "{name} {rtype} over {transport:?}: no answer"

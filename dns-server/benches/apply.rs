@@ -88,14 +88,7 @@ fn main() {
                 .names
                 .insert(format!("new{i}"), vec![DnsRecord::A("192.0.2.1".parse().unwrap())]);
         }
-        let diff = dns_types::ConfigDiff::from_dns_diff(
-            &dns_types::diff_configs(dns_types::DnsGroup::Internal, &decoded, &next),
-            digest.clone(),
-            dns_types::config_digest(&next),
-            next.time_created,
-            next.creator.clone(),
-            next.comment.clone(),
-        );
+        let diff = dns_types::ConfigDiff::between(&decoded, &next);
         let body = serde_json::to_vec(&diff).unwrap();
         let median = |mut samples: Vec<std::time::Duration>| {
             samples.sort();

@@ -427,14 +427,7 @@ mod tests {
     }
 
     fn diff(from: &DnsConfig, to: &DnsConfig) -> ConfigDiff {
-        ConfigDiff::from_dns_diff(
-            &dns_types::diff_configs(dns_types::DnsGroup::Internal, from, to),
-            dns_types::config_digest(from),
-            dns_types::config_digest(to),
-            to.time_created,
-            to.creator.clone(),
-            to.comment.clone(),
-        )
+        ConfigDiff::between(from, to)
     }
 
     /// 1,000 differences in a row, then a load: the same config (and

@@ -649,7 +649,7 @@ mod tests {
 #[cfg(test)]
 mod diff_tests {
     use super::*;
-    use dns_types::{DnsConfigZone, DnsGroup, SrvRecord};
+    use dns_types::{DnsConfigZone, SrvRecord};
     use std::collections::BTreeMap;
     use std::str::FromStr;
 
@@ -668,14 +668,7 @@ mod diff_tests {
     }
 
     fn diff(from: &DnsConfig, to: &DnsConfig) -> ConfigDiff {
-        ConfigDiff::from_dns_diff(
-            &dns_types::diff_configs(DnsGroup::Internal, from, to),
-            dns_types::config_digest(from),
-            dns_types::config_digest(to),
-            to.time_created,
-            to.creator.clone(),
-            to.comment.clone(),
-        )
+        ConfigDiff::between(from, to)
     }
 
     fn every_kind() -> BTreeMap<String, Vec<DnsRecord>> {

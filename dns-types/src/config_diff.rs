@@ -116,6 +116,22 @@ impl ConfigDiff {
         }
     }
 
+    /// The difference that leads from one whole config to another,
+    /// computed in memory (for tools and tests; Nexus reads differences
+    /// from the database's changed rows).
+    pub fn between(from: &DnsConfig, to: &DnsConfig) -> ConfigDiff {
+        // The group only labels a `DnsDiff`; a `ConfigDiff` has none.
+        let diff = crate::diff_configs(crate::DnsGroup::Internal, from, to);
+        ConfigDiff::from_dns_diff(
+            &diff,
+            crate::config_digest(from),
+            crate::config_digest(to),
+            to.time_created,
+            to.creator.clone(),
+            to.comment.clone(),
+        )
+    }
+
     /// Number of names changed.
     pub fn name_count(&self) -> usize {
         self.zones.iter().map(|z| z.names.len()).sum()
@@ -236,7 +252,7 @@ impl ConfigDiff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{DnsConfigZone, DnsGroup, diff_configs};
+    use crate::DnsConfigZone;
 
     fn a(last: u8) -> DnsRecord {
         DnsRecord::A(std::net::Ipv4Addr::new(192, 0, 2, last))
@@ -257,14 +273,7 @@ mod tests {
     }
 
     fn diff_between(from: &DnsConfig, to: &DnsConfig) -> ConfigDiff {
-        ConfigDiff::from_dns_diff(
-            &diff_configs(DnsGroup::Internal, from, to),
-            crate::config_digest(from),
-            crate::config_digest(to),
-            to.time_created,
-            to.creator.clone(),
-            to.comment.clone(),
-        )
+        ConfigDiff::between(from, to)
     }
 
     #[test]

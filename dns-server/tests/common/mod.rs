@@ -185,14 +185,7 @@ fn rand_id() -> u16 {
 
 /// The difference that leads from `from` to `to`.
 pub fn diff(from: &DnsConfig, to: &DnsConfig) -> dns_types::ConfigDiff {
-    dns_types::ConfigDiff::from_dns_diff(
-        &dns_types::diff_configs(dns_types::DnsGroup::Internal, from, to),
-        dns_types::config_digest(from),
-        dns_types::config_digest(to),
-        to.time_created,
-        to.creator.clone(),
-        to.comment.clone(),
-    )
+    dns_types::ConfigDiff::between(from, to)
 }
 
 /// PUTs a difference; on error returns (status, error code, message).

@@ -391,16 +391,27 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn publishes_each_new_generation_once_and_reports_database_errors() {
-        let mut db = test_database::TestDatabase::new().await;
+    /// A database whose internal group holds name `a`, and a config task
+    /// on it.
+    async fn initialized() -> (
+        test_database::TestDatabase,
+        DnsConfigTask,
+        watch::Receiver<Option<LoadedConfig>>,
+        Activation,
+    ) {
+        let db = test_database::TestDatabase::new().await;
         let zones = [ZoneSpec { zone_name: "control-plane.internal".into(), ttl_seconds: 60 }];
         db.datastore
             .dns_group_initialize(DnsGroup::Internal, &zones, "setup", &add("initial setup", "a"))
             .await
             .unwrap();
-        let (mut task, receiver) = DnsConfigTask::new(DnsGroup::Internal, db.datastore.clone());
-        let activation = Activation::new(1, ActivationReason::Timer);
+        let (task, receiver) = DnsConfigTask::new(DnsGroup::Internal, db.datastore.clone());
+        (db, task, receiver, Activation::new(1, ActivationReason::Timer))
+    }
+
+    #[tokio::test]
+    async fn publishes_each_new_generation_once_and_reports_database_errors() {
+        let (mut db, mut task, receiver, activation) = initialized().await;
 
         let first = task.activate(&activation).await.unwrap();
         assert_eq!((first.generation, first.changed, first.names), (1, true, 1));
@@ -460,14 +471,7 @@ mod tests {
     /// says why.
     #[tokio::test]
     async fn doubts_about_a_difference_mean_reading_in_full() {
-        let db = test_database::TestDatabase::new().await;
-        let zones = [ZoneSpec { zone_name: "control-plane.internal".into(), ttl_seconds: 60 }];
-        db.datastore
-            .dns_group_initialize(DnsGroup::Internal, &zones, "setup", &add("initial setup", "a"))
-            .await
-            .unwrap();
-        let (mut task, receiver) = DnsConfigTask::new(DnsGroup::Internal, db.datastore.clone());
-        let activation = Activation::new(1, ActivationReason::Timer);
+        let (db, mut task, receiver, activation) = initialized().await;
         task.activate(&activation).await.unwrap();
         let (sql, connection) =
             tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();

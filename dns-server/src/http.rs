@@ -47,22 +47,8 @@ impl DnsServerApi for DnsServerApiImpl {
         rqctx.context().api_token.authorize(rqctx.request.headers())?;
         let config = config.into_inner();
         let generation = config.generation;
-        let started = std::time::Instant::now();
-        let result = rqctx.context().update(config).await;
-        let outcome = match &result {
-            Ok(UpdateOutcome::Applied) => ApplyOutcome::Applied,
-            Ok(UpdateOutcome::AlreadyApplied) => ApplyOutcome::AlreadyApplied,
-            Err(error) => apply_outcome(error),
-        };
-        let seconds = started.elapsed().as_secs_f64();
-        rqctx.context().metrics.apply(ApplyKind::Put, outcome, seconds);
-        match result {
-            Ok(outcome) => {
-                tracing::debug!(generation, ?outcome, "PUT /config");
-                Ok(HttpResponseUpdatedNoContent())
-            }
-            Err(error) => Err(to_http_error(generation, error)),
-        }
+        let state = rqctx.context();
+        timed_write(state, ApplyKind::Put, generation, state.update(config)).await
     }
 
     async fn config_diff_put(
@@ -73,19 +59,8 @@ impl DnsServerApi for DnsServerApiImpl {
         rqctx.context().api_token.authorize(rqctx.request.headers())?;
         let diff = diff.into_inner();
         let generation = diff.generation;
-        let started = std::time::Instant::now();
-        let result = rqctx.context().apply_diff(diff).await;
-        let outcome = match &result {
-            Ok(UpdateOutcome::Applied) => ApplyOutcome::Applied,
-            Ok(UpdateOutcome::AlreadyApplied) => ApplyOutcome::AlreadyApplied,
-            Err(error) => apply_outcome(error),
-        };
-        let seconds = started.elapsed().as_secs_f64();
-        rqctx.context().metrics.apply(ApplyKind::Diff, outcome, seconds);
-        match result {
-            Ok(_) => Ok(HttpResponseUpdatedNoContent()),
-            Err(error) => Err(to_http_error(generation, error)),
-        }
+        let state = rqctx.context();
+        timed_write(state, ApplyKind::Diff, generation, state.apply_diff(diff)).await
     }
 
     async fn config_repair(
@@ -165,6 +140,31 @@ impl DnsServerApi for DnsServerApiImpl {
             started_at: state.started_at,
             last_repair: state.last_repair(),
         }))
+    }
+}
+
+/// Runs one config write (`PUT /config`, `PUT /config/diff`), counts and
+/// times it, and turns its error into the HTTP error.
+async fn timed_write(
+    state: &ServerState,
+    kind: ApplyKind,
+    generation: u64,
+    write: impl std::future::Future<Output = Result<UpdateOutcome, UpdateError>>,
+) -> Result<HttpResponseUpdatedNoContent, HttpError> {
+    let started = std::time::Instant::now();
+    let result = write.await;
+    let outcome = match &result {
+        Ok(UpdateOutcome::Applied) => ApplyOutcome::Applied,
+        Ok(UpdateOutcome::AlreadyApplied) => ApplyOutcome::AlreadyApplied,
+        Err(error) => apply_outcome(error),
+    };
+    state.metrics.apply(kind, outcome, started.elapsed().as_secs_f64());
+    match result {
+        Ok(outcome) => {
+            tracing::debug!(generation, ?outcome, ?kind, "config written");
+            Ok(HttpResponseUpdatedNoContent())
+        }
+        Err(error) => Err(to_http_error(generation, error)),
     }
 }
 

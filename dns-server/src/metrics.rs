@@ -100,7 +100,7 @@ pub struct QueryLabels {
 }
 
 /// How a config reached the server.
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum ApplyKind {
     Put,
     Diff,

@@ -1,7 +1,7 @@
 //! DNS server throughput against Knot DNS, measured with dnsperf on loopback,
 //! plus the time to apply a 100,000-name config while queries keep coming.
 //!
-//! Needs `dnsperf` and `knotd` (Debian packages `dnsperf`, `knot`).
+//! Needs `dnsperf`, `knotd` and `nsd` (Debian packages `dnsperf`, `knot`, `nsd`).
 //! Run: `cargo bench -p dns-server --bench dnsperf` (figures are recorded in
 //! docs/PERFORMANCE.md).  `DNSPERF_SECONDS` sets each run's length
 //! (default 10).
@@ -175,6 +175,13 @@ fn start_knot(dir: &Path, names: usize) -> (Process, u16) {
         .spawn()
         .expect("running knotd (apt-get install -y knot)");
     let process = Process(child);
+    wait_for_zone(port, &knot.join("knotd.log"));
+    (process, port)
+}
+
+/// Waits until a server on `port` answers the zone's SOA (its log at
+/// `log` says why when it does not).
+fn wait_for_zone(port: u16, log: &Path) {
     wait_for_port(port);
     // Wait until the zone is loaded: the apex SOA answers.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -195,9 +202,50 @@ fn start_knot(dir: &Path, names: usize) -> (Process, u16) {
         if !out.stdout.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "knotd did not load the zone; see {}", knot.display());
+        assert!(
+            Instant::now() < deadline,
+            "the server did not load the zone; see {}",
+            log.display()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// NSD 4 serving the same zone on a free port (`nsd -d`, no control
+/// socket, no zone database, two servers like Knot's two UDP workers here).
+/// Response rate limiting is off: Debian's NSD limits identical answers to
+/// 200 per second per client network, which turns a benchmark from one
+/// address into dropped queries.
+fn start_nsd(dir: &Path, names: usize) -> (Process, u16) {
+    let nsd = dir.join("nsd");
+    std::fs::create_dir_all(&nsd).unwrap();
+    std::fs::write(nsd.join("zone.zone"), zone_file(names)).unwrap();
+    let port = free_port();
+    let conf = nsd.join("nsd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "server:\n    ip-address: 127.0.0.1@{port}\n    username: \"\"\n    zonesdir: \"{d}\"\n\
+             \x20   pidfile: \"{d}/nsd.pid\"\n    database: \"\"\n    xfrdfile: \"{d}/xfrd.state\"\n\
+             \x20   zonelistfile: \"{d}/zone.list\"\n    server-count: 2\n\
+             \x20   rrl-ratelimit: 0\n    rrl-whitelist-ratelimit: 0\n\
+             remote-control:\n    control-enable: no\n\
+             zone:\n    name: {ZONE}\n    zonefile: zone.zone\n",
+            d = nsd.display()
+        ),
+    )
+    .unwrap();
+    let log = nsd.join("nsd.log");
+    let child = Command::new("nsd")
+        .arg("-d")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("running nsd (apt-get install -y nsd)");
+    let process = Process(child);
+    wait_for_zone(port, &log);
     (process, port)
 }
 
@@ -293,6 +341,10 @@ async fn main() {
         let (knot_qps, knot_lost) = dnsperf(knot_port, &queries, seconds);
         let (knot_tcp, _, _) = dnsperf_over(knot_port, &queries, seconds, "tcp");
         drop(knot);
+        let (nsd, nsd_port) = start_nsd(dir.path(), names);
+        let (nsd_qps, nsd_lost) = dnsperf(nsd_port, &queries, seconds);
+        let (nsd_tcp, _, _) = dnsperf_over(nsd_port, &queries, seconds, "tcp");
+        drop(nsd);
 
         println!(
             "| {names} | {our_qps:.0} | {knot_qps:.0} | {:.2} | {:.1} MiB / {:.1} MiB | {put_time:.2?} ({answered} queries answered during it, slowest {slowest:.2?}) |",
@@ -300,8 +352,13 @@ async fn main() {
             rss as f64 / 1024.0,
             rss_restarted as f64 / 1024.0,
         );
-        eprintln!("  dns-server: {our_lost}\n  knotd: {knot_lost}");
+        eprintln!("  dns-server: {our_lost}\n  knotd: {knot_lost}\n  nsd: {nsd_lost}");
         println!("|   TCP | {our_tcp:.0} | {knot_tcp:.0} | {:.2} | | |", our_tcp / knot_tcp);
+        println!(
+            "|   NSD | UDP {nsd_qps:.0} (ours {:.2}x) | TCP {nsd_tcp:.0} (ours {:.2}x) | | | |",
+            our_qps / nsd_qps,
+            our_tcp / nsd_tcp
+        );
         eprintln!(
             "  PUT of {names} names under dnsperf load: {put_under_load:.2?}; {load_lost}; {load_codes}"
         );

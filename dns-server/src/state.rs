@@ -269,13 +269,18 @@ impl ServerState {
         let _guard = self.update_lock.lock().await;
         let storage = self.storage.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let applied = storage.load()?.expect("a journal has a snapshot");
+            // A journal only exists beside its snapshot; if the snapshot
+            // went away meanwhile there is nothing to fold.
+            let Some(applied) = storage.load()? else { return Ok(None) };
             storage.save(&applied.config, applied.time_applied)?;
-            Ok::<_, StorageError>(applied.config.generation)
+            Ok::<_, StorageError>(Some(applied.config.generation))
         })
         .await;
         match result {
-            Ok(Ok(generation)) => tracing::info!(generation, "journal folded into a new snapshot"),
+            Ok(Ok(Some(generation))) => {
+                tracing::info!(generation, "journal folded into a new snapshot")
+            }
+            Ok(Ok(None)) => tracing::warn!("no stored snapshot to fold the journal into"),
             Ok(Err(e)) => {
                 tracing::warn!(error = %dns_types::error_chain(&e), "folding the journal failed; it stays")
             }

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use dns_types::{DnsConfig, DnsRecord};
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use test_support::TokenDir;
@@ -270,22 +270,7 @@ async fn no_answer_mixes_generations_while_differences_land_under_load() {
             {
                 let m =
                     query(s.dns(), &format!("alias.{ZONE}."), RecordType::A, Transport::Udp).await;
-                let target = m.answers.iter().find_map(|r| match &r.data {
-                    RData::CNAME(c) => Some(c.0.to_string()),
-                    _ => None,
-                });
-                let address = m.answers.iter().find_map(|r| match &r.data {
-                    RData::A(a) => Some(a.0.octets()[3] as u64),
-                    _ => None,
-                });
-                let (target, mark) = (target.unwrap(), address.unwrap());
-                let generation: u64 =
-                    target.trim_start_matches("gen").split('.').next().unwrap().parse().unwrap();
-                assert_eq!(
-                    generation % 250,
-                    mark,
-                    "answer mixes generations: {target} with address mark {mark}"
-                );
+                let generation = answer_generation(&m);
                 seen.insert(generation);
                 checked += 1;
             }
@@ -310,4 +295,47 @@ async fn no_answer_mixes_generations_while_differences_land_under_load() {
     // dnsperf was answered throughout (stopped early: it runs for 30 s).
     let _ = load.start_kill();
     let _ = load.wait().await;
+}
+
+/// A journal that grows past the snapshot (and 1 MiB) is folded into a new
+/// snapshot: the journal starts over, the snapshot holds the generation
+/// reached, and what is stored still reads back as the last generation.
+#[tokio::test]
+async fn a_long_journal_is_folded_into_a_snapshot() {
+    let s = TestServer::start().await;
+    let mut current = config(1, vec![("www", vec![a(1)])]);
+    s.put(&current).await.unwrap();
+    let journal = s.storage_dir().join("journal.jsonl");
+    // About 8 kB per difference: past 1 MiB after some 130.
+    let big = |generation: u64| {
+        ["a", "b"].map(|p| DnsRecord::Txt(format!("{p}{generation:07}").repeat(490))).to_vec()
+    };
+    let (mut largest, mut folded_at) = (0, None);
+    for generation in 2..=300u64 {
+        let following = next(&current, generation, "big", big(generation));
+        put_diff(&s.client, &diff(&current, &following)).await.unwrap();
+        current = following;
+        let size = std::fs::metadata(&journal).unwrap().len();
+        if size < largest {
+            folded_at = Some(generation);
+            break;
+        }
+        largest = size;
+    }
+    let folded_at =
+        folded_at.unwrap_or_else(|| panic!("never folded; journal reached {largest} bytes"));
+    assert!(largest > 1 << 20, "folded only past 1 MiB, at {largest} bytes");
+    let snapshot: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.storage_dir().join("config.json")).unwrap())
+            .unwrap();
+    let snapshot_generation = snapshot["config"]["generation"].as_u64().unwrap();
+    assert!(
+        (folded_at - 1..=folded_at).contains(&snapshot_generation),
+        "snapshot at {snapshot_generation}, folded after {folded_at}"
+    );
+    assert_eq!(s.client.config_get().send().await.unwrap().into_inner().config, current);
+    assert_eq!(
+        status(&s.client).await.applied_config_digest,
+        Some(dns_types::config_digest(&current))
+    );
 }

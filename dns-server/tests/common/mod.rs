@@ -203,3 +203,33 @@ pub async fn put_diff(
         Err(other) => Err((0, String::new(), other.to_string())),
     }
 }
+
+/// The generation an answer for the tests' `alias` name comes from, where
+/// each generation G marks its answer twice: a CNAME to `genG.<zone>` and
+/// that name's address `192.0.2.(G % 250)`.  Panics if the two marks
+/// disagree: the answer would mix two generations.
+pub fn answer_generation(message: &Message) -> u64 {
+    use hickory_proto::rr::RData;
+    let target = message.answers.iter().find_map(|r| match &r.data {
+        RData::CNAME(c) => Some(c.0.to_string()),
+        _ => None,
+    });
+    let mark = message.answers.iter().find_map(|r| match &r.data {
+        RData::A(a) => Some(u64::from(a.0.octets()[3])),
+        _ => None,
+    });
+    let (Some(target), Some(mark)) = (target, mark) else {
+        panic!("no CNAME and address in {message:?}")
+    };
+    let generation: u64 = target
+        .strip_prefix("gen")
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected CNAME target {target}"));
+    assert_eq!(
+        generation % 250,
+        mark,
+        "answer mixes generations: {target} with address mark {mark}"
+    );
+    generation
+}

@@ -305,11 +305,19 @@ impl DnsConfigTask {
                 previous.name_count()
             ))));
         }
-        let Some(stored) =
-            self.datastore.dns_digest_state(group, to).await.with_context(|| {
-                format!("reading the digest state of {group} DNS generation {to}")
-            })?
-        else {
+        // A stored state that cannot be read (damaged) is a doubt like any
+        // other: read in full.  (An unreachable database fails that read
+        // too, with its own error.)
+        let stored = match self.datastore.dns_digest_state(group, to).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                return Ok(Err(NoDifference(format!(
+                    "the digest state of generation {to} could not be read: {}",
+                    dns_types::error_chain(&e)
+                ))));
+            }
+        };
+        let Some(stored) = stored else {
             return Ok(Err(NoDifference(format!(
                 "the database stored no digest state with generation {to} (written before \
                  schema 1.1.0), so a derived config could not be checked"
@@ -507,5 +515,18 @@ mod tests {
             db.datastore.dns_config_read(DnsGroup::Internal, Some(3)).await.unwrap()
         );
         assert!(status.load.unwrap().to_string().starts_with("read in full (3 names)"));
+
+        // Generation 4's stored state is not even JSON.
+        db.datastore.dns_change_commit(DnsGroup::Internal, "n", &add("four", "d")).await.unwrap();
+        sql.execute("UPDATE dns_version SET digest_state = 'damaged' WHERE version = 4", &[])
+            .await
+            .unwrap();
+        let status = task.activate(&activation).await.unwrap();
+        assert_eq!(status.error, None, "a damaged state is a doubt, not a failure");
+        let Some(ConfigLoad::Full { reason: Some(reason), names_read: 4, .. }) = &status.load
+        else {
+            panic!("{:?}", status.load)
+        };
+        assert!(reason.contains("digest state of generation 4 could not be read"), "{reason}");
     }
 }

@@ -4,7 +4,7 @@
 //! Needs `dnsperf`, `knotd` and `nsd` (Debian packages `dnsperf`, `knot`, `nsd`).
 //! Run: `cargo bench -p dns-server --bench dnsperf` (figures are recorded in
 //! docs/PERFORMANCE.md).  `DNSPERF_SECONDS` sets each run's length
-//! (default 10).
+//! (default 10); `DNSPERF_SIZES` the zone sizes (default `1000,100000`).
 //!
 //! `DNSPERF_MODE=metrics` measures instead what Prometheus scraping costs:
 //! our server alone with 1,000 names, dnsperf runs alternating between no
@@ -125,10 +125,19 @@ fn dnsperf_over(port: u16, queries: &Path, seconds: u64, mode: &str) -> (f64, St
 }
 
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// The most memory `pid` has held resident.
+fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
@@ -266,7 +275,11 @@ async fn main() {
         "| names | dns-server q/s | knotd q/s | ratio | dns-server RSS after 2 PUTs / after restart | PUT /config |"
     );
     println!("|---:|---:|---:|---:|---:|---:|");
-    for names in [1_000usize, 100_000] {
+    let sizes: Vec<usize> = std::env::var("DNSPERF_SIZES")
+        .ok()
+        .map(|s| s.split(',').map(|n| n.trim().parse().expect("DNSPERF_SIZES: numbers")).collect())
+        .unwrap_or(vec![1_000, 100_000]);
+    for names in sizes {
         let dir = tempfile::tempdir().unwrap();
         let queries = dir.path().join("queries.txt");
         std::fs::write(&queries, query_file(names)).unwrap();
@@ -333,17 +346,24 @@ async fn main() {
         let (_, load_lost, load_codes) = load.join().unwrap();
         drop(ours);
         // Steady state: a fresh process that loaded the stored config.
-        let (restarted, _, _) = start_ours(dir.path(), &tokens.token_file()).await;
-        let rss_restarted = rss_kib(restarted.pid().unwrap().as_raw() as u32);
+        let (restarted, restarted_dns, _) = start_ours(dir.path(), &tokens.token_file()).await;
+        let restarted_pid = restarted.pid().unwrap().as_raw() as u32;
+        let rss_restarted = rss_kib(restarted_pid);
+        // And while it answers (the peak, from the kernel's high-water mark).
+        dnsperf(restarted_dns.port(), &queries, seconds.div_ceil(2));
+        let peak_restarted = peak_rss_kib(restarted_pid);
         drop(restarted);
 
         let (knot, knot_port) = start_knot(dir.path(), names);
         let (knot_qps, knot_lost) = dnsperf(knot_port, &queries, seconds);
         let (knot_tcp, _, _) = dnsperf_over(knot_port, &queries, seconds, "tcp");
+        let knot_peak = peak_rss_kib(knot.0.id());
         drop(knot);
         let (nsd, nsd_port) = start_nsd(dir.path(), names);
         let (nsd_qps, nsd_lost) = dnsperf(nsd_port, &queries, seconds);
         let (nsd_tcp, _, _) = dnsperf_over(nsd_port, &queries, seconds, "tcp");
+        // NSD's main process; its two servers are forks sharing the zone.
+        let nsd_peak = peak_rss_kib(nsd.0.id());
         drop(nsd);
 
         println!(
@@ -361,6 +381,13 @@ async fn main() {
         );
         eprintln!(
             "  PUT of {names} names under dnsperf load: {put_under_load:.2?}; {load_lost}; {load_codes}"
+        );
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        eprintln!(
+            "  peak RSS under load: dns-server {:.1} MiB (restarted from storage), knotd {:.1} MiB, nsd {:.1} MiB (main process)",
+            mib(peak_restarted),
+            mib(knot_peak),
+            mib(nsd_peak)
         );
         let _ = std::io::stdout().flush();
     }

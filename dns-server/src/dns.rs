@@ -20,7 +20,7 @@ use std::sync::Arc;
 /// DNS Flag Day 2020 default (RFC 6891 leaves the choice to the server), so
 /// that answers are not fragmented and an answer that does not fit goes
 /// over TCP.
-const MAX_UDP_PAYLOAD: u16 = 1232;
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
 
 pub struct DnsHandler {
     pub state: Arc<ServerState>,
@@ -122,7 +122,7 @@ impl RequestHandler for DnsHandler {
             } else if matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) {
                 // QCLASS ANY (RFC 1035 3.2.5) finds the class IN data we
                 // serve, as Knot and NSD answer it.
-                served.lookup(query.name(), query.query_type())
+                served.lookup(crate::zone::WireBuf::of(query.name()).as_bytes(), query.query_type())
             } else {
                 // We are authoritative for class IN only.
                 Answer::Refused

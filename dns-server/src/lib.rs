@@ -13,6 +13,7 @@
 pub mod dns;
 pub mod http;
 pub mod metrics;
+pub mod plain;
 pub mod query_log;
 mod shared_map;
 pub mod state;
@@ -191,8 +192,10 @@ impl RunningServer {
             Some(id) => id,
             None => stored_id(&config.storage_dir)?,
         };
-        let (udp, tcp) = bind_dns(config.dns_address).await?;
-        let dns_address = udp.local_addr()?;
+        // One UDP loop per core (one alone was 12-25 % slower on two cores).
+        let loops = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let (udp, tcp) = bind_dns(config.dns_address, loops).await?;
+        let dns_address = udp[0].local_addr()?;
         let advertised = config.advertise_dns_address.unwrap_or(dns_address);
         let mut state = ServerState::load(id, storage, vec![advertised], api_token)?;
         state.answer_version = config.answer_version;
@@ -208,10 +211,8 @@ impl RunningServer {
 
         let mut dns = hickory_server::Server::new(dns::DnsHandler { state: state.clone() });
         dns.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
-        // One UDP loop per core (one alone was 12-25 % slower on two cores).
-        let loops = std::thread::available_parallelism().map_or(2, |n| n.get());
         let handler = Arc::new(dns::DnsHandler { state: state.clone() });
-        let udp = udp::UdpListener::start(udp, handler, loops);
+        let udp = udp::UdpListener::start(udp, handler).context("serving DNS over UDP")?;
 
         let api = dns_server_api::dns_server_api_mod::api_description::<http::DnsServerApiImpl>()
             .map_err(|e| anyhow::anyhow!("building the API description: {e}"))?;
@@ -281,25 +282,37 @@ impl RunningServer {
     }
 }
 
-/// Binds UDP and TCP on the same address.  With port 0 the UDP port is
-/// picked first and TCP may find it taken: then try another.
+/// Binds UDP (`loops` sockets, see `udp::bind`) and TCP on the same
+/// address.  With port 0 the UDP port is picked first and TCP may find it
+/// taken: then try another.
 async fn bind_dns(
     address: SocketAddr,
-) -> anyhow::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
+    loops: usize,
+) -> anyhow::Result<(Vec<std::net::UdpSocket>, tokio::net::TcpListener)> {
     let attempts = if address.port() == 0 { 10 } else { 1 };
     let mut last_error = None;
     for _ in 0..attempts {
-        let udp = tokio::net::UdpSocket::bind(address)
-            .await
-            .with_context(|| format!("binding DNS (UDP) to {address}"))?;
-        let bound = udp.local_addr()?;
+        let udp = match udp::bind(address, loops) {
+            Ok(udp) => udp,
+            Err(e) if address.port() == 0 => {
+                last_error =
+                    Some(anyhow::Error::from(e).context(format!("binding DNS (UDP) to {address}")));
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("binding DNS (UDP) to {address}")),
+        };
+        let bound = udp[0].local_addr()?;
         match tokio::net::TcpListener::bind(bound).await {
             Ok(tcp) => return Ok((udp, tcp)),
-            Err(e) => last_error = Some(e),
+            Err(e) => {
+                last_error = Some(
+                    anyhow::Error::from(e)
+                        .context(format!("binding DNS (TCP) to the UDP port on {address}")),
+                )
+            }
         }
     }
     Err(last_error.expect("at least one attempt"))
-        .with_context(|| format!("binding DNS (TCP) to the UDP port on {address}"))
 }
 
 /// The server's id, kept in the storage directory so that it survives

@@ -8,6 +8,7 @@
 //! (`Arc::make_mut`).  Lookups cost one extra hash (FNV-1a, a few
 //! nanoseconds for a DNS name) to pick the shard.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
@@ -75,7 +76,7 @@ impl<K: Hash + Eq + Clone, V: Clone> SharedMap<K, V> {
         }
     }
 
-    fn shard_of(key: &K) -> usize {
+    fn shard_of<Q: Hash + ?Sized>(key: &Q) -> usize {
         let mut hasher = Fnv::default();
         key.hash(&mut hasher);
         // The shard's own table uses the lowest bits (bucket) and the top
@@ -84,11 +85,17 @@ impl<K: Hash + Eq + Clone, V: Clone> SharedMap<K, V> {
         (hasher.finish() >> 24) as usize % SHARDS
     }
 
-    pub fn get(&self, key: &K) -> Option<&V> {
+    pub fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
         self.shards[Self::shard_of(key)].get(key)
     }
 
-    pub fn contains_key(&self, key: &K) -> bool {
+    pub fn contains_key<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+    {
         self.get(key).is_some()
     }
 
@@ -100,7 +107,10 @@ impl<K: Hash + Eq + Clone, V: Clone> SharedMap<K, V> {
         previous
     }
 
-    pub fn remove(&mut self, key: &K) -> Option<V> {
+    pub fn remove<Q: Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
         let shard = &mut self.shards[Self::shard_of(key)];
         if !shard.contains_key(key) {
             return None;
@@ -142,19 +152,19 @@ mod tests {
         }
         let mut b = a.clone();
         b.insert("n5".into(), 55);
-        b.remove(&"n6".to_string());
+        b.remove("n6");
         b.insert("new".into(), 1);
         *b.get_mut_or("n7".into(), || 0) += 1;
         assert_eq!((a.len(), b.len()), (1000, 1000));
-        assert_eq!(a.get(&"n5".into()), Some(&5), "the original is untouched");
-        assert_eq!(a.get(&"n6".into()), Some(&6));
-        assert_eq!(b.get(&"n5".into()), Some(&55));
-        assert_eq!(b.get(&"n6".into()), None);
-        assert_eq!(b.get(&"n7".into()), Some(&8));
+        assert_eq!(a.get("n5"), Some(&5), "the original is untouched");
+        assert_eq!(a.get("n6"), Some(&6));
+        assert_eq!(b.get("n5"), Some(&55));
+        assert_eq!(b.get("n6"), None);
+        assert_eq!(b.get("n7"), Some(&8));
         let shared = a.shards.iter().zip(&b.shards).filter(|(x, y)| Arc::ptr_eq(x, y)).count();
         assert!(shared >= SHARDS - 4, "only touched shards are copied: {shared} shared");
         assert_eq!(b.iter().count(), 1000);
-        assert_eq!(b.remove(&"absent".to_string()), None);
+        assert_eq!(b.remove("absent"), None);
         assert_eq!(b.len(), 1000);
     }
 }

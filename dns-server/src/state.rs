@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use dns_server_api::{ConfigRepair, RepairRecord, ServedIdentity};
 use dns_types::{ConfigDiff, ConfigError, DiffError, DnsConfig};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use uuid::Uuid;
 
@@ -72,6 +73,10 @@ pub struct ServerState {
     pub transfer_allow: Vec<crate::AddressRange>,
     storage: Storage,
     served: RwLock<Arc<Served>>,
+    /// Bumped each time `served` is replaced, so that the UDP loops keep
+    /// their own `Arc` and look at one atomic per query instead of taking
+    /// the lock and a reference count that both cores share.
+    served_version: AtomicU64,
     update_lock: tokio::sync::Mutex<()>,
     last_repair: std::sync::Mutex<Option<RepairRecord>>,
 }
@@ -106,6 +111,7 @@ impl ServerState {
             transfer_allow: crate::AddressRange::loopback(),
             storage,
             served: RwLock::new(Arc::new(served)),
+            served_version: AtomicU64::new(0),
             update_lock: tokio::sync::Mutex::new(()),
             last_repair: std::sync::Mutex::new(None),
         })
@@ -162,6 +168,20 @@ impl ServerState {
     /// What is served right now.
     pub fn served(&self) -> Arc<Served> {
         self.served.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Changes each time what is served is replaced.
+    pub fn served_version(&self) -> u64 {
+        self.served_version.load(Ordering::Acquire)
+    }
+
+    /// Serves `served` from now on; returns what was served.
+    fn serve(&self, served: Served) -> Arc<Served> {
+        let mut current = self.served.write().unwrap_or_else(|e| e.into_inner());
+        let previous = std::mem::replace(&mut *current, Arc::new(served));
+        // Under the lock: whoever sees the new version finds the new config.
+        self.served_version.fetch_add(1, Ordering::Release);
+        previous
     }
 
     /// Applies `config` if the generation rules allow it.
@@ -248,10 +268,7 @@ impl ServerState {
             .await
             .map_err(|e| UpdateError::Internal(format!("storing the difference failed: {e}")))?
             .map_err(|source| UpdateError::Storage { current: current_generation, source })?;
-        let previous = std::mem::replace(
-            &mut *self.served.write().unwrap_or_else(|e| e.into_inner()),
-            Arc::new(served),
-        );
+        let previous = self.serve(served);
         // The previous generation shares most of its memory with this one:
         // dropping it frees only what the difference replaced.
         drop(previous);
@@ -358,10 +375,7 @@ impl ServerState {
         .await
         .map_err(|e| UpdateError::Internal(format!("applying the config failed: {e}")))??;
         let digest = served.applied.as_ref().expect("a compiled config is applied").digest.clone();
-        let previous = std::mem::replace(
-            &mut *self.served.write().unwrap_or_else(|e| e.into_inner()),
-            Arc::new(served),
-        );
+        let previous = self.serve(served);
         drop(previous);
         release_free_memory();
         Ok(digest)

@@ -20,6 +20,9 @@
 //! tests cover both paths.
 
 use crate::dns::DnsHandler;
+use crate::plain::PlainQuery;
+use crate::zone::Served;
+use prometheus_client::metrics::counter::Counter;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +34,10 @@ const CACHE_ENTRIES: usize = 8192;
 const WINDOW: u32 = 65_536;
 /// Windows without a cache after one that did not pay.
 const PAUSE_WINDOWS: u32 = 4;
+
+/// How long a loop waits for a query before it lets go of the config it
+/// holds.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The UDP receive buffer asked for.
 const RECEIVE_BUFFER: usize = 4 << 20;
@@ -49,29 +56,70 @@ impl Drop for UdpListener {
 }
 
 impl UdpListener {
-    /// Serves `socket` with `loops` loops.
-    pub fn start(socket: UdpSocket, handler: Arc<DnsHandler>, loops: usize) -> UdpListener {
-        // Room for bursts while both cores are busy (the kernel caps it at
-        // net.core.rmem_max): a full buffer drops queries.
-        let sock = socket2::SockRef::from(&socket);
-        if let Err(error) = sock.set_recv_buffer_size(RECEIVE_BUFFER) {
-            tracing::debug!(%error, "setting the UDP receive buffer size");
+    /// Serves `sockets` (from [`bind`]), one loop each.
+    pub fn start(
+        sockets: Vec<std::net::UdpSocket>,
+        handler: Arc<DnsHandler>,
+    ) -> std::io::Result<UdpListener> {
+        let mut tasks = Vec::with_capacity(sockets.len());
+        for socket in sockets {
+            let socket = Arc::new(UdpSocket::from_std(socket)?);
+            tasks.push(tokio::spawn(serve(socket, handler.clone())));
         }
-        let socket = Arc::new(socket);
-        let tasks = (0..loops.max(1))
-            .map(|_| tokio::spawn(serve(socket.clone(), handler.clone())))
-            .collect();
-        UdpListener { tasks }
+        Ok(UdpListener { tasks })
     }
+}
+
+/// `loops` UDP sockets bound to `address` (with port 0: one port picked
+/// for all), each with its own queue: the kernel spreads clients over
+/// them (SO_REUSEPORT), so that two loops never contend for one socket.
+pub fn bind(address: SocketAddr, loops: usize) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let address = if address.port() == 0 {
+        // A port nobody holds: with SO_REUSEPORT the kernel may hand out a
+        // port that another of our processes shares.
+        std::net::UdpSocket::bind(address)?.local_addr()?
+    } else {
+        address
+    };
+    (0..loops.max(1))
+        .map(|_| {
+            let socket =
+                Socket::new(Domain::for_address(address), Type::DGRAM, Some(Protocol::UDP))?;
+            socket.set_reuse_port(true)?;
+            // Room for bursts while both cores are busy (the kernel caps it
+            // at net.core.rmem_max): a full buffer drops queries.
+            if let Err(error) = socket.set_recv_buffer_size(RECEIVE_BUFFER) {
+                tracing::debug!(%error, "setting the UDP receive buffer size");
+            }
+            socket.bind(&address.into())?;
+            socket.set_nonblocking(true)?;
+            Ok(socket.into())
+        })
+        .collect()
 }
 
 async fn serve(socket: Arc<UdpSocket>, handler: Arc<DnsHandler>) {
     // The largest UDP payload there is: a longer query is never cut.
     let mut buffer = vec![0u8; 65_535];
     let mut cache = Cache::default();
+    // What is served, kept while queries come (see `ServerState::served_version`).
+    let mut held: Option<(u64, Arc<Served>)> = None;
     loop {
-        let (len, src) = match socket.recv_from(&mut buffer).await {
+        let (len, src) = match socket.try_recv_from(&mut buffer) {
             Ok(received) => received,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                match tokio::time::timeout(IDLE, socket.readable()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, "waiting for DNS queries over UDP");
+                        tokio::task::yield_now().await;
+                    }
+                    // Idle: an old generation is not kept for this loop.
+                    Err(_) => held = None,
+                }
+                continue;
+            }
             Err(error) => {
                 // An ICMP error for an earlier answer, or a transient
                 // failure: nothing to answer.  Yield so that a persistent
@@ -81,17 +129,27 @@ async fn serve(socket: Arc<UdpSocket>, handler: Arc<DnsHandler>) {
                 continue;
             }
         };
-        let Some(reply) = answer(&handler, &mut cache, &buffer[..len], src).await else {
+        let version = handler.state.served_version();
+        let served = match &held {
+            Some((seen, served)) if *seen == version => served,
+            _ => &held.insert((version, handler.state.served())).1,
+        };
+        let Some(reply) = answer(&handler, served, &mut cache, &buffer[..len], src).await else {
             continue;
         };
-        if let Err(error) = socket.send_to(&reply, src).await {
-            tracing::debug!(%error, %src, "sending a DNS answer over UDP");
+        if let Err(error) = socket.try_send_to(&reply, src) {
+            if error.kind() != std::io::ErrorKind::WouldBlock {
+                tracing::debug!(%error, %src, "sending a DNS answer over UDP");
+            } else if let Err(error) = socket.send_to(&reply, src).await {
+                tracing::debug!(%error, %src, "sending a DNS answer over UDP");
+            }
         }
     }
 }
 
 async fn answer(
     handler: &DnsHandler,
+    served: &Arc<Served>,
     cache: &mut Cache,
     query: &[u8],
     src: SocketAddr,
@@ -100,23 +158,33 @@ async fn answer(
     if src.port() == 0 {
         return None;
     }
-    let cacheable = cache.in_use() && handler.state.query_log.is_none() && is_plain_query(query);
-    if cacheable {
-        let served = handler.state.served();
-        if !cache.serves(&served) {
-            cache.reset(&served);
+    // With the query log on, every query takes the full path, which logs.
+    let plain = handler.state.query_log.is_none().then(|| PlainQuery::parse(query)).flatten();
+    let cached = plain.as_ref().filter(|_| cache.in_use());
+    if let Some(plain) = &plain {
+        if cached.is_some() {
+            if !cache.serves(served) {
+                cache.reset(served);
+            }
+            if let Some(hit) = cache.lookup(plain.key()) {
+                hit.counter.inc();
+                let mut reply = hit.reply.clone();
+                reply[..2].copy_from_slice(&query[..2]);
+                return Some(reply);
+            }
         }
-        if let Some(hit) = cache.lookup(&query[2..]) {
-            hit.counter.inc();
-            let mut reply = hit.reply.clone();
-            reply[..2].copy_from_slice(&query[..2]);
+        if let Some((reply, labels)) = crate::plain::answer(served, plain) {
+            let counter = handler.state.metrics.query_counter(labels);
+            counter.inc();
+            if cached.is_some() {
+                cache.keep(plain.key(), &reply, counter);
+            }
             return Some(reply);
         }
     }
     let (reply, labels) = handler.answer_udp(query, src).await?;
-    if cacheable && cache.entries.len() < CACHE_ENTRIES {
-        let counter = handler.state.metrics.query_counter(labels);
-        cache.entries.insert(query[2..].to_vec(), Cached { reply: reply.clone(), counter });
+    if let Some(plain) = cached {
+        cache.keep(plain.key(), &reply, handler.state.metrics.query_counter(labels));
     }
     Some(reply)
 }
@@ -126,7 +194,7 @@ struct Cache {
     /// The generation the entries were answered from (compared by
     /// pointer: a new config is a new `Served`).  Weak, so that an idle
     /// loop does not keep a replaced generation in memory.
-    served: std::sync::Weak<crate::zone::Served>,
+    served: std::sync::Weak<Served>,
     /// Query bytes after the ID → the answer.
     entries: HashMap<Vec<u8>, Cached>,
     /// Lookups and hits in the current window.
@@ -137,11 +205,11 @@ struct Cache {
 }
 
 impl Cache {
-    fn serves(&self, served: &Arc<crate::zone::Served>) -> bool {
+    fn serves(&self, served: &Arc<Served>) -> bool {
         std::ptr::eq(self.served.as_ptr(), Arc::as_ptr(served))
     }
 
-    fn reset(&mut self, served: &Arc<crate::zone::Served>) {
+    fn reset(&mut self, served: &Arc<Served>) {
         self.entries.clear();
         self.served = Arc::downgrade(served);
     }
@@ -153,6 +221,14 @@ impl Cache {
         }
         self.paused -= 1;
         false
+    }
+
+    /// Keeps `reply` as the answer to queries with `key`, while there is
+    /// room.
+    fn keep(&mut self, key: &[u8], reply: &[u8], counter: Counter) {
+        if self.entries.len() < CACHE_ENTRIES {
+            self.entries.insert(key.to_vec(), Cached { reply: reply.to_vec(), counter });
+        }
     }
 
     fn lookup(&mut self, key: &[u8]) -> Option<&Cached> {
@@ -177,53 +253,7 @@ impl Cache {
 struct Cached {
     reply: Vec<u8>,
     /// `dns_server_queries_total` for this answer's labels.
-    counter: prometheus_client::metrics::counter::Counter,
-}
-
-/// A query whose answer depends on nothing but its bytes after the ID and
-/// the generation served: a standard query (QR 0, opcode QUERY) with one
-/// question, no answer or authority records, at most an OPT record without
-/// options, not a zone transfer, and nothing after it.
-fn is_plain_query(query: &[u8]) -> bool {
-    if query.len() < 12 {
-        return false;
-    }
-    let count = |at: usize| u16::from_be_bytes([query[at], query[at + 1]]);
-    let flags = query[2];
-    if flags & 0x80 != 0 || (flags >> 3) & 0x0f != 0 {
-        return false;
-    }
-    if count(4) != 1 || count(6) != 0 || count(8) != 0 || count(10) > 1 {
-        return false;
-    }
-    let mut at = 12;
-    loop {
-        let Some(&length) = query.get(at) else { return false };
-        at += 1;
-        match length {
-            0 => break,
-            1..=63 => at += usize::from(length),
-            // Compression or extended labels: not in a plain question.
-            _ => return false,
-        }
-    }
-    if at + 4 > query.len() {
-        return false;
-    }
-    let qtype = count(at);
-    // AXFR and IXFR depend on who asks.
-    if qtype == 251 || qtype == 252 {
-        return false;
-    }
-    at += 4;
-    if count(10) == 1 {
-        // OPT: root owner, type 41, class (size), TTL (flags), RDLENGTH 0.
-        if query.len() != at + 11 || query[at] != 0 || count(at + 1) != 41 {
-            return false;
-        }
-        return count(at + 9) == 0;
-    }
-    at == query.len()
+    counter: Counter,
 }
 
 #[cfg(test)]
@@ -251,7 +281,7 @@ mod tests {
     fn a_cache_that_does_not_pay_is_paused() {
         let mut cache = Cache::default();
         for i in 0..CACHE_ENTRIES as u32 {
-            let counter = prometheus_client::metrics::counter::Counter::default();
+            let counter = Counter::default();
             cache.entries.insert(i.to_be_bytes().to_vec(), Cached { reply: vec![0; 12], counter });
         }
         // A window of lookups, one in ten a hit.
@@ -265,7 +295,7 @@ mod tests {
 
         let mut cache = Cache::default();
         for i in 0..CACHE_ENTRIES as u32 {
-            let counter = prometheus_client::metrics::counter::Counter::default();
+            let counter = Counter::default();
             cache.entries.insert(i.to_be_bytes().to_vec(), Cached { reply: vec![0; 12], counter });
         }
         for i in 0..WINDOW {
@@ -275,26 +305,30 @@ mod tests {
         assert!(cache.in_use());
     }
 
+    fn plain(query: &[u8]) -> bool {
+        PlainQuery::parse(query).is_some()
+    }
+
     #[test]
     fn only_plain_queries_are_cached() {
-        assert!(is_plain_query(&query("www.example.test", None)));
-        assert!(is_plain_query(&query("www.example.test", Some(&[]))));
+        assert!(plain(&query("www.example.test", None)));
+        assert!(plain(&query("www.example.test", Some(&[]))));
         // EDNS options (NSID, cookies) make each answer its own.
-        assert!(!is_plain_query(&query("www.example.test", Some(&[0, 3, 0, 0]))));
+        assert!(!plain(&query("www.example.test", Some(&[0, 3, 0, 0]))));
         let mut response = query("www.example.test", None);
         response[2] |= 0x80;
-        assert!(!is_plain_query(&response));
+        assert!(!plain(&response));
         let mut notify = query("www.example.test", None);
         notify[2] |= 4 << 3;
-        assert!(!is_plain_query(&notify));
+        assert!(!plain(&notify));
         let mut axfr = query("example.test", None);
         let at = axfr.len() - 4;
         axfr[at..at + 2].copy_from_slice(&252u16.to_be_bytes());
-        assert!(!is_plain_query(&axfr));
+        assert!(!plain(&axfr));
         let mut trailing = query("www.example.test", None);
         trailing.push(0);
-        assert!(!is_plain_query(&trailing));
-        assert!(!is_plain_query(&query("www.example.test", None)[..20]));
-        assert!(!is_plain_query(&[0; 11]));
+        assert!(!plain(&trailing));
+        assert!(!plain(&query("www.example.test", None)[..20]));
+        assert!(!plain(&[0; 11]));
     }
 }

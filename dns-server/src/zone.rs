@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use dns_types::{ConfigDiff, DigestState, DnsConfig, DnsRecord, names};
 use hickory_proto::rr::rdata::{self, SOA, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use std::borrow::Borrow;
 use std::sync::Arc;
 
 /// Longest CNAME chain followed inside our own zones.
@@ -49,16 +50,81 @@ pub struct Applied {
 #[derive(Clone)]
 struct Zone {
     name: String,
-    apex: LowerName,
+    apex: WireName,
     ttl: u32,
     soa: Record,
     /// Records shared between generations too: copying a shard copies
     /// pointers, not records.
-    names: SharedMap<LowerName, Arc<[Record]>>,
+    names: SharedMap<WireName, Arc<[Record]>>,
     /// For each name below the apex that has names below it: how many.
     /// Those without records of their own are the empty non-terminals
     /// (NODATA, not NXDOMAIN); the count says when one stops being one.
-    below: SharedMap<LowerName, u32>,
+    below: SharedMap<WireName, u32>,
+}
+
+/// A name as the zone maps key it: its wire form (length-prefixed labels
+/// ending with the root's empty label), in lower case.  A query carries
+/// its name in this form, so the UDP path finds a name by lower-casing the
+/// question's bytes, without building a `Name`; keys compare as bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WireName(Box<[u8]>);
+
+impl WireName {
+    pub fn of(name: &Name) -> WireName {
+        WireName(WireBuf::of(name).as_bytes().into())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Borrow<[u8]> for WireName {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The lower-case wire form of a name, on the stack (a name is at most
+/// 255 bytes on the wire).
+pub struct WireBuf {
+    bytes: [u8; 256],
+    len: usize,
+}
+
+impl WireBuf {
+    pub fn of(name: &Name) -> WireBuf {
+        let mut buf = WireBuf { bytes: [0; 256], len: 0 };
+        for label in name.iter() {
+            // hickory keeps names within 255 bytes, root label included.
+            buf.bytes[buf.len] = label.len() as u8;
+            for (to, from) in buf.bytes[buf.len + 1..].iter_mut().zip(label) {
+                *to = from.to_ascii_lowercase();
+            }
+            buf.len += 1 + label.len();
+        }
+        buf.len += 1;
+        buf
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Whether `name` (wire form) is `apex` or below it.
+fn within(name: &[u8], apex: &[u8]) -> bool {
+    let mut at = 0;
+    while name.len() - at >= apex.len() {
+        if name[at..] == *apex {
+            return true;
+        }
+        match name.get(at) {
+            Some(&len) if len > 0 => at += 1 + usize::from(len),
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// How to answer one question.
@@ -96,7 +162,7 @@ impl Zone {
         let apex_name = fqdn(zone_name)?;
         Ok(Zone {
             name: zone_name.to_string(),
-            apex: LowerName::new(&apex_name),
+            apex: WireName::of(&apex_name),
             ttl,
             soa: soa_record(&apex_name, zone_name, ttl, generation)?,
             names: SharedMap::with_capacity(names),
@@ -111,7 +177,7 @@ impl Zone {
             .iter()
             .map(|r| to_record(&name, self.ttl, r))
             .collect::<Result<Arc<[Record]>, _>>()?;
-        if self.names.insert(LowerName::new(&name), compiled).is_none() {
+        if self.names.insert(WireName::of(&name), compiled).is_none() {
             self.count_below(&name, true);
         }
         Ok(())
@@ -119,7 +185,7 @@ impl Zone {
 
     fn remove(&mut self, relative: &str) -> Result<(), CompileError> {
         let name = fqdn(&names::absolute(relative, &self.name))?;
-        if self.names.remove(&LowerName::new(&name)).is_some() {
+        if self.names.remove(WireBuf::of(&name).as_bytes()).is_some() {
             self.count_below(&name, false);
         }
         Ok(())
@@ -128,13 +194,13 @@ impl Zone {
     /// Counts `name` in (or out of) each of its ancestors below the apex.
     fn count_below(&mut self, name: &Name, added: bool) {
         let mut parent = name.base_name();
-        while parent.num_labels() > self.apex.num_labels() {
-            let key = LowerName::new(&parent);
+        while parent.num_labels() > self.soa.name.num_labels() {
+            let key = WireName::of(&parent);
             if added {
                 *self.below.get_mut_or(key, || 0) += 1;
-            } else if let Some(count) = self.below.get(&key).copied() {
+            } else if let Some(count) = self.below.get(key.as_bytes()).copied() {
                 if count <= 1 {
-                    self.below.remove(&key);
+                    self.below.remove(key.as_bytes());
                 } else {
                     self.below.insert(key, count - 1);
                 }
@@ -147,7 +213,7 @@ impl Zone {
     fn config_records(&self, relative: &str) -> Result<Vec<DnsRecord>, CompileError> {
         let name = fqdn(&names::absolute(relative, &self.name))?;
         self.names
-            .get(&LowerName::new(&name))
+            .get(WireBuf::of(&name).as_bytes())
             .map(|records| records.iter().map(from_record).collect())
             .unwrap_or_else(|| Ok(Vec::new()))
     }
@@ -233,8 +299,7 @@ impl Served {
             );
         }
         for zone in &mut zones {
-            zone.soa =
-                soa_record(&Name::from(zone.apex.clone()), &zone.name, zone.ttl, diff.generation)?;
+            zone.soa = soa_record(&zone.soa.name, &zone.name, zone.ttl, diff.generation)?;
         }
         let applied = Applied {
             generation: diff.generation,
@@ -256,23 +321,26 @@ impl Served {
         self.zones.iter().map(|z| (z.name.as_str(), z.names.len()))
     }
 
-    /// Answers one question of class IN.
-    pub fn lookup(&self, qname: &LowerName, qtype: RecordType) -> Answer<'_> {
+    /// Answers one question of class IN about `qname` (its wire form in
+    /// lower case, as [`WireBuf`] gives it).
+    pub fn lookup(&self, qname: &[u8], qtype: RecordType) -> Answer<'_> {
         let Some(zone) = self.zone_for(qname) else {
             return Answer::Refused;
         };
         let mut answers = Vec::new();
-        let mut current = qname.clone();
+        // Only a CNAME's target is a name of our own making.
+        let mut target: WireBuf;
+        let mut current = qname;
         let mut current_zone = zone;
         for _ in 0..MAX_CNAME_CHAIN {
-            let is_apex = current == current_zone.apex;
-            let records = current_zone.names.get(&current);
+            let is_apex = *current == *current_zone.apex.0;
+            let records = current_zone.names.get(current);
             if records.is_none() && !is_apex {
                 if !answers.is_empty() {
                     // A CNAME into a hole: the chain so far is the answer.
                     break;
                 }
-                return if current_zone.below.contains_key(&current) {
+                return if current_zone.below.contains_key(current) {
                     Answer::NoData { soa: &current_zone.soa }
                 } else {
                     Answer::NxDomain { soa: &current_zone.soa }
@@ -294,11 +362,11 @@ impl Served {
                 break;
             };
             answers.push(cname);
-            let RData::CNAME(rdata::CNAME(target)) = &cname.data else { break };
-            let target = LowerName::new(target);
-            match self.zone_for(&target) {
+            let RData::CNAME(rdata::CNAME(to)) = &cname.data else { break };
+            target = WireBuf::of(to);
+            match self.zone_for(target.as_bytes()) {
                 Some(zone) => {
-                    current = target;
+                    current = target.as_bytes();
                     current_zone = zone;
                 }
                 None => break,
@@ -311,9 +379,9 @@ impl Served {
         Answer::Found { answers, additionals }
     }
 
-    fn zone_for(&self, name: &LowerName) -> Option<&Zone> {
+    fn zone_for(&self, name: &[u8]) -> Option<&Zone> {
         // Zones never nest (configs are validated), so at most one matches.
-        self.zones.iter().find(|z| z.apex.zone_of(name))
+        self.zones.iter().find(|z| within(name, &z.apex.0))
     }
 
     /// Addresses of the SRV targets and name servers in the answer that we
@@ -328,11 +396,12 @@ impl Served {
         for record in answers {
             // The addresses of SRV targets and of name servers (glue).
             let target = match &record.data {
-                RData::SRV(srv) => LowerName::new(&srv.target),
-                RData::NS(ns) => LowerName::new(&ns.0),
+                RData::SRV(srv) => WireBuf::of(&srv.target),
+                RData::NS(ns) => WireBuf::of(&ns.0),
                 _ => continue,
             };
-            let Some(records) = self.zone_for(&target).and_then(|z| z.names.get(&target)) else {
+            let target = target.as_bytes();
+            let Some(records) = self.zone_for(target).and_then(|z| z.names.get(target)) else {
                 continue;
             };
             for address in records
@@ -340,7 +409,7 @@ impl Served {
                 .filter(|r| matches!(r.record_type(), RecordType::A | RecordType::AAAA))
             {
                 // Owner (uncompressed, at worst), fixed fields, address.
-                bytes += target.len() + 2 + 10 + 16;
+                bytes += target.len() + 1 + 10 + 16;
                 if bytes > MAX_ADDITIONAL_BYTES {
                     return additionals;
                 }
@@ -354,9 +423,15 @@ impl Served {
     /// the SOA, every record, the SOA again (RFC 5936).  `None` when we
     /// serve no zone with that apex.
     pub fn transfer(&self, apex: &LowerName) -> Option<Vec<&Record>> {
-        let zone = self.zones.iter().find(|z| z.apex == *apex)?;
-        let mut names: Vec<(&LowerName, &Arc<[Record]>)> = zone.names.iter().collect();
-        names.sort_by(|a, b| a.0.cmp(b.0));
+        let apex = WireBuf::of(apex);
+        let zone = self.zones.iter().find(|z| *z.apex.0 == *apex.as_bytes())?;
+        // In canonical order (RFC 4034 section 6.1), as Knot sends them.
+        let mut names: Vec<(LowerName, &Arc<[Record]>)> = zone
+            .names
+            .iter()
+            .map(|(_, records)| (LowerName::new(&records[0].name), records))
+            .collect();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
         let mut records = vec![&zone.soa];
         records.extend(names.into_iter().flat_map(|(_, records)| records.iter()));
         records.push(&zone.soa);
@@ -484,8 +559,10 @@ mod tests {
             .collect();
         names.insert("_big._tcp".to_string(), srv);
         let served = compiled(1, names);
-        let name = LowerName::from_str("_big._tcp.control-plane.internal.").unwrap();
-        let Answer::Found { answers, additionals } = served.lookup(&name, RecordType::SRV) else {
+        let name = q("_big._tcp.control-plane.internal.");
+        let Answer::Found { answers, additionals } =
+            served.lookup(name.as_bytes(), RecordType::SRV)
+        else {
             panic!("no answer")
         };
         assert_eq!(answers.len(), 200);
@@ -538,8 +615,8 @@ mod tests {
         Served::compile(&config, Utc::now()).unwrap()
     }
 
-    fn q(name: &str) -> LowerName {
-        LowerName::new(&Name::from_str(name).unwrap())
+    fn q(name: &str) -> WireBuf {
+        WireBuf::of(&Name::from_str(name).unwrap())
     }
 
     fn types(answer: &Answer<'_>) -> Vec<RecordType> {
@@ -553,11 +630,11 @@ mod tests {
     fn answers_by_name_and_type_case_insensitively() {
         let s = served();
         assert_eq!(
-            types(&s.lookup(&q("ABC.Host.control-plane.INTERNAL."), RecordType::AAAA)),
+            types(&s.lookup(q("ABC.Host.control-plane.INTERNAL.").as_bytes(), RecordType::AAAA)),
             vec![RecordType::AAAA]
         );
         let Answer::Found { additionals, .. } =
-            s.lookup(&q("_nexus._tcp.control-plane.internal."), RecordType::SRV)
+            s.lookup(q("_nexus._tcp.control-plane.internal.").as_bytes(), RecordType::SRV)
         else {
             panic!()
         };
@@ -575,27 +652,30 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert!(matches!(
-            s.lookup(&q("nope.control-plane.internal."), RecordType::A),
+            s.lookup(q("nope.control-plane.internal.").as_bytes(), RecordType::A),
             Answer::NxDomain { .. }
         ));
         assert!(matches!(
-            s.lookup(&q("abc.host.control-plane.internal."), RecordType::A),
+            s.lookup(q("abc.host.control-plane.internal.").as_bytes(), RecordType::A),
             Answer::NoData { .. }
         ));
         // Empty non-terminals exist: NODATA, not NXDOMAIN.
         assert!(matches!(
-            s.lookup(&q("_tcp.control-plane.internal."), RecordType::SRV),
+            s.lookup(q("_tcp.control-plane.internal.").as_bytes(), RecordType::SRV),
             Answer::NoData { .. }
         ));
         assert!(matches!(
-            s.lookup(&q("host.control-plane.internal."), RecordType::A),
+            s.lookup(q("host.control-plane.internal.").as_bytes(), RecordType::A),
             Answer::NoData { .. }
         ));
-        assert_eq!(soa_serial(s.lookup(&q("nope.control-plane.internal."), RecordType::A)), 42);
-        assert_eq!(s.lookup(&q("example.com."), RecordType::A), Answer::Refused);
-        assert_eq!(s.lookup(&q("internal."), RecordType::A), Answer::Refused);
         assert_eq!(
-            Served::empty().lookup(&q("abc.host.control-plane.internal."), RecordType::A),
+            soa_serial(s.lookup(q("nope.control-plane.internal.").as_bytes(), RecordType::A)),
+            42
+        );
+        assert_eq!(s.lookup(q("example.com.").as_bytes(), RecordType::A), Answer::Refused);
+        assert_eq!(s.lookup(q("internal.").as_bytes(), RecordType::A), Answer::Refused);
+        assert_eq!(
+            Served::empty().lookup(q("abc.host.control-plane.internal.").as_bytes(), RecordType::A),
             Answer::Refused
         );
     }
@@ -604,15 +684,15 @@ mod tests {
     fn apex_soa_and_ns() {
         let s = served();
         assert_eq!(
-            types(&s.lookup(&q("control-plane.internal."), RecordType::SOA)),
+            types(&s.lookup(q("control-plane.internal.").as_bytes(), RecordType::SOA)),
             vec![RecordType::SOA]
         );
         assert_eq!(
-            types(&s.lookup(&q("control-plane.internal."), RecordType::NS)),
+            types(&s.lookup(q("control-plane.internal.").as_bytes(), RecordType::NS)),
             vec![RecordType::NS]
         );
         assert!(matches!(
-            s.lookup(&q("control-plane.internal."), RecordType::A),
+            s.lookup(q("control-plane.internal.").as_bytes(), RecordType::A),
             Answer::NoData { .. }
         ));
     }
@@ -621,15 +701,15 @@ mod tests {
     fn cnames_are_followed_inside_our_zones() {
         let s = served();
         assert_eq!(
-            types(&s.lookup(&q("alias.control-plane.internal."), RecordType::AAAA)),
+            types(&s.lookup(q("alias.control-plane.internal.").as_bytes(), RecordType::AAAA)),
             vec![RecordType::CNAME, RecordType::AAAA]
         );
         assert_eq!(
-            types(&s.lookup(&q("alias.control-plane.internal."), RecordType::CNAME)),
+            types(&s.lookup(q("alias.control-plane.internal.").as_bytes(), RecordType::CNAME)),
             vec![RecordType::CNAME]
         );
         assert_eq!(
-            types(&s.lookup(&q("outside.control-plane.internal."), RecordType::A)),
+            types(&s.lookup(q("outside.control-plane.internal.").as_bytes(), RecordType::A)),
             vec![RecordType::CNAME]
         );
     }
@@ -693,8 +773,8 @@ mod diff_tests {
         names
     }
 
-    fn q(name: &str) -> LowerName {
-        LowerName::new(&Name::from_str(name).unwrap())
+    fn q(name: &str) -> WireBuf {
+        WireBuf::of(&Name::from_str(name).unwrap())
     }
 
     /// Compiled records turn back into exactly the config's records, so a
@@ -737,14 +817,18 @@ mod diff_tests {
             ("alias.control-plane.internal.", RecordType::AAAA),
             ("control-plane.internal.", RecordType::SOA),
         ] {
-            assert_eq!(derived.lookup(&q(name), rtype), compiled.lookup(&q(name), rtype), "{name}");
+            assert_eq!(
+                derived.lookup(q(name).as_bytes(), rtype),
+                compiled.lookup(q(name).as_bytes(), rtype),
+                "{name}"
+            );
         }
         assert!(matches!(
-            derived.lookup(&q("tree.control-plane.internal."), RecordType::A),
+            derived.lookup(q("tree.control-plane.internal.").as_bytes(), RecordType::A),
             Answer::NxDomain { .. }
         ));
         assert!(matches!(
-            base.lookup(&q("tree.control-plane.internal."), RecordType::A),
+            base.lookup(q("tree.control-plane.internal.").as_bytes(), RecordType::A),
             Answer::NoData { .. }
         ));
         assert_eq!(base.generation(), 1, "the base generation is untouched");

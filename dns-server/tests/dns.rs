@@ -262,8 +262,8 @@ async fn additionals_that_do_not_fit_are_dropped_not_truncated() {
 }
 
 /// The UDP loops keep encoded answers: a repeated query gets exactly the
-/// answer the full path gives (over TCP too, but for the length prefix and
-/// the size limit), with its own ID, and a new generation's answer as soon
+/// same bytes, with its own ID, the message the full path gives over TCP,
+/// and a new generation's answer as soon
 /// as it is served; queries with EDNS options are answered each on their
 /// own.
 #[tokio::test]
@@ -275,8 +275,10 @@ async fn repeated_udp_queries_get_the_same_answer_with_their_own_id() {
     let second = exchange_raw(s.dns(), &encode(&question, 0xbeef), Transport::Udp).await.unwrap();
     assert_eq!(&second[..2], &[0xbe, 0xef]);
     assert_eq!(first[2..], second[2..], "the same answer but for the ID");
+    // The message the full path gives (the UDP loops write plain answers
+    // themselves, compressing names their own way).
     let over_tcp = exchange_raw(s.dns(), &encode(&question, 1), Transport::Tcp).await.unwrap();
-    assert_eq!(first, over_tcp, "what the full path encodes");
+    assert_eq!(Message::from_vec(&first).unwrap(), Message::from_vec(&over_tcp).unwrap());
 
     // A new generation: the next answer is from it.
     s.put(&config(8, vec![("_nexus._tcp", vec![srv(7777, &format!("abc.host.{ZONE}"))])]))

@@ -2,11 +2,13 @@
 //! (`DnsHandler::answer_udp`: decoded as hickory-server decodes it, answered
 //! by the server's own handler, encoded within the client's size), from a
 //! small zone.  Nothing may panic; every response must decode again and
-//! fit the size the client allowed.
+//! fit the size the client allowed; a plain query's direct answer
+//! (`dns_server::plain`) must be the same message.
 
 #![no_main]
 
 use dns_server::dns::DnsHandler;
+use dns_server::plain::PlainQuery;
 use dns_server::state::ServerState;
 use hickory_proto::op::Message;
 use hickory_proto::serialize::binary::BinDecodable;
@@ -35,7 +37,14 @@ fuzz_target!(|data: &[u8]| {
     let Some((reply, _)) = futures::executor::block_on(handler.answer_udp(data, src)) else {
         return;
     };
-    Message::from_bytes(&reply).expect("our response decodes");
+    let message = Message::from_bytes(&reply).expect("our response decodes");
+    // A plain query the loops answer themselves gets the same message.
+    if let Some(plain) = PlainQuery::parse(data)
+        && let Some((direct, _)) = dns_server::plain::answer(&state.served(), &plain)
+    {
+        assert_eq!(Message::from_bytes(&direct).expect("a direct answer decodes"), message);
+        assert!(direct.len() <= reply.len(), "{} bytes, {} on the full path", direct.len(), reply.len());
+    }
     // Never more than the largest UDP size we allow, and beyond 512 bytes
     // only for a query that offered as much with EDNS.
     assert!(reply.len() <= 1232, "{} bytes over UDP", reply.len());

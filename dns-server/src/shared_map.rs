@@ -13,10 +13,12 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
-/// A one-name change at 100,000 names copies ~100 entries; a 1,000-name
-/// change about a fifth of them.  An empty map costs 1,024 small
-/// allocations, nothing next to the names of a zone worth sharing.
-const SHARDS: usize = 1024;
+/// A one-name change at 100,000 names copies ~800 entries (0.22 ms to
+/// apply, as with 1,024 shards); a 1,000-name change copies them all.
+/// Fewer shards keep the shards' own headers in the CPU's cache: every
+/// lookup reads one, and with 1,024 shards (per map) at 100,000 names that
+/// read was most of a lookup's time (docs/PERFORMANCE.md).
+const SHARDS: usize = 128;
 
 /// FNV-1a: fast for short keys.  Keys come from the authenticated config
 /// API, never from queries, so collision attacks are not a concern.

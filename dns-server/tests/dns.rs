@@ -303,3 +303,60 @@ async fn repeated_udp_queries_get_the_same_answer_with_their_own_id() {
         assert!(options.options().get(hickory_proto::rr::rdata::opt::EdnsCode::NSID).is_some());
     }
 }
+
+/// A burst of queries sent without waiting (the loops read and answer
+/// them in batches): every one is answered once, with its own ID and the
+/// answer to its own question, plain or not; the malformed ones in the
+/// burst get FORMERR and take nothing else down.
+#[tokio::test]
+async fn a_burst_of_queries_is_answered_one_by_one() {
+    let s = server_with_records().await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(s.dns()).await.unwrap();
+    let names = ["abc.host", "_nexus._tcp", "note", "missing", "alias"];
+    let types = [RecordType::AAAA, RecordType::SRV, RecordType::TXT, RecordType::A, RecordType::A];
+    // Bursts of 100: more would overflow the client's own receive buffer
+    // before it reads (the kernel's default limit).
+    for burst in 0..6u16 {
+        let mut expected = std::collections::HashMap::new();
+        for id in burst * 100..(burst + 1) * 100 {
+            let i = usize::from(id) % names.len();
+            let name = format!("{}.{ZONE}.", names[i]);
+            let question = Question { edns: Some(1232), ..Question::new(&name, types[i]) };
+            let mut bytes = encode(&question, id);
+            let malformed = id % 37 == 0;
+            if malformed {
+                // A question cut in the middle of its name.
+                bytes.truncate(20);
+            }
+            socket.send(&bytes).await.unwrap();
+            expected.insert(id, (name, types[i], malformed));
+        }
+        let mut buffer = vec![0u8; 65_535];
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !expected.is_empty() {
+            let len = tokio::time::timeout_at(deadline, socket.recv(&mut buffer))
+                .await
+                .unwrap_or_else(|_| panic!("{} queries unanswered", expected.len()))
+                .unwrap();
+            let reply = Message::from_vec(&buffer[..len]).unwrap();
+            let (name, rtype, malformed) =
+                expected.remove(&reply.metadata.id).expect("one answer per query, with its ID");
+            if malformed {
+                assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
+                continue;
+            }
+            assert_eq!(reply.queries[0].name().to_string(), name);
+            assert_eq!(reply.queries[0].query_type(), rtype);
+            let want = if name.starts_with("missing") {
+                ResponseCode::NXDomain
+            } else {
+                ResponseCode::NoError
+            };
+            assert_eq!(reply.metadata.response_code, want, "{name}");
+            if want == ResponseCode::NoError {
+                assert!(!reply.answers.is_empty(), "{name} {rtype}");
+            }
+        }
+    }
+}

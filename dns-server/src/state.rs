@@ -73,9 +73,9 @@ pub struct ServerState {
     pub transfer_allow: Vec<crate::AddressRange>,
     storage: Storage,
     served: RwLock<Arc<Served>>,
-    /// Bumped each time `served` is replaced, so that the UDP loops keep
-    /// their own `Arc` and look at one atomic per query instead of taking
-    /// the lock and a reference count that both cores share.
+    /// Bumped each time `served` is replaced, so that the UDP loops keep a
+    /// weak reference and look at one atomic per batch of queries instead
+    /// of taking the lock and a reference count that both cores share.
     served_version: AtomicU64,
     update_lock: tokio::sync::Mutex<()>,
     last_repair: std::sync::Mutex<Option<RepairRecord>>,
@@ -375,7 +375,8 @@ impl ServerState {
         .await
         .map_err(|e| UpdateError::Internal(format!("applying the config failed: {e}")))??;
         let digest = served.applied.as_ref().expect("a compiled config is applied").digest.clone();
-        retire(self.serve(served));
+        drop(self.serve(served));
+        release_free_memory();
         Ok(digest)
     }
 }

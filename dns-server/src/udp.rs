@@ -29,7 +29,7 @@ use crate::zone::Served;
 use prometheus_client::metrics::counter::Counter;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use tokio::net::UdpSocket;
 
 /// Encoded answers kept per loop (about 100 bytes each plus the query).
@@ -38,10 +38,6 @@ const CACHE_ENTRIES: usize = 8192;
 const WINDOW: u32 = 65_536;
 /// Windows without a cache after one that did not pay.
 const PAUSE_WINDOWS: u32 = 4;
-
-/// How long a loop waits for a query before it lets go of the config it
-/// holds.
-const IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The UDP receive buffer asked for.
 const RECEIVE_BUFFER: usize = 4 << 20;
@@ -94,25 +90,18 @@ pub fn bind(address: SocketAddr, loops: usize) -> std::io::Result<Vec<std::net::
 async fn serve(socket: Arc<UdpSocket>, handler: Arc<DnsHandler>) {
     let mut batch = Batch::new();
     let mut cache = Cache::default();
-    // What is served, kept while queries come (see `ServerState::served_version`).
-    let mut held: Option<(u64, Arc<Served>)> = None;
+    // What is served, as of which version (see
+    // `ServerState::served_version`); weakly, so that a replaced
+    // generation is freed by whoever replaced it, not by an idle loop.
+    let mut held: Option<(u64, Weak<Served>)> = None;
     let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(BATCH);
     loop {
         let received = match batch.receive(&socket) {
             Ok(received) => received,
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                match tokio::time::timeout(IDLE, socket.readable()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => {
-                        tracing::debug!(%error, "waiting for DNS queries over UDP");
-                        tokio::task::yield_now().await;
-                    }
-                    // Idle: a replaced generation is not kept for this loop.
-                    Err(_) => {
-                        if let Some((_, served)) = held.take() {
-                            crate::state::retire(served);
-                        }
-                    }
+                if let Err(error) = socket.readable().await {
+                    tracing::debug!(%error, "waiting for DNS queries over UDP");
+                    tokio::task::yield_now().await;
                 }
                 continue;
             }
@@ -125,18 +114,24 @@ async fn serve(socket: Arc<UdpSocket>, handler: Arc<DnsHandler>) {
                 continue;
             }
         };
+        // One atomic read per batch while the config stays, rather than
+        // the lock and a reference count both cores share per query.
         let version = handler.state.served_version();
-        if held.as_ref().is_none_or(|(seen, _)| *seen != version) {
-            let previous = held.replace((version, handler.state.served()));
-            if let Some((_, served)) = previous {
-                crate::state::retire(served);
-            }
-        }
-        let served = &held.as_ref().expect("just set").1;
+        let kept =
+            held.as_ref().filter(|(seen, _)| *seen == version).and_then(|(_, w)| w.upgrade());
+        let served = kept.unwrap_or_else(|| {
+            let served = handler.state.served();
+            held = Some((version, Arc::downgrade(&served)));
+            served
+        });
         for (query, src) in batch.queries(received) {
-            if let Some(reply) = answer(&handler, served, &mut cache, query, src).await {
+            if let Some(reply) = answer(&handler, &served, &mut cache, query, src).await {
                 replies.push((reply, src));
             }
+        }
+        // Replaced during the batch: freeing it is not this loop's work.
+        if Arc::strong_count(&served) == 1 {
+            crate::state::retire(served);
         }
         send_all(&socket, &replies).await;
         replies.clear();
@@ -341,7 +336,7 @@ struct Cache {
     /// The generation the entries were answered from (compared by
     /// pointer: a new config is a new `Served`).  Weak, so that an idle
     /// loop does not keep a replaced generation in memory.
-    served: std::sync::Weak<Served>,
+    served: Weak<Served>,
     /// Query bytes after the ID → the answer.
     entries: HashMap<Vec<u8>, Cached>,
     /// Lookups and hits in the current window.

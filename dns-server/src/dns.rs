@@ -1,8 +1,9 @@
 //! Answering DNS queries: hickory-server does TCP and the wire format
 //! (including truncation to the client's UDP size and malformed packets,
-//! which get FORMERR or are dropped); `crate::udp` receives UDP queries and
-//! hands them to [`DnsHandler::answer_udp`]; this handler decides what to
-//! answer from the config being served.
+//! which get FORMERR or are dropped); `crate::udp` receives UDP queries,
+//! answers plain ones itself (`crate::plain`, checked against this path)
+//! and hands the rest to [`DnsHandler::answer_udp`]; this handler decides
+//! what to answer from the config being served.
 
 use crate::metrics::{QueryLabels, QueryType, Transport};
 use crate::state::ServerState;

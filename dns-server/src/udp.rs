@@ -296,8 +296,7 @@ async fn answer(
     query: &[u8],
     src: SocketAddr,
 ) -> Option<Vec<u8>> {
-    // Ports 0 cannot be answered (hickory-server drops them too).
-    if src.port() == 0 {
+    if !answerable(src) {
         return None;
     }
     // With the query log on, every query takes the full path, which logs.
@@ -329,6 +328,18 @@ async fn answer(
         cache.keep(plain.key(), &reply, handler.state.metrics.query_counter(labels));
     }
     Some(reply)
+}
+
+/// Whether an answer can go to `src`: not to port 0, an unspecified
+/// address or an IPv4 broadcast address (as hickory-server's own UDP
+/// listener drops them): a forged source must not turn an answer into
+/// traffic for a whole network.
+fn answerable(src: SocketAddr) -> bool {
+    let broadcast = match src.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_broadcast(),
+        std::net::IpAddr::V6(_) => false,
+    };
+    src.port() != 0 && !src.ip().is_unspecified() && !broadcast
 }
 
 #[derive(Default)]
@@ -449,6 +460,16 @@ mod tests {
 
     fn plain(query: &[u8]) -> bool {
         PlainQuery::parse(query).is_some()
+    }
+
+    #[test]
+    fn no_answers_to_sources_that_cannot_be_answered() {
+        assert!(answerable("127.0.0.1:5353".parse().unwrap()));
+        assert!(answerable("[::1]:5353".parse().unwrap()));
+        assert!(!answerable("127.0.0.1:0".parse().unwrap()));
+        assert!(!answerable("0.0.0.0:5353".parse().unwrap()));
+        assert!(!answerable("[::]:5353".parse().unwrap()));
+        assert!(!answerable("255.255.255.255:5353".parse().unwrap()));
     }
 
     #[test]

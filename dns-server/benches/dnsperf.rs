@@ -175,11 +175,17 @@ async fn start_ours(dir: &Path, token_file: &Path) -> (ChildProcess, SocketAddr,
     (server.process, server.dns_address, server.http_address)
 }
 
+/// A directory for a peer server holding the zone as `zone.zone`, and a
+/// free port for it.
+fn peer_dir(dir: &Path, peer: &str, names: usize) -> (std::path::PathBuf, u16) {
+    let path = dir.join(peer);
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(path.join("zone.zone"), zone_file(names)).unwrap();
+    (path, free_port())
+}
+
 fn start_knot(dir: &Path, names: usize) -> (Process, u16) {
-    let knot = dir.join("knot");
-    std::fs::create_dir_all(&knot).unwrap();
-    std::fs::write(knot.join("zone.zone"), zone_file(names)).unwrap();
-    let port = free_port();
+    let (knot, port) = peer_dir(dir, "knot", names);
     let conf = knot.join("knot.conf");
     std::fs::write(
         &conf,
@@ -242,10 +248,7 @@ fn wait_for_zone(port: u16, log: &Path) {
 /// 200 per second per client network, which turns a benchmark from one
 /// address into dropped queries.
 fn start_nsd(dir: &Path, names: usize) -> (Process, u16) {
-    let nsd = dir.join("nsd");
-    std::fs::create_dir_all(&nsd).unwrap();
-    std::fs::write(nsd.join("zone.zone"), zone_file(names)).unwrap();
-    let port = free_port();
+    let (nsd, port) = peer_dir(dir, "nsd", names);
     let conf = nsd.join("nsd.conf");
     std::fs::write(
         &conf,

@@ -63,21 +63,27 @@ impl RequestHandler for DnsHandler {
         let served = self.state.served();
         let served_generation = served.generation();
         let result = if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-            send(&mut response_handle, builder.build_no_records(refuse(ResponseCode::BADVERS)))
+            response_handle
+                .send_response(builder.build_no_records(refuse(ResponseCode::BADVERS)))
                 .await
         } else if request.metadata.message_type != MessageType::Query {
-            send(&mut response_handle, builder.build_no_records(refuse(ResponseCode::FormErr)))
+            response_handle
+                .send_response(builder.build_no_records(refuse(ResponseCode::FormErr)))
                 .await
         } else if request.metadata.op_code == OpCode::Notify {
             // We take configs from Nexus, never zones from a primary: not
             // authoritative for this (as Knot answers a NOTIFY it does not
             // expect).
-            send(&mut response_handle, builder.build_no_records(refuse(ResponseCode::NotAuth)))
+            response_handle
+                .send_response(builder.build_no_records(refuse(ResponseCode::NotAuth)))
                 .await
         } else if request.metadata.op_code != OpCode::Query {
-            send(&mut response_handle, builder.build_no_records(refuse(ResponseCode::NotImp))).await
+            response_handle
+                .send_response(builder.build_no_records(refuse(ResponseCode::NotImp)))
+                .await
         } else if request.queries.queries().len() != 1 {
-            send(&mut response_handle, builder.build_no_records(refuse(ResponseCode::FormErr)))
+            response_handle
+                .send_response(builder.build_no_records(refuse(ResponseCode::FormErr)))
                 .await
         } else if matches!(
             request.queries.queries()[0].query_type(),
@@ -94,7 +100,7 @@ impl RequestHandler for DnsHandler {
                     let none: [&Record; 0] = [];
                     let response =
                         builder.build(metadata, records[..1].iter().copied(), none, none, none);
-                    send(&mut response_handle, response).await
+                    response_handle.send_response(response).await
                 }
                 Some(records) if allowed && !udp => {
                     metadata.authoritative = true;
@@ -105,11 +111,9 @@ impl RequestHandler for DnsHandler {
                 // Over UDP, from a client not allowed, or for a zone we do
                 // not serve.
                 _ => {
-                    send(
-                        &mut response_handle,
-                        builder.build_no_records(refuse(ResponseCode::Refused)),
-                    )
-                    .await
+                    response_handle
+                        .send_response(builder.build_no_records(refuse(ResponseCode::Refused)))
+                        .await
                 }
             }
         } else {
@@ -154,11 +158,9 @@ impl RequestHandler for DnsHandler {
             };
             match answer {
                 Answer::Refused => {
-                    send(
-                        &mut response_handle,
-                        builder.build_no_records(refuse(ResponseCode::Refused)),
-                    )
-                    .await
+                    response_handle
+                        .send_response(builder.build_no_records(refuse(ResponseCode::Refused)))
+                        .await
                 }
                 Answer::Found { mut answers, mut additionals } => {
                     metadata.authoritative = true;
@@ -205,18 +207,18 @@ impl RequestHandler for DnsHandler {
                         answers
                     };
                     let response = builder.build(metadata, answers, none, none, additionals);
-                    send(&mut response_handle, response).await
+                    response_handle.send_response(response).await
                 }
                 Answer::NoData { soa } => {
                     metadata.authoritative = true;
                     let response = builder.build(metadata, none, none, [soa], none);
-                    send(&mut response_handle, response).await
+                    response_handle.send_response(response).await
                 }
                 Answer::NxDomain { soa } => {
                     metadata.authoritative = true;
                     metadata.response_code = ResponseCode::NXDomain;
                     let response = builder.build(metadata, none, none, [soa], none);
-                    send(&mut response_handle, response).await
+                    response_handle.send_response(response).await
                 }
             }
         };
@@ -430,22 +432,8 @@ async fn send_transfer<R: ResponseHandler>(
             none,
             none,
         );
-        last = Some(send(handle, response).await?);
+        last = Some(handle.send_response(response).await?);
         start = end;
     }
     Ok(last.expect("a transfer has at least the SOA"))
-}
-
-async fn send<'a, R: ResponseHandler>(
-    handle: &mut R,
-    response: hickory_server::zone_handler::MessageResponse<
-        '_,
-        'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-    >,
-) -> Result<ResponseInfo, hickory_server::net::NetError> {
-    handle.send_response(response).await
 }

@@ -16,7 +16,7 @@
 //! check that both give the same answer.
 
 use crate::metrics::{QueryLabels, QueryType, Transport};
-use crate::zone::{Answer, Served};
+use crate::zone::{Answer, Served, suffix_at};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
@@ -230,18 +230,6 @@ fn counts(
     for count in [1, answers, authority, additionals] {
         out.extend_from_slice(&(count as u16).to_be_bytes());
     }
-}
-
-/// Where in `name` (wire form) `suffix` starts, at a label boundary.
-fn suffix_at(name: &[u8], suffix: &[u8]) -> Option<usize> {
-    let mut at = 0;
-    while name.len() - at >= suffix.len() {
-        if name[at..] == *suffix {
-            return Some(at);
-        }
-        at += 1 + usize::from(*name.get(at).filter(|len| **len > 0)?);
-    }
-    None
 }
 
 /// A name's labels as stored, uncompressed.
@@ -472,6 +460,36 @@ mod tests {
                 assert!(fast.is_some(), "{name} {qtype} {edns:?} takes the full path");
             }
         }
+    }
+
+    /// Which queries are plain (answered here and cached by the loops):
+    /// EDNS options, responses, other opcodes, transfers, trailing bytes
+    /// and cut packets are not.
+    #[test]
+    fn which_queries_are_plain() {
+        let plain = |q: &[u8]| PlainQuery::parse(q).is_some();
+        let q = |edns| query(1, true, "www.example.test", 1, edns);
+        assert!(plain(&q(None)));
+        assert!(plain(&q(Some((1232, true)))));
+        // EDNS options (NSID, cookies) make each answer its own.
+        let mut nsid = q(Some((1232, false)));
+        let at = nsid.len() - 2;
+        nsid[at..].copy_from_slice(&4u16.to_be_bytes());
+        nsid.extend_from_slice(&[0, 3, 0, 0]);
+        assert!(!plain(&nsid));
+        let mut response = q(None);
+        response[2] |= 0x80;
+        assert!(!plain(&response));
+        let mut notify = q(None);
+        notify[2] |= 4 << 3;
+        assert!(!plain(&notify));
+        assert!(!plain(&query(1, false, "example.test", 252, None)));
+        assert!(!plain(&query(1, false, "example.test", 251, None)));
+        let mut trailing = q(None);
+        trailing.push(0);
+        assert!(!plain(&trailing));
+        assert!(!plain(&q(None)[..20]));
+        assert!(!plain(&[0; 11]));
     }
 
     /// What this path leaves to the full one.

@@ -413,21 +413,6 @@ struct Cached {
 mod tests {
     use super::*;
 
-    fn query(name: &str, edns: Option<&[u8]>) -> Vec<u8> {
-        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())];
-        for label in name.split('.').filter(|l| !l.is_empty()) {
-            q.push(label.len() as u8);
-            q.extend_from_slice(label.as_bytes());
-        }
-        q.extend_from_slice(&[0, 0, 1, 0, 1]);
-        if let Some(rdata) = edns {
-            q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
-            q.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-            q.extend_from_slice(rdata);
-        }
-        q
-    }
-
     /// A full cache that rarely hits is dropped and the loop answers
     /// without one for a while; one that hits stays.
     #[test]
@@ -458,10 +443,6 @@ mod tests {
         assert!(cache.in_use());
     }
 
-    fn plain(query: &[u8]) -> bool {
-        PlainQuery::parse(query).is_some()
-    }
-
     #[test]
     fn no_answers_to_sources_that_cannot_be_answered() {
         assert!(answerable("127.0.0.1:5353".parse().unwrap()));
@@ -470,28 +451,5 @@ mod tests {
         assert!(!answerable("0.0.0.0:5353".parse().unwrap()));
         assert!(!answerable("[::]:5353".parse().unwrap()));
         assert!(!answerable("255.255.255.255:5353".parse().unwrap()));
-    }
-
-    #[test]
-    fn only_plain_queries_are_cached() {
-        assert!(plain(&query("www.example.test", None)));
-        assert!(plain(&query("www.example.test", Some(&[]))));
-        // EDNS options (NSID, cookies) make each answer its own.
-        assert!(!plain(&query("www.example.test", Some(&[0, 3, 0, 0]))));
-        let mut response = query("www.example.test", None);
-        response[2] |= 0x80;
-        assert!(!plain(&response));
-        let mut notify = query("www.example.test", None);
-        notify[2] |= 4 << 3;
-        assert!(!plain(&notify));
-        let mut axfr = query("example.test", None);
-        let at = axfr.len() - 4;
-        axfr[at..at + 2].copy_from_slice(&252u16.to_be_bytes());
-        assert!(!plain(&axfr));
-        let mut trailing = query("www.example.test", None);
-        trailing.push(0);
-        assert!(!plain(&trailing));
-        assert!(!plain(&query("www.example.test", None)[..20]));
-        assert!(!plain(&[0; 11]));
     }
 }

@@ -112,19 +112,21 @@ impl WireBuf {
     }
 }
 
-/// Whether `name` (wire form) is `apex` or below it.
-fn within(name: &[u8], apex: &[u8]) -> bool {
+/// Where in `name` (wire form) `suffix` (wire form) starts, at a label
+/// boundary: `Some(0)` when they are equal, `None` when `name` does not end
+/// with it (or is cut short).
+pub fn suffix_at(name: &[u8], suffix: &[u8]) -> Option<usize> {
     let mut at = 0;
-    while name.len() - at >= apex.len() {
-        if name[at..] == *apex {
-            return true;
+    while let Some(rest) = name.get(at..) {
+        if rest.len() < suffix.len() {
+            return None;
         }
-        match name.get(at) {
-            Some(&len) if len > 0 => at += 1 + usize::from(len),
-            _ => return false,
+        if rest == suffix {
+            return Some(at);
         }
+        at += 1 + usize::from(*rest.first().filter(|len| **len > 0)?);
     }
-    false
+    None
 }
 
 /// How to answer one question.
@@ -381,7 +383,7 @@ impl Served {
 
     fn zone_for(&self, name: &[u8]) -> Option<&Zone> {
         // Zones never nest (configs are validated), so at most one matches.
-        self.zones.iter().find(|z| within(name, &z.apex.0))
+        self.zones.iter().find(|z| suffix_at(name, &z.apex.0).is_some())
     }
 
     /// Addresses of the SRV targets and name servers in the answer that we
@@ -617,6 +619,21 @@ mod tests {
 
     fn q(name: &str) -> WireBuf {
         WireBuf::of(&Name::from_str(name).unwrap())
+    }
+
+    /// Suffixes are found at label boundaries only, and names cut short
+    /// (from the network) give `None`, never a panic.
+    #[test]
+    fn suffixes_at_label_boundaries() {
+        let name = q("a.bc.example.test.");
+        let at = |suffix: &str| suffix_at(name.as_bytes(), q(suffix).as_bytes());
+        assert_eq!(at("a.bc.example.test."), Some(0));
+        assert_eq!(at("example.test."), Some(5));
+        assert_eq!(at("."), Some(name.as_bytes().len() - 1));
+        assert_eq!(at("c.example.test."), None, "not inside a label");
+        assert_eq!(at("other.test."), None);
+        assert_eq!(suffix_at(&[9, b'a', 0], &[0]), None, "a label longer than the name");
+        assert_eq!(suffix_at(&[], &[0]), None);
     }
 
     fn types(answer: &Answer<'_>) -> Vec<RecordType> {

@@ -52,6 +52,53 @@ impl std::fmt::Display for ActivationReason {
     }
 }
 
+/// How an activation ended.  Decided by the framework from what the task
+/// returned, never read back from the task's status: a status may well have
+/// a field named `error` of its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ActivationOutcome {
+    /// The task did its work; `details` is its status.
+    Succeeded,
+    /// The task reported a failure.  `details` is the state it kept beside
+    /// the error (for example the last good generation it still works
+    /// from), or `{"error": "..."}` when it kept none.
+    Failed { error: String },
+    /// The task panicked; `details` is `{"error": "..."}`.
+    Panicked { message: String },
+    /// The activation overran its deadline and was cancelled; `details` is
+    /// `{"error": "..."}`.
+    TimedOut { deadline: Duration },
+}
+
+impl ActivationOutcome {
+    /// What went wrong, in one line; `None` when the activation succeeded.
+    pub fn error(&self) -> Option<String> {
+        match self {
+            ActivationOutcome::Succeeded => None,
+            ActivationOutcome::Failed { error } => Some(error.clone()),
+            ActivationOutcome::Panicked { message } => Some(format!("task panicked: {message}")),
+            ActivationOutcome::TimedOut { deadline } => {
+                Some(format!("timed out after {deadline:?}"))
+            }
+        }
+    }
+
+    pub fn is_success(&self) -> bool {
+        matches!(self, ActivationOutcome::Succeeded)
+    }
+
+    /// The outcome's name, as in metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ActivationOutcome::Succeeded => "succeeded",
+            ActivationOutcome::Failed { .. } => "failed",
+            ActivationOutcome::Panicked { .. } => "panicked",
+            ActivationOutcome::TimedOut { .. } => "timed_out",
+        }
+    }
+}
+
 /// One completed activation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ActivationRecord {
@@ -60,15 +107,23 @@ pub struct ActivationRecord {
     pub reason: ActivationReason,
     pub start_time: DateTime<Utc>,
     pub elapsed: Duration,
-    /// The task's own status, or `{"error": "..."}` when it failed, panicked
-    /// or overran its deadline.
+    /// How the activation ended.
+    pub outcome: ActivationOutcome,
+    /// The task's own status (for a failure, the state it kept, if any), or
+    /// `{"error": "..."}` when it failed without one, panicked or overran
+    /// its deadline.
     pub details: serde_json::Value,
 }
 
 impl ActivationRecord {
-    /// The error message, if the activation failed.
-    pub fn error(&self) -> Option<&str> {
-        self.details.get("error").and_then(|e| e.as_str())
+    /// The error message, if the activation did not succeed.
+    pub fn error(&self) -> Option<String> {
+        self.outcome.error()
+    }
+
+    /// When the activation ended.
+    pub fn end_time(&self) -> DateTime<Utc> {
+        self.start_time + chrono::Duration::from_std(self.elapsed).unwrap_or_default()
     }
 }
 

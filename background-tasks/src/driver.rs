@@ -1,7 +1,8 @@
 //! Registration, the per-task activation loop, and activation on request.
 
 use background_task_types::{
-    ActivationReason, ActivationRecord, BackgroundTask, CurrentStatus, LastActivation,
+    ActivationOutcome, ActivationReason, ActivationRecord, BackgroundTask, CurrentStatus,
+    LastActivation,
 };
 use chrono::Utc;
 use futures::FutureExt;
@@ -25,8 +26,10 @@ pub const DEFAULT_HISTORY_LEN: usize = 16;
 ///
 /// An activation takes no input besides [`Activation`]: it looks at what
 /// should be and what is, and converges.  It does not retry internally; the
-/// next activation is the retry.  An error is recorded as
-/// `{"error": "<message with its causes>"}`.
+/// next activation is the retry.  An error is recorded as a failed outcome
+/// (`{"error": "<message with its causes>"}` as details); a task that fails
+/// but keeps a state worth showing (the last good one) returns that status
+/// and says it failed through [`Task::failure`].
 pub trait Task: Send + 'static {
     /// What the task reports about an activation.
     type Status: Serialize + Send;
@@ -35,6 +38,12 @@ pub trait Task: Send + 'static {
         &mut self,
         activation: &Activation,
     ) -> impl Future<Output = anyhow::Result<Self::Status>> + Send;
+
+    /// Whether a returned status reports a failure (the task kept its last
+    /// good state beside the error): the error, or `None` for a success.
+    fn failure(_status: &Self::Status) -> Option<String> {
+        None
+    }
 }
 
 /// What the framework tells a task about the activation it is running.
@@ -70,22 +79,24 @@ impl Activation {
     }
 }
 
-/// Object-safe form of [`Task`], with the status already turned into JSON.
+/// Object-safe form of [`Task`], with the status already turned into JSON
+/// and its failure, if it reports one, beside it.
 trait ErasedTask: Send {
     fn activate<'a>(
         &'a mut self,
         activation: &'a Activation,
-    ) -> BoxFuture<'a, anyhow::Result<serde_json::Value>>;
+    ) -> BoxFuture<'a, anyhow::Result<(serde_json::Value, Option<String>)>>;
 }
 
 impl<T: Task> ErasedTask for T {
     fn activate<'a>(
         &'a mut self,
         activation: &'a Activation,
-    ) -> BoxFuture<'a, anyhow::Result<serde_json::Value>> {
+    ) -> BoxFuture<'a, anyhow::Result<(serde_json::Value, Option<String>)>> {
         Box::pin(async move {
             let status = Task::activate(self, activation).await?;
-            Ok(serde_json::to_value(status)?)
+            let failure = T::failure(&status);
+            Ok((serde_json::to_value(status)?, failure))
         })
     }
 }
@@ -553,19 +564,32 @@ impl TaskLoop {
             None => Ok(work.await),
             Some(deadline) => tokio::time::timeout(deadline, work).await.map_err(|_| deadline),
         };
-        let details = match outcome {
-            Ok(Ok(Ok(status))) => status,
-            Ok(Ok(Err(error))) => error_details(format!("{error:#}")),
-            Ok(Err(panic)) => error_details(format!("task panicked: {}", panic_message(&panic))),
-            Err(deadline) => error_details(format!("timed out after {deadline:?}")),
+        let (outcome, details) = match outcome {
+            Ok(Ok(Ok((status, None)))) => (ActivationOutcome::Succeeded, status),
+            Ok(Ok(Ok((status, Some(error))))) => (ActivationOutcome::Failed { error }, status),
+            Ok(Ok(Err(error))) => {
+                let error = format!("{error:#}");
+                (ActivationOutcome::Failed { error: error.clone() }, error_details(error))
+            }
+            Ok(Err(panic)) => {
+                let message = panic_message(&panic).to_string();
+                let outcome = ActivationOutcome::Panicked { message };
+                let details = error_details(outcome.error().unwrap_or_default());
+                (outcome, details)
+            }
+            Err(deadline) => {
+                let outcome = ActivationOutcome::TimedOut { deadline };
+                let details = error_details(outcome.error().unwrap_or_default());
+                (outcome, details)
+            }
         };
         let elapsed = started.elapsed();
-        if let Some(error) = details.get("error") {
+        if let Some(error) = outcome.error() {
             tracing::warn!(task = %self.definition.name, iteration, %error, "activation failed");
         } else {
             tracing::debug!(task = %self.definition.name, iteration, ?elapsed, "activation done");
         }
-        let record = ActivationRecord { iteration, reason, start_time, elapsed, details };
+        let record = ActivationRecord { iteration, reason, start_time, elapsed, outcome, details };
         for observer in &self.observers {
             observer(&self.definition.name, &record);
         }

@@ -13,8 +13,9 @@
 //!   coalesce into exactly one more activation right after it;
 //! - records the current state (idle, or running since when and why), the
 //!   last completed activation and a bounded history ([`BackgroundTask`]);
-//! - turns errors, panics and overrun deadlines into failed activations
-//!   (`{"error": "..."}`) and keeps scheduling the task;
+//! - records how each activation ended as a typed outcome (succeeded,
+//!   failed with the state the task kept, panicked, timed out) and keeps
+//!   scheduling the task;
 //! - lets a requester wait for the activation its request caused
 //!   ([`ActivationTicket::wait`]).
 //!
@@ -66,7 +67,8 @@
 mod driver;
 
 pub use background_task_types::{
-    ActivationReason, ActivationRecord, BackgroundTask, CurrentStatus, LastActivation,
+    ActivationOutcome, ActivationReason, ActivationRecord, BackgroundTask, CurrentStatus,
+    LastActivation,
 };
 pub use driver::{
     Activation, ActivationObserver, ActivationTicket, Activator, DEFAULT_HISTORY_LEN, Driver,

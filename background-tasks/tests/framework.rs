@@ -2,8 +2,9 @@
 //! "an hour" passes instantly and timers fire in a fixed order.
 
 use background_tasks::{
-    Activation, ActivationReason, BackgroundTask, CurrentStatus, Driver, DriverBuilder,
-    DriverStopped, LastActivation, RegistrationError, Task, TaskDefinition, UnknownTask,
+    Activation, ActivationOutcome, ActivationReason, BackgroundTask, CurrentStatus, Driver,
+    DriverBuilder, DriverStopped, LastActivation, RegistrationError, Task, TaskDefinition,
+    UnknownTask,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -155,7 +156,11 @@ async fn a_panic_is_a_failed_activation_and_scheduling_continues() {
     let driver = start(vec![TaskDefinition::new("probe", "d", Duration::from_secs(10), probe)]);
     until_completed(&driver, 1).await;
     let first = status(&driver).history[0].clone();
-    assert_eq!(first.error(), Some("task panicked: boom on activation 1"));
+    assert_eq!(first.error().as_deref(), Some("task panicked: boom on activation 1"));
+    assert_eq!(
+        first.outcome,
+        ActivationOutcome::Panicked { message: "boom on activation 1".into() }
+    );
     // The timer keeps firing after the panic.
     until_completed(&driver, 2).await;
     let second = status(&driver).history[1].clone();
@@ -180,7 +185,8 @@ async fn a_hung_activation_shows_as_running_and_is_cancelled_at_its_deadline() {
 
     tokio::time::sleep(Duration::from_secs(11)).await; // t = 31 s
     let record = status(&driver).history[0].clone();
-    assert_eq!(record.error(), Some("timed out after 30s"));
+    assert_eq!(record.error().as_deref(), Some("timed out after 30s"));
+    assert_eq!(record.outcome, ActivationOutcome::TimedOut { deadline: Duration::from_secs(30) });
     assert_eq!(record.elapsed, Duration::from_secs(30));
     assert_eq!(status(&driver).current, CurrentStatus::Idle);
     // Next activation one period after the failed one ended: t = 90 s.
@@ -268,5 +274,60 @@ async fn errors_are_statuses_with_their_context() {
         status(&driver).history[0].details,
         serde_json::json!({"error": "reading the latest DNS version: connection refused"})
     );
+    driver.shutdown().await;
+}
+
+/// A status that keeps its last good state beside an error it reports in
+/// a field of its own (named `error`, as the DNS config task's is).
+#[derive(Serialize)]
+struct Kept {
+    generation: u64,
+    error: Option<String>,
+}
+
+/// Fails on even activations but keeps the generation it had.
+struct Keeper(u64);
+
+impl Task for Keeper {
+    type Status = Kept;
+    async fn activate(&mut self, _: &Activation) -> anyhow::Result<Kept> {
+        self.0 += 1;
+        let error = (self.0 % 2 == 0).then(|| format!("lost the database on {}", self.0));
+        Ok(Kept { generation: 7, error })
+    }
+    fn failure(status: &Kept) -> Option<String> {
+        status.error.clone()
+    }
+}
+
+/// Whether an activation failed is decided by the task's type, not by a
+/// key its JSON happens to have: a success with `"error": null` is a
+/// success, and a failure keeps the state the task kept.
+#[tokio::test(start_paused = true)]
+async fn a_failure_that_keeps_state_is_failed_and_a_field_named_error_is_not() {
+    let driver = start(vec![TaskDefinition::new("probe", "d", Duration::from_secs(10), Keeper(0))]);
+    until_completed(&driver, 2).await;
+    let history = status(&driver).history;
+    assert_eq!(history[0].outcome, ActivationOutcome::Succeeded);
+    assert!(history[0].details.get("error").is_some(), "the task's own field is kept");
+    assert_eq!(
+        history[1].outcome,
+        ActivationOutcome::Failed { error: "lost the database on 2".into() }
+    );
+    assert_eq!(history[1].details["generation"], 7, "the kept state is the details");
+
+    // A plain error keeps nothing: its details are the error alone.
+    struct Failing;
+    impl Task for Failing {
+        type Status = Count;
+        async fn activate(&mut self, _: &Activation) -> anyhow::Result<Count> {
+            Err(anyhow::anyhow!("no luck").context("trying"))
+        }
+    }
+    let driver = start(vec![TaskDefinition::new("probe", "d", HOUR, Failing)]);
+    until_completed(&driver, 1).await;
+    let record = status(&driver).history[0].clone();
+    assert_eq!(record.outcome, ActivationOutcome::Failed { error: "trying: no luck".into() });
+    assert_eq!(record.details, serde_json::json!({"error": "trying: no luck"}));
     driver.shutdown().await;
 }

@@ -7,6 +7,7 @@ progenitor::generate_api!(
     spec = "../openapi/nexus-internal.json",
     interface = Builder,
     replace = {
+        ActivationOutcome = background_task_types::ActivationOutcome,
         ActivationReason = background_task_types::ActivationReason,
         ActivationRecord = background_task_types::ActivationRecord,
         BackgroundTask = background_task_types::BackgroundTask,
@@ -20,5 +21,8 @@ progenitor::generate_api!(
         NameRecords = dns_types::NameRecords,
         NameRemoval = dns_types::NameRemoval,
         SrvRecord = dns_types::SrvRecord,
+        NexusStatus = nexus_types::NexusStatus,
+        NexusReadiness = nexus_types::NexusReadiness,
+        GroupReadiness = nexus_types::GroupReadiness,
     }
 );

@@ -10,11 +10,11 @@ use dropshot::{
     ClientErrorStatusCode, ErrorStatusCode, HttpError, HttpResponseOk, Path, RequestContext,
 };
 use internal_dns::{Resolver, ServiceName};
-use nexus_api::task_name::DnsTaskName;
 use nexus_api::{
-    BackgroundTaskPath, BackgroundTasksActivateRequest, DnsGroupPath, NexusInternalApi,
-    NexusReadiness, NexusStatus, error_codes,
+    BackgroundTaskPath, BackgroundTasksActivateRequest, DnsGroupPath, NexusInternalApi, error_codes,
 };
+use nexus_types::task_name::DnsTaskName;
+use nexus_types::{NexusReadiness, NexusStatus};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -96,7 +96,7 @@ impl NexusInternalApi for NexusInternalApiImpl {
     async fn ready_get(
         rqctx: RequestContext<Self::Context>,
     ) -> Result<HttpResponseOk<NexusReadiness>, HttpError> {
-        match nexus_api::readiness::readiness(&rqctx.context().driver.statuses()) {
+        match nexus_types::readiness::readiness(&rqctx.context().driver.statuses()) {
             Ok(ready) => Ok(HttpResponseOk(ready)),
             Err(reasons) => {
                 let message = format!("not ready: {}", reasons.join("; "));

@@ -2,7 +2,7 @@
 //!
 //! Per task: activations by reason and outcome and their duration (counted
 //! as they complete, through the driver's observer), whether it is running,
-//! and its lints (`nexus_api::lints`).  Per group: the generation this Nexus
+//! and its lints (`nexus_types::lints`).  Per group: the generation this Nexus
 //! loaded (the database's latest as it sees it; compare across Nexus
 //! instances to find disagreement).  Per DNS server: the generation applied,
 //! the last success, consecutive failures.  And the propagation latency:
@@ -13,9 +13,9 @@
 use background_task_types::{ActivationReason, ActivationRecord, BackgroundTask, CurrentStatus};
 use chrono::{DateTime, Utc};
 use dns_types::DnsGroup;
-use nexus_api::lints::{DEFAULT_STUCK_AFTER, Lint, lint};
-use nexus_api::task_name::{DnsTaskKind, DnsTaskName};
-use nexus_api::task_status::{DnsConfigStatus, PropagationReport};
+use nexus_types::lints::{DEFAULT_STUCK_AFTER, Lint, lint};
+use nexus_types::task_name::DnsTaskName;
+use nexus_types::task_view::DnsTaskView;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -157,7 +157,7 @@ impl Metrics {
             ActivationReason::Dependency { .. } => "dependency",
             ActivationReason::Request { .. } => "request",
         };
-        let outcome = if record.error().is_some() { "error" } else { "ok" };
+        let outcome = record.outcome.kind();
         self.activations
             .get_or_create(&ActivationLabels { task: task.into(), reason, outcome })
             .inc();
@@ -203,24 +203,12 @@ impl Metrics {
 
     fn task_state(&self, name: &str, task: &BackgroundTask) {
         let Ok(task_name) = name.parse::<DnsTaskName>() else { return };
-        let background_task_types::LastActivation::Completed(record) = &task.last else { return };
         let group = task_name.group.to_string();
-        match task_name.kind {
-            DnsTaskKind::Config => {
-                if let Ok(status) =
-                    serde_json::from_value::<DnsConfigStatus>(record.details.clone())
-                {
-                    self.generation
-                        .get_or_create(&GroupLabels { group })
-                        .set(status.generation as i64);
-                }
+        match DnsTaskView::of(task) {
+            DnsTaskView::Config { status: Some(status), .. } => {
+                self.generation.get_or_create(&GroupLabels { group }).set(status.generation as i64);
             }
-            DnsTaskKind::Propagation => {
-                let Ok(PropagationReport::Done(status)) =
-                    serde_json::from_value(record.details.clone())
-                else {
-                    return;
-                };
+            DnsTaskView::Propagation { status: Some(status), .. } => {
                 for (server, result) in &status.servers {
                     let labels = ServerLabels { group: group.clone(), server: server.clone() };
                     let history = &result.history;
@@ -236,7 +224,7 @@ impl Metrics {
                         .set(history.consecutive_failures as i64);
                 }
             }
-            DnsTaskKind::Servers => {}
+            _ => {}
         }
     }
 }

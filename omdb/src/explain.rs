@@ -12,7 +12,6 @@
 
 use crate::discovery::{Discovery, TIMEOUT, http_client};
 use crate::format::{Output, table, timestamp};
-use crate::nexus::{DnsTaskView, dns_task_view};
 use anyhow::{Context, anyhow};
 use chrono::{DateTime, Utc};
 use db_model::Datastore;
@@ -21,8 +20,9 @@ use dns_types::sync::{ServerClaim, SyncState, Wanted, classify};
 use dns_types::{DnsConfig, DnsGroup, DnsRecord, DnsVersion};
 use internal_dns::wire::{self, Transport, WireAnswer};
 use internal_dns::{ServiceName, registered_instances};
-use nexus_api::task_name::DnsTaskName;
-use nexus_api::task_status::{PropagationResult, ServerResult};
+use nexus_types::task_name::DnsTaskName;
+use nexus_types::task_status::{PropagationResult, ServerResult};
+use nexus_types::task_view::DnsTaskView;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -711,7 +711,7 @@ async fn ask_nexus(url: &str, group: DnsGroup) -> NexusEvidence {
             evidence.error = Some(format!("has no task {name}"));
             continue;
         };
-        match dns_task_view(task) {
+        match DnsTaskView::of(task) {
             DnsTaskView::Config { status, error, started_at } => {
                 evidence.config = Some(ConfigEvidence {
                     generation: status.as_ref().map(|s| s.generation),

@@ -7,12 +7,10 @@ use background_task_types::{ActivationRecord, BackgroundTask, CurrentStatus, Las
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use dns_types::{DnsChange, DnsGroup, DnsRecord, DnsVersion, NameRecords, NameRemoval};
-use nexus_api::lints::{DEFAULT_STUCK_AFTER, Lint, lint};
-use nexus_api::task_name::{DnsTaskKind, DnsTaskName};
-use nexus_api::task_status::{
-    DnsConfigStatus, DnsPropagationStatus, DnsPropagationWaiting, DnsServersStatus,
-    PropagationProgress, PropagationReport, PropagationResult,
-};
+use nexus_types::lints::{DEFAULT_STUCK_AFTER, Lint, lint};
+use nexus_types::task_name::DnsTaskName;
+use nexus_types::task_status::{DnsPropagationStatus, PropagationResult};
+use nexus_types::task_view::DnsTaskView;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -114,76 +112,6 @@ struct WaitArgs {
     /// With --wait: how long to wait.
     #[arg(long, value_name = "SECS", default_value_t = 30, requires = "wait")]
     timeout: u64,
-}
-
-/// What a DNS task last reported, decoded: the typed status when it could
-/// be read (a failed `dns_config` activation still carries the generation in
-/// use), the error, and when the activation started.  omdb's renderers and
-/// `dns explain` read tasks through this one decoding.
-pub enum DnsTaskView {
-    Config {
-        status: Option<DnsConfigStatus>,
-        error: Option<String>,
-        started_at: Option<DateTime<Utc>>,
-    },
-    Servers {
-        status: Option<DnsServersStatus>,
-        error: Option<String>,
-        started_at: Option<DateTime<Utc>>,
-    },
-    Propagation {
-        status: Option<DnsPropagationStatus>,
-        waiting: Option<DnsPropagationWaiting>,
-        error: Option<String>,
-        started_at: Option<DateTime<Utc>>,
-        /// An activation in progress: since when, and what it reported.
-        running: Option<(DateTime<Utc>, Option<PropagationProgress>)>,
-    },
-    /// Not a DNS task.
-    Other,
-}
-
-pub fn dns_task_view(task: &BackgroundTask) -> DnsTaskView {
-    let Ok(name) = task.name.parse::<DnsTaskName>() else { return DnsTaskView::Other };
-    let last = match &task.last {
-        LastActivation::Completed(record) => Some(record),
-        LastActivation::NeverCompleted => None,
-    };
-    let error = last.and_then(|r| r.error()).map(str::to_string);
-    let started_at = last.map(|r| r.start_time);
-    match name.kind {
-        DnsTaskKind::Config => {
-            // The last activation, or else the latest one in the history
-            // that found a config: an error must not hide the generation
-            // still being propagated.
-            let status = last
-                .into_iter()
-                .chain(task.history.iter().rev())
-                .find_map(|r| serde_json::from_value::<DnsConfigStatus>(r.details.clone()).ok());
-            DnsTaskView::Config { status, error, started_at }
-        }
-        DnsTaskKind::Servers => {
-            let status = last.and_then(|r| serde_json::from_value(r.details.clone()).ok());
-            DnsTaskView::Servers { status, error, started_at }
-        }
-        DnsTaskKind::Propagation => {
-            let report = last
-                .and_then(|r| serde_json::from_value::<PropagationReport>(r.details.clone()).ok());
-            let (status, waiting) = match report {
-                Some(PropagationReport::Done(s)) => (Some(s), None),
-                Some(PropagationReport::Waiting(w)) => (None, Some(w)),
-                None => (None, None),
-            };
-            let running = match &task.current {
-                CurrentStatus::Running { start_time, progress, .. } => Some((
-                    *start_time,
-                    progress.as_ref().and_then(|p| serde_json::from_value(p.clone()).ok()),
-                )),
-                CurrentStatus::Idle => None,
-            };
-            DnsTaskView::Propagation { status, waiting, error, started_at, running }
-        }
-    }
 }
 
 fn client(url: &str) -> nexus_client::Client {
@@ -625,7 +553,7 @@ async fn show_all_nexus(
                             timestamp_ago(*start_time)
                         ));
                     }
-                    if let Some(generation) = last_generation(task) {
+                    if let Some(generation) = DnsTaskView::of(task).generation() {
                         generations
                             .entry(task.name.clone())
                             .or_default()
@@ -763,7 +691,7 @@ fn still_running(tasks: &BTreeMap<String, BackgroundTask>, waited_secs: u64) -> 
             let CurrentStatus::Running { iteration, start_time, .. } = &task.current else {
                 return None;
             };
-            let doing = match dns_task_view(task) {
+            let doing = match DnsTaskView::of(task) {
                 DnsTaskView::Propagation { running: Some((_, Some(p))), .. } => format!(
                     ": propagating generation {}, {} servers done, still waiting on {}",
                     p.generation,
@@ -785,18 +713,6 @@ fn still_running(tasks: &BTreeMap<String, BackgroundTask>, waited_secs: u64) -> 
             running.join("; ")
         )
     })
-}
-
-/// The generation a DNS task last found (`dns_config_*`) or pushed
-/// (`dns_propagation_*`): `Some(None)` when it failed, `None` for other
-/// tasks.
-fn last_generation(task: &BackgroundTask) -> Option<Option<u64>> {
-    match dns_task_view(task) {
-        DnsTaskView::Config { status, error: None, .. } => Some(status.map(|s| s.generation)),
-        DnsTaskView::Config { .. } => Some(None),
-        DnsTaskView::Propagation { status, .. } => Some(status.map(|s| s.generation)),
-        DnsTaskView::Servers { .. } | DnsTaskView::Other => None,
-    }
 }
 
 /// One line per DNS task saying whether every Nexus is at the same
@@ -889,7 +805,7 @@ fn render_task(out: &mut String, task: &BackgroundTask, view: View) {
                 timestamp_ago(*start_time)
             );
             if let DnsTaskView::Propagation { running: Some((_, Some(progress))), .. } =
-                dns_task_view(task)
+                DnsTaskView::of(task)
             {
                 let _ = writeln!(
                     out,
@@ -972,7 +888,7 @@ struct PropagationRow {
 }
 
 fn render_details(out: &mut String, task: &BackgroundTask, record: &ActivationRecord) {
-    match dns_task_view(task) {
+    match DnsTaskView::of(task) {
         DnsTaskView::Config { status, error, .. } => {
             if let Some(error) = &error {
                 let _ = writeln!(out, "    error: {error}");
@@ -1139,7 +1055,7 @@ struct HistoryStateRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use background_task_types::ActivationReason;
+    use background_task_types::{ActivationOutcome, ActivationReason};
     use std::time::Duration;
 
     #[test]
@@ -1149,6 +1065,7 @@ mod tests {
             reason: ActivationReason::Timer,
             start_time: chrono::Utc::now(),
             elapsed: Duration::from_millis(42),
+            outcome: ActivationOutcome::Succeeded,
             details: serde_json::json!({"widgets_frobbed": 3, "last_widget": "w-9"}),
         };
         let task = BackgroundTask {
@@ -1181,6 +1098,9 @@ mod tests {
             reason: ActivationReason::Dependency { name: "dns_config_internal".into() },
             start_time: chrono::Utc::now(),
             elapsed: Duration::from_millis(5),
+            outcome: ActivationOutcome::Failed {
+                error: "no internal DNS servers are registered".into(),
+            },
             details: serde_json::json!({"error": "no internal DNS servers are registered"}),
         };
         let task = BackgroundTask {

@@ -12,8 +12,8 @@
 
 use devstack::{Stack, StackOptions};
 use dns_types::{DnsChange, DnsGroup, DnsRecord, NameRecords};
-use nexus_api::task_name::DnsTaskName;
-use nexus_api::task_status::DnsConfigStatus;
+use nexus_types::task_name::DnsTaskName;
+use nexus_types::task_status::DnsConfigStatus;
 use std::time::{Duration, Instant};
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {

@@ -13,7 +13,7 @@
 use devstack::{Stack, StackOptions};
 use dns_types::{DnsChange, DnsGroup, DnsRecord, NameRecords};
 use internal_dns::Resolver;
-use nexus_api::task_status::PropagationReport;
+use nexus_types::task_status::PropagationReport;
 use std::time::{Duration, Instant};
 
 const ZONE: &str = "control-plane.internal";

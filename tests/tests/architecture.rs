@@ -78,7 +78,14 @@ fn layering_rules_hold() {
         ),
         (
             "background-tasks",
-            &["dns-types", "db-model", "tokio-postgres", "hickory-proto", "nexus-api"],
+            &[
+                "dns-types",
+                "db-model",
+                "tokio-postgres",
+                "hickory-proto",
+                "nexus-api",
+                "nexus-types",
+            ],
             "it knows nothing of DNS, SQL or Nexus",
         ),
         (
@@ -98,8 +105,29 @@ fn layering_rules_hold() {
         ),
         (
             "omdb",
-            &["nexus", "dns-server", "hickory-server", "background-tasks"],
-            "omdb uses clients and read-only queries, never server internals",
+            &[
+                "nexus",
+                "dns-server",
+                "hickory-server",
+                "background-tasks",
+                "nexus-api",
+                "dns-server-api",
+                "dropshot",
+            ],
+            "omdb uses clients, wire types and read-only queries, never server internals \
+             nor the server framework",
+        ),
+        (
+            "nexus-types",
+            &[
+                "tokio",
+                "dropshot",
+                "reqwest",
+                "tokio-postgres",
+                "hickory-proto",
+                "background-tasks",
+            ],
+            "wire types are plain data",
         ),
         (
             "background-task-types",

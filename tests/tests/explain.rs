@@ -10,7 +10,7 @@ mod common;
 
 use common::*;
 use dns_types::{DnsChange, DnsConfig, DnsGroup, NameRecords, NameRemoval};
-use nexus_api::task_name::DnsTaskName;
+use nexus_types::task_name::DnsTaskName;
 use std::net::SocketAddr;
 use std::time::Duration;
 use test_support::process::{ChildProcess, DnsServerProcess, binary};
@@ -402,7 +402,7 @@ async fn a_server_pushed_a_generation_the_database_does_not_have() {
     activate(&ts.nexus(0), &[&DnsTaskName::propagation(DnsGroup::External).to_string()]).await;
     let status = propagation(&ts.nexus(0), DnsGroup::External).await.unwrap().unwrap();
     let result = &status.servers[&server.http_address.to_string()];
-    assert_eq!(result.result, nexus_api::task_status::PropagationResult::Error, "{result:?}");
+    assert_eq!(result.result, nexus_types::task_status::PropagationResult::Error, "{result:?}");
     explain(&ts, &[]).expect(
         "server",
         14,

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use dns_types::DnsGroup;
-use nexus_api::task_name::DnsTaskName;
+use nexus_types::task_name::DnsTaskName;
 use std::process::Command;
 use std::time::Duration;
 use test_support::process::binary;

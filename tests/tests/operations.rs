@@ -113,7 +113,7 @@ async fn both_services_export_what_happened_after_a_change() {
     assert!(sum > 0.0 && sum < 60.0, "{sum}");
     let done = sample(
         &text,
-        r#"nexus_task_activations_total{task="dns_config_internal",reason="request",outcome="ok"}"#,
+        r#"nexus_task_activations_total{task="dns_config_internal",reason="request",outcome="succeeded"}"#,
     );
     assert!(done.is_some_and(|n| n >= 1.0), "{text}");
     assert_eq!(

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use dns_types::{DnsGroup, DnsRecord, SrvRecord};
-use nexus_api::task_status::{PropagationOutcome, PropagationResult};
+use nexus_types::task_status::{PropagationOutcome, PropagationResult};
 use std::collections::BTreeSet;
 use std::time::Duration;
 

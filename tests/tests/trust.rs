@@ -10,8 +10,8 @@ mod common;
 use common::*;
 use devstack::stack::Database;
 use dns_types::{DnsGroup, DnsRecord, SrvRecord};
-use nexus_api::task_name::DnsTaskName;
-use nexus_api::task_status::{PropagationOutcome, PropagationResult};
+use nexus_types::task_name::DnsTaskName;
+use nexus_types::task_status::{PropagationOutcome, PropagationResult};
 use std::time::Duration;
 
 /// An HTTP client that sends no token at all.

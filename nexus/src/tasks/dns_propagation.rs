@@ -31,8 +31,8 @@ use dns_types::DnsGroup;
 use dns_types::sync::{ServerClaim, SyncState, Wanted, classify};
 use dns_types::{ConfigDiff, DnsConfig};
 use futures::StreamExt;
-use nexus_api::task_name::DnsTaskName;
-use nexus_api::task_status::{
+use nexus_types::task_name::DnsTaskName;
+use nexus_types::task_status::{
     ConfigSource, DnsPropagationStatus, DnsPropagationWaiting, PropagationOutcome,
     PropagationProgress, PropagationReport, PropagationResult, PushKind, PushRecord, ServerHistory,
     ServerRepair, ServerResult, ServersSource,
@@ -576,7 +576,7 @@ mod tests {
     use super::*;
     use background_tasks::{Activation, ActivationReason};
     use dns_types::{DnsConfig, DnsConfigZone, DnsRecord};
-    use nexus_api::task_status::DnsServerEntry;
+    use nexus_types::task_status::DnsServerEntry;
     use test_support::TokenDir;
 
     /// A server that requires the token in `tokens`.
@@ -601,7 +601,7 @@ mod tests {
     }
 
     fn loaded(config: DnsConfig) -> LoadedConfig {
-        let load = nexus_api::task_status::ConfigLoad::Full {
+        let load = nexus_types::task_status::ConfigLoad::Full {
             names_read: 1,
             duration_ms: 0.0,
             reason: None,

@@ -10,7 +10,7 @@ use background_tasks::{Activation, Task};
 use chrono::{DateTime, Utc};
 use dns_types::DnsGroup;
 use internal_dns::{Resolver, ServiceName};
-use nexus_api::task_status::{DnsServerEntry, DnsServersStatus};
+use nexus_types::task_status::{DnsServerEntry, DnsServersStatus};
 use tokio::sync::watch;
 
 /// What the task publishes: the servers and when this Nexus first saw

@@ -20,7 +20,7 @@ use background_tasks::{Activator, DriverBuilder, RegistrationError, TaskDefiniti
 use db_model::Datastore;
 use dns_types::DnsGroup;
 use internal_dns::Resolver;
-use nexus_api::task_name::DnsTaskName;
+use nexus_types::task_name::DnsTaskName;
 use std::collections::BTreeMap;
 use std::time::Duration;
 

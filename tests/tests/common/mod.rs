@@ -8,8 +8,8 @@ use devstack::stack::DnsServer;
 use devstack::{Stack, StackOptions};
 use dns_types::{DnsChange, DnsGroup, DnsRecord, DnsVersion, NameRecords, NameRemoval};
 use internal_dns::Resolver;
-use nexus_api::task_name::DnsTaskName;
-use nexus_api::task_status::{
+use nexus_types::task_name::DnsTaskName;
+use nexus_types::task_status::{
     DnsConfigStatus, DnsPropagationStatus, DnsServersStatus, PropagationReport,
 };
 use std::future::Future;

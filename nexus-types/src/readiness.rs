@@ -5,7 +5,8 @@
 //! `GET /ready` with this; anything else asks it the same way.
 
 use crate::task_name::DnsTaskName;
-use crate::task_status::{DnsConfigStatus, PropagationReport, PropagationResult};
+use crate::task_status::PropagationResult;
+use crate::task_view::DnsTaskView;
 use crate::{GroupReadiness, NexusReadiness};
 use background_task_types::{BackgroundTask, LastActivation};
 use dns_types::DnsGroup;
@@ -28,31 +29,36 @@ fn group_readiness(
     tasks: &BTreeMap<String, BackgroundTask>,
     group: DnsGroup,
 ) -> Result<GroupReadiness, String> {
-    let details = |name: DnsTaskName| match tasks.get(&name.to_string()).map(|t| &t.last) {
-        Some(LastActivation::Completed(record)) => Ok(record.details.clone()),
-        Some(LastActivation::NeverCompleted) => {
+    let view = |name: DnsTaskName| match tasks.get(&name.to_string()) {
+        Some(task) if task.last == LastActivation::NeverCompleted => {
             Err(format!("{name} has not completed an activation yet"))
         }
+        Some(task) => Ok(DnsTaskView::of(task)),
         None => Err(format!("no task {name}")),
     };
     let config_task = DnsTaskName::config(group);
-    let config: DnsConfigStatus = serde_json::from_value(details(config_task)?)
-        .map_err(|_| format!("{config_task} has not loaded a generation"))?;
-    if let Some(error) = &config.error {
+    let DnsTaskView::Config { status: config, error, .. } = view(config_task)? else {
+        return Err(format!("{config_task} is not a config task"));
+    };
+    if let Some(error) = &error {
         return Err(format!("{config_task} failed its last activation: {error}"));
     }
+    let config = config.ok_or_else(|| format!("{config_task} has not loaded a generation"))?;
     let propagation_task = DnsTaskName::propagation(group);
-    let propagation = details(propagation_task)?;
-    let status = match serde_json::from_value::<PropagationReport>(propagation.clone()) {
-        Ok(PropagationReport::Done(status)) => status,
-        Ok(PropagationReport::Waiting(waiting)) => {
-            let names: Vec<String> = waiting.waiting_for.iter().map(|n| n.to_string()).collect();
-            return Err(format!("{propagation_task} is waiting for {}", names.join(", ")));
-        }
-        Err(_) => {
-            let error =
-                propagation.get("error").and_then(|e| e.as_str()).unwrap_or("unreadable status");
-            return Err(format!("{propagation_task} failed its last activation: {error}"));
+    let DnsTaskView::Propagation { status, waiting, error, .. } = view(propagation_task)? else {
+        return Err(format!("{propagation_task} is not a propagation task"));
+    };
+    if let Some(waiting) = waiting {
+        let names: Vec<String> = waiting.waiting_for.iter().map(|n| n.to_string()).collect();
+        return Err(format!("{propagation_task} is waiting for {}", names.join(", ")));
+    }
+    let status = match (status, error) {
+        (Some(status), None) => status,
+        (_, error) => {
+            return Err(format!(
+                "{propagation_task} failed its last activation: {}",
+                error.unwrap_or_else(|| "unreadable status".into())
+            ));
         }
     };
     if status.generation != config.generation {

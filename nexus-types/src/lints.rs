@@ -14,8 +14,7 @@
 //! omdb reports it with `--all-nexus`, and each Nexus exports its loaded
 //! generation so an alert can compare them.
 
-use crate::task_name::{DnsTaskKind, DnsTaskName};
-use crate::task_status::{DnsServersStatus, PropagationReport};
+use crate::task_view::DnsTaskView;
 use background_task_types::{BackgroundTask, CurrentStatus, LastActivation};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -101,41 +100,31 @@ pub fn lint(task: &BackgroundTask, now: DateTime<Utc>, stuck_after: Duration) ->
         }
         (CurrentStatus::Idle, LastActivation::NeverCompleted) => {}
     }
-    let LastActivation::Completed(record) = &task.last else { return lints };
-    let Ok(name) = task.name.parse::<DnsTaskName>() else { return lints };
-    match name.kind {
-        DnsTaskKind::Servers => {
-            if let Ok(status) = serde_json::from_value::<DnsServersStatus>(record.details.clone()) {
-                if status.servers.is_empty() {
-                    lints.push(Lint::EmptyServerList);
-                }
-                if let Some(from) =
-                    status.previous_count.filter(|from| *from > status.servers.len())
-                {
-                    lints.push(Lint::ShrunkServerList {
-                        from,
-                        to: status.servers.len(),
-                        at: status.discovered_at,
+    match DnsTaskView::of(task) {
+        DnsTaskView::Servers { status: Some(status), .. } => {
+            if status.servers.is_empty() {
+                lints.push(Lint::EmptyServerList);
+            }
+            if let Some(from) = status.previous_count.filter(|from| *from > status.servers.len()) {
+                lints.push(Lint::ShrunkServerList {
+                    from,
+                    to: status.servers.len(),
+                    at: status.discovered_at,
+                });
+            }
+        }
+        DnsTaskView::Propagation { status: Some(status), .. } => {
+            for (server, result) in &status.servers {
+                if let Some(since) = result.history.failing_since {
+                    lints.push(Lint::ServerFailing {
+                        server: server.clone(),
+                        since,
+                        consecutive_failures: result.history.consecutive_failures,
                     });
                 }
             }
         }
-        DnsTaskKind::Propagation => {
-            if let Ok(PropagationReport::Done(status)) =
-                serde_json::from_value(record.details.clone())
-            {
-                for (server, result) in &status.servers {
-                    if let Some(since) = result.history.failing_since {
-                        lints.push(Lint::ServerFailing {
-                            server: server.clone(),
-                            since,
-                            consecutive_failures: result.history.consecutive_failures,
-                        });
-                    }
-                }
-            }
-        }
-        DnsTaskKind::Config => {}
+        _ => {}
     }
     lints
 }
@@ -143,7 +132,7 @@ pub fn lint(task: &BackgroundTask, now: DateTime<Utc>, stuck_after: Duration) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use background_task_types::{ActivationReason, ActivationRecord};
+    use background_task_types::{ActivationOutcome, ActivationReason, ActivationRecord};
     use serde_json::json;
 
     fn task(
@@ -158,6 +147,7 @@ mod tests {
                 reason: ActivationReason::Timer,
                 start_time: Utc::now() - chrono::Duration::seconds(10),
                 elapsed: Duration::from_millis(5),
+                outcome: ActivationOutcome::Succeeded,
                 details,
             }),
         };

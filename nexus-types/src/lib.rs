@@ -1,0 +1,50 @@
+//! Nexus's wire types, apart from its API trait: what a client, omdb, the
+//! lints and the readiness check all read, without building the server
+//! framework.
+//!
+//! - [`task_name`]: the DNS background tasks' names, as a type.
+//! - [`task_status`]: the typed statuses the DNS tasks report.
+//! - [`task_view`]: the one decoding of what a DNS task last reported
+//!   (status, outcome, progress), which every reader uses.
+//! - [`lints`] and [`readiness`]: what needs attention, and whether a Nexus
+//!   is in sync, decided once from task statuses.
+//! - [`NexusStatus`], [`NexusReadiness`]: the bodies of `/status` and
+//!   `/ready`.
+
+pub mod lints;
+pub mod readiness;
+pub mod task_name;
+pub mod task_status;
+pub mod task_view;
+
+use chrono::{DateTime, Utc};
+use dns_types::DnsGroup;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use uuid::Uuid;
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+pub struct NexusStatus {
+    pub id: Uuid,
+    pub started_at: DateTime<Utc>,
+    /// Where this internal API listens.
+    pub internal_api_address: SocketAddr,
+}
+
+/// `GET /ready` when ready: per group, what is served where.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+pub struct NexusReadiness {
+    pub groups: Vec<GroupReadiness>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+pub struct GroupReadiness {
+    pub group: DnsGroup,
+    /// The generation loaded, which every server serves.
+    pub generation: u64,
+    /// The servers' config API addresses.
+    pub servers: Vec<String>,
+    /// When the last server was done.
+    pub all_done_at: DateTime<Utc>,
+}

@@ -60,7 +60,7 @@ impl DnsTaskView {
                 let status = last
                     .into_iter()
                     .chain(task.history.iter().rev())
-                    .find_map(|r| decode::<DnsConfigStatus>(r));
+                    .find_map(decode::<DnsConfigStatus>);
                 DnsTaskView::Config { status, error, started_at }
             }
             DnsTaskKind::Servers => {

@@ -292,7 +292,7 @@ impl Task for Keeper {
     type Status = Kept;
     async fn activate(&mut self, _: &Activation) -> anyhow::Result<Kept> {
         self.0 += 1;
-        let error = (self.0 % 2 == 0).then(|| format!("lost the database on {}", self.0));
+        let error = self.0.is_multiple_of(2).then(|| format!("lost the database on {}", self.0));
         Ok(Kept { generation: 7, error })
     }
     fn failure(status: &Kept) -> Option<String> {

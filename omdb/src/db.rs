@@ -164,7 +164,7 @@ pub async fn run(args: &DbArgs, discovery: &Discovery, output: &Output) -> anyho
                 println!("{fqdn} ({group} DNS): never existed in any generation");
             } else {
                 println!("{fqdn} ({group} DNS), {} events:", events.len());
-                println!("{}", crate::explain::history_rows(&events));
+                println!("{}", crate::explain::render::history_rows(&events));
             }
             Ok(())
         }

@@ -160,9 +160,3 @@ pub fn http_client() -> reqwest::Client {
         .build()
         .expect("an HTTP client with timeouts builds")
 }
-
-/// Addresses as a DNS server's status reports them (strings in the
-/// generated client); one that does not parse is left out, never guessed.
-pub fn socket_addrs(addresses: &[String]) -> Vec<SocketAddr> {
-    addresses.iter().filter_map(|a| a.parse().ok()).collect()
-}

@@ -5,16 +5,16 @@
 //!   claims.
 //! - `explain NAME`: see `explain.rs`.
 
-use crate::discovery::{Discovery, TIMEOUT, http_client};
+use crate::discovery::Discovery;
 use crate::explain::{self, ExplainArgs};
 use crate::format::{Output, table, timestamp};
+use crate::observe::{self, ServerObservation};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
-use db_model::Datastore;
 use dns_types::sync::{ServerClaim, SyncState, Wanted, classify};
 use dns_types::{DnsGroup, DnsVersion};
-use internal_dns::wire::{self, Transport};
-use serde::Serialize;
+use internal_dns::wire::Transport;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -94,13 +94,8 @@ pub async fn run(args: &DnsArgs, discovery: &Discovery, output: &Output) -> anyh
         DnsCommand::Status { group } => {
             let groups: Vec<DnsGroup> =
                 group.map(|g| vec![g]).unwrap_or_else(|| DnsGroup::ALL.to_vec());
-            let datastore = discovery.datastore().await?;
-            let mut report = StatusReport { groups: Vec::new(), problems: Vec::new() };
-            for group in groups {
-                let status = group_status(&datastore, discovery, group).await?;
-                report.problems.extend(problems(&status));
-                report.groups.push(status);
-            }
+            let observations = gather_status(discovery, &groups).await?;
+            let report = status_report(&observations);
             if output.json {
                 output.json(&report)?;
             } else {
@@ -119,120 +114,164 @@ pub async fn run(args: &DnsArgs, discovery: &Discovery, output: &Output) -> anyh
     }
 }
 
-async fn group_status(
-    datastore: &Datastore,
+/// What `dns status` saw: per group, the database's latest generation and
+/// every server found in DNS.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusObservations {
+    pub taken_at: DateTime<Utc>,
+    pub groups: Vec<GroupObservation>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GroupObservation {
+    pub group: DnsGroup,
+    pub latest: DnsVersion,
+    pub latest_digest: String,
+    pub servers: Vec<ServerObservation>,
+    /// The database's digest of each generation a server claims.
+    pub digests: BTreeMap<u64, Result<String, String>>,
+    /// When the first generation each behind server lacks was created.
+    pub first_missing: BTreeMap<u64, DateTime<Utc>>,
+}
+
+pub async fn gather_status(
     discovery: &Discovery,
-    group: DnsGroup,
-) -> anyhow::Result<GroupStatus> {
-    let latest_config = datastore.dns_config_read(group, None).await?;
-    let latest_digest = dns_types::config_digest(&latest_config);
-    let latest = DnsVersion {
-        group,
-        generation: latest_config.generation,
-        time_created: latest_config.time_created,
-        creator: latest_config.creator.clone(),
-        comment: latest_config.comment.clone(),
-    };
-    let zone = latest_config.zones.first().map(|z| z.zone_name.clone());
-    let mut servers = discovery.dns_servers(group).await?;
-    servers.sort();
-    let zone = &zone;
-    let statuses = futures::future::join_all(servers.iter().map(|(address, _)| async move {
-        let client =
-            dns_server_client::Client::new_with_client(&format!("http://{address}"), http_client());
-        let status = client.status_get().send().await.map(|r| r.into_inner());
-        let mut questions = Vec::new();
-        if let (Ok(s), Some(zone)) = (&status, zone) {
-            for dns_address in crate::discovery::socket_addrs(&s.dns_addresses) {
-                for transport in [Transport::Udp, Transport::Tcp] {
-                    questions.push(async move {
-                        let answer = wire::ask(dns_address, zone, "SOA", transport, TIMEOUT).await;
-                        let answered_by = answer.as_ref().ok().and_then(|a| a.answered_by.clone());
-                        let (serial, error) = match answer {
-                            Ok(a) if a.soa_serial.is_some() => (a.soa_serial, None),
-                            Ok(a) => (None, Some(format!("answered {} without an SOA", a.rcode))),
-                            Err(e) => (None, Some(dns_types::error_chain(&e))),
-                        };
-                        WireSerial { dns_address, transport, serial, answered_by, error }
-                    });
-                }
+    groups: &[DnsGroup],
+) -> anyhow::Result<StatusObservations> {
+    let taken_at = Utc::now();
+    let datastore = discovery.datastore().await?;
+    let zones = datastore.dns_zones().await?;
+    let mut observed = Vec::new();
+    for group in groups.iter().copied() {
+        let latest = datastore.dns_version_latest(group).await?;
+        let latest_digest =
+            observe::database_digest(&datastore, group, latest.generation).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "reading the digest of {group} generation {}: {e}",
+                    latest.generation
+                )
+            })?;
+        let zone = zones.iter().find(|z| z.group == group).map(|z| z.zone_name.clone());
+        let service = internal_dns::ServiceName::dns_servers_of(group);
+        let known = discovery
+            .dns_servers(group)
+            .await?
+            .into_iter()
+            .map(|(address, target)| {
+                let from = format!("SRV {} -> {target}", service.srv_name(&discovery.zone));
+                (address, std::collections::BTreeSet::from([from]))
+            })
+            .collect();
+        let servers = observe::observe_servers(known, zone.as_deref()).await;
+        let mut digests = BTreeMap::new();
+        digests.insert(latest.generation, Ok(latest_digest.clone()));
+        observe::claimed_digests(&datastore, group, latest.generation, &servers, &mut digests)
+            .await;
+        let mut first_missing = BTreeMap::new();
+        for generation in servers.iter().filter_map(ServerObservation::generation) {
+            if generation < latest.generation
+                && !first_missing.contains_key(&generation)
+                && let Ok(v) = datastore.dns_version(group, generation + 1).await
+            {
+                first_missing.insert(generation, v.time_created);
             }
         }
-        (status, futures::future::join_all(questions).await)
-    }))
-    .await;
-    let mut digests: BTreeMap<u64, Result<String, String>> = BTreeMap::new();
-    digests.insert(latest.generation, Ok(latest_digest.clone()));
-    let mut rows = Vec::new();
-    for ((address, _), (status, wire)) in servers.iter().zip(statuses) {
-        let mut row = ServerStatus {
-            config_address: *address,
-            id: None,
-            dns_addresses: Vec::new(),
-            generation: None,
-            digest: None,
-            time_applied: None,
-            behind: None,
-            lag_seconds: None,
-            state: None,
-            content_unchecked: None,
-            wire,
-            error: None,
-        };
-        match status {
-            Err(e) => row.error = Some(dns_types::error_chain(&e)),
-            Ok(status) => {
-                let generation = status.generation;
-                // The database's digest of the server's generation, when the
-                // database has it: an odd generation is this row's finding,
-                // never the end of the table.
-                if generation > 0
-                    && generation <= latest.generation
-                    && !digests.contains_key(&generation)
-                {
-                    let digest = datastore
-                        .dns_config_read(group, Some(generation))
-                        .await
-                        .map(|c| dns_types::config_digest(&c))
-                        .map_err(|e| dns_types::error_chain(&e));
-                    digests.insert(generation, digest);
-                }
-                let state = classify(
-                    ServerClaim { generation, digest: status.applied_config_digest.as_deref() },
-                    Wanted {
-                        generation: latest.generation,
-                        digest: &latest_digest,
-                        database_latest: Some(latest.generation),
-                        digest_at_server_generation: digests
-                            .get(&generation)
-                            .and_then(|d| d.as_deref().ok()),
-                    },
-                );
-                if generation < latest.generation {
-                    row.behind = Some(latest.generation - generation);
-                    if let Ok(first_missing) = datastore.dns_version(group, generation + 1).await {
-                        let lag = (Utc::now() - first_missing.time_created).num_milliseconds();
-                        row.lag_seconds = Some(lag.max(0) as f64 / 1000.0);
-                    }
-                } else {
-                    row.behind = Some(0);
-                }
-                if let Some(Err(e)) = digests.get(&generation) {
-                    row.content_unchecked = Some(format!(
-                        "reading generation {generation} from the database failed: {e}"
-                    ));
-                }
-                row.id = Some(status.id);
-                row.dns_addresses = crate::discovery::socket_addrs(&status.dns_addresses);
-                row.generation = Some(generation);
-                row.digest = status.applied_config_digest;
-                row.time_applied = status.time_applied;
-                row.state = Some(state);
-            }
-        }
-        rows.push(row);
+        observed.push(GroupObservation {
+            group,
+            latest,
+            latest_digest,
+            servers,
+            digests,
+            first_missing,
+        });
     }
-    Ok(GroupStatus { group, latest, latest_digest, servers: rows })
+    Ok(StatusObservations { taken_at, groups: observed })
+}
+
+/// The status report of what was observed (no I/O).
+pub fn status_report(observations: &StatusObservations) -> StatusReport {
+    let mut report = StatusReport { groups: Vec::new(), problems: Vec::new() };
+    for g in &observations.groups {
+        let mut servers: Vec<ServerStatus> =
+            g.servers.iter().map(|s| server_status(s, g, observations.taken_at)).collect();
+        servers.sort_by_key(|s| s.config_address);
+        let status = GroupStatus {
+            group: g.group,
+            latest: g.latest.clone(),
+            latest_digest: g.latest_digest.clone(),
+            servers,
+        };
+        report.problems.extend(problems(&status));
+        report.groups.push(status);
+    }
+    report
+}
+
+fn server_status(s: &ServerObservation, g: &GroupObservation, now: DateTime<Utc>) -> ServerStatus {
+    let wire = s
+        .soa
+        .iter()
+        .map(|w| {
+            let answered_by = w.answer.as_ref().and_then(|a| a.answered_by.clone());
+            let (serial, error) = match (&w.answer, &w.error) {
+                (Some(a), _) if a.soa_serial.is_some() => (a.soa_serial, None),
+                (Some(a), _) => (None, Some(format!("answered {} without an SOA", a.rcode))),
+                (None, e) => (None, Some(e.clone().unwrap_or_default())),
+            };
+            WireSerial {
+                dns_address: w.dns_address,
+                transport: w.transport,
+                serial,
+                answered_by,
+                error,
+            }
+        })
+        .collect();
+    let mut row = ServerStatus {
+        config_address: s.config_address,
+        id: None,
+        dns_addresses: s.dns_addresses(),
+        generation: None,
+        digest: None,
+        time_applied: None,
+        behind: None,
+        lag_seconds: None,
+        state: None,
+        content_unchecked: None,
+        wire,
+        error: s.error.clone(),
+    };
+    let Some(status) = &s.status else { return row };
+    let generation = status.generation;
+    let latest = g.latest.generation;
+    let database_digest = g.digests.get(&generation);
+    row.state = Some(classify(
+        ServerClaim { generation, digest: status.applied_config_digest.as_deref() },
+        Wanted {
+            generation: latest,
+            digest: &g.latest_digest,
+            database_latest: Some(latest),
+            digest_at_server_generation: database_digest.and_then(|d| d.as_deref().ok()),
+        },
+    ));
+    if generation < latest {
+        row.behind = Some(latest - generation);
+        if let Some(created) = g.first_missing.get(&generation) {
+            let lag = (now - *created).num_milliseconds();
+            row.lag_seconds = Some(lag.max(0) as f64 / 1000.0);
+        }
+    } else {
+        row.behind = Some(0);
+    }
+    if let Some(Err(e)) = database_digest {
+        row.content_unchecked =
+            Some(format!("reading generation {generation} from the database failed: {e}"));
+    }
+    row.id = Some(status.id);
+    row.generation = Some(generation);
+    row.digest = status.applied_config_digest.clone();
+    row.time_applied = status.time_applied;
+    row
 }
 
 fn problems(group: &GroupStatus) -> Vec<String> {

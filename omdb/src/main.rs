@@ -17,6 +17,7 @@ mod dns;
 mod explain;
 mod format;
 mod nexus;
+mod observe;
 
 use clap::{Parser, Subcommand};
 use discovery::Discovery;

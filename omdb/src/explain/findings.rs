@@ -1,0 +1,733 @@
+//! The decisions of `omdb dns explain`: a pure function from what was
+//! observed ([`Observations`]) to the report (verdict, findings, notes and
+//! the evidence of each stage).  No I/O and no clock: "now" is when the
+//! observations were taken, so a bundle read a week later gives the verdict
+//! the live command gave.
+
+use super::gather::{DatabaseObservation, NexusObservation, Observations, nexus_label};
+use super::report::*;
+use crate::format::timestamp;
+use crate::observe::{ServerObservation, WireObservation};
+use dns_types::history::{NameEventKind, name_events};
+use dns_types::sync::{ServerClaim, SyncState, Wanted, classify};
+use dns_types::{DnsRecord, DnsVersion};
+use internal_dns::wire::WireAnswer;
+use nexus_types::task_name::DnsTaskName;
+use nexus_types::task_status::PropagationResult;
+use nexus_types::task_view::DnsTaskView;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The report for `observations`.
+pub fn evaluate(observations: &Observations) -> Report {
+    let db = database_evidence(observations);
+    let mut findings = database_findings(&db);
+    let nexus = match &observations.nexus {
+        Ok(found) => found.iter().map(|n| nexus_evidence(n, &db)).collect(),
+        Err(error) => {
+            findings.push(Finding {
+                stage: Stage::Nexus,
+                subject: "Nexus".into(),
+                summary: format!("no Nexus could be found to ask: {error}"),
+            });
+            Vec::new()
+        }
+    };
+    let stuck_after = Duration::from_secs(observations.question.stuck_after_secs);
+    findings.extend(nexus_findings(&nexus, &db, observations.taken_at, stuck_after));
+    let servers: Vec<ServerEvidence> =
+        observations.servers.iter().map(|s| server_evidence(s, &observations.database)).collect();
+    findings.extend(server_findings(&servers, &db));
+    if servers.is_empty() {
+        findings.push(Finding {
+            stage: Stage::ServerList,
+            subject: format!("{} DNS servers", db.group),
+            summary: format!(
+                "no {} DNS server is registered in internal generation {} or listed by any Nexus: \
+                 nothing serves {}",
+                db.group, db.internal_generation, db.fqdn
+            ),
+        });
+    }
+    let wire = wire_evidence(observations, &servers);
+    findings.extend(wire_findings(&wire, &servers, &db));
+
+    findings.sort_by_key(|f| f.stage);
+    let verdict = match findings.first() {
+        Some(first) => Verdict { stage: first.stage, summary: first.summary.clone() },
+        None => Verdict {
+            stage: Stage::Healthy,
+            summary: healthy_summary(&db, &nexus, &servers, &wire),
+        },
+    };
+    Report { verdict, findings, notes: Vec::new(), database: db, nexus, servers, wire }
+}
+
+fn database_evidence(o: &Observations) -> DatabaseEvidence {
+    let d: &DatabaseObservation = &o.database;
+    let latest = d.latest.generation;
+    let current = d.stretches.iter().find(|s| s.covers(latest));
+    DatabaseEvidence {
+        group: d.group,
+        zone: d.zone.clone(),
+        name: d.name.clone(),
+        fqdn: d.fqdn.clone(),
+        record_type: o.question.record_type.as_ref().map(|t| t.to_ascii_uppercase()),
+        latest: d.latest.clone(),
+        latest_digest: d.latest_digest.clone(),
+        records: current.map(|s| s.records.clone()).unwrap_or_default(),
+        records_since: current.map(|s| s.added.clone()),
+        history: name_events(&d.stretches),
+        never_existed: d.stretches.is_empty(),
+        near_misses: d.near_misses.clone(),
+        registered_servers: d.registered_servers.clone(),
+        internal_generation: d.internal_generation,
+    }
+}
+
+fn nexus_evidence(n: &NexusObservation, db: &DatabaseEvidence) -> NexusEvidence {
+    let mut evidence = NexusEvidence {
+        url: n.url.clone(),
+        id: n.id,
+        error: n.error.clone(),
+        ..Default::default()
+    };
+    if n.error.is_some() && n.tasks.is_empty() {
+        return evidence;
+    }
+    for name in DnsTaskName::of_group(db.group) {
+        match n.view(name) {
+            Some(DnsTaskView::Config { status, error, started_at }) => {
+                evidence.config = Some(ConfigEvidence {
+                    generation: status.as_ref().map(|s| s.generation),
+                    digest: status.as_ref().map(|s| s.digest.clone()),
+                    first_seen_at: status.as_ref().map(|s| s.first_seen_at),
+                    checked_at: started_at,
+                    error,
+                });
+            }
+            Some(DnsTaskView::Servers { status, error, started_at }) => {
+                evidence.server_list = Some(ServerListEvidence {
+                    servers: status
+                        .as_ref()
+                        .map(|s| s.servers.iter().map(|e| e.address).collect())
+                        .unwrap_or_default(),
+                    discovered_at: status.as_ref().map(|s| s.discovered_at),
+                    checked_at: started_at,
+                    error,
+                });
+            }
+            Some(DnsTaskView::Propagation { status, waiting, error, started_at, running }) => {
+                let mut p = PropagationEvidence {
+                    started_at,
+                    error,
+                    waiting_for: waiting.map(|w| w.waiting_for).unwrap_or_default(),
+                    ..Default::default()
+                };
+                if let Some(status) = status {
+                    p.generation = Some(status.generation);
+                    p.all_done_at = Some(status.all_done_at);
+                    p.servers = status.servers;
+                }
+                if let Some((since, progress)) = running {
+                    p.running_since = Some(since);
+                    if let Some(progress) = progress {
+                        p.running_generation = Some(progress.generation);
+                        p.pending = progress.pending;
+                    }
+                }
+                evidence.propagation = Some(p);
+            }
+            Some(DnsTaskView::Other) | None => {}
+        }
+    }
+    evidence
+}
+
+fn server_evidence(s: &ServerObservation, db: &DatabaseObservation) -> ServerEvidence {
+    let mut evidence = ServerEvidence {
+        config_address: Some(s.config_address),
+        known_from: s.known_from.clone(),
+        id: None,
+        dns_addresses: s.dns_addresses(),
+        generation: None,
+        digest: None,
+        time_applied: None,
+        database_digest: None,
+        state: None,
+        error: s.error.clone(),
+    };
+    if let Some(status) = &s.status {
+        let database_digest =
+            db.digests.get(&status.generation).and_then(|d| d.as_ref().ok()).cloned();
+        evidence.state = Some(classify(
+            ServerClaim {
+                generation: status.generation,
+                digest: status.applied_config_digest.as_deref(),
+            },
+            Wanted {
+                generation: db.latest.generation,
+                digest: &db.latest_digest,
+                database_latest: Some(db.latest.generation),
+                digest_at_server_generation: database_digest.as_deref(),
+            },
+        ));
+        evidence.id = Some(status.id);
+        evidence.generation = Some(status.generation);
+        evidence.digest = status.applied_config_digest.clone();
+        evidence.time_applied = status.time_applied;
+        evidence.database_digest = database_digest;
+    }
+    evidence
+}
+
+fn wire_evidence(o: &Observations, servers: &[ServerEvidence]) -> Vec<WireEvidence> {
+    let fqdn = &o.database.fqdn;
+    o.wire
+        .iter()
+        .map(|w: &WireObservation| {
+            let owner = servers
+                .iter()
+                .zip(&o.servers)
+                .find(|(s, _)| s.dns_addresses.contains(&w.dns_address));
+            let expected_generation = match owner {
+                Some((s, _)) => s.generation,
+                None => Some(o.database.latest.generation),
+            };
+            let expected_records = expected_generation
+                .map(|g| expected_answer(&records_at(&o.database, g), &w.record_type))
+                .unwrap_or_default();
+            let soa = match owner {
+                Some((_, observed)) => observed.soa_of(w.dns_address, w.transport),
+                None => o
+                    .unclaimed_soa
+                    .iter()
+                    .find(|s| s.dns_address == w.dns_address && s.transport == w.transport),
+            };
+            let mut evidence = WireEvidence {
+                dns_address: w.dns_address,
+                server: owner.and_then(|(s, _)| s.config_address),
+                server_id: owner.and_then(|(s, _)| s.id),
+                transport: w.transport,
+                record_type: w.record_type.clone(),
+                asked_at: w.asked_at,
+                answer: w.answer.clone(),
+                soa_serial: None,
+                error: w.error.clone(),
+                expected_generation,
+                expected_records,
+                mismatch: None,
+            };
+            if let Some(answer) = &w.answer {
+                let mut problems = Vec::new();
+                match soa {
+                    Some(WireObservation { answer: Some(soa), .. }) if soa.soa_serial.is_some() => {
+                        evidence.soa_serial = soa.soa_serial;
+                    }
+                    Some(WireObservation { answer: Some(soa), .. }) => problems
+                        .push(format!("the zone's SOA came back without a serial ({})", soa.rcode)),
+                    Some(WireObservation { error: Some(e), .. }) => {
+                        problems.push(format!("the zone's SOA could not be asked: {e}"))
+                    }
+                    _ => problems.push("the zone's SOA was not asked".to_string()),
+                }
+                problems.extend(compare_wire(&evidence, answer, fqdn));
+                evidence.mismatch = (!problems.is_empty()).then(|| problems.join("; "));
+            }
+            evidence
+        })
+        .collect()
+}
+
+/// The name's records at `generation`, from its history.
+pub fn records_at(db: &DatabaseObservation, generation: u64) -> Vec<DnsRecord> {
+    db.stretches
+        .iter()
+        .find(|s| s.covers(generation))
+        .map(|s| s.records.clone())
+        .unwrap_or_default()
+}
+
+/// The answer-section records the owner name should have for `rtype`,
+/// given its records: a CNAME stands for every type.
+pub fn expected_answer(records: &[DnsRecord], rtype: &str) -> Vec<DnsRecord> {
+    if let Some(cname) = records.iter().find(|r| matches!(r, DnsRecord::Cname(_))) {
+        return vec![cname.clone()];
+    }
+    let mut expected: Vec<DnsRecord> =
+        records.iter().filter(|r| r.type_name() == rtype).cloned().collect();
+    expected.sort();
+    expected
+}
+
+/// Why a wire answer differs from what the server's generation holds.
+fn compare_wire(evidence: &WireEvidence, answer: &WireAnswer, fqdn: &str) -> Option<String> {
+    let mut problems = Vec::new();
+    if let (Some(by), Some(own)) = (&answer.answered_by, evidence.server_id)
+        && *by != own.to_string()
+    {
+        problems.push(format!("from server id {by} (its NSID), not from this server (id {own})"));
+    }
+    if !answer.authoritative {
+        problems.push("without the AA flag".to_string());
+    }
+    if answer.rcode != "NOERROR" && answer.rcode != "NXDOMAIN" {
+        problems.push(format!("with {}", answer.rcode));
+    }
+    let mut got: Vec<DnsRecord> =
+        answer.answers.iter().filter(|r| r.owner == fqdn).map(|r| r.record.clone()).collect();
+    got.sort();
+    if answer.rcode == "NOERROR" || answer.rcode == "NXDOMAIN" {
+        if got != evidence.expected_records {
+            problems.push(format!(
+                "with {} where generation {} holds {}",
+                records_text(&got),
+                evidence.expected_generation.map(|g| g.to_string()).unwrap_or("?".into()),
+                records_text(&evidence.expected_records)
+            ));
+        } else if !evidence.expected_records.is_empty() && answer.rcode != "NOERROR" {
+            problems.push(format!("{} for a name that exists", answer.rcode));
+        }
+    }
+    if let (Some(serial), Some(generation)) = (evidence.soa_serial, evidence.expected_generation)
+        && u64::from(serial) != generation
+    {
+        problems
+            .push(format!("SOA serial {serial} where the server reports generation {generation}"));
+    }
+    (!problems.is_empty()).then(|| problems.join("; "))
+}
+
+pub fn records_text(records: &[DnsRecord]) -> String {
+    if records.is_empty() {
+        return "no records".into();
+    }
+    records.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+pub fn when(version: &DnsVersion) -> String {
+    format!(
+        "generation {} ({}, by {}: {:?})",
+        version.generation,
+        timestamp(version.time_created),
+        version.creator,
+        version.comment
+    )
+}
+
+fn database_findings(db: &DatabaseEvidence) -> Vec<Finding> {
+    let subject = db.fqdn.clone();
+    let latest = format!(
+        "{} DNS generation {} (latest, {})",
+        db.group,
+        db.latest.generation,
+        timestamp(db.latest.time_created)
+    );
+    if db.records.is_empty() {
+        let summary = if db.never_existed {
+            let near = if db.near_misses.is_empty() {
+                String::new()
+            } else {
+                format!("; similar names: {}", db.near_misses.join(", "))
+            };
+            format!("{subject} is not in {latest} and never existed in any generation{near}")
+        } else {
+            let removed = db.history.iter().rev().find(|e| e.kind == NameEventKind::Removed);
+            match removed {
+                Some(e) => format!(
+                    "{subject} is not in {latest}: it was removed in {} (it had {})",
+                    when(&e.version),
+                    records_text(&e.records_before)
+                ),
+                None => format!("{subject} is not in {latest}"),
+            }
+        };
+        return vec![Finding { stage: Stage::Database, subject, summary }];
+    }
+    if let Some(rtype) = &db.record_type {
+        let has_cname = db.records.iter().any(|r| matches!(r, DnsRecord::Cname(_)));
+        if !has_cname && !db.records.iter().any(|r| r.type_name() == rtype) {
+            return vec![Finding {
+                stage: Stage::Database,
+                subject: subject.clone(),
+                summary: format!(
+                    "{subject} has no {rtype} records in {latest}; it has {}",
+                    records_text(&db.records)
+                ),
+            }];
+        }
+    }
+    Vec::new()
+}
+
+pub fn nexus_evidence_label(n: &NexusEvidence) -> String {
+    nexus_label(&NexusObservation { url: n.url.clone(), id: n.id, ..Default::default() })
+}
+
+fn nexus_findings(
+    nexus: &[NexusEvidence],
+    db: &DatabaseEvidence,
+    now: chrono::DateTime<chrono::Utc>,
+    stuck_after: Duration,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let latest = db.latest.generation;
+    let registered: BTreeSet<SocketAddr> = db.registered_servers.iter().copied().collect();
+    for n in nexus {
+        let subject = format!("Nexus {}", nexus_evidence_label(n));
+        if let Some(error) = &n.error {
+            findings.push(Finding {
+                stage: Stage::Nexus,
+                subject: subject.clone(),
+                summary: format!("{subject} {error}"),
+            });
+            continue;
+        }
+        match &n.config {
+            None => findings.push(Finding {
+                stage: Stage::Nexus,
+                subject: subject.clone(),
+                summary: format!("{subject} has not loaded any {} DNS config yet", db.group),
+            }),
+            Some(c) => {
+                let checked = c.checked_at.map(timestamp).unwrap_or_else(|| "never".into());
+                if let Some(error) = &c.error {
+                    findings.push(Finding {
+                        stage: Stage::Nexus,
+                        subject: subject.clone(),
+                        summary: format!(
+                            "{subject} could not read the database at {checked}: {error} \
+                             (it still propagates generation {})",
+                            c.generation.map(|g| g.to_string()).unwrap_or("none".into())
+                        ),
+                    });
+                } else if c.generation == Some(latest)
+                    && c.digest.as_deref() != Some(db.latest_digest.as_str())
+                {
+                    findings.push(Finding {
+                        stage: Stage::Nexus,
+                        subject: subject.clone(),
+                        summary: format!(
+                            "{subject} holds generation {latest} with digest {}, but the \
+                             database's generation {latest} has digest {} (checked {checked})",
+                            c.digest.as_deref().unwrap_or("none"),
+                            db.latest_digest
+                        ),
+                    });
+                } else if c.generation.is_some_and(|g| g < latest) {
+                    findings.push(Finding {
+                        stage: Stage::Nexus,
+                        subject: subject.clone(),
+                        summary: format!(
+                            "{subject} last found generation {} (first seen {}, checked {checked}), \
+                             but the database's latest is {latest}, created {} by {}",
+                            c.generation.unwrap_or_default(),
+                            c.first_seen_at.map(timestamp).unwrap_or_default(),
+                            timestamp(db.latest.time_created),
+                            db.latest.creator
+                        ),
+                    });
+                }
+            }
+        }
+        match &n.server_list {
+            Some(list) if list.error.is_some() => findings.push(Finding {
+                stage: Stage::ServerList,
+                subject: subject.clone(),
+                summary: format!(
+                    "{subject} could not look up the {} DNS servers at {}: {}",
+                    db.group,
+                    list.checked_at.map(timestamp).unwrap_or_default(),
+                    list.error.as_deref().unwrap_or_default()
+                ),
+            }),
+            Some(list) => {
+                let listed: BTreeSet<SocketAddr> = list.servers.iter().copied().collect();
+                let found = list.discovered_at.map(timestamp).unwrap_or_default();
+                for missing in registered.difference(&listed) {
+                    findings.push(Finding {
+                        stage: Stage::ServerList,
+                        subject: missing.to_string(),
+                        summary: format!(
+                            "{db_group} DNS server {missing} is registered in internal generation {gen} \
+                             but is not in {subject}'s server list (list found {found}, checked {})",
+                            list.checked_at.map(timestamp).unwrap_or_default(),
+                            db_group = db.group,
+                            gen = db.internal_generation,
+                        ),
+                    });
+                }
+                for extra in listed.difference(&registered) {
+                    findings.push(Finding {
+                        stage: Stage::ServerList,
+                        subject: extra.to_string(),
+                        summary: format!(
+                            "{subject} lists {extra} among the {} DNS servers (list found {found}), \
+                             but internal generation {} does not register it",
+                            db.group, db.internal_generation
+                        ),
+                    });
+                }
+            }
+            None => findings.push(Finding {
+                stage: Stage::ServerList,
+                subject: subject.clone(),
+                summary: format!("{subject} has no {} DNS server list yet", db.group),
+            }),
+        }
+        if let Some(p) = &n.propagation {
+            if let Some(since) = p.running_since {
+                let running_for = (now - since).to_std().unwrap_or_default();
+                if running_for > stuck_after {
+                    findings.push(Finding {
+                        stage: Stage::Propagation,
+                        subject: subject.clone(),
+                        summary: format!(
+                            "{subject}'s propagation of generation {} has been running since {} \
+                             ({}s), still waiting on {}",
+                            p.running_generation.map(|g| g.to_string()).unwrap_or("?".into()),
+                            timestamp(since),
+                            running_for.as_secs(),
+                            if p.pending.is_empty() {
+                                "nothing reported".into()
+                            } else {
+                                p.pending.join(", ")
+                            }
+                        ),
+                    });
+                }
+            }
+            if let Some(error) = &p.error {
+                findings.push(Finding {
+                    stage: Stage::Propagation,
+                    subject: subject.clone(),
+                    summary: format!(
+                        "{subject}'s last propagation failed at {}: {error}",
+                        p.started_at.map(timestamp).unwrap_or_default()
+                    ),
+                });
+            }
+            if !p.waiting_for.is_empty() {
+                findings.push(Finding {
+                    stage: Stage::Propagation,
+                    subject: subject.clone(),
+                    summary: format!(
+                        "{subject} has not propagated yet: waiting for {}",
+                        p.waiting_for.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            }
+            for (address, result) in &p.servers {
+                if result.result == PropagationResult::Error && !result.outcome.is_server_fault() {
+                    let history = &result.history;
+                    let since = match history.failing_since {
+                        Some(t) if history.consecutive_failures > 1 => format!(
+                            " (failing since {}, {} attempts in a row)",
+                            timestamp(t),
+                            history.consecutive_failures
+                        ),
+                        _ => String::new(),
+                    };
+                    findings.push(Finding {
+                        stage: Stage::Propagation,
+                        subject: address.clone(),
+                        summary: format!(
+                            "{subject}'s push of generation {} to {address} failed at {}: {}{since}",
+                            p.generation.unwrap_or_default(),
+                            timestamp(result.completed_at),
+                            result.message
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    findings
+}
+
+fn server_findings(servers: &[ServerEvidence], db: &DatabaseEvidence) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let latest = &db.latest;
+    for s in servers {
+        let address = s.config_address.map(|a| a.to_string()).unwrap_or_default();
+        let name = match s.id {
+            Some(id) => format!("{} DNS server {address} (id {id})", db.group),
+            None => format!("{} DNS server {address}", db.group),
+        };
+        if let Some(error) = &s.error {
+            findings.push(Finding {
+                stage: Stage::Propagation,
+                subject: address.clone(),
+                summary: format!("{name} does not answer on its config API: {error}"),
+            });
+            continue;
+        }
+        if s.dns_addresses.is_empty() {
+            // Nothing to ask over the wire: never count it as answering.
+            findings.push(Finding {
+                stage: Stage::Wire,
+                subject: address.clone(),
+                summary: format!(
+                    "{name} reports no DNS address, so what it answers could not be checked"
+                ),
+            });
+        }
+        let applied = s.time_applied.map(timestamp).unwrap_or_else(|| "never".into());
+        let generation = s.generation.unwrap_or_default();
+        let summary = match &s.state {
+            Some(SyncState::Behind { by }) => Some((
+                Stage::Propagation,
+                format!(
+                    "{name} serves generation {generation} (applied {applied}), {by} behind the \
+                     database's latest {} created {}",
+                    latest.generation,
+                    timestamp(latest.time_created)
+                ),
+            )),
+            Some(SyncState::Empty) => Some((
+                Stage::Propagation,
+                format!(
+                    "{name} has no config at all; the database's latest is {}",
+                    latest.generation
+                ),
+            )),
+            Some(SyncState::BeyondDatabase { database_latest }) => Some((
+                Stage::Server,
+                format!(
+                    "{name} claims generation {generation} (applied {applied}), which the database \
+                     does not have (latest is {database_latest})"
+                ),
+            )),
+            Some(SyncState::Diverged) => Some((
+                Stage::Server,
+                format!(
+                    "{name} serves generation {generation} (applied {applied}) with digest {}, but \
+                     the database's generation {generation} has digest {}",
+                    s.digest.as_deref().unwrap_or("none"),
+                    s.database_digest.as_deref().unwrap_or("unknown")
+                ),
+            )),
+            Some(SyncState::AheadOfWanted { .. }) | Some(SyncState::Current) | None => None,
+        };
+        if let Some((stage, summary)) = summary {
+            findings.push(Finding { stage, subject: address, summary });
+        }
+    }
+    findings
+}
+
+fn wire_findings(
+    wire: &[WireEvidence],
+    servers: &[ServerEvidence],
+    db: &DatabaseEvidence,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let mut unknown_noted = BTreeSet::new();
+    for w in wire {
+        let who = match (w.server, w.server_id) {
+            (Some(api), Some(id)) => format!("server {id} (config API {api})"),
+            (Some(api), None) => format!("server with config API {api}"),
+            _ => "no known server".into(),
+        };
+        let question = format!("{} {}", db.fqdn, w.record_type);
+        if w.server.is_none() {
+            // Given with --server and reported by no server as its own.
+            if unknown_noted.insert(w.dns_address) {
+                let answered = w.answer.is_some();
+                findings.push(Finding {
+                    stage: Stage::ServerList,
+                    subject: w.dns_address.to_string(),
+                    summary: if answered {
+                        format!(
+                            "DNS at {} answers (asked {} over {} at {}: {}) but no {} DNS server \
+                             known to the database or any Nexus reports it as its address: it is \
+                             registered nowhere and receives no propagation",
+                            w.dns_address,
+                            question,
+                            w.transport,
+                            timestamp(w.asked_at),
+                            w.answer.as_ref().map(|a| a.rcode.as_str()).unwrap_or_default(),
+                            db.group
+                        )
+                    } else {
+                        format!(
+                            "DNS at {} does not answer ({}) and no known {} DNS server reports it as \
+                             its address",
+                            w.dns_address,
+                            w.error.as_deref().unwrap_or_default(),
+                            db.group
+                        )
+                    },
+                });
+            }
+            continue;
+        }
+        let server_fault = servers
+            .iter()
+            .find(|s| s.config_address == w.server)
+            .and_then(|s| s.state.as_ref())
+            .is_some_and(|s| !s.is_current() && !matches!(s, SyncState::Behind { .. }));
+        if let Some(error) = &w.error {
+            findings.push(Finding {
+                stage: Stage::Wire,
+                subject: w.dns_address.to_string(),
+                summary: format!(
+                    "DNS at {} ({who}) did not answer {question} over {} at {}: {error}",
+                    w.dns_address,
+                    w.transport,
+                    timestamp(w.asked_at)
+                ),
+            });
+        } else if let Some(mismatch) = &w.mismatch
+            && !server_fault
+        {
+            findings.push(Finding {
+                stage: Stage::Wire,
+                subject: w.dns_address.to_string(),
+                summary: format!(
+                    "DNS at {} ({who}, reporting generation {}) answered {question} over {} at {} {mismatch}",
+                    w.dns_address,
+                    w.expected_generation.map(|g| g.to_string()).unwrap_or("?".into()),
+                    w.transport,
+                    timestamp(w.asked_at)
+                ),
+            });
+        }
+    }
+    findings
+}
+
+fn healthy_summary(
+    db: &DatabaseEvidence,
+    nexus: &[NexusEvidence],
+    servers: &[ServerEvidence],
+    wire: &[WireEvidence],
+) -> String {
+    let since = db.records_since.as_ref().map(when).unwrap_or_else(|| "?".into());
+    let nexus_ids: Vec<String> =
+        nexus.iter().map(|n| n.id.map(|i| i.to_string()).unwrap_or(n.url.clone())).collect();
+    let server_names: Vec<String> = servers
+        .iter()
+        .map(|s| {
+            s.dns_addresses
+                .first()
+                .map(|a| a.to_string())
+                .or(s.config_address.map(|a| a.to_string()))
+                .unwrap_or_default()
+        })
+        .collect();
+    let last_answer = wire.iter().map(|w| w.asked_at).max().map(timestamp).unwrap_or_default();
+    format!(
+        "{} has {} since {since}; {} Nexus ({}) have {} generation {}, the latest; {} servers ({}) \
+         serve it and answered it on UDP and TCP by {last_answer}",
+        db.fqdn,
+        records_text(&db.records),
+        nexus.len(),
+        nexus_ids.join(", "),
+        db.group,
+        db.latest.generation,
+        servers.len(),
+        server_names.join(", "),
+    )
+}

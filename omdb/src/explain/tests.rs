@@ -1,0 +1,476 @@
+//! Table tests of explain's findings over observations: one healthy stack
+//! as observed, and for every stage the changes to those observations that
+//! a fault of that stage makes, with the verdict each must give.  Pure and
+//! fast; the full-stack runs in `tests/tests/explain.rs` check that the
+//! gathering sees these faults the same way.
+
+use super::findings::evaluate;
+use super::gather::{DatabaseObservation, NexusObservation, Observations, Question};
+use super::report::Stage;
+use crate::observe::{ServerObservation, WireObservation};
+use background_task_types::{
+    ActivationOutcome, ActivationReason, ActivationRecord, BackgroundTask, CurrentStatus,
+    LastActivation,
+};
+use chrono::{DateTime, Duration, Utc};
+use dns_types::history::NameStretch;
+use dns_types::{DnsGroup, DnsRecord, DnsVersion};
+use internal_dns::wire::{Transport, WireAnswer, WireRecord};
+use nexus_types::task_name::DnsTaskName;
+use serde_json::json;
+use std::net::SocketAddr;
+use uuid::Uuid;
+
+fn t0() -> DateTime<Utc> {
+    "2026-12-03T10:31:00Z".parse().unwrap()
+}
+
+fn version(generation: u64) -> DnsVersion {
+    DnsVersion {
+        group: DnsGroup::External,
+        generation,
+        time_created: t0() - Duration::seconds(60 - generation as i64),
+        creator: "nexus-a".into(),
+        comment: format!("change {generation}"),
+    }
+}
+
+fn shop() -> Vec<DnsRecord> {
+    vec![DnsRecord::A("192.0.2.10".parse().unwrap())]
+}
+
+fn api(i: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8000 + i))
+}
+
+fn dns(i: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5300 + i))
+}
+
+fn id(i: u16) -> Uuid {
+    Uuid::from_u128(0xd000 + u128::from(i))
+}
+
+fn record(details: serde_json::Value) -> ActivationRecord {
+    ActivationRecord {
+        iteration: 3,
+        reason: ActivationReason::Timer,
+        start_time: t0() - Duration::seconds(5),
+        elapsed: std::time::Duration::from_millis(4),
+        outcome: ActivationOutcome::Succeeded,
+        details,
+    }
+}
+
+fn task(name: DnsTaskName, details: serde_json::Value) -> BackgroundTask {
+    let r = record(details);
+    BackgroundTask {
+        name: name.to_string(),
+        description: String::new(),
+        period: std::time::Duration::from_secs(60),
+        deadline: None,
+        dependencies: vec![],
+        current: CurrentStatus::Idle,
+        last: LastActivation::Completed(r.clone()),
+        history: vec![r],
+    }
+}
+
+fn push_result(ok: bool, message: &str) -> serde_json::Value {
+    json!({
+        "result": if ok { "success" } else { "error" },
+        "outcome": if ok { "applied" } else { "failed" },
+        "message": message,
+        "server_generation": 2,
+        "completed_at": t0() - Duration::seconds(4),
+        "history": {"last_attempt_at": t0(), "last_success_at": t0(), "failing_since": null,
+                    "consecutive_failures": 0, "generation_applied": 2, "last_repair": null}
+    })
+}
+
+fn nexus(generation: u64, listed: &[u16]) -> NexusObservation {
+    let group = DnsGroup::External;
+    let config = json!({
+        "group": "external", "generation": generation, "time_created": version(generation).time_created,
+        "creator": "nexus-a", "comment": "c", "names": 2, "digest": format!("d{generation}"),
+        "first_seen_at": t0() - Duration::seconds(5), "changed": false
+    });
+    let servers = json!({
+        "group": "external", "service_name": "_external-dns._tcp.control-plane.internal",
+        "resolved_via": "127.0.0.1:53",
+        "servers": listed.iter().map(|i| json!({"address": api(*i), "target": format!("s{i}")})).collect::<Vec<_>>(),
+        "discovered_at": t0() - Duration::seconds(50), "changed": false
+    });
+    let results: serde_json::Map<String, serde_json::Value> =
+        listed.iter().map(|i| (api(*i).to_string(), push_result(true, "updated"))).collect();
+    let propagation = json!({
+        "group": "external", "generation": generation,
+        "config_source": {"task": "dns_config_external", "creator": "nexus-a", "comment": "c",
+                          "digest": format!("d{generation}"), "first_seen_at": t0() - Duration::seconds(5)},
+        "servers_source": {"task": "dns_servers_external", "discovered_at": t0() - Duration::seconds(50)},
+        "servers": results,
+        "all_done_at": t0() - Duration::seconds(4)
+    });
+    NexusObservation {
+        url: "http://127.0.0.1:12221".into(),
+        id: Some(Uuid::from_u128(0xa)),
+        error: None,
+        tasks: vec![
+            task(DnsTaskName::config(group), config),
+            task(DnsTaskName::servers(group), servers),
+            task(DnsTaskName::propagation(group), propagation),
+        ],
+    }
+}
+
+fn soa(address: SocketAddr, transport: Transport, serial: u32, by: Uuid) -> WireObservation {
+    WireObservation {
+        dns_address: address,
+        transport,
+        name: "example.test".into(),
+        record_type: "SOA".into(),
+        asked_at: t0(),
+        answer: Some(WireAnswer {
+            rcode: "NOERROR".into(),
+            authoritative: true,
+            truncated: false,
+            answers: vec![],
+            soa_serial: Some(serial),
+            other_answers: vec![],
+            answered_by: Some(by.to_string()),
+        }),
+        error: None,
+    }
+}
+
+fn server(i: u16, generation: u64, digest: &str) -> ServerObservation {
+    let status = serde_json::from_value(json!({
+        "id": id(i), "generation": generation, "time_applied": t0() - Duration::seconds(4),
+        "applied_config_digest": digest, "dns_addresses": [dns(i)],
+        "zones": [{"zone_name": "example.test", "names": 2}], "started_at": t0() - Duration::hours(1)
+    }))
+    .unwrap();
+    ServerObservation {
+        config_address: api(i),
+        known_from: vec!["registered in internal generation 3".into()],
+        asked_at: t0(),
+        status: Some(status),
+        error: None,
+        soa: [Transport::Udp, Transport::Tcp]
+            .into_iter()
+            .map(|t| soa(dns(i), t, generation as u32, id(i)))
+            .collect(),
+    }
+}
+
+fn answer(
+    address: SocketAddr,
+    transport: Transport,
+    records: Vec<DnsRecord>,
+    by: Uuid,
+) -> WireObservation {
+    WireObservation {
+        dns_address: address,
+        transport,
+        name: "shop.example.test".into(),
+        record_type: "A".into(),
+        asked_at: t0(),
+        answer: Some(WireAnswer {
+            rcode: if records.is_empty() { "NXDOMAIN" } else { "NOERROR" }.into(),
+            authoritative: true,
+            truncated: false,
+            answers: records
+                .into_iter()
+                .map(|record| WireRecord { owner: "shop.example.test".into(), record })
+                .collect(),
+            soa_serial: None,
+            other_answers: vec![],
+            answered_by: Some(by.to_string()),
+        }),
+        error: None,
+    }
+}
+
+/// Two external servers at generation 2, which added `shop`; one Nexus
+/// that loaded 2 and pushed it to both; both answer on UDP and TCP.
+fn healthy() -> Observations {
+    let mut wire = Vec::new();
+    for i in [1, 2] {
+        for t in [Transport::Udp, Transport::Tcp] {
+            wire.push(answer(dns(i), t, shop(), id(i)));
+        }
+    }
+    Observations {
+        taken_at: t0(),
+        question: Question {
+            name: "shop.example.test".into(),
+            record_type: None,
+            servers: vec![],
+            stuck_after_secs: 10,
+        },
+        database: DatabaseObservation {
+            group: DnsGroup::External,
+            zone: "example.test".into(),
+            name: "shop".into(),
+            fqdn: "shop.example.test".into(),
+            latest: version(2),
+            latest_digest: "d2".into(),
+            stretches: vec![NameStretch { records: shop(), added: version(2), removed: None }],
+            near_misses: vec![],
+            registered_servers: vec![api(1), api(2)],
+            internal_generation: 3,
+            digests: [(2, Ok("d2".to_string())), (1, Ok("d1".to_string()))].into(),
+        },
+        nexus: Ok(vec![nexus(2, &[1, 2])]),
+        servers: vec![server(1, 2, "d2"), server(2, 2, "d2")],
+        wire,
+        unclaimed_soa: vec![],
+    }
+}
+
+type Fault = fn(&mut Observations);
+
+/// Each fault, the stage of the verdict and what the verdict must say.
+fn cases() -> Vec<(&'static str, Fault, Stage, &'static str)> {
+    vec![
+        ("healthy", |_| {}, Stage::Healthy, "serve it and answered it on UDP and TCP"),
+        (
+            "never existed",
+            |o| {
+                o.database.stretches.clear();
+                o.database.near_misses = vec!["shops.example.test".into()];
+                for w in &mut o.wire {
+                    *w =
+                        answer(w.dns_address, w.transport, vec![], id(w.dns_address.port() - 5300));
+                }
+            },
+            Stage::Database,
+            "never existed in any generation; similar names: shops.example.test",
+        ),
+        (
+            "removed",
+            |o| {
+                o.database.stretches[0].removed = Some(version(2));
+                o.database.stretches[0].added = version(1);
+                for w in &mut o.wire {
+                    *w =
+                        answer(w.dns_address, w.transport, vec![], id(w.dns_address.port() - 5300));
+                }
+            },
+            Stage::Database,
+            "it was removed in generation 2",
+        ),
+        (
+            "a Nexus behind",
+            |o| o.nexus = Ok(vec![nexus(1, &[1, 2])]),
+            Stage::Nexus,
+            "last found generation 1",
+        ),
+        (
+            "a Nexus unreachable",
+            |o| {
+                o.nexus = Ok(vec![NexusObservation {
+                    url: "http://127.0.0.1:1".into(),
+                    error: Some("could not be asked: connection refused".into()),
+                    ..Default::default()
+                }])
+            },
+            Stage::Nexus,
+            "connection refused",
+        ),
+        (
+            "no Nexus in DNS",
+            |o| o.nexus = Err("no Nexus registered in DNS".into()),
+            Stage::Nexus,
+            "no Nexus could be found",
+        ),
+        (
+            "a registered server missing from the list",
+            |o| o.nexus = Ok(vec![nexus(2, &[1])]),
+            Stage::ServerList,
+            "is registered in internal generation 3 but is not in",
+        ),
+        (
+            "an unregistered DNS address that answers",
+            |o| {
+                o.question.servers = vec![dns(9)];
+                o.wire.push(answer(dns(9), Transport::Udp, shop(), id(9)));
+            },
+            Stage::ServerList,
+            "registered nowhere",
+        ),
+        (
+            "a server behind",
+            |o| {
+                o.servers[1] = server(2, 1, "d1");
+                for w in o.wire.iter_mut().filter(|w| w.dns_address == dns(2)) {
+                    *w = answer(w.dns_address, w.transport, vec![], id(2));
+                }
+            },
+            Stage::Propagation,
+            "serves generation 1",
+        ),
+        (
+            "a server down",
+            |o| {
+                o.servers[1].status = None;
+                o.servers[1].soa.clear();
+                o.servers[1].error = Some("connection refused".into());
+                o.wire.retain(|w| w.dns_address != dns(2));
+            },
+            Stage::Propagation,
+            "does not answer on its config API",
+        ),
+        (
+            "a failed push",
+            |o| {
+                let mut n = nexus(2, &[1, 2]);
+                let p = &mut n.tasks[2];
+                let LastActivation::Completed(r) = &mut p.last else { unreachable!() };
+                r.details["servers"][api(2).to_string()] = push_result(false, "HTTP 500");
+                o.nexus = Ok(vec![n]);
+            },
+            Stage::Propagation,
+            "failed at",
+        ),
+        (
+            "a stuck propagation",
+            |o| {
+                let mut n = nexus(2, &[1, 2]);
+                n.tasks[2].current = CurrentStatus::Running {
+                    iteration: 4,
+                    reason: ActivationReason::Timer,
+                    start_time: t0() - Duration::seconds(30),
+                    progress: Some(
+                        json!({"generation": 2, "pending": [api(2).to_string()], "done": {}}),
+                    ),
+                };
+                o.nexus = Ok(vec![n]);
+            },
+            Stage::Propagation,
+            "has been running since",
+        ),
+        (
+            "a server diverged",
+            |o| o.servers[1] = server(2, 2, "bogus"),
+            Stage::Server,
+            "with digest bogus",
+        ),
+        (
+            "a server beyond the database",
+            |o| {
+                o.servers[1] = server(2, 9, "d9");
+                for w in o.wire.iter_mut().filter(|w| w.dns_address == dns(2)) {
+                    *w = answer(w.dns_address, w.transport, vec![], id(2));
+                }
+            },
+            Stage::Server,
+            "claims generation 9",
+        ),
+        (
+            "answers that differ from the config",
+            |o| {
+                o.wire[3] = answer(dns(2), Transport::Tcp, vec![], id(2));
+            },
+            Stage::Wire,
+            "answered shop.example.test A over TCP",
+        ),
+        (
+            "answers from another server",
+            |o| o.wire[2] = answer(dns(2), Transport::Udp, shop(), id(7)),
+            Stage::Wire,
+            "its NSID",
+        ),
+        (
+            "a DNS address that does not answer",
+            |o| {
+                o.wire[2].answer = None;
+                o.wire[2].error = Some("no answer over UDP within 3s".into());
+            },
+            Stage::Wire,
+            "did not answer",
+        ),
+        (
+            "an SOA serial other than the generation",
+            |o| o.servers[0].soa[0] = soa(dns(1), Transport::Udp, 7, id(1)),
+            Stage::Wire,
+            "SOA serial 7 where the server reports generation 2",
+        ),
+    ]
+}
+
+#[test]
+fn every_stage_from_its_observations() {
+    for (label, fault, stage, evidence) in cases() {
+        let mut observations = healthy();
+        fault(&mut observations);
+        let report = evaluate(&observations);
+        assert_eq!(
+            report.verdict.stage, stage,
+            "{label}: verdict {:?}\nfindings: {:#?}",
+            report.verdict, report.findings
+        );
+        assert!(
+            report.verdict.summary.contains(evidence),
+            "{label}: the verdict lacks {evidence:?}: {}",
+            report.verdict.summary
+        );
+        // The verdict is the earliest finding, and a healthy verdict has none.
+        match report.findings.first() {
+            Some(first) => assert_eq!(first.summary, report.verdict.summary, "{label}"),
+            None => assert_eq!(stage, Stage::Healthy, "{label}"),
+        }
+    }
+}
+
+#[test]
+fn observations_survive_a_round_trip_through_json() {
+    // What a bundle stores gives the same report when read back.
+    for (label, fault, _, _) in cases() {
+        let mut observations = healthy();
+        fault(&mut observations);
+        let text = serde_json::to_string(&observations).unwrap();
+        let back: Observations = serde_json::from_str(&text).unwrap();
+        assert_eq!(evaluate(&back).verdict, evaluate(&observations).verdict, "{label}");
+    }
+}
+
+#[test]
+fn a_server_with_no_dns_address_is_never_counted_as_answering() {
+    let mut o = healthy();
+    o.servers[1].status.as_mut().unwrap().dns_addresses.clear();
+    o.servers[1].soa.clear();
+    o.wire.retain(|w| w.dns_address != dns(2));
+    let report = evaluate(&o);
+    assert_eq!(report.verdict.stage, Stage::Wire);
+    assert!(report.verdict.summary.contains("could not be checked"), "{:?}", report.verdict);
+}
+
+#[test]
+fn stages_order_and_exit_codes_follow_the_pipeline() {
+    let stages = [
+        Stage::Database,
+        Stage::Nexus,
+        Stage::ServerList,
+        Stage::Propagation,
+        Stage::Server,
+        Stage::Wire,
+    ];
+    for pair in stages.windows(2) {
+        assert!(pair[0] < pair[1]);
+        assert_eq!(pair[0].exit_code() + 1, pair[1].exit_code());
+    }
+    assert_eq!(Stage::Healthy.exit_code(), 0);
+    assert_eq!(serde_json::to_value(Stage::ServerList).unwrap(), "server-list");
+}
+
+#[test]
+fn a_cname_stands_for_every_type() {
+    use super::findings::expected_answer;
+    let cname = DnsRecord::Cname("target.example.test".into());
+    assert_eq!(expected_answer(std::slice::from_ref(&cname), "A"), vec![cname]);
+    let a = DnsRecord::A("192.0.2.1".parse().unwrap());
+    let aaaa = DnsRecord::Aaaa("::1".parse().unwrap());
+    assert_eq!(expected_answer(&[a.clone(), aaaa], "A"), vec![a]);
+    assert!(expected_answer(&[], "A").is_empty());
+}

@@ -1,0 +1,187 @@
+//! Asking the pipeline's parts what they say, once, as plain data.
+//!
+//! `omdb dns status`, `omdb dns explain` and `omdb dns bundle` all need the
+//! same things from a DNS server (its config API's status, and what each
+//! DNS address it reports answers for the zone's SOA over UDP and TCP) and
+//! the same digest of a generation from the database.  They gather them
+//! here, into observations that keep exactly what was seen (an error is an
+//! observation too), and decide what it means elsewhere, in pure code.
+
+use crate::discovery::{TIMEOUT, http_client};
+use chrono::{DateTime, Utc};
+use db_model::Datastore;
+use dns_server_client::types::DnsServerStatus;
+use dns_types::DnsGroup;
+use internal_dns::wire::{self, Transport, WireAnswer};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+/// What one DNS server said about itself, and what its DNS addresses
+/// answered for the zone's SOA.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServerObservation {
+    /// The server's config API.
+    pub config_address: SocketAddr,
+    /// Where this server is known from (registered in internal DNS, listed
+    /// by a Nexus, found in DNS).
+    pub known_from: Vec<String>,
+    pub asked_at: DateTime<Utc>,
+    /// What its config API reported (`GET /status`).
+    pub status: Option<DnsServerStatus>,
+    /// Why its config API could not be asked.
+    pub error: Option<String>,
+    /// The zone's SOA asked of each DNS address it reports, over UDP and
+    /// TCP (empty when its status could not be read, or it reports none).
+    pub soa: Vec<WireObservation>,
+}
+
+impl ServerObservation {
+    /// The DNS addresses the server reports (one that does not parse is
+    /// left out, never guessed).
+    pub fn dns_addresses(&self) -> Vec<SocketAddr> {
+        self.status.as_ref().map(|s| socket_addrs(&s.dns_addresses)).unwrap_or_default()
+    }
+
+    pub fn generation(&self) -> Option<u64> {
+        self.status.as_ref().map(|s| s.generation)
+    }
+
+    /// The SOA answer of `address` over `transport`, if it was asked.
+    pub fn soa_of(&self, address: SocketAddr, transport: Transport) -> Option<&WireObservation> {
+        self.soa.iter().find(|w| w.dns_address == address && w.transport == transport)
+    }
+}
+
+/// One DNS question asked of one address over one transport, and what came
+/// back.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WireObservation {
+    pub dns_address: SocketAddr,
+    pub transport: Transport,
+    /// The name asked (absolute, no trailing dot).
+    pub name: String,
+    pub record_type: String,
+    pub asked_at: DateTime<Utc>,
+    pub answer: Option<WireAnswer>,
+    /// Why nothing usable came back.
+    pub error: Option<String>,
+}
+
+/// Asks `name` `rtype` of `address` over `transport`.
+pub async fn ask(
+    address: SocketAddr,
+    name: &str,
+    rtype: &str,
+    transport: Transport,
+) -> WireObservation {
+    let asked_at = Utc::now();
+    let (answer, error) = match wire::ask(address, name, rtype, transport, TIMEOUT).await {
+        Ok(answer) => (Some(answer), None),
+        Err(e) => (None, Some(dns_types::error_chain(&e))),
+    };
+    WireObservation {
+        dns_address: address,
+        transport,
+        name: name.to_string(),
+        record_type: rtype.to_string(),
+        asked_at,
+        answer,
+        error,
+    }
+}
+
+/// Asks the zone's SOA of `address` over UDP and over TCP.
+pub async fn ask_soa(address: SocketAddr, zone: &str) -> Vec<WireObservation> {
+    let (udp, tcp) = futures::join!(
+        ask(address, zone, "SOA", Transport::Udp),
+        ask(address, zone, "SOA", Transport::Tcp)
+    );
+    vec![udp, tcp]
+}
+
+/// Asks one server's config API for its status, then the zone's SOA of
+/// every DNS address it reports (when `zone` is known).
+pub async fn observe_server(
+    address: SocketAddr,
+    known_from: Vec<String>,
+    zone: Option<&str>,
+) -> ServerObservation {
+    let asked_at = Utc::now();
+    let client =
+        dns_server_client::Client::new_with_client(&format!("http://{address}"), http_client());
+    let (status, error) = match client.status_get().send().await {
+        Ok(status) => (Some(status.into_inner()), None),
+        Err(e) => (None, Some(dns_types::error_chain(&e))),
+    };
+    let mut observation = ServerObservation {
+        config_address: address,
+        known_from,
+        asked_at,
+        status,
+        error,
+        soa: vec![],
+    };
+    if let Some(zone) = zone {
+        let asks = observation.dns_addresses().into_iter().map(|a| ask_soa(a, zone));
+        observation.soa = futures::future::join_all(asks).await.into_iter().flatten().collect();
+    }
+    observation
+}
+
+/// Observes every server in `known` at once.
+pub async fn observe_servers(
+    known: BTreeMap<SocketAddr, BTreeSet<String>>,
+    zone: Option<&str>,
+) -> Vec<ServerObservation> {
+    futures::future::join_all(
+        known
+            .into_iter()
+            .map(|(address, from)| observe_server(address, from.into_iter().collect(), zone)),
+    )
+    .await
+}
+
+/// The database's digest of `group` at `generation`: from the digest state
+/// it stored with the generation (no need to read the whole config), or
+/// else computed from the config read back.
+pub async fn database_digest(
+    datastore: &Datastore,
+    group: DnsGroup,
+    generation: u64,
+) -> Result<String, String> {
+    match datastore.dns_digest_state(group, generation).await {
+        Ok(Some(state)) => Ok(state.digest(generation)),
+        Ok(None) => datastore
+            .dns_config_read(group, Some(generation))
+            .await
+            .map(|c| dns_types::config_digest(&c))
+            .map_err(|e| dns_types::error_chain(&e)),
+        Err(e) => Err(dns_types::error_chain(&e)),
+    }
+}
+
+/// The database's digests of every generation that a server claims and
+/// the database has (up to `latest`), beside those already known.
+pub async fn claimed_digests(
+    datastore: &Datastore,
+    group: DnsGroup,
+    latest: u64,
+    servers: &[ServerObservation],
+    known: &mut BTreeMap<u64, Result<String, String>>,
+) {
+    let claimed: BTreeSet<u64> = servers
+        .iter()
+        .filter_map(ServerObservation::generation)
+        .filter(|g| *g > 0 && *g <= latest && !known.contains_key(g))
+        .collect();
+    for generation in claimed {
+        known.insert(generation, database_digest(datastore, group, generation).await);
+    }
+}
+
+/// Addresses as a DNS server's status reports them (strings in the
+/// generated client); one that does not parse is left out, never guessed.
+pub fn socket_addrs(addresses: &[String]) -> Vec<SocketAddr> {
+    addresses.iter().filter_map(|a| a.parse().ok()).collect()
+}

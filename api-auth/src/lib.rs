@@ -133,14 +133,32 @@ impl ApiToken {
     /// An HTTP client builder that sends this token with every request
     /// (marked sensitive, so it is not shown by reqwest's `Debug`).
     pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        reqwest::Client::builder().default_headers(self.headers(None))
+    }
+
+    /// [`ApiToken::client_builder`] that also names the writer
+    /// ([`WRITER_HEADER`]), so that servers keep who wrote what in their
+    /// history.
+    pub fn client_builder_as(&self, writer: &str) -> reqwest::ClientBuilder {
+        reqwest::Client::builder().default_headers(self.headers(Some(writer)))
+    }
+
+    fn headers(&self, writer: Option<&str>) -> http::HeaderMap {
         let mut value = http::HeaderValue::from_str(&format!("Bearer {}", self.token))
             .expect("a token is visible ASCII");
         value.set_sensitive(true);
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::AUTHORIZATION, value);
-        reqwest::Client::builder().default_headers(headers)
+        if let Some(writer) = writer.and_then(|w| http::HeaderValue::from_str(w).ok()) {
+            headers.insert(WRITER_HEADER, writer);
+        }
+        headers
     }
 }
+
+/// The request header in which a writer names itself (its id): servers
+/// keep it in their history with what it wrote.
+pub const WRITER_HEADER: &str = "x-writer-id";
 
 #[cfg(test)]
 mod tests {

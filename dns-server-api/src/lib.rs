@@ -7,15 +7,16 @@
 
 use api_json::StrictJson;
 use chrono::{DateTime, Utc};
+use dns_types::apply_history::ServerHistory;
 use dns_types::{ConfigDiff, DnsConfig};
-use dropshot::{HttpError, HttpResponseOk, HttpResponseUpdatedNoContent, RequestContext};
+use dropshot::{HttpError, HttpResponseOk, HttpResponseUpdatedNoContent, Query, RequestContext};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use uuid::Uuid;
 
 /// The API's version, as published in the OpenAPI document.
-pub const API_VERSION: semver::Version = semver::Version::new(1, 1, 0);
+pub const API_VERSION: semver::Version = semver::Version::new(1, 2, 0);
 
 /// Stable `error_code`s clients match on.
 pub mod error_codes {
@@ -118,6 +119,28 @@ pub trait DnsServerApi {
     async fn status_get(
         rqctx: RequestContext<Self::Context>,
     ) -> Result<HttpResponseOk<DnsServerStatus>, HttpError>;
+
+    /// The apply history, newest first: every generation served (how, from
+    /// whom, replacing what, how long it took), refused pushes, starts from
+    /// storage and storage failures.  It survives restarts; the server keeps
+    /// the last `retained_events` and says from when it holds everything
+    /// (`complete_since`).
+    #[endpoint { method = GET, path = "/history" }]
+    async fn history_get(
+        rqctx: RequestContext<Self::Context>,
+        query: Query<HistoryQuery>,
+    ) -> Result<HttpResponseOk<ServerHistory>, HttpError>;
+}
+
+/// `GET /history` parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HistoryQuery {
+    /// Only events at or after this time.
+    #[serde(default)]
+    pub since: Option<DateTime<Utc>>,
+    /// At most this many events (default 1,000; at most 10,000).
+    #[serde(default)]
+    pub limit: Option<u32>,
 }
 
 /// `GET /health`.

@@ -6,6 +6,10 @@ progenitor::generate_api!(
     spec = "../openapi/dns-server.json",
     interface = Builder,
     replace = {
+        ApplyHow = dns_types::apply_history::ApplyHow,
+        HistoryEntry = dns_types::apply_history::HistoryEntry,
+        ServerEvent = dns_types::apply_history::ServerEvent,
+        ServerHistory = dns_types::apply_history::ServerHistory,
         ConfigDiff = dns_types::ConfigDiff,
         DnsConfig = dns_types::DnsConfig,
         DnsConfigZone = dns_types::DnsConfigZone,

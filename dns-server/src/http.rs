@@ -4,12 +4,14 @@ use crate::metrics::{ApplyKind, ApplyOutcome};
 use crate::state::{ServerState, UpdateError, UpdateOutcome};
 use api_json::StrictJson;
 use dns_server_api::{
-    AppliedConfig, ConfigRepair, DnsServerApi, DnsServerStatus, Health, Readiness, RepairRecord,
-    ZoneStatus, error_codes,
+    AppliedConfig, ConfigRepair, DnsServerApi, DnsServerStatus, Health, HistoryQuery, Readiness,
+    RepairRecord, ZoneStatus, error_codes,
 };
+use dns_types::apply_history::ServerHistory;
 use dns_types::{ConfigDiff, DnsConfig};
 use dropshot::{
-    ClientErrorStatusCode, HttpError, HttpResponseOk, HttpResponseUpdatedNoContent, RequestContext,
+    ClientErrorStatusCode, HttpError, HttpResponseOk, HttpResponseUpdatedNoContent, Query,
+    RequestContext,
 };
 use std::sync::Arc;
 
@@ -48,7 +50,8 @@ impl DnsServerApi for DnsServerApiImpl {
         let config = config.into_inner();
         let generation = config.generation;
         let state = rqctx.context();
-        timed_write(state, ApplyKind::Put, generation, state.update(config)).await
+        let writer = writer(&rqctx);
+        timed_write(state, ApplyKind::Put, generation, state.update(config, writer)).await
     }
 
     async fn config_diff_put(
@@ -60,7 +63,8 @@ impl DnsServerApi for DnsServerApiImpl {
         let diff = diff.into_inner();
         let generation = diff.generation;
         let state = rqctx.context();
-        timed_write(state, ApplyKind::Diff, generation, state.apply_diff(diff)).await
+        let writer = writer(&rqctx);
+        timed_write(state, ApplyKind::Diff, generation, state.apply_diff(diff, writer)).await
     }
 
     async fn config_repair(
@@ -72,7 +76,7 @@ impl DnsServerApi for DnsServerApiImpl {
         let repair = repair.into_inner();
         let generation = repair.config.generation;
         let started = std::time::Instant::now();
-        let result = rqctx.context().repair(repair).await;
+        let result = rqctx.context().repair(repair, writer(&rqctx)).await;
         let outcome = result.as_ref().map_or_else(apply_outcome, |_| ApplyOutcome::Applied);
         let seconds = started.elapsed().as_secs_f64();
         rqctx.context().metrics.apply(ApplyKind::Repair, outcome, seconds);
@@ -141,6 +145,24 @@ impl DnsServerApi for DnsServerApiImpl {
             last_repair: state.last_repair(),
         }))
     }
+
+    async fn history_get(
+        rqctx: RequestContext<Self::Context>,
+        query: Query<HistoryQuery>,
+    ) -> Result<HttpResponseOk<ServerHistory>, HttpError> {
+        let _busy = rqctx.context().in_flight.enter(rqctx.request.remote_addr());
+        let query = query.into_inner();
+        let limit = query.limit.unwrap_or(1_000).clamp(1, 10_000) as usize;
+        Ok(HttpResponseOk(rqctx.context().history(query.since, limit)))
+    }
+}
+
+/// Who the request says wrote it (`X-Writer-Id`), bounded and with control
+/// characters escaped, since it is kept and printed.
+fn writer(rqctx: &RequestContext<std::sync::Arc<ServerState>>) -> Option<String> {
+    let value = rqctx.request.headers().get(api_auth::WRITER_HEADER)?;
+    let text = String::from_utf8_lossy(value.as_bytes());
+    Some(dns_types::limits::bounded_text(text.trim(), dns_types::limits::MAX_NOTE_BYTES))
 }
 
 /// Runs one config write (`PUT /config`, `PUT /config/diff`), counts and
@@ -183,62 +205,28 @@ fn apply_outcome(error: &UpdateError) -> ApplyOutcome {
 /// The error with its causes, under the status and stable code that say
 /// what the client can do about it.
 fn to_http_error(generation: u64, error: UpdateError) -> HttpError {
-    enum Kind {
-        Invalid,
-        Conflict,
-        RepairPrecondition,
-        DiffBase,
-        DiffDigest,
-        Storage,
-        Internal,
-    }
-    let kind = match &error {
-        UpdateError::Invalid(_) | UpdateError::Compile(_) => Kind::Invalid,
-        UpdateError::BadGeneration { .. } => Kind::Conflict,
-        UpdateError::RepairPrecondition { .. } => Kind::RepairPrecondition,
-        UpdateError::DiffNotApplicable(dns_types::DiffError::DigestMismatch { .. }) => {
-            Kind::DiffDigest
+    let code = error.error_code();
+    let status = match &error {
+        UpdateError::Invalid(_) | UpdateError::Compile(_) => None,
+        UpdateError::DiffNotApplicable(dns_types::DiffError::Invalid(_)) => None,
+        UpdateError::BadGeneration { .. }
+        | UpdateError::RepairPrecondition { .. }
+        | UpdateError::DiffNotApplicable(_) => Some(ClientErrorStatusCode::CONFLICT),
+        UpdateError::Storage { .. } | UpdateError::Internal(_) => {
+            let message = format!("{:#}", anyhow::Error::new(error));
+            tracing::warn!(generation, error = %message, "config write failed");
+            let mut http = HttpError::for_internal_error(message.clone());
+            if code == error_codes::STORAGE {
+                http.error_code = Some(code.into());
+            }
+            http.external_message = message;
+            return http;
         }
-        UpdateError::DiffNotApplicable(dns_types::DiffError::Invalid(_)) => Kind::Invalid,
-        UpdateError::DiffNotApplicable(_) => Kind::DiffBase,
-        UpdateError::Storage { .. } => Kind::Storage,
-        UpdateError::Internal(_) => Kind::Internal,
     };
     let message = format!("{:#}", anyhow::Error::new(error));
     tracing::warn!(generation, error = %message, "config write rejected");
-    match kind {
-        Kind::Invalid => {
-            HttpError::for_bad_request(Some(error_codes::INVALID_CONFIG.into()), message)
-        }
-        Kind::Conflict => HttpError::for_client_error(
-            Some(error_codes::BAD_UPDATE_GENERATION.into()),
-            ClientErrorStatusCode::CONFLICT,
-            message,
-        ),
-        Kind::RepairPrecondition => HttpError::for_client_error(
-            Some(error_codes::REPAIR_PRECONDITION.into()),
-            ClientErrorStatusCode::CONFLICT,
-            message,
-        ),
-        Kind::DiffBase | Kind::DiffDigest => HttpError::for_client_error(
-            Some(
-                if matches!(kind, Kind::DiffBase) {
-                    error_codes::DIFF_BASE_MISMATCH
-                } else {
-                    error_codes::DIFF_DIGEST_MISMATCH
-                }
-                .into(),
-            ),
-            ClientErrorStatusCode::CONFLICT,
-            message,
-        ),
-        Kind::Storage | Kind::Internal => {
-            let mut error = HttpError::for_internal_error(message.clone());
-            if matches!(kind, Kind::Storage) {
-                error.error_code = Some(error_codes::STORAGE.into());
-            }
-            error.external_message = message;
-            error
-        }
+    match status {
+        None => HttpError::for_bad_request(Some(code.into()), message),
+        Some(status) => HttpError::for_client_error(Some(code.into()), status, message),
     }
 }

@@ -72,6 +72,13 @@ pub struct Config {
     /// over TCP; absent: loopback only.
     #[serde(default)]
     pub allow_transfer: Option<Vec<AddressRange>>,
+    /// How many events of its apply history the server keeps.
+    #[serde(default = "default_history_events")]
+    pub history_events: usize,
+}
+
+fn default_history_events() -> usize {
+    state::DEFAULT_HISTORY_EVENTS
 }
 
 /// An address range: an address and a prefix length (`10.0.0.0/8`, `::1`).
@@ -164,6 +171,7 @@ impl Config {
             query_log: None,
             query_log_sample: default_query_log_sample(),
             allow_transfer: None,
+            history_events: default_history_events(),
         }
     }
 }
@@ -197,7 +205,13 @@ impl RunningServer {
         let (udp, tcp) = bind_dns(config.dns_address, loops).await?;
         let dns_address = udp[0].local_addr()?;
         let advertised = config.advertise_dns_address.unwrap_or(dns_address);
-        let mut state = ServerState::load(id, storage, vec![advertised], api_token)?;
+        let mut state = ServerState::load_with_history(
+            id,
+            storage,
+            vec![advertised],
+            api_token,
+            config.history_events,
+        )?;
         state.answer_version = config.answer_version;
         if let Some(ranges) = &config.allow_transfer {
             state.transfer_allow = ranges.clone();
@@ -269,7 +283,7 @@ impl RunningServer {
         &self,
         config: dns_types::DnsConfig,
     ) -> Result<state::UpdateOutcome, state::UpdateError> {
-        self.state.update(config).await
+        self.state.update(config, Some("in-process".into())).await
     }
 
     /// Stops serving DNS and HTTP.

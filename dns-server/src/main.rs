@@ -51,6 +51,9 @@ struct Args {
     /// TCP); repeatable.  Default: loopback only.
     #[arg(long, value_name = "CIDR")]
     allow_transfer: Vec<dns_server::AddressRange>,
+    /// How many events of the apply history to keep (GET /history).
+    #[arg(long, value_name = "N", default_value_t = dns_server::state::DEFAULT_HISTORY_EVENTS)]
+    history_events: usize,
     /// With --query-log: log one query in this many.
     #[arg(long, value_name = "N", default_value_t = 1, requires = "query_log")]
     query_log_sample: u64,
@@ -82,6 +85,7 @@ fn config(args: Args) -> anyhow::Result<Config> {
                 query_log: args.query_log,
                 query_log_sample: args.query_log_sample,
                 allow_transfer: (!args.allow_transfer.is_empty()).then_some(args.allow_transfer),
+                history_events: args.history_events,
             })
         }
         _ => bail!(

@@ -353,7 +353,7 @@ mod tests {
             ]
         }))
         .unwrap();
-        state.update(config).await.unwrap();
+        state.update(config, None).await.unwrap();
         (DnsHandler { state }, dir)
     }
 

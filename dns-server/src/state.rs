@@ -10,8 +10,10 @@
 use crate::storage::{Storage, StorageError};
 use crate::zone::{ApplyDiffError, CompileError, Served};
 use chrono::{DateTime, Utc};
-use dns_server_api::{ConfigRepair, RepairRecord, ServedIdentity};
+use dns_server_api::{ConfigRepair, RepairRecord, ServedIdentity, error_codes};
+use dns_types::apply_history::{ApplyHow, HistoryEntry, ServerEvent, ServerHistory};
 use dns_types::{ConfigDiff, ConfigError, DiffError, DnsConfig};
+use event_log::EventLog;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -50,11 +52,41 @@ pub enum UpdateError {
     },
 }
 
+impl UpdateError {
+    /// The stable error code a caller gets for this error (and the history
+    /// keeps).
+    pub fn error_code(&self) -> &'static str {
+        match self {
+            UpdateError::Invalid(_) | UpdateError::Compile(_) => error_codes::INVALID_CONFIG,
+            UpdateError::BadGeneration { .. } => error_codes::BAD_UPDATE_GENERATION,
+            UpdateError::RepairPrecondition { .. } => error_codes::REPAIR_PRECONDITION,
+            UpdateError::DiffNotApplicable(DiffError::DigestMismatch { .. }) => {
+                error_codes::DIFF_DIGEST_MISMATCH
+            }
+            UpdateError::DiffNotApplicable(DiffError::Invalid(_)) => error_codes::INVALID_CONFIG,
+            UpdateError::DiffNotApplicable(_) => error_codes::DIFF_BASE_MISMATCH,
+            UpdateError::Storage { .. } => error_codes::STORAGE,
+            UpdateError::Internal(_) => "Internal",
+        }
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum UpdateOutcome {
     Applied,
     AlreadyApplied,
 }
+
+/// What one successful write changed: kept in the history.
+struct Change {
+    generation: u64,
+    digest: String,
+    replaced: ServedIdentity,
+    time_applied: DateTime<Utc>,
+}
+
+/// How many events the apply history keeps unless told otherwise.
+pub const DEFAULT_HISTORY_EVENTS: usize = 10_000;
 
 pub struct ServerState {
     pub id: Uuid,
@@ -79,6 +111,8 @@ pub struct ServerState {
     served_version: AtomicU64,
     update_lock: tokio::sync::Mutex<()>,
     last_repair: std::sync::Mutex<Option<RepairRecord>>,
+    /// Every apply, refusal, start and storage failure (`GET /history`).
+    history: Arc<EventLog<ServerEvent>>,
 }
 
 impl ServerState {
@@ -90,7 +124,28 @@ impl ServerState {
         dns_addresses: Vec<SocketAddr>,
         api_token: api_auth::ApiToken,
     ) -> Result<ServerState, anyhow::Error> {
-        let served = match storage.load()? {
+        Self::load_with_history(id, storage, dns_addresses, api_token, DEFAULT_HISTORY_EVENTS)
+    }
+
+    /// [`ServerState::load`], keeping `history_events` events of history;
+    /// records the start in it.
+    pub fn load_with_history(
+        id: Uuid,
+        storage: Storage,
+        dns_addresses: Vec<SocketAddr>,
+        api_token: api_auth::ApiToken,
+        history_events: usize,
+    ) -> Result<ServerState, anyhow::Error> {
+        let (history, report) = EventLog::open(&storage.history_path(), history_events)?;
+        let loaded = storage.load();
+        if let Err(e) = &loaded {
+            let event = ServerEvent::StorageFailed {
+                operation: "loading the stored config at start-up".into(),
+                error: dns_types::error_chain(e),
+            };
+            let _ = history.append(Utc::now(), event);
+        }
+        let served = match loaded? {
             None => Served::empty(),
             Some(stored) => {
                 stored.config.validate()?;
@@ -98,6 +153,44 @@ impl ServerState {
             }
         };
         tracing::info!(generation = served.generation(), "loaded stored config");
+        if report.damaged_lines > 0 {
+            tracing::warn!(
+                damaged_lines = report.damaged_lines,
+                path = %storage.history_path().display(),
+                "skipped damaged lines of the apply history"
+            );
+        }
+        let started = ServerEvent::Started {
+            generation: served.generation(),
+            digest: served.applied.as_ref().map(|a| a.digest.clone()),
+            time_applied: served.applied.as_ref().map(|a| a.time_applied),
+            damaged_history_lines: report.damaged_lines as u64,
+        };
+        if let Err(e) = history.append(Utc::now(), started) {
+            tracing::warn!(error = %dns_types::error_chain(&e), "could not record the start in the history");
+        }
+        // The last repair survives restarts: the history has it.
+        let last_repair = history.all().into_iter().rev().find_map(|entry| match entry.event {
+            ServerEvent::Applied {
+                generation,
+                digest,
+                how: ApplyHow::Repair,
+                replaced_generation,
+                replaced_digest,
+                reason,
+                ..
+            } => Some(RepairRecord {
+                repaired_at: entry.time,
+                replaced: ServedIdentity {
+                    generation: replaced_generation,
+                    digest: replaced_digest,
+                },
+                generation,
+                digest,
+                reason: reason.unwrap_or_default(),
+            }),
+            _ => None,
+        });
         release_free_memory();
         Ok(ServerState {
             id,
@@ -113,8 +206,88 @@ impl ServerState {
             served: RwLock::new(Arc::new(served)),
             served_version: AtomicU64::new(0),
             update_lock: tokio::sync::Mutex::new(()),
-            last_repair: std::sync::Mutex::new(None),
+            last_repair: std::sync::Mutex::new(last_repair),
+            history: Arc::new(history),
         })
+    }
+
+    /// The apply history, newest first (see `GET /history`).
+    pub fn history(&self, since: Option<DateTime<Utc>>, limit: usize) -> ServerHistory {
+        let events: Vec<HistoryEntry> = self
+            .history
+            .newest_first(since, limit)
+            .into_iter()
+            .map(|e| HistoryEntry { seq: e.seq, time: e.time, event: e.event })
+            .collect();
+        let complete_since =
+            self.history.oldest_retained().or_else(|| self.history.all().first().map(|e| e.time));
+        ServerHistory {
+            server_id: self.id,
+            events,
+            retained_events: self.history.retain() as u64,
+            complete_since,
+        }
+    }
+
+    /// Records `event` at `time` in the history (on a blocking thread: it
+    /// is flushed to disk); a failure to record is logged, never fatal.
+    async fn record(&self, time: DateTime<Utc>, event: ServerEvent) {
+        let history = self.history.clone();
+        let result = tokio::task::spawn_blocking(move || history.append(time, event)).await;
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %dns_types::error_chain(&e), "could not record in the apply history")
+            }
+            Err(e) => tracing::warn!(error = %e, "could not record in the apply history"),
+        }
+    }
+
+    /// Records what became of one write.
+    async fn record_write(
+        &self,
+        how: ApplyHow,
+        requested: u64,
+        writer: Option<String>,
+        started: std::time::Instant,
+        result: Result<Option<&Change>, &UpdateError>,
+        reason: Option<String>,
+    ) {
+        let event = match result {
+            Ok(None) => return,
+            Ok(Some(change)) => ServerEvent::Applied {
+                generation: change.generation,
+                digest: change.digest.clone(),
+                how,
+                writer,
+                replaced_generation: change.replaced.generation,
+                replaced_digest: change.replaced.digest.clone(),
+                apply_ms: started.elapsed().as_secs_f64() * 1000.0,
+                reason,
+            },
+            Err(error @ (UpdateError::Storage { .. } | UpdateError::Internal(_))) => {
+                ServerEvent::StorageFailed {
+                    operation: format!("storing generation {requested} ({how})"),
+                    error: dns_types::error_chain(error),
+                }
+            }
+            Err(error) => ServerEvent::Refused {
+                generation: requested,
+                how,
+                writer,
+                error_code: error.error_code().to_string(),
+                reason: dns_types::limits::bounded_text(
+                    &dns_types::error_chain(error),
+                    4 * dns_types::limits::MAX_NOTE_BYTES,
+                ),
+                served_generation: self.served().generation(),
+            },
+        };
+        let time = match result {
+            Ok(Some(change)) => change.time_applied,
+            _ => Utc::now(),
+        };
+        self.record(time, event).await;
     }
 
     /// The answer to a CHAOS-class query about this server, if it is one
@@ -184,8 +357,31 @@ impl ServerState {
         previous
     }
 
-    /// Applies `config` if the generation rules allow it.
-    pub async fn update(self: &Arc<Self>, config: DnsConfig) -> Result<UpdateOutcome, UpdateError> {
+    /// Applies `config` if the generation rules allow it; `writer` is who
+    /// says it wrote it (kept in the history).
+    pub async fn update(
+        self: &Arc<Self>,
+        config: DnsConfig,
+        writer: Option<String>,
+    ) -> Result<UpdateOutcome, UpdateError> {
+        let (requested, started) = (config.generation, std::time::Instant::now());
+        let result = self.update_inner(config).await;
+        self.record_write(
+            ApplyHow::Whole,
+            requested,
+            writer,
+            started,
+            result.as_ref().map(Option::as_ref),
+            None,
+        )
+        .await;
+        result.map(outcome)
+    }
+
+    async fn update_inner(
+        self: &Arc<Self>,
+        config: DnsConfig,
+    ) -> Result<Option<Change>, UpdateError> {
         config.validate()?;
         let _guard = self.update_lock.lock().await;
         let current = self.served();
@@ -206,7 +402,7 @@ impl ServerState {
             // Generation 0 with no zones is what an empty server serves.
             let both_empty = current.applied.is_none() && config.zones.is_empty();
             return if same || both_empty {
-                Ok(UpdateOutcome::AlreadyApplied)
+                Ok(None)
             } else {
                 Err(UpdateError::BadGeneration {
                     current: current_generation,
@@ -215,11 +411,11 @@ impl ServerState {
                 })
             };
         }
-
+        let replaced = identity(&current);
         drop(current);
-        self.replace(config, current_generation).await?;
+        let (digest, time_applied) = self.replace(config, current_generation).await?;
         tracing::info!(generation = requested, previous = current_generation, "applied new config");
-        Ok(UpdateOutcome::Applied)
+        Ok(Some(Change { generation: requested, digest, replaced, time_applied }))
     }
 
     /// Applies a difference if the generation rules allow it, it leads from
@@ -227,7 +423,19 @@ impl ServerState {
     pub async fn apply_diff(
         self: &Arc<Self>,
         diff: ConfigDiff,
+        writer: Option<String>,
     ) -> Result<UpdateOutcome, UpdateError> {
+        let (requested, started) = (diff.generation, std::time::Instant::now());
+        let result = self.apply_diff_inner(diff).await;
+        let recorded = result.as_ref().map(Option::as_ref);
+        self.record_write(ApplyHow::Difference, requested, writer, started, recorded, None).await;
+        result.map(outcome)
+    }
+
+    async fn apply_diff_inner(
+        self: &Arc<Self>,
+        diff: ConfigDiff,
+    ) -> Result<Option<Change>, UpdateError> {
         diff.validate().map_err(|e| match e {
             DiffError::Invalid(e) => UpdateError::Invalid(e),
             other => UpdateError::DiffNotApplicable(other),
@@ -245,7 +453,7 @@ impl ServerState {
         if diff.generation == current_generation {
             let same = current.applied.as_ref().is_some_and(|a| a.digest == diff.digest);
             return if same {
-                Ok(UpdateOutcome::AlreadyApplied)
+                Ok(None)
             } else {
                 Err(UpdateError::BadGeneration {
                     current: current_generation,
@@ -261,7 +469,9 @@ impl ServerState {
             ApplyDiffError::Diff(e) => UpdateError::DiffNotApplicable(e),
             ApplyDiffError::Compile(e) => UpdateError::Compile(e),
         })?;
+        let replaced = identity(&current);
         drop(current);
+        let digest = diff.digest.clone();
         let storage = self.storage.clone();
         let generation = diff.generation;
         let compact = tokio::task::spawn_blocking(move || storage.append(&diff, time_applied))
@@ -277,7 +487,7 @@ impl ServerState {
             let this = self.clone();
             tokio::spawn(async move { this.compact().await });
         }
-        Ok(UpdateOutcome::Applied)
+        Ok(Some(Change { generation, digest, replaced, time_applied }))
     }
 
     /// Folds the journal into a new snapshot (under the update lock, so no
@@ -310,6 +520,31 @@ impl ServerState {
     /// generations, if the server serves exactly `repair.replaces`.
     pub async fn repair(
         self: &Arc<Self>,
+        mut repair: ConfigRepair,
+        writer: Option<String>,
+    ) -> Result<RepairRecord, UpdateError> {
+        let (requested, started) = (repair.config.generation, std::time::Instant::now());
+        repair.reason =
+            dns_types::limits::bounded_text(&repair.reason, dns_types::limits::MAX_NOTE_BYTES);
+        let reason = repair.reason.clone();
+        let result = self.repair_inner(repair).await;
+        let change = result.as_ref().ok().map(|record| Change {
+            generation: record.generation,
+            digest: record.digest.clone(),
+            replaced: record.replaced.clone(),
+            time_applied: record.repaired_at,
+        });
+        let recorded = match &result {
+            Ok(_) => Ok(change.as_ref()),
+            Err(error) => Err(error),
+        };
+        self.record_write(ApplyHow::Repair, requested, writer, started, recorded, Some(reason))
+            .await;
+        result
+    }
+
+    async fn repair_inner(
+        self: &Arc<Self>,
         repair: ConfigRepair,
     ) -> Result<RepairRecord, UpdateError> {
         repair.config.validate()?;
@@ -329,9 +564,9 @@ impl ServerState {
             });
         }
         let generation = repair.config.generation;
-        let digest = self.replace(repair.config, identity.generation).await?;
+        let (digest, repaired_at) = self.replace(repair.config, identity.generation).await?;
         let record = RepairRecord {
-            repaired_at: Utc::now(),
+            repaired_at,
             replaced: identity,
             generation,
             digest,
@@ -352,12 +587,13 @@ impl ServerState {
     }
 
     /// Compiles, stores and swaps in `config` (the caller holds the update
-    /// lock and has checked the rules); returns its digest.
+    /// lock and has checked the rules); returns its digest and the time it
+    /// was applied.
     async fn replace(
         self: &Arc<Self>,
         config: DnsConfig,
         current: u64,
-    ) -> Result<String, UpdateError> {
+    ) -> Result<(String, DateTime<Utc>), UpdateError> {
         // Compiling and storing a large config takes a while: do it on a
         // blocking thread, while queries keep being answered from the
         // current config.
@@ -374,10 +610,26 @@ impl ServerState {
         })
         .await
         .map_err(|e| UpdateError::Internal(format!("applying the config failed: {e}")))??;
-        let digest = served.applied.as_ref().expect("a compiled config is applied").digest.clone();
+        let applied = served.applied.as_ref().expect("a compiled config is applied");
+        let (digest, time_applied) = (applied.digest.clone(), applied.time_applied);
         drop(self.serve(served));
         release_free_memory();
-        Ok(digest)
+        Ok((digest, time_applied))
+    }
+}
+
+/// What `served` is, as a repair (and the history) names it.
+fn identity(served: &Served) -> ServedIdentity {
+    ServedIdentity {
+        generation: served.generation(),
+        digest: served.applied.as_ref().map(|a| a.digest.clone()),
+    }
+}
+
+fn outcome(change: Option<Change>) -> UpdateOutcome {
+    match change {
+        Some(_) => UpdateOutcome::Applied,
+        None => UpdateOutcome::AlreadyApplied,
     }
 }
 

@@ -33,6 +33,8 @@ const FILE_NAME: &str = "config.json";
 const TEMP_NAME: &str = "config.json.tmp";
 const JOURNAL_NAME: &str = "journal.jsonl";
 const JOURNAL_TEMP_NAME: &str = "journal.jsonl.tmp";
+/// The apply history (`event_log`), beside the config it tells about.
+const HISTORY_NAME: &str = "history.jsonl";
 /// The journal is folded into the snapshot once it is this large and
 /// larger than the snapshot.
 const MIN_COMPACT_BYTES: u64 = 1 << 20;
@@ -145,6 +147,11 @@ impl Storage {
 
     pub fn path(&self) -> PathBuf {
         self.dir.join(FILE_NAME)
+    }
+
+    /// Where the apply history is kept.
+    pub fn history_path(&self) -> PathBuf {
+        self.dir.join(HISTORY_NAME)
     }
 
     /// The stored config, if any: the snapshot, checked against its

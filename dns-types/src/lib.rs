@@ -17,6 +17,8 @@
 //!   kept up to date name by name ([`DigestState`]).
 //! - [`ConfigDiff`]: the difference between two generations, as a DNS
 //!   server applies it (only to exactly the base, only to the stated digest).
+//! - [`apply_history`]: a DNS server's apply history (what it served
+//!   when, refused, started from), as `GET /history` serves it.
 //! - [`history`]: a name's history (stretches and events) and near-miss
 //!   names, for "what happened to this name?".
 //! - [`sync`]: the one classification of a server's state (current, behind,
@@ -28,6 +30,7 @@
 //!
 //! This crate deliberately pulls in no database, HTTP or DNS library code.
 
+pub mod apply_history;
 mod config_diff;
 pub mod digest;
 pub mod history;

@@ -25,6 +25,25 @@ pub const MAX_CREATOR_BYTES: usize = 256;
 pub const MAX_NAME_WIRE_BYTES: usize = 16 * 1024;
 /// Most task names in one activation request.
 pub const MAX_ACTIVATE_TASKS: usize = 64;
+/// Longest free text from a peer (a writer's id, a repair's reason) that
+/// is kept in a history, a status or a log line.
+pub const MAX_NOTE_BYTES: usize = 256;
+
+/// `text` made safe to keep and print: at most `max` bytes (cut on a
+/// character boundary, with `…` when cut) and every control character
+/// (a newline that would forge a log line, say) escaped as `\u{..}`.
+pub fn bounded_text(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for c in text.chars() {
+        let piece = if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() };
+        if out.len() + piece.len() > max {
+            out.push('…');
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TextError {
@@ -84,6 +103,15 @@ pub fn records_wire_size(records: &[DnsRecord]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounded_text_escapes_controls_and_cuts() {
+        assert_eq!(bounded_text("nexus-1", 64), "nexus-1");
+        assert_eq!(bounded_text("a\nINFO forged", 64), "a\\u{a}INFO forged");
+        let long = "é".repeat(200);
+        let cut = bounded_text(&long, 10);
+        assert!(cut.len() <= 10 + '…'.len_utf8() && cut.ends_with('…'), "{cut}");
+    }
 
     #[test]
     fn text_is_bounded_and_free_of_control_characters() {

@@ -24,7 +24,7 @@ static STATE: LazyLock<(Arc<ServerState>, tempfile::TempDir)> = LazyLock::new(||
     let config: dns_types::DnsConfig = serde_json::from_str(include_str!("../zone.json")).unwrap();
     // Applying a config uses a blocking thread: it needs a runtime.
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    runtime.block_on(state.update(config)).unwrap();
+    runtime.block_on(state.update(config, None)).unwrap();
     (state, dir)
 });
 

@@ -133,11 +133,11 @@ pub fn served_at(events: &[HistoryEntry], at: DateTime<Utc>) -> Option<(u64, &Hi
 
 /// When the server first served `generation` or a later one, after
 /// `after`: the entry that did it.
-pub fn first_serving<'a>(
-    events: &'a [HistoryEntry],
+pub fn first_serving(
+    events: &[HistoryEntry],
     generation: u64,
     after: DateTime<Utc>,
-) -> Option<&'a HistoryEntry> {
+) -> Option<&HistoryEntry> {
     events
         .iter()
         .filter(|e| e.time >= after && e.event.serves().is_some_and(|g| g >= generation))

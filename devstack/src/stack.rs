@@ -304,7 +304,8 @@ impl Stack {
         for i in 0..stack.options.nexus_instances {
             let id = Uuid::new_v4();
             let config_file = stack.options.run_dir.join(format!("nexus-{i}.toml"));
-            std::fs::write(&config_file, stack.nexus_config(id))?;
+            let history_dir = stack.options.run_dir.join(format!("nexus-{i}"));
+            std::fs::write(&config_file, stack.nexus_config(id, &history_dir))?;
             let log = stack.options.run_dir.join(format!("nexus-{i}.log"));
             let token = stack.api_token.clone();
             stack.nexus.push(Nexus::spawn(id, config_file, log, token).await?);
@@ -409,7 +410,7 @@ impl Stack {
         Ok(())
     }
 
-    fn nexus_config(&self, id: Uuid) -> String {
+    fn nexus_config(&self, id: Uuid, history_dir: &Path) -> String {
         let bootstrap: Vec<String> = self
             .dns_servers
             .iter()
@@ -419,7 +420,8 @@ impl Stack {
         format!(
             "id = \"{id}\"\napi_token_file = \"{}\"\n\n[database]\nurl = \"{}\"\n\n[internal_api]\naddress = \"127.0.0.1:0\"\nidle_timeout_secs = {}\n\n\
              [internal_dns]\nbootstrap_servers = [{}]\nzone = \"{}\"\n\n\
-             [tasks]\nperiod_secs = {}\nserver_timeout_secs = {}\nrepair_servers = {}\n",
+             [tasks]\nperiod_secs = {}\nserver_timeout_secs = {}\nrepair_servers = {}\n\n\
+             [history]\ndir = \"{}\"\n",
             self.api_token_file.display(),
             self.db_url,
             self.options.http_idle_timeout_secs,
@@ -428,6 +430,7 @@ impl Stack {
             self.options.task_period_secs,
             self.options.server_timeout_secs,
             self.options.repair_servers,
+            history_dir.display(),
         )
     }
 
@@ -601,7 +604,7 @@ pub fn dns_server_client(
     api_token: &ApiToken,
 ) -> anyhow::Result<dns_server_client::Client> {
     let http = api_token
-        .client_builder()
+        .client_builder_as("devstack")
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .build()?;

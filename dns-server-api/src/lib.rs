@@ -138,6 +138,9 @@ pub struct HistoryQuery {
     /// Only events at or after this time.
     #[serde(default)]
     pub since: Option<DateTime<Utc>>,
+    /// Only events at or before this time.
+    #[serde(default)]
+    pub until: Option<DateTime<Utc>>,
     /// At most this many events (default 1,000; at most 10,000).
     #[serde(default)]
     pub limit: Option<u32>,

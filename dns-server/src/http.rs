@@ -153,7 +153,7 @@ impl DnsServerApi for DnsServerApiImpl {
         let _busy = rqctx.context().in_flight.enter(rqctx.request.remote_addr());
         let query = query.into_inner();
         let limit = query.limit.unwrap_or(1_000).clamp(1, 10_000) as usize;
-        Ok(HttpResponseOk(rqctx.context().history(query.since, limit)))
+        Ok(HttpResponseOk(rqctx.context().history(query.since, query.until, limit)))
     }
 }
 

@@ -212,10 +212,15 @@ impl ServerState {
     }
 
     /// The apply history, newest first (see `GET /history`).
-    pub fn history(&self, since: Option<DateTime<Utc>>, limit: usize) -> ServerHistory {
+    pub fn history(
+        &self,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> ServerHistory {
         let events: Vec<HistoryEntry> = self
             .history
-            .newest_first(since, limit)
+            .newest_first(since, until, limit)
             .into_iter()
             .map(|e| HistoryEntry { seq: e.seq, time: e.time, event: e.event })
             .collect();

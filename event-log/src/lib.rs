@@ -59,7 +59,8 @@ pub struct LoadReport {
 }
 
 pub struct EventLog<E> {
-    path: PathBuf,
+    /// `None`: kept in memory only.
+    path: Option<PathBuf>,
     retain: usize,
     inner: Mutex<Inner<E>>,
 }
@@ -105,7 +106,7 @@ impl<E: Serialize + DeserializeOwned + Clone> EventLog<E> {
         report.events = events.len();
         let next_seq = events.back().map_or(1, |e| e.seq + 1);
         let log = EventLog {
-            path: path.into(),
+            path: Some(path.into()),
             retain,
             inner: Mutex::new(Inner { events, next_seq, lines, dropped_before }),
         };
@@ -118,6 +119,21 @@ impl<E: Serialize + DeserializeOwned + Clone> EventLog<E> {
         Ok((log, report))
     }
 
+    /// A log kept in memory only (for a component given no place to keep
+    /// it): bounded the same way, gone with the process.
+    pub fn in_memory(retain: usize) -> EventLog<E> {
+        EventLog {
+            path: None,
+            retain: retain.max(1),
+            inner: Mutex::new(Inner {
+                events: VecDeque::new(),
+                next_seq: 1,
+                lines: 0,
+                dropped_before: None,
+            }),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner<E>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -126,34 +142,49 @@ impl<E: Serialize + DeserializeOwned + Clone> EventLog<E> {
     /// The event is kept in memory even when writing fails, so that the
     /// running process still shows it; the error says the file lacks it.
     pub fn append(&self, time: DateTime<Utc>, event: E) -> Result<Entry<E>, LogError> {
+        let mut entries = self.append_all(vec![(time, event)])?;
+        Ok(entries.pop().expect("one event appended"))
+    }
+
+    /// Appends several events with one flush to disk.
+    pub fn append_all(&self, events: Vec<(DateTime<Utc>, E)>) -> Result<Vec<Entry<E>>, LogError> {
         let mut inner = self.lock();
-        let entry = Entry { seq: inner.next_seq, time, event };
-        inner.next_seq += 1;
-        inner.events.push_back(entry.clone());
+        let mut entries = Vec::with_capacity(events.len());
+        for (time, event) in events {
+            let entry = Entry { seq: inner.next_seq, time, event };
+            inner.next_seq += 1;
+            inner.events.push_back(entry.clone());
+            entries.push(entry);
+        }
         while inner.events.len() > self.retain {
             let gone = inner.events.pop_front().map(|e| e.time);
             inner.dropped_before = inner.dropped_before.max(gone);
         }
-        if inner.lines >= 2 * self.retain {
+        let Some(path) = &self.path else { return Ok(entries) };
+        if inner.lines + entries.len() > 2 * self.retain {
             self.rewrite(&mut inner)?;
-            return Ok(entry);
+            return Ok(entries);
         }
-        let mut line = serde_json::to_vec(&entry).expect("events serialize");
-        line.push(b'\n');
-        let write_error = |source| LogError::Write { path: self.path.clone(), source };
+        let mut bytes = Vec::new();
+        for entry in &entries {
+            serde_json::to_writer(&mut bytes, entry).expect("events serialize");
+            bytes.push(b'\n');
+        }
+        let write_error = |source| LogError::Write { path: path.clone(), source };
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.path)
+            .open(path)
             .map_err(write_error)?;
-        file.write_all(&line).and_then(|()| file.sync_data()).map_err(write_error)?;
-        inner.lines += 1;
-        Ok(entry)
+        file.write_all(&bytes).and_then(|()| file.sync_data()).map_err(write_error)?;
+        inner.lines += entries.len();
+        Ok(entries)
     }
 
     /// Replaces the file with the events in memory.
     fn rewrite(&self, inner: &mut Inner<E>) -> Result<(), LogError> {
-        let mut temp = self.path.clone().into_os_string();
+        let Some(path) = &self.path else { return Ok(()) };
+        let mut temp = path.clone().into_os_string();
         temp.push(".tmp");
         let temp = PathBuf::from(temp);
         let write_error = |source| LogError::Write { path: temp.clone(), source };
@@ -165,20 +196,27 @@ impl<E: Serialize + DeserializeOwned + Clone> EventLog<E> {
         let mut file = File::create(&temp).map_err(write_error)?;
         file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(write_error)?;
         drop(file);
-        std::fs::rename(&temp, &self.path).map_err(write_error)?;
-        if let Some(dir) = self.path.parent() {
+        std::fs::rename(&temp, path).map_err(write_error)?;
+        if let Some(dir) = path.parent() {
             File::open(dir).and_then(|d| d.sync_all()).map_err(write_error)?;
         }
         inner.lines = inner.events.len();
         Ok(())
     }
 
-    /// Up to `limit` events, newest first, from `since` on (inclusive).
-    pub fn newest_first(&self, since: Option<DateTime<Utc>>, limit: usize) -> Vec<Entry<E>> {
+    /// Up to `limit` events, newest first, from `since` on and up to
+    /// `until` (both inclusive).
+    pub fn newest_first(
+        &self,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Vec<Entry<E>> {
         self.lock()
             .events
             .iter()
             .rev()
+            .skip_while(|e| until.is_some_and(|until| e.time > until))
             .take_while(|e| since.is_none_or(|since| e.time >= since))
             .take(limit)
             .cloned()
@@ -201,8 +239,9 @@ impl<E: Serialize + DeserializeOwned + Clone> EventLog<E> {
         self.retain
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The file, unless the log is kept in memory only.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 }
 
@@ -226,11 +265,16 @@ mod tests {
         drop(log);
         let (log, report) = EventLog::<String>::open(&path, 100).unwrap();
         assert_eq!(report.events, 5);
-        let newest = log.newest_first(None, 2);
+        let newest = log.newest_first(None, None, 2);
         assert_eq!(newest.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 4]);
         assert_eq!(newest[0].event, "event 4");
         assert_eq!(log.append(at(9), "next".into()).unwrap().seq, 6);
-        assert_eq!(log.newest_first(Some(at(3)), 100).len(), 3, "4, 5 and the new one");
+        assert_eq!(log.newest_first(Some(at(3)), None, 100).len(), 3, "4, 5 and the new one");
+        let window = log.newest_first(Some(at(1)), Some(at(3)), 100);
+        assert_eq!(
+            window.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
+            ["event 3", "event 2", "event 1"]
+        );
         assert_eq!(log.oldest_retained(), None);
     }
 

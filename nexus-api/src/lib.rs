@@ -8,14 +8,15 @@
 use api_json::StrictJson;
 use background_task_types::BackgroundTask;
 use dns_types::{DnsChange, DnsGroup, DnsVersion};
-use dropshot::{HttpError, HttpResponseOk, Path, RequestContext};
+use dropshot::{HttpError, HttpResponseOk, Path, Query, RequestContext};
+use nexus_types::propagation_history::NexusHistory;
 use nexus_types::{NexusReadiness, NexusStatus};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The API's version, as published in the OpenAPI document.
-pub const API_VERSION: semver::Version = semver::Version::new(1, 0, 0);
+pub const API_VERSION: semver::Version = semver::Version::new(1, 1, 0);
 
 /// Stable `error_code`s clients match on.
 pub mod error_codes {
@@ -85,6 +86,17 @@ pub trait NexusInternalApi {
         body: StrictJson<BackgroundTasksActivateRequest>,
     ) -> Result<HttpResponseOk<BTreeMap<String, BackgroundTask>>, HttpError>;
 
+    /// This Nexus's propagation history of the group, newest generation
+    /// first: when it first saw each generation and every push attempt to
+    /// every server.  `generation` selects one; `limit` (default 100) caps
+    /// how many.
+    #[endpoint { method = GET, path = "/dns/{group}/history" }]
+    async fn dns_history(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<DnsGroupPath>,
+        query: Query<DnsHistoryQuery>,
+    ) -> Result<HttpResponseOk<NexusHistory>, HttpError>;
+
     /// Changes DNS data: one call is one new generation of the group.
     /// Propagation to the DNS servers starts right away.
     #[endpoint { method = POST, path = "/dns/{group}/changes" }]
@@ -103,6 +115,19 @@ pub struct BackgroundTaskPath {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 pub struct DnsGroupPath {
     pub group: DnsGroup,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+pub struct DnsHistoryQuery {
+    /// Only this generation.
+    #[serde(default)]
+    pub generation: Option<u64>,
+    /// Only generations from this one on.
+    #[serde(default)]
+    pub since_generation: Option<u64>,
+    /// At most this many generations (default 100, at most 10,000).
+    #[serde(default)]
+    pub limit: Option<u32>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]

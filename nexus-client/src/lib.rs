@@ -24,5 +24,11 @@ progenitor::generate_api!(
         NexusStatus = nexus_types::NexusStatus,
         NexusReadiness = nexus_types::NexusReadiness,
         GroupReadiness = nexus_types::GroupReadiness,
+        GenerationRecord = nexus_types::propagation_history::GenerationRecord,
+        NexusHistory = nexus_types::propagation_history::NexusHistory,
+        PushAttempt = nexus_types::propagation_history::PushAttempt,
+        PropagationOutcome = nexus_types::task_status::PropagationOutcome,
+        PropagationResult = nexus_types::task_status::PropagationResult,
+        PushKind = nexus_types::task_status::PushKind,
     }
 );

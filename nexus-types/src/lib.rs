@@ -4,6 +4,8 @@
 //!
 //! - [`task_name`]: the DNS background tasks' names, as a type.
 //! - [`task_status`]: the typed statuses the DNS tasks report.
+//! - [`propagation_history`]: what a Nexus keeps per generation: when it
+//!   first saw it, and every push attempt per server.
 //! - [`task_view`]: the one decoding of what a DNS task last reported
 //!   (status, outcome, progress), which every reader uses.
 //! - [`lints`] and [`readiness`]: what needs attention, and whether a Nexus
@@ -12,6 +14,7 @@
 //!   `/ready`.
 
 pub mod lints;
+pub mod propagation_history;
 pub mod readiness;
 pub mod task_name;
 pub mod task_status;

@@ -110,7 +110,7 @@ pub struct PushRecord {
     pub why_full: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PushKind {
     Difference,
@@ -236,14 +236,14 @@ pub struct ServersSource {
     pub discovered_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PropagationResult {
     Success,
     Error,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PropagationOutcome {
     /// The server took the generation from this push.
@@ -287,6 +287,9 @@ pub struct ServerResult {
     pub message: String,
     /// The generation the server reported, if it answered.
     pub server_generation: Option<u64>,
+    /// When this push began (absent in records from before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
     pub completed_at: DateTime<Utc>,
     /// What was sent, when something was.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -34,6 +34,23 @@ pub struct Config {
     pub internal_dns: InternalDnsConfig,
     #[serde(default)]
     pub tasks: TasksConfig,
+    #[serde(default)]
+    pub history: HistoryConfig,
+}
+
+/// Where this Nexus keeps its propagation history (`GET
+/// /dns/{group}/history`): when it first saw each generation and every
+/// push attempt.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// A directory of its own; without one the history is kept in memory
+    /// only (and gone after a restart).
+    #[serde(default)]
+    pub dir: Option<std::path::PathBuf>,
+    /// How many events to keep (default 100,000).
+    #[serde(default)]
+    pub events: Option<usize>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

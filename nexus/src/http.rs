@@ -7,12 +7,14 @@ use chrono::{DateTime, Utc};
 use db_model::{Datastore, DnsError};
 use dns_types::{DnsChange, DnsGroup, DnsVersion};
 use dropshot::{
-    ClientErrorStatusCode, ErrorStatusCode, HttpError, HttpResponseOk, Path, RequestContext,
+    ClientErrorStatusCode, ErrorStatusCode, HttpError, HttpResponseOk, Path, Query, RequestContext,
 };
 use internal_dns::{Resolver, ServiceName};
 use nexus_api::{
-    BackgroundTaskPath, BackgroundTasksActivateRequest, DnsGroupPath, NexusInternalApi, error_codes,
+    BackgroundTaskPath, BackgroundTasksActivateRequest, DnsGroupPath, DnsHistoryQuery,
+    NexusInternalApi, error_codes,
 };
+use nexus_types::propagation_history::NexusHistory;
 use nexus_types::task_name::DnsTaskName;
 use nexus_types::{NexusReadiness, NexusStatus};
 use std::collections::BTreeMap;
@@ -41,6 +43,7 @@ pub struct ApiContext {
     /// Requests being handled (their connections are not idle).
     pub in_flight: http_idle::InFlight,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub history: crate::history::PropagationHistory,
 }
 
 pub enum NexusInternalApiImpl {}
@@ -151,6 +154,19 @@ impl NexusInternalApi for NexusInternalApiImpl {
             .map(|name| Ok((name.clone(), cx.driver.status(name).map_err(unknown_task)?)))
             .collect::<Result<_, HttpError>>()?;
         Ok(HttpResponseOk(statuses))
+    }
+
+    async fn dns_history(
+        rqctx: RequestContext<Self::Context>,
+        path: Path<DnsGroupPath>,
+        query: Query<DnsHistoryQuery>,
+    ) -> Result<HttpResponseOk<NexusHistory>, HttpError> {
+        let _busy = rqctx.context().in_flight.enter(rqctx.request.remote_addr());
+        let group = path.into_inner().group;
+        let query = query.into_inner();
+        let limit = query.limit.unwrap_or(100).clamp(1, 10_000) as usize;
+        let history = &rqctx.context().history;
+        Ok(HttpResponseOk(history.history(group, query.generation, query.since_generation, limit)))
     }
 
     async fn dns_change(

@@ -7,9 +7,12 @@
 //!   DNS, one pushes the first to the second.  Each activation leaves a
 //!   timestamped record of what it found and did, served by the internal API
 //!   ([`http`]) for omdb.
+//! - Keeps a durable propagation history ([`history`]): when it first saw
+//!   each generation, and every push attempt to every server.
 //! - Registers itself in internal DNS when it starts ([`registration`]).
 
 pub mod config;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod registration;
@@ -51,6 +54,12 @@ impl RunningNexus {
             config.tasks.server_timeout(),
         );
         let metrics = Arc::new(metrics::Metrics::new());
+        let history = history::PropagationHistory::open(
+            config.id,
+            config.history.dir.as_deref(),
+            config.history.events.unwrap_or(history::DEFAULT_HISTORY_EVENTS),
+        )
+        .context("opening the propagation history")?;
         let mut builder = DriverBuilder::new();
         let observed = metrics.clone();
         builder.observe(Arc::new(move |task, record| observed.activation(task, record)));
@@ -62,6 +71,8 @@ impl RunningNexus {
             &config.tasks,
             &api_token,
             &metrics,
+            config.id,
+            &history,
         )?;
         let driver = builder.start();
         let context = Arc::new(http::ApiContext {
@@ -76,6 +87,7 @@ impl RunningNexus {
             api_token,
             in_flight: http_idle::InFlight::default(),
             metrics,
+            history,
         });
 
         let api =

@@ -162,6 +162,8 @@ pub struct DnsConfigTask {
     /// never on the way of a change, and used by the next derivation when
     /// it is ready.
     fold: Option<(u64, tokio::task::JoinHandle<ConfigContent>)>,
+    /// Where "first seen" is recorded, if anywhere.
+    history: Option<crate::history::PropagationHistory>,
 }
 
 impl DnsConfigTask {
@@ -170,7 +172,13 @@ impl DnsConfigTask {
         datastore: Datastore,
     ) -> (DnsConfigTask, watch::Receiver<Option<LoadedConfig>>) {
         let (publisher, receiver) = watch::channel(None);
-        (DnsConfigTask { group, datastore, publisher, fold: None }, receiver)
+        (DnsConfigTask { group, datastore, publisher, fold: None, history: None }, receiver)
+    }
+
+    /// Records each generation's first sighting in `history`.
+    pub fn with_history(mut self, history: crate::history::PropagationHistory) -> Self {
+        self.history = Some(history);
+        self
     }
 }
 
@@ -263,6 +271,9 @@ impl DnsConfigTask {
             "found new DNS generation"
         );
         self.publisher.send_replace(Some(loaded.clone()));
+        if let Some(history) = &self.history {
+            history.seen(&loaded.version, loaded.first_seen_at).await;
+        }
         self.fold = None;
         if loaded.content.wants_fold() {
             let content = loaded.content.clone();

@@ -31,6 +31,7 @@ use dns_types::DnsGroup;
 use dns_types::sync::{ServerClaim, SyncState, Wanted, classify};
 use dns_types::{ConfigDiff, DnsConfig};
 use futures::StreamExt;
+use nexus_types::propagation_history::PushAttempt;
 use nexus_types::task_name::DnsTaskName;
 use nexus_types::task_status::{
     ConfigSource, DnsPropagationStatus, DnsPropagationWaiting, PropagationOutcome,
@@ -49,6 +50,8 @@ pub struct PushOptions {
     pub timeout: Duration,
     /// Sent with every write.
     pub api_token: api_auth::ApiToken,
+    /// Who this Nexus is, said with every write (servers keep it).
+    pub writer: String,
     /// Whether a server ahead of the database or diverged is repaired.
     pub repair: bool,
     /// Where propagation latency is recorded.
@@ -66,6 +69,8 @@ pub struct DnsPropagationTask {
     config_activator: Activator,
     clients: HashMap<SocketAddr, dns_server_client::Client>,
     histories: HashMap<SocketAddr, ServerHistory>,
+    /// Where every push attempt is recorded, if anywhere.
+    history: Option<crate::history::PropagationHistory>,
 }
 
 impl DnsPropagationTask {
@@ -86,7 +91,14 @@ impl DnsPropagationTask {
             config_activator,
             clients: HashMap::new(),
             histories: HashMap::new(),
+            history: None,
         }
+    }
+
+    /// Records every push attempt in `history`.
+    pub fn with_history(mut self, history: crate::history::PropagationHistory) -> Self {
+        self.history = Some(history);
+        self
     }
 
     fn client(&mut self, address: SocketAddr) -> anyhow::Result<dns_server_client::Client> {
@@ -98,7 +110,7 @@ impl DnsPropagationTask {
         let http = self
             .options
             .api_token
-            .client_builder()
+            .client_builder_as(&self.options.writer)
             .connect_timeout(self.options.timeout)
             .timeout(self.options.timeout * 2)
             .build()
@@ -216,6 +228,22 @@ impl Task for DnsPropagationTask {
             activation.report_progress(&progress);
             results.insert(address.to_string(), result);
         }
+        if let Some(history) = &self.history {
+            let attempts = results
+                .iter()
+                .map(|(server, r)| PushAttempt {
+                    server: server.clone(),
+                    started_at: r.started_at.unwrap_or(r.completed_at),
+                    ended_at: r.completed_at,
+                    result: r.result,
+                    outcome: r.outcome,
+                    sent: r.push.as_ref().map(|p| p.kind),
+                    server_generation: r.server_generation,
+                    message: r.message.clone(),
+                })
+                .collect();
+            history.pushes(group, generation, attempts).await;
+        }
         let all_done_at = results.values().map(|r| r.completed_at).max().unwrap_or_else(Utc::now);
         Ok(PropagationReport::Done(DnsPropagationStatus {
             group,
@@ -252,6 +280,7 @@ async fn push(
 ) -> ServerResult {
     use PropagationOutcome::*;
     use PropagationResult::{Error, Success};
+    let started_at = Utc::now();
     let generation = config.generation();
     let mut repaired = None;
     let mut pushed = None;
@@ -382,6 +411,7 @@ async fn push(
         outcome,
         message,
         server_generation,
+        started_at: Some(started_at),
         completed_at: Utc::now(),
         push: pushed,
         history: ServerHistory { last_repair: repaired, ..ServerHistory::default() },
@@ -658,6 +688,7 @@ mod tests {
             PushOptions {
                 timeout: Duration::from_secs(2),
                 api_token: tokens.token.clone(),
+                writer: "test-nexus".into(),
                 repair,
                 metrics: Default::default(),
             },

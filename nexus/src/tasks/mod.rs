@@ -34,6 +34,8 @@ pub fn register(
     config: &TasksConfig,
     api_token: &api_auth::ApiToken,
     metrics: &std::sync::Arc<crate::metrics::Metrics>,
+    nexus_id: uuid::Uuid,
+    history: &crate::history::PropagationHistory,
 ) -> Result<BTreeMap<DnsGroup, Activator>, RegistrationError> {
     let period = config.period();
     let timeout = config.server_timeout();
@@ -42,6 +44,7 @@ pub fn register(
         let config_name = DnsTaskName::config(group);
         let servers_name = DnsTaskName::servers(group);
         let (config_task, config_rx) = dns_config::DnsConfigTask::new(group, datastore.clone());
+        let config_task = config_task.with_history(history.clone());
         let activator = builder.register(
             TaskDefinition::new(
                 config_name.to_string(),
@@ -72,12 +75,14 @@ pub fn register(
             dns_propagation::PushOptions {
                 timeout,
                 api_token: api_token.clone(),
+                writer: nexus_id.to_string(),
                 repair: config.repair_servers,
                 metrics: metrics.clone(),
             },
             datastore.clone(),
             activator,
-        );
+        )
+        .with_history(history.clone());
         builder.register(
             TaskDefinition::new(
                 DnsTaskName::propagation(group).to_string(),

@@ -757,6 +757,56 @@ impl Datastore {
         .await
     }
 
+    /// The generations of `group` that matter at `at`: the one that was the
+    /// latest then (if any existed yet), and up to `after` of those
+    /// created since, oldest first.
+    pub async fn dns_versions_around(
+        &self,
+        group: DnsGroup,
+        at: DateTime<Utc>,
+        after: u32,
+    ) -> Result<Vec<DnsVersion>, DnsError> {
+        const WHAT: &str = "list DNS versions around a time";
+        self.transaction(WHAT, TxnMode::ReadOnly, async move |txn| {
+            let current = txn
+                .query_opt(
+                    &format!(
+                        "SELECT {VERSION_COLUMNS} FROM dns_version \
+                         WHERE dns_group = $1 AND time_created <= $2 \
+                         ORDER BY version DESC LIMIT 1"
+                    ),
+                    &[&group.as_str(), &at],
+                )
+                .await
+                .map_err(query_error(WHAT, "reading the version current then"))?;
+            let mut versions = Vec::new();
+            let from = match &current {
+                Some(row) => {
+                    let v = version_from_row(group, row)?;
+                    let next = v.generation + 1;
+                    versions.push(v);
+                    next
+                }
+                None => 1,
+            };
+            let rows = txn
+                .query(
+                    &format!(
+                        "SELECT {VERSION_COLUMNS} FROM dns_version \
+                         WHERE dns_group = $1 AND version >= $2 ORDER BY version LIMIT $3"
+                    ),
+                    &[&group.as_str(), &generation_to_db(from), &i64::from(after)],
+                )
+                .await
+                .map_err(query_error(WHAT, "reading the versions since"))?;
+            for row in &rows {
+                versions.push(version_from_row(group, row)?);
+            }
+            Ok(versions)
+        })
+        .await
+    }
+
     /// What the digest of `group` at `generation` is computed from, as
     /// stored when the generation was written: the database's own account
     /// of that generation's content, which Nexus checks a config derived

@@ -268,6 +268,20 @@ pub enum PropagationOutcome {
     Failed,
 }
 
+impl std::fmt::Display for PropagationOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PropagationOutcome::Applied => "applied",
+            PropagationOutcome::AlreadyCurrent => "already current",
+            PropagationOutcome::NewerGeneration => "server newer",
+            PropagationOutcome::ServerBeyondDatabase => "server beyond the database",
+            PropagationOutcome::ServerDiverged => "server diverged",
+            PropagationOutcome::Repaired => "repaired",
+            PropagationOutcome::Failed => "failed",
+        })
+    }
+}
+
 impl PropagationOutcome {
     /// Whether the failure lies in the server's own state rather than in
     /// the push (see `dns_types::sync::SyncState::is_server_fault`).

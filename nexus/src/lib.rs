@@ -65,14 +65,16 @@ impl RunningNexus {
         builder.observe(Arc::new(move |task, record| observed.activation(task, record)));
         let config_activators = tasks::register(
             &mut builder,
-            &datastore,
-            &resolver,
-            &config.internal_dns.zone,
-            &config.tasks,
-            &api_token,
-            &metrics,
-            config.id,
-            &history,
+            tasks::TaskInputs {
+                datastore: &datastore,
+                resolver: &resolver,
+                internal_zone: &config.internal_dns.zone,
+                config: &config.tasks,
+                api_token: &api_token,
+                metrics: &metrics,
+                nexus_id: config.id,
+                history: &history,
+            },
         )?;
         let driver = builder.start();
         let context = Arc::new(http::ApiContext {

@@ -53,6 +53,11 @@ impl Discovery {
         Ok(Resolver::new(vec![server], TIMEOUT))
     }
 
+    /// The DNS server everything is found through, if one was given.
+    pub fn dns_server(&self) -> Option<SocketAddr> {
+        self.dns_server
+    }
+
     /// The Nexus to ask: the one given, or the first found in DNS.
     pub async fn nexus_url(&self) -> anyhow::Result<String> {
         if let Some(url) = &self.nexus_url {

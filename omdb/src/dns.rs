@@ -33,8 +33,15 @@ enum DnsCommand {
     /// generation (all groups, or one).
     Status { group: Option<DnsGroup> },
     /// Why a name is missing (or proof that DNS is not the problem): what
-    /// every stage of the pipeline knows about it, and a verdict.
+    /// every stage of the pipeline knows about it, and a verdict; `--at` for
+    /// a past moment.
     Explain(ExplainArgs),
+    /// One generation's way through the pipeline, in time order, with each
+    /// event's offset from the commit.
+    Timeline(crate::timeline::TimelineArgs),
+    /// One archive of everything omdb can gather, to answer from offline
+    /// (`--from-bundle`); works with every Nexus down.
+    Bundle(crate::bundle::BundleArgs),
 }
 
 /// `dns status` as data: text and `--json` render this.
@@ -91,6 +98,10 @@ pub struct WireSerial {
 pub async fn run(args: &DnsArgs, discovery: &Discovery, output: &Output) -> anyhow::Result<u8> {
     match &args.command {
         DnsCommand::Explain(args) => explain::run(args, discovery, output).await,
+        DnsCommand::Timeline(args) => crate::timeline::run(args, discovery, output).await,
+        DnsCommand::Bundle(args) => {
+            crate::bundle::run(args, discovery, output, discovery.dns_server()).await
+        }
         DnsCommand::Status { group } => {
             let groups: Vec<DnsGroup> =
                 group.map(|g| vec![g]).unwrap_or_else(|| DnsGroup::ALL.to_vec());

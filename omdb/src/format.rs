@@ -57,6 +57,45 @@ pub fn period(d: Duration) -> String {
     }
 }
 
+/// A moment as a person gives it: RFC 3339 (`2026-12-03T10:31:02.100Z`),
+/// or a duration meaning that long before `now` (`15m`, `2h`, `90s`,
+/// `1d`, `1h30m`, `250ms`).
+pub fn parse_moment(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let mut total = chrono::Duration::zero();
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err("an empty time".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let (number, after) = rest.split_at(digits);
+        let unit_len = after.find(|c: char| c.is_ascii_digit()).unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        let n: i64 = number.parse().map_err(|_| {
+            format!("{text:?} is neither an RFC 3339 time nor a duration such as 15m or 1h30m")
+        })?;
+        let part = match unit {
+            "ms" => chrono::Duration::milliseconds(n),
+            "s" => chrono::Duration::seconds(n),
+            "m" => chrono::Duration::minutes(n),
+            "h" => chrono::Duration::hours(n),
+            "d" => chrono::Duration::days(n),
+            _ => {
+                return Err(format!(
+                    "{text:?} is neither an RFC 3339 time nor a duration such as 15m or 1h30m \
+                     (units: ms, s, m, h, d)"
+                ));
+            }
+        };
+        total += part;
+        rest = next;
+    }
+    Ok(now - total)
+}
+
 /// A borderless table, each line indented by `indent` spaces.
 pub fn table<T: tabled::Tabled>(rows: impl IntoIterator<Item = T>, indent: usize) -> String {
     let mut table = Table::new(rows);
@@ -73,6 +112,20 @@ pub fn table<T: tabled::Tabled>(rows: impl IntoIterator<Item = T>, indent: usize
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn moments_as_times_or_durations_ago() {
+        let now: DateTime<Utc> = "2026-12-03T10:31:00Z".parse().unwrap();
+        let at = |t: &str| parse_moment(t, now).map(timestamp);
+        assert_eq!(at("2026-12-03T10:29:59.5Z").unwrap(), "2026-12-03T10:29:59.500Z");
+        assert_eq!(at("2026-12-03T11:29:59+01:00").unwrap(), "2026-12-03T10:29:59.000Z");
+        assert_eq!(at("15m").unwrap(), "2026-12-03T10:16:00.000Z");
+        assert_eq!(at("1h30m").unwrap(), "2026-12-03T09:01:00.000Z");
+        assert_eq!(at("250ms").unwrap(), "2026-12-03T10:30:59.750Z");
+        assert!(at("15 minutes").is_err());
+        assert!(at("yesterday").is_err());
+        assert!(at("").is_err());
+    }
 
     #[test]
     fn durations_read_like_a_person_would_say_them() {

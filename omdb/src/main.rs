@@ -11,13 +11,16 @@
 //! JSON document instead of text.  Failures print one `error:` line and exit
 //! 1 (usage errors 2; `dns explain` exits 10-15 naming the stage at fault).
 
+mod bundle;
 mod db;
 mod discovery;
 mod dns;
 mod explain;
 mod format;
+mod history;
 mod nexus;
 mod observe;
+mod timeline;
 
 use clap::{Parser, Subcommand};
 use discovery::Discovery;

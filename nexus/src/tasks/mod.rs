@@ -24,19 +24,34 @@ use nexus_types::task_name::DnsTaskName;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// What the DNS tasks are built from.
+pub struct TaskInputs<'a> {
+    pub datastore: &'a Datastore,
+    pub resolver: &'a Resolver,
+    pub internal_zone: &'a str,
+    pub config: &'a TasksConfig,
+    pub api_token: &'a api_auth::ApiToken,
+    pub metrics: &'a std::sync::Arc<crate::metrics::Metrics>,
+    pub nexus_id: uuid::Uuid,
+    pub history: &'a crate::history::PropagationHistory,
+}
+
 /// Registers the three tasks of each group; returns each group's
 /// `dns_config_<group>` activator.
 pub fn register(
     builder: &mut DriverBuilder,
-    datastore: &Datastore,
-    resolver: &Resolver,
-    internal_zone: &str,
-    config: &TasksConfig,
-    api_token: &api_auth::ApiToken,
-    metrics: &std::sync::Arc<crate::metrics::Metrics>,
-    nexus_id: uuid::Uuid,
-    history: &crate::history::PropagationHistory,
+    inputs: TaskInputs<'_>,
 ) -> Result<BTreeMap<DnsGroup, Activator>, RegistrationError> {
+    let TaskInputs {
+        datastore,
+        resolver,
+        internal_zone,
+        config,
+        api_token,
+        metrics,
+        nexus_id,
+        history,
+    } = inputs;
     let period = config.period();
     let timeout = config.server_timeout();
     let mut activators = BTreeMap::new();

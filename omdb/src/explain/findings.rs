@@ -61,7 +61,7 @@ pub fn evaluate(observations: &Observations) -> Report {
             summary: healthy_summary(&db, &nexus, &servers, &wire),
         },
     };
-    Report { verdict, findings, notes: Vec::new(), database: db, nexus, servers, wire }
+    Report { verdict, findings, notes: Vec::new(), at: None, database: db, nexus, servers, wire }
 }
 
 fn database_evidence(o: &Observations) -> DatabaseEvidence {

@@ -11,6 +11,7 @@
 
 pub mod findings;
 pub mod gather;
+pub mod past;
 pub mod render;
 pub mod report;
 
@@ -36,9 +37,22 @@ pub struct ExplainArgs {
     pub servers: Vec<SocketAddr>,
     /// A propagation activation running longer than this is reported as
     /// stuck.
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_STUCK_AFTER_SECS)]
     pub stuck_after: u64,
+    /// Explain the name as things stood at this moment, from the histories:
+    /// an RFC 3339 time (`2026-12-03T10:31:02Z`) or how long ago (`15m`,
+    /// `1h30m`).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Answer from a bundle (`omdb dns bundle --name NAME`) instead of the
+    /// live system: the verdict as it was when the bundle was taken.
+    #[arg(long, value_name = "FILE")]
+    pub from_bundle: Option<std::path::PathBuf>,
 }
+
+/// When a running propagation counts as stuck (and, for `--at`, how long
+/// after a commit propagation counts as still in flight).
+pub const DEFAULT_STUCK_AFTER_SECS: u64 = 10;
 
 /// A record type we serve, in upper case; anything else is a usage error
 /// (exit 2) rather than a question every server would "fail" to answer.
@@ -52,9 +66,33 @@ fn record_type(value: &str) -> Result<String, String> {
 }
 
 pub async fn run(args: &ExplainArgs, discovery: &Discovery, output: &Output) -> anyhow::Result<u8> {
-    let observations = gather::gather(args, discovery).await?;
-    let report = findings::evaluate(&observations);
+    let bundle = args.from_bundle.as_deref().map(crate::bundle::Bundle::open).transpose()?;
+    let now = bundle.as_ref().map(|b| b.manifest.taken_at).unwrap_or_else(chrono::Utc::now);
+    let at = args
+        .at
+        .as_deref()
+        .map(|t| crate::format::parse_moment(t, now))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--at: {e}"))?;
+    let report = match (at, &bundle) {
+        (Some(at), _) if at > now => {
+            anyhow::bail!("--at {} is in the future", crate::format::timestamp(at))
+        }
+        (Some(at), Some(bundle)) => past::evaluate(&bundle.past(question(args), at)?),
+        (Some(at), None) => past::evaluate(&past::gather(question(args), at, discovery).await?),
+        (None, Some(bundle)) => findings::evaluate(&bundle.explain(&args.name)?),
+        (None, None) => findings::evaluate(&gather::gather(args, discovery).await?),
+    };
     print_report(&report, output)
+}
+
+fn question(args: &ExplainArgs) -> gather::Question {
+    gather::Question {
+        name: args.name.clone(),
+        record_type: args.rtype.clone(),
+        servers: args.servers.clone(),
+        stuck_after_secs: args.stuck_after,
+    }
 }
 
 /// Prints `report` as text or JSON; the exit status names its stage.

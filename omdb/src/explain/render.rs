@@ -87,7 +87,12 @@ struct WireRow {
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "verdict: {}: {}", report.verdict.stage.as_str(), report.verdict.summary);
-    if report.findings.is_empty() {
+    if report.findings.is_empty() && report.at.is_some() {
+        let _ = writeln!(
+            out,
+            "findings: none (every stage kept in history was checked; see the notes)"
+        );
+    } else if report.findings.is_empty() {
         let _ = writeln!(out, "findings: none (every stage below was checked)");
     } else {
         let _ = writeln!(out, "findings ({}):", report.findings.len());
@@ -103,9 +108,13 @@ pub fn render(report: &Report) -> String {
     }
     let db = &report.database;
     let _ = writeln!(out);
+    let latest = match report.at {
+        Some(at) => format!("latest generation at {}", timestamp(at)),
+        None => "latest generation".to_string(),
+    };
     let _ = writeln!(
         out,
-        "database: {} in zone {} ({} DNS), latest generation {} created {} by {}: {:?}",
+        "database: {} in zone {} ({} DNS), {latest} {} created {} by {}: {:?}",
         db.fqdn,
         db.zone,
         db.group,
@@ -115,11 +124,13 @@ pub fn render(report: &Report) -> String {
         db.latest.comment
     );
     if db.records.is_empty() {
-        let _ = writeln!(out, "  records now: none");
+        let _ =
+            writeln!(out, "  records {}: none", if report.at.is_some() { "then" } else { "now" });
     } else {
         let _ = writeln!(
             out,
-            "  records now: {} (since {})",
+            "  records {}: {} (since {})",
+            if report.at.is_some() { "then" } else { "now" },
             records_text(&db.records),
             db.records_since.as_ref().map(when).unwrap_or_default()
         );
@@ -200,7 +211,19 @@ pub fn render(report: &Report) -> String {
         }
     }
     let _ = writeln!(out);
-    let _ = writeln!(out, "servers ({}):", report.servers.len());
+    match report.at {
+        Some(at) => {
+            let _ = writeln!(
+                out,
+                "servers ({}), as their histories say they were at {} (APPLIED: serving since):",
+                report.servers.len(),
+                timestamp(at)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "servers ({}):", report.servers.len());
+        }
+    }
     let rows = report.servers.iter().map(|s| ServerRow {
         api: s.config_address.map(|a| a.to_string()).unwrap_or("-".into()),
         id: s.id.map(|i| i.to_string()).unwrap_or("-".into()),
@@ -216,6 +239,10 @@ pub fn render(report: &Report) -> String {
     });
     let _ = writeln!(out, "{}", table(rows, 4));
     let _ = writeln!(out);
+    if report.at.is_some() {
+        let _ = writeln!(out, "wire: not asked (answers given in the past are not kept)");
+        return out;
+    }
     let _ = writeln!(out, "wire ({} questions):", report.wire.len());
     let rows = report.wire.iter().map(|w| WireRow {
         address: w.dns_address.to_string(),

@@ -25,6 +25,10 @@ pub enum Stage {
     Propagation,
     Server,
     Wire,
+    /// No stage is at fault as far as the evidence goes, but evidence is
+    /// missing (a history that does not reach back to the moment asked, a
+    /// part that cannot be asked now): no verdict is given.
+    Unknown,
     Healthy,
 }
 
@@ -38,6 +42,8 @@ impl Stage {
             Stage::Propagation => 13,
             Stage::Server => 14,
             Stage::Wire => 15,
+            // omdb could not run the whole check.
+            Stage::Unknown => 1,
         }
     }
 
@@ -49,6 +55,7 @@ impl Stage {
             Stage::Propagation => "propagation",
             Stage::Server => "server",
             Stage::Wire => "wire",
+            Stage::Unknown => "unknown",
             Stage::Healthy => "healthy",
         }
     }
@@ -86,6 +93,9 @@ pub struct Report {
     /// restart, a refused push, a failure since superseded.
     #[serde(default)]
     pub notes: Vec<Note>,
+    /// The past moment the report is about (`--at`); absent: now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
     pub database: DatabaseEvidence,
     pub nexus: Vec<NexusEvidence>,
     pub servers: Vec<ServerEvidence>,

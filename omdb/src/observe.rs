@@ -34,6 +34,10 @@ pub struct ServerObservation {
     /// The zone's SOA asked of each DNS address it reports, over UDP and
     /// TCP (empty when its status could not be read, or it reports none).
     pub soa: Vec<WireObservation>,
+    /// Its recent apply history, when asked for (explain reads the last
+    /// hour, to name repairs, restarts and refused pushes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent: Option<dns_types::apply_history::ServerHistory>,
 }
 
 impl ServerObservation {
@@ -121,6 +125,7 @@ pub async fn observe_server(
         status,
         error,
         soa: vec![],
+        recent: None,
     };
     if let Some(zone) = zone {
         let asks = observation.dns_addresses().into_iter().map(|a| ask_soa(a, zone));
@@ -140,6 +145,24 @@ pub async fn observe_servers(
             .map(|(address, from)| observe_server(address, from.into_iter().collect(), zone)),
     )
     .await
+}
+
+/// How far back the events that bear on a live answer are read.
+pub const RECENT: chrono::Duration = chrono::Duration::hours(1);
+
+/// Adds each server's apply history since `since` (at most 200 events).
+pub async fn add_recent_history(servers: &mut [ServerObservation], since: DateTime<Utc>) {
+    let reads = servers.iter().map(|s| async move {
+        let client = dns_server_client::Client::new_with_client(
+            &format!("http://{}", s.config_address),
+            http_client(),
+        );
+        client.history_get().since(since).limit(200).send().await.ok().map(|h| h.into_inner())
+    });
+    let histories = futures::future::join_all(reads).await;
+    for (server, history) in servers.iter_mut().zip(histories) {
+        server.recent = history;
+    }
 }
 
 /// The database's digest of `group` at `generation`: from the digest state

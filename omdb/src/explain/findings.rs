@@ -35,10 +35,13 @@ pub fn evaluate(observations: &Observations) -> Report {
         }
     };
     let stuck_after = Duration::from_secs(observations.question.stuck_after_secs);
-    findings.extend(nexus_findings(&nexus, &db, observations.taken_at, stuck_after));
     let servers: Vec<ServerEvidence> =
         observations.servers.iter().map(|s| server_evidence(s, &observations.database)).collect();
+    let (nexus_found, mut notes) =
+        nexus_findings(&nexus, &db, &servers, observations.taken_at, stuck_after);
+    findings.extend(nexus_found);
     findings.extend(server_findings(&servers, &db));
+    notes.extend(recent_notes(observations));
     if servers.is_empty() {
         findings.push(Finding {
             stage: Stage::ServerList,
@@ -61,7 +64,7 @@ pub fn evaluate(observations: &Observations) -> Report {
             summary: healthy_summary(&db, &nexus, &servers, &wire),
         },
     };
-    Report { verdict, findings, notes: Vec::new(), at: None, database: db, nexus, servers, wire }
+    Report { verdict, findings, notes, at: None, database: db, nexus, servers, wire }
 }
 
 fn database_evidence(o: &Observations) -> DatabaseEvidence {
@@ -365,13 +368,17 @@ pub fn nexus_evidence_label(n: &NexusEvidence) -> String {
     nexus_label(&NexusObservation { url: n.url.clone(), id: n.id, ..Default::default() })
 }
 
+/// Findings about every Nexus, and notes of its failures that later
+/// evidence has superseded.
 fn nexus_findings(
     nexus: &[NexusEvidence],
     db: &DatabaseEvidence,
+    servers: &[ServerEvidence],
     now: chrono::DateTime<chrono::Utc>,
     stuck_after: Duration,
-) -> Vec<Finding> {
+) -> (Vec<Finding>, Vec<Note>) {
     let mut findings = Vec::new();
+    let mut notes = Vec::new();
     let latest = db.latest.generation;
     let registered: BTreeSet<SocketAddr> = db.registered_servers.iter().copied().collect();
     for n in nexus {
@@ -529,21 +536,137 @@ fn nexus_findings(
                         ),
                         _ => String::new(),
                     };
-                    findings.push(Finding {
-                        stage: Stage::Propagation,
-                        subject: address.clone(),
-                        summary: format!(
-                            "{subject}'s push of generation {} to {address} failed at {}: {}{since}",
-                            p.generation.unwrap_or_default(),
-                            timestamp(result.completed_at),
-                            result.message
-                        ),
+                    let summary = format!(
+                        "{subject}'s push of generation {} to {address} failed at {}: {}{since}",
+                        p.generation.unwrap_or_default(),
+                        timestamp(result.completed_at),
+                        result.message
+                    );
+                    // The server is current now (another Nexus, or this
+                    // one's retry, brought it there): the failure is past.
+                    let now_current = servers.iter().find(|s| {
+                        s.config_address.map(|a| a.to_string()).as_deref() == Some(address)
+                            && s.state.as_ref().is_some_and(SyncState::is_current)
                     });
+                    match now_current {
+                        Some(s) => notes.push(Note {
+                            subject: address.clone(),
+                            summary: format!(
+                                "superseded: {summary}; but {address} serves generation {} now, \
+                                 the database's latest (applied {}), so that failure is past ({} \
+                                 retries on its next activation)",
+                                s.generation.unwrap_or_default(),
+                                s.time_applied.map(timestamp).unwrap_or("-".into()),
+                                subject
+                            ),
+                            at: Some(result.completed_at),
+                        }),
+                        None => findings.push(Finding {
+                            stage: Stage::Propagation,
+                            subject: address.clone(),
+                            summary,
+                        }),
+                    }
                 }
             }
         }
     }
-    findings
+    (findings, notes)
+}
+
+/// What the servers' recent histories say that bears on the answer: a
+/// repair (what was served before it, and since when), a restart, refused
+/// pushes.
+fn recent_notes(o: &Observations) -> Vec<Note> {
+    use dns_types::apply_history::{ApplyHow, ServerEvent};
+    let mut notes = Vec::new();
+    for s in &o.servers {
+        let Some(history) = &s.recent else { continue };
+        let who = format!("{} DNS server {}", o.database.group, s.config_address);
+        // Oldest first.
+        let events: Vec<_> = history.events.iter().rev().collect();
+        let mut refused = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            match &e.event {
+                ServerEvent::Applied {
+                    how: ApplyHow::Repair,
+                    replaced_generation,
+                    replaced_digest,
+                    writer,
+                    reason,
+                    generation,
+                    ..
+                } => {
+                    let since = events[..i]
+                        .iter()
+                        .rev()
+                        .find(|p| p.event.serves() == Some(*replaced_generation))
+                        .map(|p| timestamp(p.time))
+                        .unwrap_or_else(|| {
+                            format!("before {}", history.complete_since.map(timestamp).unwrap_or("-".into()))
+                        });
+                    notes.push(Note {
+                        subject: s.config_address.to_string(),
+                        summary: format!(
+                            "REPAIRED: {who} served generation {replaced_generation} (digest {}), \
+                             not the database's, from {since} until repaired at {}{} to the \
+                             database's generation {generation}: {}",
+                            replaced_digest.as_deref().unwrap_or("none"),
+                            timestamp(e.time),
+                            writer.as_deref().map(|w| format!(" by {w}")).unwrap_or_default(),
+                            reason.as_deref().unwrap_or("no reason given")
+                        ),
+                        at: Some(e.time),
+                    });
+                }
+                ServerEvent::Started { generation, .. } => {
+                    let earlier = i > 0 || history.complete_since.is_some_and(|t| t < e.time);
+                    if earlier {
+                        notes.push(Note {
+                            subject: s.config_address.to_string(),
+                            summary: format!(
+                                "{who} restarted at {}, serving generation {generation} from its storage",
+                                timestamp(e.time)
+                            ),
+                            at: Some(e.time),
+                        });
+                    }
+                }
+                ServerEvent::Refused { .. } => refused.push(*e),
+                ServerEvent::StorageFailed { operation, error } => notes.push(Note {
+                    subject: s.config_address.to_string(),
+                    summary: format!(
+                        "{who}'s storage failed at {} {operation}: {error}",
+                        timestamp(e.time)
+                    ),
+                    at: Some(e.time),
+                }),
+                ServerEvent::Applied { .. } => {}
+            }
+        }
+        if let Some(last) = refused.last()
+            && let ServerEvent::Refused { generation, how, writer, error_code, reason, .. } = &last.event
+        {
+            notes.push(Note {
+                subject: s.config_address.to_string(),
+                summary: format!(
+                    "{who} refused {} in the last hour, the latest at {}: generation {generation} \
+                     ({how}{}): {error_code}: {reason}",
+                    count(refused.len(), "push"),
+                    timestamp(last.time),
+                    writer.as_deref().map(|w| format!(" from {w}")).unwrap_or_default()
+                ),
+                at: Some(last.time),
+            });
+        }
+    }
+    notes
+}
+
+/// `1 push`, `3 pushes`.
+fn count(n: usize, noun: &str) -> String {
+    let plural = if noun.ends_with('h') || noun.ends_with('s') { "es" } else { "s" };
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}{plural}") }
 }
 
 fn server_findings(servers: &[ServerEvidence], db: &DatabaseEvidence) -> Vec<Finding> {

@@ -129,7 +129,8 @@ pub async fn gather(args: &ExplainArgs, discovery: &Discovery) -> anyhow::Result
             }
         }
     }
-    let servers = observe::observe_servers(known, Some(&database.zone)).await;
+    let mut servers = observe::observe_servers(known, Some(&database.zone)).await;
+    observe::add_recent_history(&mut servers, taken_at - observe::RECENT).await;
     let mut digests = std::mem::take(&mut database.digests);
     observe::claimed_digests(&datastore, group, database.latest.generation, &servers, &mut digests)
         .await;

@@ -13,6 +13,7 @@ use background_task_types::{
     LastActivation,
 };
 use chrono::{DateTime, Duration, Utc};
+use dns_types::apply_history::{ApplyHow, HistoryEntry, ServerEvent, ServerHistory};
 use dns_types::history::NameStretch;
 use dns_types::{DnsGroup, DnsRecord, DnsVersion};
 use internal_dns::wire::{Transport, WireAnswer, WireRecord};
@@ -160,6 +161,7 @@ fn server(i: u16, generation: u64, digest: &str) -> ServerObservation {
             .into_iter()
             .map(|t| soa(dns(i), t, generation as u32, id(i)))
             .collect(),
+        recent: None,
     }
 }
 
@@ -322,13 +324,17 @@ fn cases() -> Vec<(&'static str, Fault, Stage, &'static str)> {
             "does not answer on its config API",
         ),
         (
-            "a failed push",
+            "a failed push to a server still behind",
             |o| {
                 let mut n = nexus(2, &[1, 2]);
                 let p = &mut n.tasks[2];
                 let LastActivation::Completed(r) = &mut p.last else { unreachable!() };
                 r.details["servers"][api(2).to_string()] = push_result(false, "HTTP 500");
                 o.nexus = Ok(vec![n]);
+                o.servers[1] = server(2, 1, "d1");
+                for w in o.wire.iter_mut().filter(|w| w.dns_address == dns(2)) {
+                    *w = answer(w.dns_address, w.transport, vec![], id(2));
+                }
             },
             Stage::Propagation,
             "failed at",
@@ -473,4 +479,216 @@ fn a_cname_stands_for_every_type() {
     let aaaa = DnsRecord::Aaaa("::1".parse().unwrap());
     assert_eq!(expected_answer(&[a.clone(), aaaa], "A"), vec![a]);
     assert!(expected_answer(&[], "A").is_empty());
+}
+
+#[test]
+fn a_failure_that_later_evidence_superseded_is_a_note_not_the_verdict() {
+    let mut o = healthy();
+    let mut n = nexus(2, &[1, 2]);
+    let LastActivation::Completed(r) = &mut n.tasks[2].last else { unreachable!() };
+    r.details["servers"][api(2).to_string()] = push_result(false, "connection refused");
+    o.nexus = Ok(vec![n]);
+    // Server 2 serves the latest now: the failed push is past.
+    let report = evaluate(&o);
+    assert_eq!(report.verdict.stage, Stage::Healthy, "{:?}", report.findings);
+    let note = report.notes.iter().find(|n| n.summary.starts_with("superseded:")).unwrap();
+    assert!(note.summary.contains("connection refused"), "{note:?}");
+    assert!(note.summary.contains("serves generation 2 now"), "{note:?}");
+}
+
+fn entry(seq: u64, time: DateTime<Utc>, event: ServerEvent) -> HistoryEntry {
+    HistoryEntry { seq, time, event }
+}
+
+fn applied(generation: u64, digest: &str, how: ApplyHow, replaced: u64) -> ServerEvent {
+    ServerEvent::Applied {
+        generation,
+        digest: digest.into(),
+        how,
+        writer: Some("nexus-a".into()),
+        replaced_generation: replaced,
+        replaced_digest: Some(format!("d{replaced}")),
+        apply_ms: 1.0,
+        reason: (how == ApplyHow::Repair).then(|| "beyond the database".to_string()),
+    }
+}
+
+fn history(events: Vec<HistoryEntry>, complete_since: DateTime<Utc>) -> ServerHistory {
+    let mut events = events;
+    events.reverse();
+    ServerHistory { server_id: id(1), events, retained_events: 10_000, complete_since: Some(complete_since) }
+}
+
+#[test]
+fn a_repair_in_the_last_hour_is_named_in_a_healthy_verdict() {
+    let mut o = healthy();
+    o.servers[0].recent = Some(history(
+        vec![
+            entry(1, t0() - Duration::minutes(50), ServerEvent::Started {
+                generation: 1,
+                digest: Some("d1".into()),
+                time_applied: None,
+                damaged_history_lines: 0,
+            }),
+            entry(2, t0() - Duration::minutes(20), applied(1000, "bogus", ApplyHow::Whole, 1)),
+            entry(3, t0() - Duration::minutes(19), applied(2, "d2", ApplyHow::Repair, 1000)),
+        ],
+        t0() - Duration::hours(2),
+    ));
+    let report = evaluate(&o);
+    assert_eq!(report.verdict.stage, Stage::Healthy);
+    let summaries: Vec<&str> = report.notes.iter().map(|n| n.summary.as_str()).collect();
+    let repair = summaries.iter().find(|s| s.starts_with("REPAIRED")).expect("a repair note");
+    assert!(repair.contains("served generation 1000 (digest d1000)"), "{repair}");
+    assert!(repair.contains(&format!("from {}", crate::format::timestamp(t0() - Duration::minutes(20)))), "{repair}");
+    assert!(repair.contains("until repaired at"), "{repair}");
+    assert!(summaries.iter().any(|s| s.contains("restarted at")), "{summaries:?}");
+}
+
+mod past {
+    use super::*;
+    use crate::explain::past::{PastObservations, evaluate};
+    use crate::history::{NexusHistoryObservation, ServerHistoryObservation};
+    use nexus_types::propagation_history::{GenerationRecord, NexusHistory};
+
+    fn v(generation: u64, created: DateTime<Utc>) -> DnsVersion {
+        DnsVersion {
+            group: DnsGroup::External,
+            generation,
+            time_created: created,
+            creator: "nexus-a".into(),
+            comment: format!("change {generation}"),
+        }
+    }
+
+    fn server(i: u16, events: Vec<HistoryEntry>, complete_since: DateTime<Utc>) -> ServerHistoryObservation {
+        ServerHistoryObservation {
+            config_address: api(i),
+            asked_at: t0() + Duration::minutes(5),
+            status: None,
+            history: Some(history(events, complete_since)),
+            error: None,
+        }
+    }
+
+    /// Generation 18 from two minutes before t0; 19, which added shop, at
+    /// t0; server 1 applied 19 at +350 ms, server 2 at +100 ms; the Nexus
+    /// saw 19 at +50 ms.
+    fn observations(at: DateTime<Utc>) -> PastObservations {
+        let g18 = t0() - Duration::minutes(2);
+        let ms = Duration::milliseconds;
+        PastObservations {
+            taken_at: t0() + Duration::minutes(5),
+            at,
+            question: Question { name: "shop.example.test".into(), record_type: None, servers: vec![], stuck_after_secs: 10 },
+            group: DnsGroup::External,
+            zone: "example.test".into(),
+            name: "shop".into(),
+            fqdn: "shop.example.test".into(),
+            versions: vec![v(18, g18), v(19, t0())]
+                .into_iter()
+                .filter(|x| x.time_created <= at || x.generation == 19)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .skip_while(|x| x.generation == 18 && t0() <= at)
+                .collect(),
+            stretches: vec![NameStretch { records: shop(), added: v(19, t0()), removed: None }],
+            digests: [(18, Ok("d18".to_string())), (19, Ok("d19".to_string()))].into(),
+            nexus: Ok(vec![NexusHistoryObservation {
+                url: "http://n".into(),
+                id: Some(Uuid::from_u128(0xa)),
+                asked_at: t0(),
+                history: Some(NexusHistory {
+                    nexus_id: Uuid::from_u128(0xa),
+                    group: DnsGroup::External,
+                    generations: vec![
+                        GenerationRecord { generation: 19, committed_at: Some(t0()), first_seen_at: Some(t0() + ms(50)), pushes: vec![] },
+                        GenerationRecord { generation: 18, committed_at: Some(g18), first_seen_at: Some(g18 + ms(40)), pushes: vec![] },
+                    ],
+                    retained_events: 100_000,
+                    complete_since: Some(t0() - Duration::hours(1)),
+                }),
+                error: None,
+            }]),
+            servers: vec![
+                server(1, vec![
+                    entry(1, g18 + ms(60), applied(18, "d18", ApplyHow::Difference, 17)),
+                    entry(2, t0() + ms(350), applied(19, "d19", ApplyHow::Difference, 18)),
+                ], t0() - Duration::hours(1)),
+                server(2, vec![
+                    entry(1, g18 + ms(70), applied(18, "d18", ApplyHow::Difference, 17)),
+                    entry(2, t0() + ms(100), applied(19, "d19", ApplyHow::Difference, 18)),
+                ], t0() - Duration::hours(1)),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_query_came_before_propagation_finished() {
+        let report = evaluate(&observations(t0() + Duration::milliseconds(200)));
+        assert_eq!(report.verdict.stage, Stage::Propagation, "{:?}", report.findings);
+        let v = &report.verdict.summary;
+        assert!(v.contains(&format!("{} DNS server {}", DnsGroup::External, api(1))), "{v}");
+        assert!(v.contains("still served generation 18"), "{v}");
+        assert!(v.contains("generation 19, which added shop.example.test"), "{v}");
+        assert!(v.contains("the query came 150ms before propagation finished"), "{v}");
+        assert_eq!(report.findings.len(), 1, "server 2 had it by then: {:?}", report.findings);
+    }
+
+    #[test]
+    fn a_moment_after_every_server_applied_it_is_healthy() {
+        let report = evaluate(&observations(t0() + Duration::milliseconds(400)));
+        assert_eq!(report.verdict.stage, Stage::Healthy, "{:?}", report.findings);
+        assert!(report.verdict.summary.contains("the wire is not kept in history"), "{:?}", report.verdict);
+    }
+
+    #[test]
+    fn a_moment_before_the_name_was_added_is_a_database_verdict() {
+        let report = evaluate(&observations(t0() - Duration::seconds(1)));
+        assert_eq!(report.verdict.stage, Stage::Database, "{:?}", report.findings);
+        assert!(report.verdict.summary.contains("it was added in generation 19"), "{:?}", report.verdict);
+    }
+
+    #[test]
+    fn a_moment_beyond_a_servers_history_is_unknown_not_healthy() {
+        let mut o = observations(t0() + Duration::milliseconds(400));
+        let h = o.servers[1].history.as_mut().unwrap();
+        h.events.retain(|e| e.seq == 2);
+        h.complete_since = Some(t0() + Duration::milliseconds(500));
+        // Server 2's only event is after the moment: what it served then is
+        // not known.
+        h.events[0].time = t0() + Duration::milliseconds(600);
+        let report = evaluate(&o);
+        assert_eq!(report.verdict.stage, Stage::Unknown, "{:?}", report.verdict);
+        assert!(report.verdict.summary.contains("does not reach back"), "{:?}", report.verdict);
+        assert_eq!(report.verdict.stage.exit_code(), 1);
+    }
+
+    #[test]
+    fn a_bogus_generation_served_until_a_repair_is_a_server_verdict() {
+        let mut o = observations(t0() + Duration::seconds(2));
+        let h = o.servers[0].history.as_mut().unwrap();
+        h.events.insert(0, entry(4, t0() + Duration::seconds(3), applied(19, "d19", ApplyHow::Repair, 1000)));
+        h.events.insert(1, entry(3, t0() + Duration::seconds(1), applied(1000, "bogus", ApplyHow::Whole, 19)));
+        let report = evaluate(&o);
+        assert_eq!(report.verdict.stage, Stage::Server, "{:?}", report.findings);
+        let v = &report.verdict.summary;
+        assert!(v.contains("served generation 1000 (digest bogus)"), "{v}");
+        assert!(v.contains("until repaired at"), "{v}");
+    }
+
+    #[test]
+    fn a_nexus_that_had_not_loaded_the_generation_long_after_its_commit() {
+        let mut o = observations(t0() + Duration::seconds(20));
+        let Ok(found) = &mut o.nexus else { unreachable!() };
+        let h = found[0].history.as_mut().unwrap();
+        h.generations[0].first_seen_at = Some(t0() + Duration::seconds(30));
+        for s in &mut o.servers {
+            let h = s.history.as_mut().unwrap();
+            h.events[0].time = t0() + Duration::seconds(31);
+        }
+        let report = evaluate(&o);
+        assert_eq!(report.verdict.stage, Stage::Nexus, "{:?}", report.findings);
+        assert!(report.verdict.summary.contains("it first saw it at"), "{:?}", report.verdict);
+    }
 }

@@ -37,6 +37,9 @@ pub struct StackOptions {
     pub repair_servers: bool,
     /// Every HTTP API closes a connection idle (or half-sent) this long.
     pub http_idle_timeout_secs: f64,
+    /// How many events of its apply history each DNS server keeps (`None`:
+    /// the server's default).
+    pub dns_history_events: Option<usize>,
 }
 
 impl StackOptions {
@@ -53,6 +56,7 @@ impl StackOptions {
             server_timeout_secs: 5.0,
             repair_servers: true,
             http_idle_timeout_secs: 30.0,
+            dns_history_events: None,
         }
     }
 }
@@ -77,6 +81,7 @@ pub struct DnsServer {
     pub advertise: Option<SocketAddr>,
     api_token_file: PathBuf,
     http_idle_timeout_secs: f64,
+    history_events: Option<usize>,
 }
 
 impl DnsServer {
@@ -99,6 +104,9 @@ impl DnsServer {
         ];
         if let Some(advertise) = self.advertise {
             args.extend(["--advertise-dns-address".into(), advertise.to_string()]);
+        }
+        if let Some(events) = self.history_events {
+            args.extend(["--history-events".into(), events.to_string()]);
         }
         let name = format!("dns-server {} {}", self.group, self.id);
         let (process, _) =
@@ -272,15 +280,8 @@ impl Stack {
                 let storage = options.run_dir.join(&name);
                 let log = options.run_dir.join(format!("{name}.log"));
                 dns_servers.push(
-                    spawn_on_free_ports(
-                        group,
-                        id,
-                        storage,
-                        log,
-                        api_token_file.clone(),
-                        options.http_idle_timeout_secs,
-                    )
-                    .await?,
+                    spawn_on_free_ports(group, id, storage, log, api_token_file.clone(), &options)
+                        .await?,
                 );
             }
         }
@@ -559,7 +560,7 @@ async fn spawn_on_free_ports(
     storage: PathBuf,
     log: PathBuf,
     api_token_file: PathBuf,
-    http_idle_timeout_secs: f64,
+    options: &StackOptions,
 ) -> anyhow::Result<DnsServer> {
     let mut last_error = None;
     for _ in 0..5 {
@@ -574,7 +575,8 @@ async fn spawn_on_free_ports(
             log: log.clone(),
             advertise: None,
             api_token_file: api_token_file.clone(),
-            http_idle_timeout_secs,
+            http_idle_timeout_secs: options.http_idle_timeout_secs,
+            history_events: options.dns_history_events,
         };
         match server.start().await {
             Ok(()) => return Ok(server),

@@ -301,7 +301,7 @@ pub fn timeline(o: &TimelineObservations) -> Timeline {
                 ServerEvent::Applied { .. } => reached.is_some_and(|r| r.seq == e.seq),
                 ServerEvent::Refused { generation, .. } => *generation == g,
                 ServerEvent::Started { .. } | ServerEvent::StorageFailed { .. } => {
-                    e.time >= commit - CLOCK_SLACK && reached.is_none_or(|r| e.time <= r.time)
+                    e.time >= commit && reached.is_none_or(|r| e.time <= r.time)
                 }
             };
             if relevant {

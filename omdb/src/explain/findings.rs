@@ -603,7 +603,10 @@ fn recent_notes(o: &Observations) -> Vec<Note> {
                         .find(|p| p.event.serves() == Some(*replaced_generation))
                         .map(|p| timestamp(p.time))
                         .unwrap_or_else(|| {
-                            format!("before {}", history.complete_since.map(timestamp).unwrap_or("-".into()))
+                            format!(
+                                "before {}",
+                                history.complete_since.map(timestamp).unwrap_or("-".into())
+                            )
                         });
                     notes.push(Note {
                         subject: s.config_address.to_string(),
@@ -645,7 +648,8 @@ fn recent_notes(o: &Observations) -> Vec<Note> {
             }
         }
         if let Some(last) = refused.last()
-            && let ServerEvent::Refused { generation, how, writer, error_code, reason, .. } = &last.event
+            && let ServerEvent::Refused { generation, how, writer, error_code, reason, .. } =
+                &last.event
         {
             notes.push(Note {
                 subject: s.config_address.to_string(),

@@ -516,7 +516,12 @@ fn applied(generation: u64, digest: &str, how: ApplyHow, replaced: u64) -> Serve
 fn history(events: Vec<HistoryEntry>, complete_since: DateTime<Utc>) -> ServerHistory {
     let mut events = events;
     events.reverse();
-    ServerHistory { server_id: id(1), events, retained_events: 10_000, complete_since: Some(complete_since) }
+    ServerHistory {
+        server_id: id(1),
+        events,
+        retained_events: 10_000,
+        complete_since: Some(complete_since),
+    }
 }
 
 #[test]
@@ -524,12 +529,16 @@ fn a_repair_in_the_last_hour_is_named_in_a_healthy_verdict() {
     let mut o = healthy();
     o.servers[0].recent = Some(history(
         vec![
-            entry(1, t0() - Duration::minutes(50), ServerEvent::Started {
-                generation: 1,
-                digest: Some("d1".into()),
-                time_applied: None,
-                damaged_history_lines: 0,
-            }),
+            entry(
+                1,
+                t0() - Duration::minutes(50),
+                ServerEvent::Started {
+                    generation: 1,
+                    digest: Some("d1".into()),
+                    time_applied: None,
+                    damaged_history_lines: 0,
+                },
+            ),
             entry(2, t0() - Duration::minutes(20), applied(1000, "bogus", ApplyHow::Whole, 1)),
             entry(3, t0() - Duration::minutes(19), applied(2, "d2", ApplyHow::Repair, 1000)),
         ],
@@ -540,7 +549,11 @@ fn a_repair_in_the_last_hour_is_named_in_a_healthy_verdict() {
     let summaries: Vec<&str> = report.notes.iter().map(|n| n.summary.as_str()).collect();
     let repair = summaries.iter().find(|s| s.starts_with("REPAIRED")).expect("a repair note");
     assert!(repair.contains("served generation 1000 (digest d1000)"), "{repair}");
-    assert!(repair.contains(&format!("from {}", crate::format::timestamp(t0() - Duration::minutes(20)))), "{repair}");
+    assert!(
+        repair
+            .contains(&format!("from {}", crate::format::timestamp(t0() - Duration::minutes(20)))),
+        "{repair}"
+    );
     assert!(repair.contains("until repaired at"), "{repair}");
     assert!(summaries.iter().any(|s| s.contains("restarted at")), "{summaries:?}");
 }
@@ -561,7 +574,11 @@ mod past {
         }
     }
 
-    fn server(i: u16, events: Vec<HistoryEntry>, complete_since: DateTime<Utc>) -> ServerHistoryObservation {
+    fn server(
+        i: u16,
+        events: Vec<HistoryEntry>,
+        complete_since: DateTime<Utc>,
+    ) -> ServerHistoryObservation {
         ServerHistoryObservation {
             config_address: api(i),
             asked_at: t0() + Duration::minutes(5),
@@ -580,7 +597,12 @@ mod past {
         PastObservations {
             taken_at: t0() + Duration::minutes(5),
             at,
-            question: Question { name: "shop.example.test".into(), record_type: None, servers: vec![], stuck_after_secs: 10 },
+            question: Question {
+                name: "shop.example.test".into(),
+                record_type: None,
+                servers: vec![],
+                stuck_after_secs: 10,
+            },
             group: DnsGroup::External,
             zone: "example.test".into(),
             name: "shop".into(),
@@ -602,8 +624,18 @@ mod past {
                     nexus_id: Uuid::from_u128(0xa),
                     group: DnsGroup::External,
                     generations: vec![
-                        GenerationRecord { generation: 19, committed_at: Some(t0()), first_seen_at: Some(t0() + ms(50)), pushes: vec![] },
-                        GenerationRecord { generation: 18, committed_at: Some(g18), first_seen_at: Some(g18 + ms(40)), pushes: vec![] },
+                        GenerationRecord {
+                            generation: 19,
+                            committed_at: Some(t0()),
+                            first_seen_at: Some(t0() + ms(50)),
+                            pushes: vec![],
+                        },
+                        GenerationRecord {
+                            generation: 18,
+                            committed_at: Some(g18),
+                            first_seen_at: Some(g18 + ms(40)),
+                            pushes: vec![],
+                        },
                     ],
                     retained_events: 100_000,
                     complete_since: Some(t0() - Duration::hours(1)),
@@ -611,14 +643,22 @@ mod past {
                 error: None,
             }]),
             servers: vec![
-                server(1, vec![
-                    entry(1, g18 + ms(60), applied(18, "d18", ApplyHow::Difference, 17)),
-                    entry(2, t0() + ms(350), applied(19, "d19", ApplyHow::Difference, 18)),
-                ], t0() - Duration::hours(1)),
-                server(2, vec![
-                    entry(1, g18 + ms(70), applied(18, "d18", ApplyHow::Difference, 17)),
-                    entry(2, t0() + ms(100), applied(19, "d19", ApplyHow::Difference, 18)),
-                ], t0() - Duration::hours(1)),
+                server(
+                    1,
+                    vec![
+                        entry(1, g18 + ms(60), applied(18, "d18", ApplyHow::Difference, 17)),
+                        entry(2, t0() + ms(350), applied(19, "d19", ApplyHow::Difference, 18)),
+                    ],
+                    t0() - Duration::hours(1),
+                ),
+                server(
+                    2,
+                    vec![
+                        entry(1, g18 + ms(70), applied(18, "d18", ApplyHow::Difference, 17)),
+                        entry(2, t0() + ms(100), applied(19, "d19", ApplyHow::Difference, 18)),
+                    ],
+                    t0() - Duration::hours(1),
+                ),
             ],
         }
     }
@@ -639,14 +679,22 @@ mod past {
     fn a_moment_after_every_server_applied_it_is_healthy() {
         let report = evaluate(&observations(t0() + Duration::milliseconds(400)));
         assert_eq!(report.verdict.stage, Stage::Healthy, "{:?}", report.findings);
-        assert!(report.verdict.summary.contains("the wire is not kept in history"), "{:?}", report.verdict);
+        assert!(
+            report.verdict.summary.contains("the wire is not kept in history"),
+            "{:?}",
+            report.verdict
+        );
     }
 
     #[test]
     fn a_moment_before_the_name_was_added_is_a_database_verdict() {
         let report = evaluate(&observations(t0() - Duration::seconds(1)));
         assert_eq!(report.verdict.stage, Stage::Database, "{:?}", report.findings);
-        assert!(report.verdict.summary.contains("it was added in generation 19"), "{:?}", report.verdict);
+        assert!(
+            report.verdict.summary.contains("it was added in generation 19"),
+            "{:?}",
+            report.verdict
+        );
     }
 
     #[test]
@@ -668,8 +716,14 @@ mod past {
     fn a_bogus_generation_served_until_a_repair_is_a_server_verdict() {
         let mut o = observations(t0() + Duration::seconds(2));
         let h = o.servers[0].history.as_mut().unwrap();
-        h.events.insert(0, entry(4, t0() + Duration::seconds(3), applied(19, "d19", ApplyHow::Repair, 1000)));
-        h.events.insert(1, entry(3, t0() + Duration::seconds(1), applied(1000, "bogus", ApplyHow::Whole, 19)));
+        h.events.insert(
+            0,
+            entry(4, t0() + Duration::seconds(3), applied(19, "d19", ApplyHow::Repair, 1000)),
+        );
+        h.events.insert(
+            1,
+            entry(3, t0() + Duration::seconds(1), applied(1000, "bogus", ApplyHow::Whole, 19)),
+        );
         let report = evaluate(&o);
         assert_eq!(report.verdict.stage, Stage::Server, "{:?}", report.findings);
         let v = &report.verdict.summary;

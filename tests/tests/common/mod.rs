@@ -243,3 +243,38 @@ pub fn run_omdb_as(ts: &TestStack, args: &[&str], with_token: bool) -> (i32, Str
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// Replaces what changes from run to run: times, ids, digests, ports,
+/// durations.
+pub fn redact(text: &str) -> String {
+    let rules = [
+        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "<TIME>"),
+        (r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<UUID>"),
+        (r"sha256:[0-9a-f]{64}", "sha256:<DIGEST>"),
+        (r"127\.0\.0\.1:\d+", "127.0.0.1:<PORT>"),
+        (r"\(\d+s\)", "(<SECS>)"),
+        (r"\b\d+(\.\d+)?(ms|s)\b", "<DURATION>"),
+    ];
+    let mut text = text.to_string();
+    for (pattern, replacement) in rules {
+        text = regex::Regex::new(pattern).unwrap().replace_all(&text, replacement).into_owned();
+    }
+    text
+}
+
+/// The first line starting with `prefix` after `<!-- MARKER -->` in
+/// docs/debugging-dns.md must be `line` (redacted): the doc shows what
+/// omdb says now.
+pub fn doc_line_matches(marker: &str, prefix: &str, line: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/debugging-dns.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let tag = format!("<!-- {marker} -->");
+    let after =
+        doc.split(&tag).nth(1).unwrap_or_else(|| panic!("docs/debugging-dns.md has no {tag}"));
+    let shown = after.lines().find(|l| l.starts_with(prefix)).unwrap_or_default();
+    assert_eq!(
+        redact(shown),
+        redact(line),
+        "docs/debugging-dns.md ({marker}) no longer shows what omdb says; update it from:\n{line}"
+    );
+}

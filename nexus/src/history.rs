@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use dns_types::{DnsGroup, DnsVersion};
 use event_log::EventLog;
 use nexus_types::propagation_history::{NexusEvent, NexusHistory, PushAttempt, generations};
+use nexus_types::task_status::PropagationOutcome;
 use std::path::Path;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -21,6 +22,10 @@ pub const DEFAULT_HISTORY_EVENTS: usize = 100_000;
 pub struct PropagationHistory {
     nexus_id: Uuid,
     log: Arc<EventLog<NexusEvent>>,
+    /// Per (group, server): the generation last confirmed current, so that
+    /// a periodic activation finding every server current is recorded once
+    /// per generation, not once a minute for as long as it lasts.
+    confirmed: Arc<std::sync::Mutex<std::collections::HashMap<(DnsGroup, String), u64>>>,
 }
 
 impl PropagationHistory {
@@ -41,7 +46,7 @@ impl PropagationHistory {
             }
             None => EventLog::in_memory(retain),
         };
-        Ok(PropagationHistory { nexus_id, log: Arc::new(log) })
+        Ok(PropagationHistory { nexus_id, log: Arc::new(log), confirmed: Arc::default() })
     }
 
     /// This Nexus loaded `version` for the first time at `at`.
@@ -54,12 +59,25 @@ impl PropagationHistory {
         self.append(vec![(at, event)]).await;
     }
 
-    /// The attempts of one propagation activation, with one flush.
+    /// The attempts of one propagation activation, with one flush.  A
+    /// server found already current at a generation it was already found
+    /// current at is not recorded again.
     pub async fn pushes(&self, group: DnsGroup, generation: u64, attempts: Vec<PushAttempt>) {
-        let events = attempts
-            .into_iter()
-            .map(|attempt| (attempt.ended_at, NexusEvent::Push { group, generation, attempt }))
-            .collect();
+        let events = {
+            let mut confirmed = self.confirmed.lock().unwrap_or_else(|e| e.into_inner());
+            attempts
+                .into_iter()
+                .filter(|attempt| {
+                    let key = (group, attempt.server.clone());
+                    if attempt.outcome != PropagationOutcome::AlreadyCurrent {
+                        confirmed.remove(&key);
+                        return true;
+                    }
+                    confirmed.insert(key, generation) != Some(generation)
+                })
+                .map(|attempt| (attempt.ended_at, NexusEvent::Push { group, generation, attempt }))
+                .collect()
+        };
         self.append(events).await;
     }
 
@@ -100,5 +118,53 @@ impl PropagationHistory {
             retained_events: self.log.retain() as u64,
             complete_since: self.log.oldest_retained().or_else(|| events.first().map(|e| e.time)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use nexus_types::task_status::PropagationResult;
+
+    fn attempt(server: &str, outcome: PropagationOutcome) -> PushAttempt {
+        PushAttempt {
+            server: server.into(),
+            started_at: Utc::now(),
+            ended_at: Utc::now(),
+            result: PropagationResult::Success,
+            outcome,
+            sent: None,
+            server_generation: Some(4),
+            message: String::new(),
+        }
+    }
+
+    /// A periodic activation that finds every server current adds nothing
+    /// once that was recorded: a generation that lasts a day is not a day
+    /// of identical rows.
+    #[tokio::test]
+    async fn repeated_confirmations_are_recorded_once_per_generation() {
+        let h = PropagationHistory::open(Uuid::nil(), None, 1000).unwrap();
+        let g = DnsGroup::Internal;
+        h.pushes(g, 4, vec![attempt("a", PropagationOutcome::Applied)]).await;
+        for _ in 0..5 {
+            h.pushes(g, 4, vec![attempt("a", PropagationOutcome::AlreadyCurrent)]).await;
+        }
+        h.pushes(g, 5, vec![attempt("a", PropagationOutcome::AlreadyCurrent)]).await;
+        let pushes: Vec<(u64, PropagationOutcome)> = h
+            .history(g, None, None, 10)
+            .generations
+            .iter()
+            .flat_map(|r| r.pushes.iter().map(move |p| (r.generation, p.outcome)))
+            .collect();
+        assert_eq!(
+            pushes,
+            [
+                (5, PropagationOutcome::AlreadyCurrent),
+                (4, PropagationOutcome::Applied),
+                (4, PropagationOutcome::AlreadyCurrent)
+            ]
+        );
     }
 }

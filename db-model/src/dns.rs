@@ -14,12 +14,13 @@
 use crate::error::{DbError, Retryable, query_error};
 use crate::transaction::{Datastore, TxnMode};
 use chrono::{DateTime, Utc};
+use dns_types::change::{ChangeError, ResolvedChange, check_change};
 use dns_types::history::NameStretch;
 use dns_types::limits;
 use dns_types::names::{self, NameError};
 use dns_types::{
     ConfigError, DigestState, DnsChange, DnsConfig, DnsConfigZone, DnsDiff, DnsGroup, DnsRecord,
-    DnsVersion, NameDiff, RecordError, ZoneDiff,
+    DnsVersion, NameDiff, ZoneDiff,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use tokio_postgres::Row;
@@ -60,37 +61,14 @@ pub enum DnsError {
     GenerationNotFound { group: DnsGroup, generation: u64, latest: u64 },
     #[error("cannot diff from generation {from} to the older generation {to}")]
     DiffBackwards { from: u64, to: u64 },
-    #[error("a DNS change needs a comment saying why it is made")]
-    EmptyComment,
-    #[error("the DNS change adds and removes nothing")]
-    EmptyChange,
-    #[error("the DNS change {action} no records for name {name:?}: give at least one record{hint}")]
-    NoRecordsGiven { action: &'static str, name: String, hint: &'static str },
+    /// The change itself is refused (`dns_types::change`).
     #[error(transparent)]
-    Text(#[from] dns_types::limits::TextError),
+    Change(#[from] ChangeError),
     #[error(
         "DNS group {group} has reached generation {latest}, the largest a 32-bit SOA serial \
          holds; no further change can be committed"
     )]
     GenerationsExhausted { group: DnsGroup, latest: u64 },
-    #[error("invalid DNS name {name:?}")]
-    InvalidName {
-        name: String,
-        #[source]
-        source: NameError,
-    },
-    #[error("invalid record for name {name:?}")]
-    InvalidRecord {
-        name: String,
-        #[source]
-        source: RecordError,
-    },
-    #[error("name {name:?} does not exist in zone {zone:?}, so it cannot be removed")]
-    NameNotFound { zone: String, name: String },
-    #[error("name {name:?} in zone {zone:?} has no record {record}, so it cannot be removed")]
-    RecordNotFound { zone: String, name: String, record: String },
-    #[error("name {name:?} in zone {zone:?} already has record {record}")]
-    RecordExists { zone: String, name: String, record: String },
     #[error(transparent)]
     InvalidConfig(#[from] ConfigError),
     #[error(transparent)]
@@ -119,124 +97,6 @@ struct Zone {
     id: Uuid,
     name: String,
     ttl_seconds: u32,
-}
-
-/// What one change does to one name.
-#[derive(Clone, Debug)]
-enum NameOp {
-    Add(Vec<DnsRecord>),
-    RemoveRecords(Vec<DnsRecord>),
-    RemoveName,
-}
-
-/// A change with every name resolved to its zone and every record in
-/// canonical form.
-#[derive(Debug)]
-struct ResolvedChange {
-    /// (zone index, canonical relative name, operation), removals first.
-    ops: Vec<(usize, String, NameOp)>,
-}
-
-impl ResolvedChange {
-    fn resolve(change: &DnsChange, zones: &[Zone]) -> Result<ResolvedChange, DnsError> {
-        let zone_names: Vec<&str> = zones.iter().map(|z| z.name.as_str()).collect();
-        let resolve = |name: &str| {
-            names::resolve_in_zones(name, &zone_names)
-                .map_err(|source| DnsError::InvalidName { name: name.into(), source })
-        };
-        let normalize = |name: &str, records: &[DnsRecord]| {
-            records
-                .iter()
-                .map(|r| {
-                    r.normalized()
-                        .map_err(|source| DnsError::InvalidRecord { name: name.into(), source })
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let mut ops = Vec::new();
-        for removal in &change.remove {
-            let (zone, name) = resolve(&removal.name)?;
-            let op = match &removal.records {
-                None => NameOp::RemoveName,
-                Some(records) => NameOp::RemoveRecords(normalize(&removal.name, records)?),
-            };
-            ops.push((zone, name, op));
-        }
-        for addition in &change.add {
-            let (zone, name) = resolve(&addition.name)?;
-            ops.push((zone, name, NameOp::Add(normalize(&addition.name, &addition.records)?)));
-        }
-        Ok(ResolvedChange { ops })
-    }
-
-    /// The names touched, per zone index.
-    fn touched(&self) -> BTreeMap<usize, BTreeSet<String>> {
-        let mut touched: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
-        for (zone, name, _) in &self.ops {
-            touched.entry(*zone).or_default().insert(name.clone());
-        }
-        touched
-    }
-
-    /// Applies the change to the current records of the touched names.
-    /// Returns the new records of every touched name (empty: name removed).
-    fn apply(
-        &self,
-        zones: &[Zone],
-        mut state: BTreeMap<(usize, String), Vec<DnsRecord>>,
-    ) -> Result<BTreeMap<(usize, String), Vec<DnsRecord>>, DnsError> {
-        for (zone, name, op) in &self.ops {
-            let zone_name = &zones[*zone].name;
-            let records = state.entry((*zone, name.clone())).or_default();
-            match op {
-                NameOp::RemoveName => {
-                    if records.is_empty() {
-                        return Err(DnsError::NameNotFound {
-                            zone: zone_name.clone(),
-                            name: name.clone(),
-                        });
-                    }
-                    records.clear();
-                }
-                NameOp::RemoveRecords(remove) => {
-                    if records.is_empty() {
-                        return Err(DnsError::NameNotFound {
-                            zone: zone_name.clone(),
-                            name: name.clone(),
-                        });
-                    }
-                    for record in remove {
-                        let Some(i) = records.iter().position(|r| r == record) else {
-                            return Err(DnsError::RecordNotFound {
-                                zone: zone_name.clone(),
-                                name: name.clone(),
-                                record: record.to_string(),
-                            });
-                        };
-                        records.remove(i);
-                    }
-                }
-                NameOp::Add(add) => {
-                    for record in add {
-                        if records.contains(record) {
-                            return Err(DnsError::RecordExists {
-                                zone: zone_name.clone(),
-                                name: name.clone(),
-                                record: record.to_string(),
-                            });
-                        }
-                        records.push(record.clone());
-                    }
-                }
-            }
-        }
-        for ((zone, name), records) in &state {
-            if !records.is_empty() {
-                dns_types::validate_name_records(&zones[*zone].name, name, records)?;
-            }
-        }
-        Ok(state)
-    }
 }
 
 const VERSION_COLUMNS: &str = "version, time_created, creator, comment";
@@ -515,50 +375,6 @@ async fn live_digest_state(
     Ok(state)
 }
 
-/// What can be checked of a change before the database is asked.
-fn check_change(change: &DnsChange, creator: &str, initial: bool) -> Result<(), DnsError> {
-    if change.comment.trim().is_empty() {
-        return Err(DnsError::EmptyComment);
-    }
-    limits::check_text("the comment", &change.comment, limits::MAX_COMMENT_BYTES)?;
-    limits::check_text("the creator", creator, limits::MAX_CREATOR_BYTES)?;
-    if !initial && change.add.is_empty() && change.remove.is_empty() {
-        return Err(DnsError::EmptyChange);
-    }
-    if let Some(add) = change.add.iter().find(|a| a.records.is_empty()) {
-        return Err(DnsError::NoRecordsGiven { action: "adds", name: add.name.clone(), hint: "" });
-    }
-    if let Some(removal) =
-        change.remove.iter().find(|r| r.records.as_ref().is_some_and(Vec::is_empty))
-    {
-        return Err(DnsError::NoRecordsGiven {
-            action: "removes",
-            name: removal.name.clone(),
-            hint: ", or leave out `records` to remove the whole name",
-        });
-    }
-    Ok(())
-}
-
-/// Everything `dns_change_commit` checks before it writes, against zones
-/// `zone_names` (TTL 60) holding the names in `current`: the same rules, with
-/// no database.  Returns the new records of every touched name (empty: the
-/// name is removed).  For tools and fuzzing.
-pub fn check_change_offline(
-    change: &DnsChange,
-    creator: &str,
-    zone_names: &[&str],
-    current: BTreeMap<(usize, String), Vec<DnsRecord>>,
-) -> Result<BTreeMap<(usize, String), Vec<DnsRecord>>, DnsError> {
-    check_change(change, creator, false)?;
-    let zones: Vec<Zone> = zone_names
-        .iter()
-        .map(|name| Zone { id: Uuid::nil(), name: name.to_string(), ttl_seconds: 60 })
-        .collect();
-    let resolved = ResolvedChange::resolve(change, &zones)?;
-    resolved.apply(&zones, current)
-}
-
 impl Datastore {
     /// Creates a group with its zones as generation 1, holding the names
     /// that `initial` adds (it may remove nothing).
@@ -594,8 +410,9 @@ impl Datastore {
                 }
             }
         }
-        let resolved = ResolvedChange::resolve(initial, &zones)?;
-        let state = resolved.apply(&zones, BTreeMap::new())?;
+        let zone_names: Vec<&str> = zones.iter().map(|z| z.name.as_str()).collect();
+        let resolved = ResolvedChange::resolve(initial, &zone_names)?;
+        let state = resolved.apply(&zone_names, BTreeMap::new())?;
         let (creator, comment) = (creator.to_string(), initial.comment.clone());
 
         self.transaction(WHAT, TxnMode::ReadWrite, async move |txn| {
@@ -661,7 +478,8 @@ impl Datastore {
                 return Err(DnsError::GenerationsExhausted { group, latest: generation - 1 });
             }
             let zones = read_zones(txn, WHAT, group).await?;
-            let resolved = ResolvedChange::resolve(&change, &zones)?;
+            let zone_names: Vec<&str> = zones.iter().map(|z| z.name.as_str()).collect();
+            let resolved = ResolvedChange::resolve(&change, &zone_names)?;
 
             let mut current = BTreeMap::new();
             for (index, touched) in resolved.touched() {
@@ -688,7 +506,7 @@ impl Datastore {
                 Some(state) => state,
                 None => live_digest_state(txn, WHAT, &zones).await?,
             };
-            let new_state = resolved.apply(&zones, current.clone())?;
+            let new_state = resolved.apply(&zone_names, current.clone())?;
             update_digest_state(&mut digest_state, &zones, &current, &new_state)?;
             write_names(txn, WHAT, &zones, generation, &existing, &new_state).await?;
             Ok(insert_version(
@@ -1016,87 +834,5 @@ impl Datastore {
             Ok(DnsDiff { group, from_generation: from, to_generation: to, zones: diff_zones })
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use dns_types::{NameRecords, NameRemoval};
-
-    fn zones() -> Vec<Zone> {
-        vec![Zone { id: Uuid::nil(), name: "example.test".into(), ttl_seconds: 60 }]
-    }
-
-    fn a(last: u8) -> DnsRecord {
-        DnsRecord::A(std::net::Ipv4Addr::new(192, 0, 2, last))
-    }
-
-    fn change(
-        add: Vec<(&str, Vec<DnsRecord>)>,
-        remove: Vec<(&str, Option<Vec<DnsRecord>>)>,
-    ) -> DnsChange {
-        DnsChange {
-            comment: "test".into(),
-            add: add.into_iter().map(|(n, r)| NameRecords { name: n.into(), records: r }).collect(),
-            remove: remove
-                .into_iter()
-                .map(|(n, r)| NameRemoval { name: n.into(), records: r })
-                .collect(),
-        }
-    }
-
-    fn apply(
-        change: &DnsChange,
-        state: Vec<(&str, Vec<DnsRecord>)>,
-    ) -> Result<BTreeMap<(usize, String), Vec<DnsRecord>>, DnsError> {
-        let zones = zones();
-        let state = state.into_iter().map(|(n, r)| ((0, n.to_string()), r)).collect();
-        ResolvedChange::resolve(change, &zones)?.apply(&zones, state)
-    }
-
-    #[test]
-    fn removals_apply_before_additions() {
-        // Replacing a record in one change: remove the old, add the new.
-        let c = change(vec![("www", vec![a(2)])], vec![("WWW", Some(vec![a(1)]))]);
-        let result = apply(&c, vec![("www", vec![a(1)])]).unwrap();
-        assert_eq!(result[&(0, "www".to_string())], vec![a(2)]);
-    }
-
-    #[test]
-    fn rejections_name_the_item() {
-        let cname = DnsRecord::Cname("elsewhere.test".into());
-        let cases = vec![
-            (change(vec![], vec![("gone", None)]), vec![], "name \"gone\" does not exist"),
-            (
-                change(vec![], vec![("www", Some(vec![a(9)]))]),
-                vec![("www", vec![a(1)])],
-                "has no record A 192.0.2.9",
-            ),
-            (
-                change(vec![("www", vec![a(1)])], vec![]),
-                vec![("www", vec![a(1)])],
-                "already has record A 192.0.2.1",
-            ),
-            (
-                change(vec![("www", vec![cname])], vec![]),
-                vec![("www", vec![a(1)])],
-                "CNAME beside other records",
-            ),
-            (
-                change(vec![("bad..name", vec![a(1)])], vec![]),
-                vec![],
-                "invalid DNS name \"bad..name\"",
-            ),
-            (change(vec![("x.other.test.", vec![a(1)])], vec![]), vec![], "invalid DNS name"),
-        ];
-        for (c, state, expected) in cases {
-            let error = apply(&c, state).unwrap_err();
-            let message = format!(
-                "{error}: {}",
-                std::error::Error::source(&error).map(|s| s.to_string()).unwrap_or_default()
-            );
-            assert!(message.contains(expected), "{message:?} should contain {expected:?}");
-        }
     }
 }

@@ -412,27 +412,26 @@ impl Stack {
     }
 
     fn nexus_config(&self, id: Uuid, history_dir: &Path) -> String {
-        let bootstrap: Vec<String> = self
+        let bootstrap = self
             .dns_servers
             .iter()
             .filter(|s| s.group == DnsGroup::Internal)
-            .map(|s| format!("\"{}\"", s.dns_address))
+            .map(|s| s.dns_address)
             .collect();
-        format!(
-            "id = \"{id}\"\napi_token_file = \"{}\"\n\n[database]\nurl = \"{}\"\n\n[internal_api]\naddress = \"127.0.0.1:0\"\nidle_timeout_secs = {}\n\n\
-             [internal_dns]\nbootstrap_servers = [{}]\nzone = \"{}\"\n\n\
-             [tasks]\nperiod_secs = {}\nserver_timeout_secs = {}\nrepair_servers = {}\n\n\
-             [history]\ndir = \"{}\"\n",
-            self.api_token_file.display(),
-            self.db_url,
-            self.options.http_idle_timeout_secs,
-            bootstrap.join(", "),
-            self.options.internal_zone,
-            self.options.task_period_secs,
-            self.options.server_timeout_secs,
-            self.options.repair_servers,
-            history_dir.display(),
-        )
+        let o = &self.options;
+        let mut config = nexus_types::config::Config::new(
+            id,
+            self.api_token_file.clone(),
+            self.db_url.clone(),
+            bootstrap,
+        );
+        config.internal_api.idle_timeout_secs = o.http_idle_timeout_secs;
+        config.internal_dns.zone = o.internal_zone.clone();
+        config.tasks.period_secs = o.task_period_secs;
+        config.tasks.server_timeout_secs = o.server_timeout_secs;
+        config.tasks.repair_servers = o.repair_servers;
+        config.history.dir = Some(history_dir.to_path_buf());
+        config.to_toml()
     }
 
     /// Waits until every running DNS server serves its group's latest

@@ -659,6 +659,7 @@ pub fn retire(served: Arc<Served>) {
 /// back to the operating system.  Without this, glibc keeps most of it in
 /// per-thread arenas and a server that applied a few large configs looks
 /// several times bigger than what it serves.
+#[allow(unsafe_code)] // malloc_trim: see the SAFETY note
 fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory; it has no preconditions.

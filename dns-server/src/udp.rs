@@ -23,6 +23,10 @@
 //! the query log) goes through the same handler and hickory code as TCP,
 //! so the same tests cover both paths.
 
+// recvmmsg/sendmmsg on arrays of iovecs and headers: each call with its
+// SAFETY note.
+#![allow(unsafe_code)]
+
 use crate::dns::DnsHandler;
 use crate::plain::PlainQuery;
 use crate::zone::Served;

@@ -9,7 +9,7 @@
 //! - [`DnsRecord`]: the record types we serve, with their wire JSON
 //!   (`{"type": "AAAA", "data": "fd00::1"}`).
 //! - [`DnsChange`]: one requested change to a group, which becomes exactly one
-//!   new generation.
+//!   new generation; [`change`] decides what it does to the names it touches.
 //! - [`names`]: DNS name syntax, shared so that every component rejects the
 //!   same names with the same message.
 //! - [`digest`]: the one canonical SHA-256 of a config, so that the digest a
@@ -31,6 +31,7 @@
 //! This crate deliberately pulls in no database, HTTP or DNS library code.
 
 pub mod apply_history;
+pub mod change;
 mod config_diff;
 pub mod digest;
 pub mod history;
@@ -67,6 +68,10 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     }
     message.replace('\n', " ")
 }
+
+/// The internal DNS zone unless told otherwise: where the control plane's
+/// components register (`_nameservice._tcp.<zone>`, ...).
+pub const DEFAULT_INTERNAL_ZONE: &str = "control-plane.internal";
 
 /// The two independent DNS deployments.  Each has its own zones, its own
 /// generation numbers and its own fleet of servers.

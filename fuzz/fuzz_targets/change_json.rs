@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let mut current = BTreeMap::new();
     current.insert((0, "www".to_string()), vec![DnsRecord::A("192.0.2.1".parse().unwrap())]);
     current.insert((1, "@".to_string()), vec![DnsRecord::Txt("hello".into())]);
-    let Ok(state) = db_model::dns::check_change_offline(&change, "fuzz", &ZONES, current) else {
+    let Ok(state) = dns_types::change::apply_offline(&change, "fuzz", &ZONES, current) else {
         return;
     };
     for ((zone, name), records) in &state {

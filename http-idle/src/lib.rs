@@ -124,6 +124,7 @@ struct Connection {
 }
 
 #[cfg(target_os = "linux")]
+#[allow(unsafe_code)] // getsockname, getsockopt(TCP_INFO), shutdown: each with its SAFETY note
 mod sys {
     use super::Connection;
     use std::net::{IpAddr, SocketAddr};

@@ -22,8 +22,7 @@ use std::str::FromStr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The zone devstack and tests use for internal DNS unless told otherwise.
-pub const DEFAULT_INTERNAL_ZONE: &str = "control-plane.internal";
+pub use dns_types::DEFAULT_INTERNAL_ZONE;
 
 /// The services registered in internal DNS, each under its SRV name
 /// (relative to the internal zone).  Every component that registers or

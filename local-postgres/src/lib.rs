@@ -368,6 +368,7 @@ fn free_port() -> Result<u16, Error> {
     Ok(listener.local_addr().map_err(Error::NoPort)?.port())
 }
 
+#[allow(unsafe_code)] // pre_exec: see the SAFETY note
 fn start_server(
     bin: &BinDir,
     dir: &Path,

@@ -12,7 +12,10 @@
 //!   is in sync, decided once from task statuses.
 //! - [`NexusStatus`], [`NexusReadiness`]: the bodies of `/status` and
 //!   `/ready`.
+//! - [`config`]: the Nexus config file, read by Nexus and written by
+//!   devstack and the tests.
 
+pub mod config;
 pub mod lints;
 pub mod propagation_history;
 pub mod readiness;

@@ -11,7 +11,7 @@
 //!   each generation, and every push attempt to every server.
 //! - Registers itself in internal DNS when it starts ([`registration`]).
 
-pub mod config;
+pub use nexus_types::config;
 pub mod history;
 pub mod http;
 pub mod metrics;

@@ -9,6 +9,7 @@
 
 use anyhow::{Context, bail};
 use db_model::{Datastore, DnsError};
+use dns_types::change::ChangeError;
 use dns_types::{DnsChange, DnsGroup, DnsRecord, DnsVersion, NameRecords, NameRemoval};
 use internal_dns::{Registration, ServiceName};
 use std::net::SocketAddr;
@@ -92,9 +93,11 @@ pub async fn register_self(
                 return Ok(Some(version));
             }
             Err(
-                e @ (DnsError::RecordExists { .. }
-                | DnsError::RecordNotFound { .. }
-                | DnsError::NameNotFound { .. }),
+                e @ DnsError::Change(
+                    ChangeError::RecordExists { .. }
+                    | ChangeError::RecordNotFound { .. }
+                    | ChangeError::NameNotFound { .. },
+                ),
             ) => {
                 tracing::info!(error = %e, "internal DNS changed while registering; looking again");
             }

@@ -69,6 +69,24 @@ pub struct Step {
     pub error: Option<String>,
 }
 
+/// A Nexus's `tasks.json`: who it is and every background task.
+#[derive(Serialize)]
+struct NexusTasksFile {
+    status: nexus_types::NexusStatus,
+    tasks: std::collections::HashMap<String, background_task_types::BackgroundTask>,
+}
+
+/// What `dns bundle --json` prints.
+#[derive(Serialize)]
+struct Written {
+    path: PathBuf,
+    bytes: u64,
+    files: usize,
+    failed_steps: usize,
+    took_ms: f64,
+    manifest: Manifest,
+}
+
 /// Generations of each group kept (the most recent).
 const VERSIONS_KEPT: u32 = 10_000;
 /// Server history events kept per server.
@@ -194,9 +212,10 @@ pub async fn run(
         let tasks = async {
             let status = client.status_get().send().await?.into_inner();
             let tasks = client.bgtask_list().send().await?.into_inner();
-            Ok::<_, nexus_client::Error<nexus_client::types::Error>>(
-                serde_json::json!({"status": status, "tasks": tasks}),
-            )
+            Ok::<_, nexus_client::Error<nexus_client::types::Error>>(NexusTasksFile {
+                status,
+                tasks,
+            })
         }
         .await
         .map_err(|e| anyhow!("asking Nexus at {url}: {}", dns_types::error_chain(&e)));
@@ -309,10 +328,14 @@ pub async fn run(
     let failed = manifest.steps.iter().filter(|s| s.error.is_some()).count();
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or_default();
     if output.json {
-        output.json(&serde_json::json!({
-            "path": path, "bytes": size, "files": w.files.len(), "failed_steps": failed,
-            "took_ms": started.elapsed().as_secs_f64() * 1000.0, "manifest": manifest,
-        }))?;
+        output.json(&Written {
+            path: path.clone(),
+            bytes: size,
+            files: w.files.len(),
+            failed_steps: failed,
+            took_ms: started.elapsed().as_secs_f64() * 1000.0,
+            manifest: manifest.clone(),
+        })?;
     } else {
         println!(
             "wrote {} ({} files, {size} bytes) in {:.1}s; {} of {} steps failed{}",

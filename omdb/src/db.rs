@@ -5,7 +5,7 @@ use crate::discovery::Discovery;
 use crate::format::{Output, table, timestamp};
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use dns_types::DnsGroup;
+use dns_types::{DnsGroup, DnsVersion};
 
 /// How many recent generations `db dns show` lists per group.
 const RECENT_VERSIONS: u32 = 10;
@@ -60,54 +60,105 @@ struct NameRow {
     record: String,
 }
 
+/// `db dns show` as data: per group, the latest generation, each zone's
+/// size and the recent generations.
+#[derive(Debug, serde::Serialize)]
+struct ShowReport {
+    groups: Vec<GroupShow>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct GroupShow {
+    group: DnsGroup,
+    latest: DnsVersion,
+    zones: Vec<ZoneSize>,
+    /// Oldest first.
+    recent_versions: Vec<DnsVersion>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ZoneSize {
+    zone_name: String,
+    names: u64,
+}
+
+/// `db dns history` as data.
+#[derive(Debug, serde::Serialize)]
+struct NameHistoryReport {
+    group: DnsGroup,
+    zone: String,
+    name: String,
+    events: Vec<dns_types::history::NameEvent>,
+}
+
+async fn show(datastore: &db_model::Datastore) -> anyhow::Result<ShowReport> {
+    let mut groups = Vec::new();
+    for group in DnsGroup::ALL {
+        let recent_versions = datastore.dns_versions_list(group, Some(RECENT_VERSIONS)).await?;
+        let latest = datastore.dns_version_latest(group).await?;
+        // Zone sizes from the digest state stored with the generation (no
+        // need to read every name); in full for generations without one.
+        let zones = match datastore.dns_digest_state(group, latest.generation).await? {
+            Some(state) => state
+                .zones()
+                .iter()
+                .map(|z| ZoneSize { zone_name: z.zone_name.clone(), names: z.names })
+                .collect(),
+            None => datastore
+                .dns_config_read(group, Some(latest.generation))
+                .await?
+                .zones
+                .iter()
+                .map(|z| ZoneSize { zone_name: z.zone_name.clone(), names: z.names.len() as u64 })
+                .collect(),
+        };
+        groups.push(GroupShow { group, latest, zones, recent_versions });
+    }
+    Ok(ShowReport { groups })
+}
+
+fn render_show(report: &ShowReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for g in &report.groups {
+        let latest = &g.latest;
+        let _ = writeln!(out, "{} DNS", g.group);
+        for zone in &g.zones {
+            let _ = writeln!(
+                out,
+                "  zone {}: {} names at generation {}",
+                zone.zone_name, zone.names, latest.generation
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  latest generation {}, created at {} by {}: {:?}",
+            latest.generation,
+            timestamp(latest.time_created),
+            latest.creator,
+            latest.comment
+        );
+        let _ = writeln!(out, "  recent generations:");
+        let rows = g.recent_versions.iter().rev().map(|v| VersionRow {
+            generation: v.generation,
+            created: timestamp(v.time_created),
+            creator: v.creator.clone(),
+            comment: v.comment.clone(),
+        });
+        let _ = writeln!(out, "{}\n", table(rows, 4));
+    }
+    out
+}
+
 pub async fn run(args: &DbArgs, discovery: &Discovery, output: &Output) -> anyhow::Result<()> {
     let datastore = discovery.datastore().await?;
     match &args.command {
         DbCommand::Dns(DbDnsCommand::Show) => {
-            let mut json = serde_json::Map::new();
-            for group in DnsGroup::ALL {
-                let versions = datastore.dns_versions_list(group, Some(RECENT_VERSIONS)).await?;
-                let latest = datastore.dns_config_read(group, None).await?;
-                if output.json {
-                    json.insert(
-                        group.to_string(),
-                        serde_json::json!({
-                            "latest_generation": latest.generation,
-                            "zones": latest.zones.iter().map(|z| serde_json::json!({
-                                "zone_name": z.zone_name, "names": z.names.len()})).collect::<Vec<_>>(),
-                            "recent_versions": versions,
-                        }),
-                    );
-                    continue;
-                }
-                println!("{group} DNS");
-                for zone in &latest.zones {
-                    println!(
-                        "  zone {}: {} names at generation {}",
-                        zone.zone_name,
-                        zone.names.len(),
-                        latest.generation
-                    );
-                }
-                println!(
-                    "  latest generation {}, created at {} by {}: {:?}",
-                    latest.generation,
-                    timestamp(latest.time_created),
-                    latest.creator,
-                    latest.comment
-                );
-                println!("  recent generations:");
-                let rows = versions.iter().rev().map(|v| VersionRow {
-                    generation: v.generation,
-                    created: timestamp(v.time_created),
-                    creator: v.creator.clone(),
-                    comment: v.comment.clone(),
-                });
-                println!("{}\n", table(rows, 4));
-            }
+            let report = show(&datastore).await?;
             if output.json {
-                output.json(&json)?;
+                return output.json(&report);
             }
+            print!("{}", render_show(&report));
             Ok(())
         }
         DbCommand::Dns(DbDnsCommand::Diff { group, version }) => {
@@ -155,9 +206,12 @@ pub async fn run(args: &DbArgs, discovery: &Discovery, output: &Output) -> anyho
             let stretches = datastore.dns_name_history(zone, &relative).await?;
             let events = dns_types::history::name_events(&stretches);
             if output.json {
-                return output.json(&serde_json::json!({
-                    "group": group, "zone": zone, "name": relative, "events": events,
-                }));
+                return output.json(&NameHistoryReport {
+                    group: *group,
+                    zone: zone.clone(),
+                    name: relative.clone(),
+                    events,
+                });
             }
             let fqdn = if relative == "@" { zone.clone() } else { format!("{relative}.{zone}") };
             if events.is_empty() {

@@ -192,6 +192,7 @@ fn open_log(log: &Path) -> anyhow::Result<std::fs::File> {
 
 /// `binary args` with stdin closed, the given stdout, stderr to `stderr`,
 /// killed when dropped and, by the kernel, when this process dies.
+#[allow(unsafe_code)] // pre_exec: see the SAFETY note
 fn command(
     binary: &Path,
     args: &[String],

@@ -267,8 +267,61 @@ impl Task for DnsPropagationTask {
 
 type Outcome = (PropagationResult, PropagationOutcome, Option<u64>, String);
 
+/// What to do with one server, decided from what it reported and what the
+/// database holds: no I/O, so every case is a row of a table test.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// It serves this generation with this content: nothing to do.
+    AlreadyCurrent { at: u64 },
+    /// It serves a newer generation the database has (another Nexus got
+    /// there first): this Nexus is behind and asks its config task to look
+    /// again.
+    NewerGeneration { at: u64 },
+    /// It is behind (or empty): bring it forward.
+    Deliver { at: u64 },
+    /// Its own state is wrong (beyond the database, or other content):
+    /// replace it with the database's, if it still serves exactly this.
+    Repair { at: u64, outcome: PropagationOutcome, reason: String },
+    /// Its own state is wrong and repairs are off: report it, as an error.
+    Report { at: u64, outcome: PropagationOutcome, reason: String },
+}
+
+/// The plan for a server in `state` (from `classify`) that reported `at`
+/// with `server_digest`, given the digest being pushed and whether repairs
+/// are allowed.
+pub fn plan(
+    state: &SyncState,
+    at: u64,
+    server_digest: Option<&str>,
+    digest: &str,
+    repair: bool,
+) -> Plan {
+    let server_digest = server_digest.unwrap_or("none");
+    let (outcome, reason) = match state {
+        SyncState::Current => return Plan::AlreadyCurrent { at },
+        SyncState::AheadOfWanted { .. } => return Plan::NewerGeneration { at },
+        SyncState::Behind { .. } | SyncState::Empty => return Plan::Deliver { at },
+        SyncState::BeyondDatabase { database_latest } => (
+            PropagationOutcome::ServerBeyondDatabase,
+            format!(
+                "server claims generation {at} (digest {server_digest}), which the database \
+                 does not have (latest is {database_latest})"
+            ),
+        ),
+        SyncState::Diverged => (
+            PropagationOutcome::ServerDiverged,
+            format!(
+                "server has generation {at} with different content (digest {server_digest}, \
+                 expected {digest})"
+            ),
+        ),
+    };
+    if repair { Plan::Repair { at, outcome, reason } } else { Plan::Report { at, outcome, reason } }
+}
+
 /// Brings one server to `config`'s generation, within `timeout`; repairs it
-/// when its own state is wrong and `repair` allows.
+/// when its own state is wrong and `repair` allows.  Asks, plans
+/// ([`plan`]), then carries the plan out.
 async fn push(
     group: DnsGroup,
     client: dns_server_client::Client,
@@ -319,82 +372,67 @@ async fn push(
                 }
             }
         }
-        let server_digest = status.applied_config_digest.as_deref().unwrap_or("none");
-        let fault = match classify(claim, wanted) {
-            SyncState::Current => {
-                return (Success, AlreadyCurrent, Some(at), format!("already at generation {at}"));
+        let state = classify(claim, wanted);
+        let plan = plan(&state, at, claim.digest, &config.digest, repair);
+        match plan {
+            Plan::AlreadyCurrent { at } => {
+                (Success, AlreadyCurrent, Some(at), format!("already at generation {at}"))
             }
-            SyncState::AheadOfWanted { .. } => {
-                return (
-                    Success,
-                    NewerGeneration,
-                    Some(at),
-                    format!(
-                        "server is at generation {at}, newer than this Nexus's {generation} \
-                         (the database has it; asked {} to look again)",
-                        DnsTaskName::config(group)
-                    ),
-                );
-            }
-            SyncState::Behind { .. } | SyncState::Empty => {
-                let from = ServedState { generation: at, digest: status.applied_config_digest };
-                return deliver(group, &client, &config, &full, from, &datastore, &mut pushed)
-                    .await;
-            }
-            SyncState::BeyondDatabase { database_latest } => (
-                ServerBeyondDatabase,
-                format!(
-                    "server claims generation {at} (digest {server_digest}), which the database \
-                     does not have (latest is {database_latest})"
-                ),
-            ),
-            SyncState::Diverged => (
-                ServerDiverged,
-                format!(
-                    "server has generation {at} with different content (digest {server_digest}, \
-                     expected {})",
-                    config.digest
-                ),
-            ),
-        };
-        let (outcome, reason) = fault;
-        if !repair {
-            return (Error, outcome, Some(at), format!("{reason}; it needs a repair, not a push"));
-        }
-        let request = dns_server_client::types::ConfigRepair {
-            replaces: dns_server_client::types::ServedIdentity {
-                generation: at,
-                digest: status.applied_config_digest.clone(),
-            },
-            config: full.get(&config).0.clone(),
-            reason: reason.clone(),
-        };
-        match client.config_repair().body(request).send().await {
-            Ok(record) => {
-                let record = record.into_inner();
-                repaired = Some(ServerRepair {
-                    repaired_at: record.repaired_at,
-                    replaced_generation: at,
-                    replaced_digest: status.applied_config_digest.clone(),
-                    generation,
-                    reason: reason.clone(),
-                });
-                tracing::warn!(%group, %reason, generation, "REPAIRED a DNS server");
-                (
-                    Success,
-                    Repaired,
-                    Some(generation),
-                    format!(
-                        "REPAIRED: {reason}; replaced with the database's generation {generation}"
-                    ),
-                )
-            }
-            Err(e) => (
-                Error,
-                outcome,
+            Plan::NewerGeneration { at } => (
+                Success,
+                NewerGeneration,
                 Some(at),
-                format!("{reason}; repairing it failed: {}", describe(e)),
+                format!(
+                    "server is at generation {at}, newer than this Nexus's {generation} \
+                     (the database has it; asked {} to look again)",
+                    DnsTaskName::config(group)
+                ),
             ),
+            Plan::Deliver { at } => {
+                let from = ServedState { generation: at, digest: status.applied_config_digest };
+                deliver(group, &client, &config, &full, from, &datastore, &mut pushed).await
+            }
+            Plan::Report { at, outcome, reason } => {
+                (Error, outcome, Some(at), format!("{reason}; it needs a repair, not a push"))
+            }
+            Plan::Repair { at, outcome, reason } => {
+                let request = dns_server_client::types::ConfigRepair {
+                    replaces: dns_server_client::types::ServedIdentity {
+                        generation: at,
+                        digest: status.applied_config_digest.clone(),
+                    },
+                    config: full.get(&config).0.clone(),
+                    reason: reason.clone(),
+                };
+                match client.config_repair().body(request).send().await {
+                    Ok(record) => {
+                        let record = record.into_inner();
+                        repaired = Some(ServerRepair {
+                            repaired_at: record.repaired_at,
+                            replaced_generation: at,
+                            replaced_digest: status.applied_config_digest.clone(),
+                            generation,
+                            reason: reason.clone(),
+                        });
+                        tracing::warn!(%group, %reason, generation, "REPAIRED a DNS server");
+                        (
+                            Success,
+                            Repaired,
+                            Some(generation),
+                            format!(
+                                "REPAIRED: {reason}; replaced with the database's generation \
+                                 {generation}"
+                            ),
+                        )
+                    }
+                    Err(e) => (
+                        Error,
+                        outcome,
+                        Some(at),
+                        format!("{reason}; repairing it failed: {}", describe(e)),
+                    ),
+                }
+            }
         }
     };
     let (result, outcome, server_generation, message): Outcome =
@@ -604,6 +642,48 @@ fn describe(error: dns_server_client::Error<dns_server_client::types::Error>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every state a server can be in, and what propagation does about it.
+    #[test]
+    fn the_plan_for_each_state() {
+        let plan_for = |state: SyncState, at: u64, digest: Option<&str>, repair: bool| {
+            plan(&state, at, digest, "d5", repair)
+        };
+        assert_eq!(
+            plan_for(SyncState::Current, 5, Some("d5"), true),
+            Plan::AlreadyCurrent { at: 5 }
+        );
+        assert_eq!(
+            plan_for(SyncState::AheadOfWanted { by: 2 }, 7, Some("d7"), true),
+            Plan::NewerGeneration { at: 7 }
+        );
+        assert_eq!(
+            plan_for(SyncState::Behind { by: 2 }, 3, Some("d3"), true),
+            Plan::Deliver { at: 3 }
+        );
+        assert_eq!(plan_for(SyncState::Empty, 0, None, false), Plan::Deliver { at: 0 });
+        let Plan::Repair { outcome, reason, .. } =
+            plan_for(SyncState::BeyondDatabase { database_latest: 5 }, 99, Some("d99"), true)
+        else {
+            panic!("a server beyond the database is repaired")
+        };
+        assert_eq!(outcome, PropagationOutcome::ServerBeyondDatabase);
+        assert!(
+            reason.contains("claims generation 99 (digest d99)") && reason.contains("latest is 5"),
+            "{reason}"
+        );
+        let Plan::Report { outcome, reason, .. } =
+            plan_for(SyncState::Diverged, 5, Some("x"), false)
+        else {
+            panic!("with repairs off a diverged server is reported")
+        };
+        assert_eq!(outcome, PropagationOutcome::ServerDiverged);
+        assert!(reason.contains("digest x, expected d5"), "{reason}");
+        assert!(matches!(
+            plan_for(SyncState::Diverged, 5, Some("x"), true),
+            Plan::Repair { outcome: PropagationOutcome::ServerDiverged, .. }
+        ));
+    }
     use background_tasks::{Activation, ActivationReason};
     use dns_types::{DnsConfig, DnsConfigZone, DnsRecord};
     use nexus_types::task_status::DnsServerEntry;

@@ -1,7 +1,7 @@
 //! Table tests of explain's findings over observations: one healthy stack
 //! as observed, and for every stage the changes to those observations that
 //! a fault of that stage makes, with the verdict each must give.  Pure and
-//! fast; the full-stack runs in `tests/tests/explain.rs` check that the
+//! fast; the full-stack runs in `tests/tests/e2e/explain.rs` check that the
 //! gathering sees these faults the same way.
 
 use super::findings::evaluate;

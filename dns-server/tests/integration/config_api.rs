@@ -2,9 +2,7 @@
 //! invalid input, atomic swaps under query load, and restarts of the real
 //! binary.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use dns_types::DnsRecord;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
@@ -262,7 +260,7 @@ async fn the_binary_serves_its_stored_generation_right_after_a_restart() {
     // The very first query is answered from generation 12.
     let m = query(dns2, &format!("www.{ZONE}."), RecordType::A, Transport::Udp).await;
     assert_eq!(m.answers[0].data.to_string(), "192.0.2.12");
-    let status = common::client(&dir, http2).status_get().send().await.unwrap().into_inner();
+    let status = crate::common::client(&dir, http2).status_get().send().await.unwrap().into_inner();
     assert_eq!(status.generation, 12);
     assert_eq!(status.id, id, "the server keeps its id across restarts");
 }

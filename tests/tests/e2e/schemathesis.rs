@@ -10,9 +10,7 @@
 //! sizes, generations), so some schema-valid requests are rightly refused
 //! with a 400 naming the rule.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::process::Command;
 
 fn schemathesis(

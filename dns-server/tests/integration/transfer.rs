@@ -3,9 +3,7 @@
 //! exactly what the server serves; refused over UDP, to other clients and
 //! for zones it does not serve.  Real binary, real sockets, real `dig`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use dns_types::DnsRecord;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};

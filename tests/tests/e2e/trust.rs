@@ -5,9 +5,7 @@
 //! restored from a tampered backup refuses to start; a Nexus killed right
 //! after committing loses nothing.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use devstack::stack::Database;
 use dns_types::{DnsGroup, DnsRecord, SrvRecord};
 use nexus_types::task_name::DnsTaskName;

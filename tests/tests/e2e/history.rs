@@ -5,10 +5,8 @@
 //! down, and a bundle taken with every Nexus stopped answering offline with
 //! the live verdict.
 
-mod common;
-
+use crate::common::*;
 use chrono::{DateTime, Duration, Utc};
-use common::*;
 use dns_types::DnsGroup;
 use nexus_types::task_name::DnsTaskName;
 use std::net::SocketAddr;

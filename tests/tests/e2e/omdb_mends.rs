@@ -3,9 +3,7 @@
 //! it is doing), and `dns status` keeping every row when one server reports
 //! a generation the database does not have.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use dns_types::DnsGroup;
 use nexus_types::task_name::DnsTaskName;
 use std::process::Command;

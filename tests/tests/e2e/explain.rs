@@ -6,9 +6,7 @@
 //! 2 Nexus), adds `shop.example.test`, waits until both external servers
 //! serve it, then breaks one thing the way it breaks in production.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use dns_types::{DnsChange, DnsConfig, DnsGroup, NameRecords, NameRemoval};
 use nexus_types::task_name::DnsTaskName;
 use std::net::SocketAddr;
@@ -326,7 +324,7 @@ async fn a_stale_server_list() {
             NameRemoval { name: host, records: None },
         ],
     };
-    common::change(&ts.nexus(0), DnsGroup::Internal, change).await;
+    crate::common::change(&ts.nexus(0), DnsGroup::Internal, change).await;
     explain(&ts, &[]).expect(
         "server-list",
         12,

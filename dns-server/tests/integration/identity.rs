@@ -4,9 +4,7 @@
 //! `version.*` only when configured, and the opt-in query log (no line per
 //! query in the default log).  Real binary, real sockets.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};

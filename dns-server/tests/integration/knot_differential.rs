@@ -5,9 +5,7 @@
 //! flags, a NOTIFY, class ANY and a name asked in mixed case.  Needs `knotd` (Debian package `knot`; CI
 //! installs it); without it the test says so and checks nothing.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use std::collections::BTreeSet;

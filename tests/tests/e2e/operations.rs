@@ -2,9 +2,7 @@
 //! `promtool check metrics`), health versus readiness on both services,
 //! `omdb -w nexus dns add --wait` receipts, task lints, completions.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use dns_types::DnsGroup;
 use std::time::Duration;
 

@@ -1,9 +1,7 @@
 //! DNS behaviour over real UDP and TCP sockets: records, negative answers,
 //! truncation, EDNS, bad input.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use dns_types::{DnsRecord, SrvRecord};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, RData, RecordType};

@@ -73,6 +73,7 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 #[test]
+#[allow(unsafe_code)] // pre_exec: see the SAFETY note
 fn devstack_runs_the_walkthrough_and_cleans_up_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");

@@ -2,6 +2,7 @@
 //! back every generation, diffs, and rejected changes leaving no trace.
 
 use db_model::{Datastore, DnsError, ZoneSpec};
+use dns_types::change::ChangeError;
 use dns_types::{
     DnsChange, DnsConfig, DnsGroup, DnsRecord, NameRecords, NameRemoval, SrvRecord, diff_configs,
 };
@@ -224,51 +225,69 @@ async fn invalid_changes_are_rejected_and_change_nothing() {
     let empty = DnsChange { comment: "nothing".into(), add: vec![], remove: vec![] };
     type Case = (DnsChange, fn(&DnsError) -> bool, &'static str);
     let cases: Vec<Case> = vec![
-        (add("", "x", vec![a(1)]), |e| matches!(e, DnsError::EmptyComment), "needs a comment"),
-        (empty, |e| matches!(e, DnsError::EmptyChange), "adds and removes nothing"),
+        (
+            add("", "x", vec![a(1)]),
+            |e| matches!(e, DnsError::Change(ChangeError::EmptyComment)),
+            "needs a comment",
+        ),
+        (
+            empty,
+            |e| matches!(e, DnsError::Change(ChangeError::EmptyChange)),
+            "adds and removes nothing",
+        ),
         (
             add("c", "bad..name", vec![a(1)]),
-            |e| matches!(e, DnsError::InvalidName { .. }),
+            |e| matches!(e, DnsError::Change(ChangeError::InvalidName { .. })),
             "\"bad..name\"",
         ),
         (
             add("c", "x.elsewhere.test.", vec![a(1)]),
-            |e| matches!(e, DnsError::InvalidName { .. }),
+            |e| matches!(e, DnsError::Change(ChangeError::InvalidName { .. })),
             "\"x.elsewhere.test.\"",
         ),
         (
             add("c", "srv", vec![bad_srv]),
-            |e| matches!(e, DnsError::InvalidRecord { .. }),
+            |e| matches!(e, DnsError::Change(ChangeError::InvalidRecord { .. })),
             "\"srv\"",
         ),
         (
             add("c", "txt", vec![long_txt]),
-            |e| matches!(e, DnsError::InvalidRecord { .. }),
+            |e| matches!(e, DnsError::Change(ChangeError::InvalidRecord { .. })),
             "\"txt\"",
         ),
         (
             remove("c", "nosuch", None),
-            |e| matches!(e, DnsError::NameNotFound { .. }),
+            |e| matches!(e, DnsError::Change(ChangeError::NameNotFound { .. })),
             "\"nosuch\" does not exist",
         ),
         (
             remove("c", "host1", Some(vec![a(77)])),
-            |e| matches!(e, DnsError::RecordNotFound { .. }),
+            |e| matches!(e, DnsError::Change(ChangeError::RecordNotFound { .. })),
             "no record A 192.0.2.77",
         ),
         (
             add("c", "host1", vec![a(1)]),
-            |e| matches!(e, DnsError::RecordExists { .. }),
+            |e| matches!(e, DnsError::Change(ChangeError::RecordExists { .. })),
             "already has record A 192.0.2.1",
         ),
         (
             add("c", "host1", vec![cname.clone()]),
-            |e| matches!(e, DnsError::InvalidConfig(_)),
+            |e| {
+                matches!(
+                    e,
+                    DnsError::Change(ChangeError::InvalidConfig(_)) | DnsError::InvalidConfig(_)
+                )
+            },
             "CNAME beside other records",
         ),
         (
             add("c", "@", vec![cname]),
-            |e| matches!(e, DnsError::InvalidConfig(_)),
+            |e| {
+                matches!(
+                    e,
+                    DnsError::Change(ChangeError::InvalidConfig(_)) | DnsError::InvalidConfig(_)
+                )
+            },
             "CNAME at its apex",
         ),
         (
@@ -277,7 +296,7 @@ async fn invalid_changes_are_rejected_and_change_nothing() {
                 add: vec![NameRecords { name: "fine".into(), records: vec![a(9)] }],
                 remove: vec![NameRemoval { name: "nosuch".into(), records: None }],
             },
-            |e| matches!(e, DnsError::NameNotFound { .. }),
+            |e| matches!(e, DnsError::Change(ChangeError::NameNotFound { .. })),
             "\"nosuch\"",
         ),
     ];

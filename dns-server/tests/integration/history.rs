@@ -4,9 +4,7 @@
 //! being folded into a new snapshot, and the last repair still reported by
 //! `GET /status` after the restart.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use dns_types::DnsRecord;
 use dns_types::apply_history::{ApplyHow, ServerEvent, ServerHistory};
 use test_support::TokenDir;

@@ -1,9 +1,7 @@
 //! Nexus's internal API over real HTTP: bad input gets clear errors, and
 //! Nexus instances starting at the same moment all register themselves.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use dns_types::DnsGroup;
 use nexus_client::types::BackgroundTasksActivateRequest;
 
@@ -116,14 +114,15 @@ fn toml_config(
     bootstrap: &[String],
     token_file: &std::path::Path,
 ) -> nexus::config::Config {
-    let text = format!(
-        "id = \"{}\"\napi_token_file = {:?}\n[database]\nurl = \"{db_url}\"\n[internal_api]\naddress = \"127.0.0.1:0\"\n\
-         [internal_dns]\nbootstrap_servers = [{}]\n[tasks]\nperiod_secs = 3600\n",
+    let bootstrap = bootstrap.iter().map(|b| b.parse().unwrap()).collect();
+    let mut config = nexus::config::Config::new(
         uuid::Uuid::new_v4(),
-        token_file.display().to_string(),
-        bootstrap.iter().map(|b| format!("\"{b}\"")).collect::<Vec<_>>().join(", ")
+        token_file.to_path_buf(),
+        db_url.to_string(),
+        bootstrap,
     );
-    toml::from_str(&text).unwrap()
+    config.tasks.period_secs = 3600;
+    config
 }
 
 #[tokio::test]

@@ -3,9 +3,7 @@
 //! any moment and 1,000 differences in a row, and answers that never mix
 //! two generations while differences land under dnsperf load.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use dns_types::{DnsConfig, DnsRecord};
 use hickory_proto::rr::RecordType;
 use std::sync::Arc;
@@ -132,7 +130,7 @@ async fn a_thousand_differences_then_a_restart_give_the_full_digest() {
     )
     .await
     .unwrap();
-    let client = common::client(&dir, restarted.http_address);
+    let client = crate::common::client(&dir, restarted.http_address);
     let after = status(&client).await;
     assert_eq!(after.generation, 1001);
     assert_eq!(after.applied_config_digest, Some(dns_types::config_digest(&current)));
@@ -204,7 +202,7 @@ async fn sigkill_during_a_difference_leaves_a_whole_generation() {
         )
         .await
         .unwrap();
-        let after = status(&common::client(&dir, server.http_address)).await;
+        let after = status(&crate::common::client(&dir, server.http_address)).await;
         let allowed: Vec<u64> = [Some(acknowledged), in_flight].into_iter().flatten().collect();
         assert!(
             allowed.contains(&after.generation),

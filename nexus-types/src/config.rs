@@ -1,6 +1,7 @@
-//! The Nexus config file (`nexus --config-file nexus.toml`).
+//! The Nexus config file (`nexus --config-file nexus.toml`): read by Nexus,
+//! written by devstack and the tests, so one type says what it holds.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,7 +23,7 @@ use uuid::Uuid;
 /// server_timeout_secs = 5
 /// repair_servers = true
 /// ```
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub id: Uuid,
@@ -41,7 +42,7 @@ pub struct Config {
 /// Where this Nexus keeps its propagation history (`GET
 /// /dns/{group}/history`): when it first saw each generation and every
 /// push attempt.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryConfig {
     /// A directory of its own; without one the history is kept in memory
@@ -53,7 +54,7 @@ pub struct HistoryConfig {
     pub events: Option<usize>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     pub url: String,
@@ -62,7 +63,7 @@ pub struct DatabaseConfig {
     pub connect_timeout_secs: u64,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InternalApiConfig {
     pub address: SocketAddr,
@@ -73,7 +74,7 @@ pub struct InternalApiConfig {
     pub idle_timeout_secs: f64,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InternalDnsConfig {
     /// DNS servers (UDP/TCP) used to resolve the internal names.
@@ -82,7 +83,7 @@ pub struct InternalDnsConfig {
     pub zone: String,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TasksConfig {
     /// Period of every DNS task.
@@ -120,7 +121,7 @@ fn default_connect_secs() -> u64 {
     60
 }
 fn default_zone() -> String {
-    internal_dns::DEFAULT_INTERNAL_ZONE.to_string()
+    dns_types::DEFAULT_INTERNAL_ZONE.to_string()
 }
 fn default_period() -> u64 {
     60
@@ -135,11 +136,76 @@ fn default_repair() -> bool {
     true
 }
 
+/// Why a config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("reading config file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing config file {}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+}
+
 impl Config {
-    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
-        use anyhow::Context;
+    pub fn from_file(path: &Path) -> Result<Config, ConfigFileError> {
         let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+            .map_err(|source| ConfigFileError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigFileError::Parse { path: path.into(), source })
+    }
+
+    /// The config as a file's text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a config serializes")
+    }
+
+    /// The config a test or devstack starts a Nexus with: the internal API
+    /// on a port picked by the kernel, everything else at its default.
+    pub fn new(
+        id: Uuid,
+        api_token_file: PathBuf,
+        database_url: String,
+        bootstrap_servers: Vec<SocketAddr>,
+    ) -> Config {
+        Config {
+            id,
+            api_token_file,
+            database: DatabaseConfig {
+                url: database_url,
+                connect_timeout_secs: default_connect_secs(),
+            },
+            internal_api: InternalApiConfig {
+                address: SocketAddr::from(([127, 0, 0, 1], 0)),
+                idle_timeout_secs: default_idle_timeout(),
+            },
+            internal_dns: InternalDnsConfig { bootstrap_servers, zone: default_zone() },
+            tasks: TasksConfig::default(),
+            history: HistoryConfig::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_written_reads_back_the_same() {
+        let mut config = Config::new(
+            Uuid::nil(),
+            "/tmp/token".into(),
+            "postgresql://h1:1,h2:2/db".into(),
+            vec!["[fd00::1]:53".parse().unwrap()],
+        );
+        config.history.dir = Some("/tmp/history".into());
+        let back: Config = toml::from_str(&config.to_toml()).unwrap();
+        assert_eq!(back.to_toml(), config.to_toml());
+        assert_eq!(back.internal_dns.bootstrap_servers, config.internal_dns.bootstrap_servers);
     }
 }

@@ -1,9 +1,7 @@
 //! DNS propagation end to end: a real PostgreSQL, real `dns-server` and
 //! `nexus` processes, and real DNS queries to every server.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use dns_types::{DnsGroup, DnsRecord, SrvRecord};
 use nexus_types::task_status::{PropagationOutcome, PropagationResult};
 use std::collections::BTreeSet;

@@ -1,0 +1,17 @@
+//! The end-to-end tests, one binary (one link on a 2-core machine, not one
+//! per file): real PostgreSQL, real DNS servers, real Nexus processes, real
+//! omdb runs.  Each module is one concern; `common` holds the helpers.
+
+mod architecture;
+mod common;
+mod devstack;
+mod devstack_db_url;
+mod explain;
+mod history;
+mod nexus_api;
+mod omdb_mends;
+mod operations;
+mod propagation;
+mod schemathesis;
+mod tidy;
+mod trust;

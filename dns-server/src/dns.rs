@@ -8,7 +8,7 @@
 use crate::metrics::{QueryLabels, QueryType, Transport};
 use crate::state::ServerState;
 use crate::zone::Answer;
-use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, ResponseCode};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
 use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use hickory_server::net::runtime::Time;
@@ -17,11 +17,8 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use std::sync::Arc;
 
-/// Largest UDP response we send with EDNS, and the size we advertise: the
-/// DNS Flag Day 2020 default (RFC 6891 leaves the choice to the server), so
-/// that answers are not fragmented and an answer that does not fit goes
-/// over TCP.
-pub const MAX_UDP_PAYLOAD: u16 = 1232;
+pub use crate::policy::MAX_UDP_PAYLOAD;
+use crate::policy::{Disposition, RequestShape, UdpFit};
 
 pub struct DnsHandler {
     pub state: Arc<ServerState>,
@@ -37,7 +34,7 @@ impl RequestHandler for DnsHandler {
         let state = &self.state;
         let response_edns = request.edns.as_ref().map(|edns| {
             let mut ours = Edns::new();
-            ours.set_max_payload(edns.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+            ours.set_max_payload(crate::policy::ADVERTISED_PAYLOAD);
             ours.set_version(0);
             // RFC 3225: the DO bit is echoed.
             ours.set_dnssec_ok(edns.flags().dnssec_ok);
@@ -49,6 +46,7 @@ impl RequestHandler for DnsHandler {
             }
             ours
         });
+        let udp_limit = crate::policy::udp_limit(request.edns.as_ref().map(|e| e.max_payload()));
         let builder = MessageResponseBuilder::new(&request.queries, response_edns.as_ref());
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.recursion_available = false;
@@ -62,33 +60,22 @@ impl RequestHandler for DnsHandler {
         };
         let served = self.state.served();
         let served_generation = served.generation();
-        let result = if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-            response_handle
-                .send_response(builder.build_no_records(refuse(ResponseCode::BADVERS)))
-                .await
-        } else if request.metadata.message_type != MessageType::Query {
-            response_handle
-                .send_response(builder.build_no_records(refuse(ResponseCode::FormErr)))
-                .await
-        } else if request.metadata.op_code == OpCode::Notify {
-            // We take configs from Nexus, never zones from a primary: not
-            // authoritative for this (as Knot answers a NOTIFY it does not
-            // expect).
-            response_handle
-                .send_response(builder.build_no_records(refuse(ResponseCode::NotAuth)))
-                .await
-        } else if request.metadata.op_code != OpCode::Query {
-            response_handle
-                .send_response(builder.build_no_records(refuse(ResponseCode::NotImp)))
-                .await
-        } else if request.queries.queries().len() != 1 {
-            response_handle
-                .send_response(builder.build_no_records(refuse(ResponseCode::FormErr)))
-                .await
-        } else if matches!(
-            request.queries.queries()[0].query_type(),
-            RecordType::AXFR | RecordType::IXFR
-        ) {
+        let disposition = crate::policy::disposition(RequestShape {
+            edns_version: request.edns.as_ref().map(|e| e.version()),
+            is_response: request.metadata.message_type != MessageType::Query,
+            op_code: request.metadata.op_code,
+            questions: request.queries.queries().len(),
+            query_type: request.queries.queries().first().map(|q| q.query_type()),
+            udp: request.protocol() == Protocol::Udp,
+        });
+        let result = if disposition == Disposition::Drop {
+            // Not answered (and not counted as a query).
+            let mut metadata = Metadata::response_from_request(&request.metadata);
+            metadata.response_code = ResponseCode::FormErr;
+            return ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() });
+        } else if let Disposition::Refuse(code) = disposition {
+            response_handle.send_response(builder.build_no_records(refuse(code))).await
+        } else if disposition == Disposition::Transfer {
             let query = &request.queries.queries()[0];
             let allowed = state.transfer_allowed(request.src().ip());
             let udp = request.protocol() == Protocol::Udp;
@@ -108,8 +95,7 @@ impl RequestHandler for DnsHandler {
                     send_transfer(&mut response_handle, &request.queries, edns, metadata, &records)
                         .await
                 }
-                // Over UDP, from a client not allowed, or for a zone we do
-                // not serve.
+                // From a client not allowed, or for a zone we do not serve.
                 _ => {
                     response_handle
                         .send_response(builder.build_no_records(refuse(ResponseCode::Refused)))
@@ -163,27 +149,28 @@ impl RequestHandler for DnsHandler {
                         .await
                 }
                 Answer::Found { mut answers, mut additionals } => {
-                    metadata.authoritative = true;
+                    metadata.authoritative = crate::policy::authoritative(query.query_class());
                     if request.protocol() == Protocol::Udp {
                         let edns = response_edns.as_ref();
-                        let limit = edns.map_or(512, |e| usize::from(e.max_payload()));
                         // Header, question, OPT with an NSID at most.
                         let fixed =
                             12 + query.name().len() + 1 + 4 + edns.map_or(0, |_| 11 + 4 + 36);
                         let answer_bytes: usize = answers.iter().map(|r| wire_size(r)).sum();
                         let additional_bytes: usize =
                             additionals.iter().map(|r| wire_size(r)).sum();
-                        if fixed + answer_bytes > limit {
-                            // Whole RRsets or none (RFC 2181 section 9): TC
-                            // and no records, and the client asks again over
-                            // TCP.  A small question cannot draw a partial
-                            // large answer.
-                            metadata.truncation = true;
-                            answers.clear();
-                            additionals.clear();
-                        } else if fixed + answer_bytes + additional_bytes > limit {
-                            // Additional data is optional: left out, no TC.
-                            additionals.clear();
+                        match crate::policy::udp_fit(
+                            fixed,
+                            answer_bytes,
+                            additional_bytes,
+                            udp_limit,
+                        ) {
+                            UdpFit::Truncated => {
+                                metadata.truncation = true;
+                                answers.clear();
+                                additionals.clear();
+                            }
+                            UdpFit::WithoutAdditionals => additionals.clear(),
+                            UdpFit::Whole => {}
                         }
                     }
                     // The owner names of the answers to the name asked keep
@@ -275,13 +262,15 @@ impl DnsHandler {
         src: std::net::SocketAddr,
     ) -> Option<(Vec<u8>, QueryLabels)> {
         use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
-        let capture = Capture::default();
+        let mut capture = Capture::default();
         let qtype = match Request::from_bytes(bytes.to_vec(), src, Protocol::Udp) {
             Ok(request) => {
                 if request.metadata.message_type == MessageType::Response {
                     // Never answer answers (reflection).
                     return None;
                 }
+                capture.limit =
+                    crate::policy::udp_limit(request.edns.as_ref().map(|e| e.max_payload()));
                 self.handle_request::<_, hickory_server::net::runtime::TokioTime>(
                     &request,
                     capture.clone(),
@@ -290,8 +279,12 @@ impl DnsHandler {
                 request.queries.queries().first().map(|q| q.query_type())
             }
             Err(error) => {
-                // As hickory-server: without a header, no answer; else FORMERR.
+                // Without a header, no answer; a response that does not
+                // decode is still a response, never answered; else FORMERR.
                 let header = Header::read(&mut BinDecoder::new(bytes)).ok()?;
+                if header.metadata.message_type == MessageType::Response {
+                    return None;
+                }
                 tracing::debug!(%error, %src, "malformed DNS query");
                 // No questions (what hickory-server answers too).
                 let queries =
@@ -318,17 +311,26 @@ fn udp_labels(qtype: Option<RecordType>, rcode: ResponseCode) -> QueryLabels {
 }
 
 /// Keeps the encoded response instead of sending it, encoded as
-/// hickory-server's UDP path encodes it: within the client's EDNS size,
-/// else 512 bytes; SERVFAIL if it cannot be encoded.
-#[derive(Clone, Default)]
-struct Capture(Arc<std::sync::Mutex<Option<Encoded>>>);
+/// hickory-server's UDP path encodes it: within the client's size
+/// (`policy::udp_limit`); SERVFAIL if it cannot be encoded.
+#[derive(Clone)]
+struct Capture {
+    slot: Arc<std::sync::Mutex<Option<Encoded>>>,
+    limit: usize,
+}
+
+impl Default for Capture {
+    fn default() -> Self {
+        Capture { slot: Arc::default(), limit: 512 }
+    }
+}
 
 /// A response as sent, with its code.
 type Encoded = (Vec<u8>, ResponseCode);
 
 impl Capture {
     fn take(&self) -> Option<Encoded> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.slot.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
@@ -346,7 +348,7 @@ impl ResponseHandler for Capture {
         >,
     ) -> Result<ResponseInfo, hickory_server::net::NetError> {
         use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
-        let limit = response.edns().map_or(512, |e| e.max_payload().max(512));
+        let limit = self.limit as u16;
         let request = *response.metadata();
         let mut bytes = Vec::with_capacity(512);
         let mut encoder = BinEncoder::new(&mut bytes);
@@ -365,7 +367,7 @@ impl ResponseHandler for Capture {
                 ResponseInfo::from(header)
             }
         };
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((bytes, info.response_code));
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some((bytes, info.response_code));
         Ok(info)
     }
 }

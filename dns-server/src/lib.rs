@@ -14,6 +14,7 @@ pub mod dns;
 pub mod http;
 pub mod metrics;
 pub mod plain;
+pub mod policy;
 pub mod query_log;
 mod shared_map;
 pub mod state;

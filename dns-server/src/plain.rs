@@ -20,9 +20,6 @@ use crate::zone::{Answer, Served, suffix_at};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-/// Largest UDP response with EDNS (see `crate::dns`).
-use crate::dns::MAX_UDP_PAYLOAD;
-
 /// Where the question starts.
 const HEADER: usize = 12;
 /// A compression pointer to the question's name.
@@ -139,8 +136,7 @@ pub fn answer(served: &Served, query: &PlainQuery<'_>) -> Option<(Vec<u8>, Query
         *to = from.to_ascii_lowercase();
     }
     let qname = &*qname;
-    let limit =
-        query.edns.as_ref().map_or(512, |e| usize::from(e.payload.clamp(512, MAX_UDP_PAYLOAD)));
+    let limit = crate::policy::udp_limit(query.edns.as_ref().map(|e| e.payload));
 
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&query.bytes[..2]);
@@ -185,11 +181,11 @@ pub fn answer(served: &Served, query: &PlainQuery<'_>) -> Option<(Vec<u8>, Query
         // OPT: root, type 41, our size, extended RCODE 0, version 0, DO as
         // asked (RFC 3225), no options.
         out.extend_from_slice(&[0, 0, 41]);
-        out.extend_from_slice(&(limit as u16).to_be_bytes());
+        out.extend_from_slice(&crate::policy::ADVERTISED_PAYLOAD.to_be_bytes());
         out.extend_from_slice(&[0, 0, if edns.dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
     }
     if out.len() > limit {
-        // Truncation is the full path's to decide.
+        // What does not fit is the full path's to decide (`policy::udp_fit`).
         return None;
     }
     let labels = QueryLabels {

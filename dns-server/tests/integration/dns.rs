@@ -358,3 +358,31 @@ async fn a_burst_of_queries_is_answered_one_by_one() {
         }
     }
 }
+
+/// A message that is itself a response is never answered over UDP,
+/// decodable or not, nor over TCP when it decodes: answering answers lets
+/// two servers bounce packets at each other (Knot and NSD drop them too).
+/// (Over TCP, one that does not decode gets hickory-server's FORMERR before
+/// our handler sees it: a connection cannot be aimed at a third party.)
+/// The server still answers the next query.
+#[tokio::test]
+async fn responses_are_never_answered() {
+    let s = server_with_records().await;
+    let short = std::time::Duration::from_millis(300);
+    // QR set, one question announced, none present: does not decode.
+    let undecodable = [0x12, 0x34, 0x80, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    let mut decodable = encode(&Question::new(&format!("abc.host.{ZONE}."), RecordType::A), 0x4242);
+    decodable[2] |= 0x80;
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let asked: &[&[u8]] = match transport {
+            Transport::Udp => &[&undecodable, &decodable],
+            Transport::Tcp => &[&decodable],
+        };
+        for bytes in asked {
+            let reply = exchange_raw_within(s.dns(), bytes, transport, short).await;
+            assert_eq!(reply, None, "a response over {transport:?} was answered: {bytes:02x?}");
+        }
+        let m = query(s.dns(), &format!("abc.host.{ZONE}."), RecordType::AAAA, transport).await;
+        assert_eq!(m.answers.len(), 1, "the next query is answered over {transport:?}");
+    }
+}

@@ -1,8 +1,10 @@
 //! Side by side with Knot DNS: the same zone loaded into `knotd` and into
 //! our server, the same questions asked of both over UDP and TCP, and the
 //! answers compared (response code, AA, TC and CD flags, the answer records
-//! with their owner names' case, and the additional records), including
-//! flags, a NOTIFY, class ANY and a name asked in mixed case.  Needs `knotd` (Debian package `knot`; CI
+//! with their owner names' case, the additional records, and the UDP size
+//! the response's OPT record advertises), including flags, a NOTIFY, class
+//! ANY, a name asked in mixed case, CHAOS `id.server` / `hostname.bind`
+//! (flags and code: the text is each server's own) and AXFR over UDP.  Needs `knotd` (Debian package `knot`; CI
 //! installs it); without it the test says so and checks nothing.
 
 use crate::common::*;
@@ -86,6 +88,8 @@ struct Shape {
     cd: bool,
     answers: BTreeSet<String>,
     additionals: BTreeSet<String>,
+    /// The UDP size the response's OPT record advertises.
+    opt_payload: Option<u16>,
 }
 
 fn shape(message: &Message) -> Shape {
@@ -103,6 +107,7 @@ fn shape(message: &Message) -> Shape {
         cd: message.metadata.checking_disabled,
         answers: records(&message.answers),
         additionals: records(&message.additionals),
+        opt_payload: message.edns.as_ref().map(|e| e.max_payload()),
     }
 }
 
@@ -137,8 +142,9 @@ async fn ask_as(
     let mut query = Query::query(Name::from_str(name).unwrap(), rtype);
     query.set_query_class(asked.class);
     message.add_query(query);
+    // Not 1232: a responder advertises its own size, not the asker's.
     let mut edns = Edns::new();
-    edns.set_max_payload(1232);
+    edns.set_max_payload(1000);
     message.set_edns(edns);
     let reply =
         exchange_raw_within(server, &message.to_vec().unwrap(), transport, Duration::from_secs(1))
@@ -223,6 +229,29 @@ async fn answers_agree_with_knot() {
                 ));
             }
         }
+    }
+    // CHAOS questions about the server itself: the text is each server's
+    // own (Knot's hostname, our id), the code and flags must agree.
+    let chaos = Asked { class: DNSClass::CH, ..PLAIN };
+    for name in ["id.server.", "hostname.bind."] {
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let theirs = ask_as(knot, name, RecordType::TXT, chaos, transport).await.unwrap();
+            let ours =
+                ask_as(ours.dns_address, name, RecordType::TXT, chaos, transport).await.unwrap();
+            let flags = |s: &Shape| (s.rcode.clone(), s.aa, s.tc, s.answers.len(), s.opt_payload);
+            if flags(&theirs) != flags(&ours) {
+                differences.push(format!(
+                    "CH TXT {name} over {transport:?}:\n  knot: {theirs:?}\n  ours: {ours:?}"
+                ));
+            }
+        }
+    }
+    // A zone transfer over UDP.
+    let theirs = ask(knot, &format!("{z}."), RecordType::AXFR, Transport::Udp).await.unwrap();
+    let ours_axfr =
+        ask(ours.dns_address, &format!("{z}."), RecordType::AXFR, Transport::Udp).await.unwrap();
+    if (theirs.rcode.as_str(), theirs.aa) != (ours_axfr.rcode.as_str(), ours_axfr.aa) {
+        differences.push(format!("AXFR over UDP:\n  knot: {theirs:?}\n  ours: {ours_axfr:?}"));
     }
     assert!(differences.is_empty(), "answers differ from Knot's:\n{}", differences.join("\n"));
     assert!(answered >= 20, "positive control: only {answered} answers had records");

@@ -1,5 +1,6 @@
 //! An optional real Prometheus beside the stack (`devstack run
-//! --prometheus`), scraping every DNS server's and Nexus's `/metrics`, so
+//! --prometheus`), scraping every DNS server's and Nexus's `/metrics` and
+//! evaluating the project's alerting rules (`monitoring/alerts.yml`), so
 //! that the metrics can be looked at, graphed and alerted on while the
 //! stack runs.  Needs the `prometheus` binary on the machine (Debian
 //! package `prometheus`).
@@ -10,6 +11,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use test_support::process::ChildProcess;
+
+/// The alerting rules, as shipped (`monitoring/alerts.yml`).
+pub const ALERT_RULES: &str = include_str!("../../monitoring/alerts.yml");
 
 /// A running Prometheus; stopped when dropped.
 pub struct Prometheus {
@@ -26,8 +30,8 @@ pub fn find_binary() -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
-/// Starts Prometheus scraping every component of `stack` every 5 s, and
-/// waits until it is ready.
+/// Starts Prometheus scraping every component of `stack` and evaluating the
+/// alerting rules every 5 s, and waits until it is ready.
 pub async fn start(stack: &Stack) -> anyhow::Result<Prometheus> {
     let binary =
         find_binary().context("no `prometheus` binary on the PATH (apt-get install prometheus)")?;
@@ -36,10 +40,14 @@ pub async fn start(stack: &Stack) -> anyhow::Result<Prometheus> {
     let target = |address: SocketAddr| format!("'{address}'");
     let dns: Vec<String> = stack.dns_servers.iter().map(|s| target(s.http_address)).collect();
     let nexus: Vec<String> = stack.nexus.iter().map(|n| target(n.address)).collect();
+    let rules = dir.join("alerts.yml");
+    std::fs::write(&rules, ALERT_RULES)?;
     let config = format!(
-        "global:\n  scrape_interval: 5s\nscrape_configs:\n\
+        "global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n\
+         rule_files: ['{}']\nscrape_configs:\n\
          \x20 - job_name: dns-server\n    static_configs:\n      - targets: [{}]\n\
          \x20 - job_name: nexus\n    static_configs:\n      - targets: [{}]\n",
+        rules.display(),
         dns.join(", "),
         nexus.join(", ")
     );

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use dns_types::DnsGroup;
 use nexus_types::lints::{DEFAULT_STUCK_AFTER, Lint, lint};
 use nexus_types::task_name::DnsTaskName;
+use nexus_types::task_status::PropagationOutcome;
 use nexus_types::task_view::DnsTaskView;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -64,7 +65,20 @@ pub struct Metrics {
     server_generation: Family<ServerLabels, Gauge>,
     server_last_success: Family<ServerLabels, Gauge<f64, AtomicU64>>,
     server_failures: Family<ServerLabels, Gauge>,
+    server_fault: Family<FaultLabels, Gauge>,
+    config_ok: Family<GroupLabels, Gauge>,
     propagation_latency: Family<GroupLabels, Histogram>,
+    /// One scrape at a time: the state-derived families are cleared and
+    /// refilled for each, and two at once would see each other's half.
+    render_lock: std::sync::Mutex<()>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FaultLabels {
+    group: String,
+    server: String,
+    /// `beyond_database` or `diverged`.
+    fault: &'static str,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -128,6 +142,19 @@ impl Metrics {
             "Propagation attempts in a row that failed for a DNS server",
             server_failures.clone(),
         );
+        let server_fault = Family::<FaultLabels, Gauge>::default();
+        registry.register(
+            "dns_server_fault",
+            "1 when the last push found a DNS server beyond the database or diverged from it \
+             (and it was not repaired)",
+            server_fault.clone(),
+        );
+        let config_ok = Family::<GroupLabels, Gauge>::default();
+        registry.register(
+            "dns_config_ok",
+            "1 when this Nexus's last dns_config activation of the group read the database",
+            config_ok.clone(),
+        );
         let propagation_latency = Family::<GroupLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.001, 2.0, 20))
         });
@@ -146,7 +173,10 @@ impl Metrics {
             server_generation,
             server_last_success,
             server_failures,
+            server_fault,
+            config_ok,
             propagation_latency,
+            render_lock: std::sync::Mutex::new(()),
         }
     }
 
@@ -177,8 +207,10 @@ impl Metrics {
     /// The text exposition, with the state-derived figures taken from
     /// `tasks` now.
     pub fn render(&self, tasks: &BTreeMap<String, BackgroundTask>) -> String {
+        let _one_at_a_time = self.render_lock.lock().unwrap_or_else(|e| e.into_inner());
         let now = Utc::now();
         self.lints.clear();
+        self.server_fault.clear();
         self.server_generation.clear();
         self.server_last_success.clear();
         self.server_failures.clear();
@@ -205,8 +237,12 @@ impl Metrics {
         let Ok(task_name) = name.parse::<DnsTaskName>() else { return };
         let group = task_name.group.to_string();
         match DnsTaskView::of(task) {
-            DnsTaskView::Config { status: Some(status), .. } => {
-                self.generation.get_or_create(&GroupLabels { group }).set(status.generation as i64);
+            DnsTaskView::Config { status, error, .. } => {
+                let labels = GroupLabels { group };
+                self.config_ok.get_or_create(&labels).set(i64::from(error.is_none()));
+                if let Some(status) = status {
+                    self.generation.get_or_create(&labels).set(status.generation as i64);
+                }
             }
             DnsTaskView::Propagation { status: Some(status), .. } => {
                 for (server, result) in &status.servers {
@@ -222,6 +258,16 @@ impl Metrics {
                     self.server_failures
                         .get_or_create(&labels)
                         .set(history.consecutive_failures as i64);
+                    let fault = match result.outcome {
+                        PropagationOutcome::ServerBeyondDatabase => Some("beyond_database"),
+                        PropagationOutcome::ServerDiverged => Some("diverged"),
+                        _ => None,
+                    };
+                    if let Some(fault) = fault {
+                        let labels =
+                            FaultLabels { group: group.clone(), server: server.clone(), fault };
+                        self.server_fault.get_or_create(&labels).set(1);
+                    }
                 }
             }
             _ => {}

@@ -58,7 +58,66 @@ pub struct GroupStatus {
     pub group: DnsGroup,
     pub latest: DnsVersion,
     pub latest_digest: String,
+    /// How many servers serve exactly the database's latest generation:
+    /// what to look at before taking one out of service.
+    pub quorum: Quorum,
     pub servers: Vec<ServerStatus>,
+}
+
+/// "N of M servers serve generation G, the database's latest (checked at
+/// T)": current means the latest generation with the database's content,
+/// checked on the wire too.
+#[derive(Debug, Serialize)]
+pub struct Quorum {
+    pub current: usize,
+    pub total: usize,
+    pub generation: u64,
+    pub checked_at: DateTime<Utc>,
+    /// The servers (config API addresses) that do not, with why.
+    pub not_current: Vec<String>,
+}
+
+impl Quorum {
+    fn of(latest: u64, servers: &[ServerStatus], checked_at: DateTime<Utc>) -> Quorum {
+        let mut not_current = Vec::new();
+        for s in servers {
+            let why = match (&s.error, &s.state) {
+                (Some(_), _) => Some("unreachable".to_string()),
+                (None, Some(state)) if !state.is_current() => Some(state.to_string()),
+                (None, None) => Some("no status".to_string()),
+                _ if !wire_problems(s).is_empty() => {
+                    Some("answers DNS with another generation, or not at all".to_string())
+                }
+                _ => None,
+            };
+            if let Some(why) = why {
+                not_current.push(format!("{} ({why})", s.config_address));
+            }
+        }
+        Quorum {
+            current: servers.len() - not_current.len(),
+            total: servers.len(),
+            generation: latest,
+            checked_at,
+            not_current,
+        }
+    }
+
+    /// The line `dns status` prints.
+    pub fn line(&self, group: DnsGroup) -> String {
+        let head = format!(
+            "{} of {} {group} DNS servers serve generation {}, the database's latest (checked at {})",
+            self.current,
+            self.total,
+            self.generation,
+            timestamp(self.checked_at)
+        );
+        if self.not_current.is_empty() {
+            head
+        } else {
+            format!("{head}; not: {}", self.not_current.join(", "))
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -206,10 +265,12 @@ pub fn status_report(observations: &StatusObservations) -> StatusReport {
         let mut servers: Vec<ServerStatus> =
             g.servers.iter().map(|s| server_status(s, g, observations.taken_at)).collect();
         servers.sort_by_key(|s| s.config_address);
+        let quorum = Quorum::of(g.latest.generation, &servers, observations.taken_at);
         let status = GroupStatus {
             group: g.group,
             latest: g.latest.clone(),
             latest_digest: g.latest_digest.clone(),
+            quorum,
             servers,
         };
         report.problems.extend(problems(&status));
@@ -340,11 +401,11 @@ fn wire_problems(s: &ServerStatus) -> Vec<String> {
 
 #[derive(tabled::Tabled)]
 struct StatusRow {
-    #[tabled(rename = "DNS_SERVER_ADDR")]
+    #[tabled(rename = "CONFIG_API")]
     address: String,
     #[tabled(rename = "ID")]
     id: String,
-    #[tabled(rename = "DNS")]
+    #[tabled(rename = "DNS_ADDR")]
     dns: String,
     #[tabled(rename = "GEN")]
     generation: String,
@@ -372,6 +433,7 @@ fn render_status(report: &StatusReport) -> String {
             g.latest.creator,
             g.latest.comment
         );
+        let _ = writeln!(out, "  {}", g.quorum.line(g.group));
         let rows = g.servers.iter().map(|s| StatusRow {
             address: s.config_address.to_string(),
             id: s.id.map(|i| i.to_string()).unwrap_or("-".into()),
@@ -381,7 +443,7 @@ fn render_status(report: &StatusReport) -> String {
             lag: s.lag_seconds.map(|l| format!("{l:.1}s")).unwrap_or("-".into()),
             time_applied: s.time_applied.map(timestamp).unwrap_or("-".into()),
             matches_db: match (&s.error, &s.state) {
-                (Some(e), _) => format!("UNREACHABLE: {e}"),
+                (Some(_), _) => "UNREACHABLE (see problems)".into(),
                 (None, Some(SyncState::Current)) => "yes".into(),
                 (None, Some(SyncState::Behind { .. })) if s.content_unchecked.is_some() => {
                     "NOT CHECKED (older generation)".into()
@@ -423,4 +485,60 @@ fn render_status(report: &StatusReport) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(port: u16, state: Option<SyncState>, error: Option<&str>) -> ServerStatus {
+        ServerStatus {
+            config_address: SocketAddr::from(([127, 0, 0, 1], port)),
+            id: None,
+            dns_addresses: vec![SocketAddr::from(([127, 0, 0, 1], port + 1))],
+            generation: Some(18),
+            digest: None,
+            time_applied: None,
+            behind: None,
+            lag_seconds: None,
+            state,
+            content_unchecked: None,
+            wire: vec![WireSerial {
+                dns_address: SocketAddr::from(([127, 0, 0, 1], port + 1)),
+                transport: Transport::Udp,
+                serial: Some(18),
+                answered_by: None,
+                error: None,
+            }],
+            error: error.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_quorum_line_counts_only_servers_exactly_at_the_latest() {
+        let at: DateTime<Utc> = "2026-12-03T10:31:00Z".parse().unwrap();
+        let all =
+            [server(1, Some(SyncState::Current), None), server(3, Some(SyncState::Current), None)];
+        assert_eq!(
+            Quorum::of(18, &all, at).line(DnsGroup::Internal),
+            "2 of 2 internal DNS servers serve generation 18, the database's latest (checked at \
+             2026-12-03T10:31:00.000Z)"
+        );
+        let mixed = [
+            server(1, Some(SyncState::Current), None),
+            server(3, Some(SyncState::Behind { by: 1 }), None),
+            server(5, None, Some("connection refused")),
+            server(7, Some(SyncState::Diverged), None),
+        ];
+        let quorum = Quorum::of(18, &mixed, at);
+        assert_eq!((quorum.current, quorum.total), (1, 4));
+        let line = quorum.line(DnsGroup::Internal);
+        assert!(line.starts_with("1 of 4 internal DNS servers serve generation 18"), "{line}");
+        assert!(
+            line.ends_with(
+                "not: 127.0.0.1:3 (behind by 1), 127.0.0.1:5 (unreachable), 127.0.0.1:7 (diverged)"
+            ),
+            "{line}"
+        );
+    }
 }

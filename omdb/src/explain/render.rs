@@ -50,7 +50,7 @@ struct ServerRow {
     api: String,
     #[tabled(rename = "ID")]
     id: String,
-    #[tabled(rename = "DNS")]
+    #[tabled(rename = "DNS_ADDR")]
     dns: String,
     #[tabled(rename = "GEN")]
     generation: String,
@@ -230,7 +230,7 @@ pub fn render(report: &Report) -> String {
         dns: s.dns_addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
         generation: s.generation.map(|g| g.to_string()).unwrap_or("-".into()),
         state: match (&s.state, &s.error) {
-            (_, Some(e)) => format!("UNREACHABLE: {e}"),
+            (_, Some(_)) => "UNREACHABLE (see findings)".into(),
             (Some(state), _) => state.to_string(),
             (None, None) => "-".into(),
         },

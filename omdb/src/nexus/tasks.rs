@@ -277,7 +277,7 @@ struct HistoryRow {
 
 #[derive(tabled::Tabled)]
 struct ServerRow {
-    #[tabled(rename = "DNS_SERVER_ADDR")]
+    #[tabled(rename = "CONFIG_API")]
     address: String,
     #[tabled(rename = "TARGET")]
     target: String,
@@ -285,7 +285,7 @@ struct ServerRow {
 
 #[derive(tabled::Tabled)]
 struct PropagationRow {
-    #[tabled(rename = "DNS_SERVER_ADDR")]
+    #[tabled(rename = "CONFIG_API")]
     address: String,
     #[tabled(rename = "LAST_RESULT")]
     result: String,
@@ -446,7 +446,7 @@ fn render_propagation(out: &mut String, s: &DnsPropagationStatus) {
 
 #[derive(tabled::Tabled)]
 struct HistoryStateRow {
-    #[tabled(rename = "DNS_SERVER_ADDR")]
+    #[tabled(rename = "CONFIG_API")]
     address: String,
     #[tabled(rename = "GEN_APPLIED")]
     applied: String,

@@ -2,6 +2,7 @@
 //! per file): real PostgreSQL, real DNS servers, real Nexus processes, real
 //! omdb runs.  Each module is one concern; `common` holds the helpers.
 
+mod alerts;
 mod architecture;
 mod common;
 mod devstack;

@@ -111,6 +111,10 @@ impl DnsPropagationTask {
             .options
             .api_token
             .client_builder_as(&self.options.writer)
+            // Let go of an idle connection before the server does (it
+            // closes them after 30 s by default): a push never starts on a
+            // connection the server has just closed.
+            .pool_idle_timeout(Duration::from_secs(10))
             .connect_timeout(self.options.timeout)
             .timeout(self.options.timeout * 2)
             .build()

@@ -161,6 +161,11 @@ fn layering_rules_hold() {
             "Nexus talks to DNS servers only over their API and DNS",
         ),
         ("local-postgres", &["db-model", "tokio-postgres"], "it only runs a server"),
+        (
+            "event-log",
+            &["tokio", "dns-types", "nexus-types", "dropshot", "tokio-postgres"],
+            "it keeps events of any type and knows none",
+        ),
     ];
     for (package, forbidden, why) in rules {
         let deps = built_by(package);

@@ -35,6 +35,19 @@ pub enum TokenError {
         path.display()
     )]
     Invalid { path: PathBuf, problem: &'static str },
+    #[error(
+        "API token file {} is readable or writable by others (mode {mode:03o}); whoever can \
+         read it can change DNS: `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    Unprotected { path: PathBuf, mode: u32 },
+    #[error(
+        "API token file {} is not a regular file ({kind}): a token is read from a file, \
+         never from a pipe or a device",
+        path.display()
+    )]
+    NotAFile { path: PathBuf, kind: &'static str },
 }
 
 /// The shared secret.
@@ -52,14 +65,47 @@ impl fmt::Debug for ApiToken {
 
 impl ApiToken {
     /// Reads the token from `path`: one line, surrounding whitespace ignored.
+    /// Checked as sshd checks its keys: a regular file (a FIFO or a device
+    /// is refused at once, never waited on or read without end), readable
+    /// by its owner only, and small.
     pub fn from_file(path: &Path) -> Result<ApiToken, TokenError> {
+        use std::io::Read;
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
         let read_error = |source| TokenError::Read { path: path.into(), source };
-        let length = std::fs::metadata(path).map_err(read_error)?.len();
+        // Non-blocking: opening a FIFO nobody writes to does not wait.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(read_error)?;
+        let metadata = file.metadata().map_err(read_error)?;
+        let kind = metadata.file_type();
+        if !kind.is_file() {
+            let kind = if kind.is_fifo() {
+                "a FIFO"
+            } else if kind.is_char_device() || kind.is_block_device() {
+                "a device"
+            } else if kind.is_dir() {
+                "a directory"
+            } else {
+                "not a file"
+            };
+            return Err(TokenError::NotAFile { path: path.into(), kind });
+        }
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(TokenError::Unprotected { path: path.into(), mode });
+        }
         let invalid = |problem| TokenError::Invalid { path: path.into(), problem };
-        if length > MAX_TOKEN_FILE_BYTES {
+        if metadata.len() > MAX_TOKEN_FILE_BYTES {
             return Err(invalid("is too large to be a token file"));
         }
-        let text = std::fs::read_to_string(path).map_err(read_error)?;
+        // Bounded whatever the metadata said.
+        let mut text = String::new();
+        file.take(MAX_TOKEN_FILE_BYTES + 1).read_to_string(&mut text).map_err(read_error)?;
+        if text.len() as u64 > MAX_TOKEN_FILE_BYTES {
+            return Err(invalid("is too large to be a token file"));
+        }
         ApiToken::new(text.trim()).map_err(invalid)
     }
 
@@ -86,12 +132,15 @@ impl ApiToken {
     pub fn write_to(&self, path: &Path) -> std::io::Result<()> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::PermissionsExt;
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
             .open(path)?;
+        // An existing file keeps its mode on open: make it the owner's.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         writeln!(file, "{}", self.token)
     }
 
@@ -161,10 +210,60 @@ impl ApiToken {
 /// keep it in their history with what it wrote.
 pub const WRITER_HEADER: &str = "x-writer-id";
 
+/// The token each running server requires, by the address it listens on,
+/// so that a request body extractor can check the token before it reads a
+/// byte of the body (an unauthenticated client must not make a server hold
+/// a large body in memory just to be told 401).  Dropshot's extractors see
+/// the server's address but not its context, hence a registry.
+#[cfg(feature = "server")]
+pub mod guard {
+    use super::ApiToken;
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::sync::{Mutex, OnceLock};
+
+    fn registry() -> &'static Mutex<HashMap<SocketAddr, ApiToken>> {
+        static REGISTRY: OnceLock<Mutex<HashMap<SocketAddr, ApiToken>>> = OnceLock::new();
+        REGISTRY.get_or_init(Mutex::default)
+    }
+
+    /// Requires `token` of every body sent to the server at `address`, for
+    /// as long as the returned value lives.
+    #[must_use = "the requirement ends when this is dropped"]
+    pub fn require(address: SocketAddr, token: ApiToken) -> Registration {
+        registry().lock().unwrap_or_else(|e| e.into_inner()).insert(address, token);
+        Registration(address)
+    }
+
+    /// Checks `headers` against the token the server at `address` requires;
+    /// `Ok` when it requires none.
+    pub fn check(
+        address: SocketAddr,
+        headers: &http::HeaderMap,
+    ) -> Result<(), dropshot::HttpError> {
+        let token = registry().lock().unwrap_or_else(|e| e.into_inner()).get(&address).cloned();
+        match token {
+            Some(token) => token.authorize(headers),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the requirement when dropped (the server stopped).
+    #[derive(Debug)]
+    pub struct Registration(SocketAddr);
+
+    impl Drop for Registration {
+        fn drop(&mut self) {
+            registry().lock().unwrap_or_else(|e| e.into_inner()).remove(&self.0);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[cfg(feature = "server")]
     fn headers(value: &str) -> http::HeaderMap {
         let mut h = http::HeaderMap::new();
         h.insert(http::header::AUTHORIZATION, value.parse().unwrap());
@@ -216,5 +315,33 @@ mod tests {
         assert!(error.contains("too short") && error.contains("token"), "{error}");
         let error = ApiToken::from_file(&dir.path().join("missing")).unwrap_err().to_string();
         assert!(error.contains("could not read API token file"), "{error}");
+    }
+
+    #[test]
+    fn token_files_are_checked_as_sshd_checks_keys() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let token = ApiToken::generate();
+        token.write_to(&path).unwrap();
+        assert!(ApiToken::from_file(&path).is_ok());
+        for mode in [0o644, 0o666, 0o640, 0o604] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let error = ApiToken::from_file(&path).unwrap_err().to_string();
+            assert!(
+                error.contains("readable or writable by others") && error.contains("chmod 600"),
+                "{mode:o}: {error}"
+            );
+        }
+        // Writing it again makes it the owner's.
+        token.write_to(&path).unwrap();
+        assert!(ApiToken::from_file(&path).is_ok());
+        // A FIFO is refused at once (nobody writes to it), a device too.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let error = ApiToken::from_file(&fifo).unwrap_err().to_string();
+        assert!(error.contains("a FIFO"), "{error}");
+        let error = ApiToken::from_file(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(error.contains("a device"), "{error}");
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! [`StrictJson`]: a request body extractor for the Dropshot API traits that
 //! behaves like `dropshot::TypedBody` (same OpenAPI description, same body
-//! size limit) but refuses a body with anything after the JSON value.
+//! size limit) but refuses a body with anything after the JSON value, and
+//! checks the bearer token the server requires (`api_auth::guard`) before
+//! it reads the body.
 //! [`metrics_response`]: a Prometheus scrape's answer.
 //! [`dropshot_logger`]: Dropshot's own log (one record per request, server
 //! start and stop) sent through `tracing`, target `dropshot`.
@@ -48,6 +50,9 @@ where
                 ));
             }
         }
+        // Every body we take changes state: the token first, so that an
+        // unauthenticated client never makes us read (and hold) its body.
+        api_auth::guard::check(rqctx.server.local_addr, request.headers())?;
         let body = UntypedBody::from_request(rqctx, request).await?;
         parse(body.as_bytes()).map(StrictJson)
     }

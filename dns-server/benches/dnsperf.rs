@@ -6,6 +6,9 @@
 //! docs/PERFORMANCE.md).  `DNSPERF_SECONDS` sets each run's length
 //! (default 10); `DNSPERF_SIZES` the zone sizes (default `1000,100000`).
 //!
+//! `DNSPERF_MODE=axfr` measures instead zone transfers beside slow readers
+//! (`AXFR_SIZES`, default `100000,1000000`; see [`axfr`]).
+//!
 //! `DNSPERF_MODE=metrics` measures instead what Prometheus scraping costs:
 //! our server alone with 1,000 names, dnsperf runs alternating between no
 //! scraping and a scrape of `/metrics` every 100 ms (150 times Prometheus's
@@ -193,7 +196,8 @@ fn start_knot(dir: &Path, names: usize) -> (Process, u16) {
             "server:\n    listen: 127.0.0.1@{port}\n    rundir: {d}\n\
              database:\n    storage: {d}\n\
              template:\n  - id: default\n    storage: {d}\n    semantic-checks: off\n    zonefile-sync: -1\n    journal-content: none\n\
-             zone:\n  - domain: {ZONE}\n    file: zone.zone\n",
+             acl:\n  - id: transfer\n    address: 127.0.0.1\n    action: transfer\n\
+             zone:\n  - domain: {ZONE}\n    file: zone.zone\n    acl: transfer\n",
             d = knot.display()
         ),
     )
@@ -287,8 +291,10 @@ async fn main() {
         std::env::var("DNSPERF_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     let tokens = TokenDir::new();
     let http = tokens.http_client(Duration::from_secs(300));
-    if std::env::var("DNSPERF_MODE").as_deref() == Ok("metrics") {
-        return metrics_cost(&tokens, &http, seconds).await;
+    match std::env::var("DNSPERF_MODE").as_deref() {
+        Ok("metrics") => return metrics_cost(&tokens, &http, seconds).await,
+        Ok("axfr") => return axfr(&tokens, &http).await,
+        _ => {}
     }
     println!(
         "| names | dns-server q/s | knotd q/s | ratio | dns-server RSS after 2 PUTs / after restart | PUT /config |"
@@ -475,6 +481,161 @@ async fn metrics_cost(tokens: &TokenDir, http: &reqwest::Client, seconds: u64) {
     println!("|---:|---:|---:|---:|---:|");
     println!("| {names} | {q:.0} | {s:.0} | {:.3} | {scrapes} |", s / q);
     println!("runs: {runs}");
+}
+
+/// What one whole zone transfer took.
+struct Transfer {
+    time: Duration,
+    messages: usize,
+    records: usize,
+}
+
+/// Asks `server` for the zone and reads it all (TCP, length-prefixed
+/// messages) until the closing SOA; panics on an error or a stall of 60 s.
+fn transfer(server: SocketAddr) -> Transfer {
+    use hickory_proto::op::Message;
+    use hickory_proto::rr::RecordType;
+    use std::io::Read;
+    let started = Instant::now();
+    let mut stream = ask_for_zone(server);
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let (mut messages, mut records, mut soas) = (0, 0, 0);
+    let mut buf = vec![0u8; 65_535];
+    while soas < 2 {
+        let mut length = [0u8; 2];
+        stream.read_exact(&mut length).expect("the transfer stalled or was cut");
+        let length = usize::from(u16::from_be_bytes(length));
+        stream.read_exact(&mut buf[..length]).unwrap();
+        let message = Message::from_vec(&buf[..length]).expect("a well-formed message");
+        assert_eq!(message.metadata.response_code, hickory_proto::op::ResponseCode::NoError);
+        messages += 1;
+        records += message.answers.len();
+        soas += message.answers.iter().filter(|r| r.record_type() == RecordType::SOA).count();
+    }
+    Transfer { time: started.elapsed(), messages, records }
+}
+
+/// A TCP connection to `server` on which the zone was asked for (AXFR).
+fn ask_for_zone(server: SocketAddr) -> std::net::TcpStream {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    use std::str::FromStr;
+    let mut query = Message::new(0x5151, MessageType::Query, OpCode::Query);
+    query.add_query(Query::query(Name::from_str(&format!("{ZONE}.")).unwrap(), RecordType::AXFR));
+    let query = query.to_vec().unwrap();
+    let mut stream = std::net::TcpStream::connect(server).unwrap();
+    stream.write_all(&(query.len() as u16).to_be_bytes()).unwrap();
+    stream.write_all(&query).unwrap();
+    stream
+}
+
+/// UDP answer times of queries sent one after the other (1 ms apart) to
+/// `server` for names of the zone, until `stop` is set (at least 200).
+fn udp_latencies(server: SocketAddr, stop: &std::sync::atomic::AtomicBool) -> Vec<Duration> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(server).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut times = Vec::new();
+    let mut buf = [0u8; 1232];
+    for i in 0u16.. {
+        if times.len() >= 200 && stop.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        let name = format!("host{}.host.{ZONE}.", (usize::from(i) * 2) % 1000);
+        let mut query = vec![(i >> 8) as u8, i as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.trim_end_matches('.').split('.') {
+            query.push(label.len() as u8);
+            query.extend_from_slice(label.as_bytes());
+        }
+        query.extend_from_slice(&[0, 0, 28, 0, 1]);
+        let sent = Instant::now();
+        socket.send(&query).unwrap();
+        // A lost answer counts as the timeout it cost.
+        let _ = socket.recv(&mut buf);
+        times.push(sent.elapsed());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    times
+}
+
+fn percentiles(mut times: Vec<Duration>) -> String {
+    times.sort();
+    let at = |p: f64| times[((times.len() - 1) as f64 * p) as usize];
+    format!("{:.2?} / {:.2?} / {:.2?}", at(0.5), at(0.99), times[times.len() - 1])
+}
+
+/// Zone transfers of `AXFR_SIZES` names from our server and from Knot
+/// serving the same zone: a transfer alone, then one beside 40 clients
+/// that asked for the zone and read nothing, each with UDP queries
+/// answered meanwhile (median / p99 / slowest), and UDP answers with no
+/// transfer at all for comparison.
+async fn axfr(tokens: &TokenDir, http: &reqwest::Client) {
+    let sizes: Vec<usize> = std::env::var("AXFR_SIZES")
+        .ok()
+        .map(|s| s.split(',').map(|n| n.trim().parse().expect("AXFR_SIZES: numbers")).collect())
+        .unwrap_or(vec![100_000, 1_000_000]);
+    println!(
+        "| names | server | transfer alone (time, messages, records) | beside 40 slow readers | UDP without transfers | UDP during the transfer alone | UDP beside 40 slow readers |"
+    );
+    println!("|---:|---|---|---|---|---|---|");
+    for names in sizes {
+        let dir = tempfile::tempdir().unwrap();
+        let (ours, dns, api) = start_ours(dir.path(), &tokens.token_file()).await;
+        let body = serde_json::to_vec(&config_json(names, 1)).unwrap();
+        let response = http
+            .put(format!("http://{api}/config"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{:?}", response.text().await);
+        let row = tokio::task::spawn_blocking(move || axfr_row(dns)).await.unwrap();
+        println!("| {names} | dns-server | {row}");
+        drop(ours);
+        let (knot, port) = start_knot(dir.path(), names);
+        let row =
+            tokio::task::spawn_blocking(move || axfr_row(SocketAddr::from(([127, 0, 0, 1], port))))
+                .await
+                .unwrap();
+        println!("| {names} | knotd | {row}");
+        drop(knot);
+        let _ = std::io::stdout().flush();
+    }
+}
+
+/// One row of [`axfr`] for the server at `server`.
+fn axfr_row(server: SocketAddr) -> String {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let during = |work: &dyn Fn() -> Transfer| {
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let probe = std::thread::spawn({
+            let stop = stop.clone();
+            move || udp_latencies(server, &stop)
+        });
+        let transfer = work();
+        stop.store(true, SeqCst);
+        (transfer, probe.join().unwrap())
+    };
+    let quiet = udp_latencies(server, &AtomicBool::new(true));
+    let (alone, alone_udp) = during(&|| transfer(server));
+    let (beside, beside_udp) = during(&|| {
+        let slow: Vec<std::net::TcpStream> = (0..40).map(|_| ask_for_zone(server)).collect();
+        // Let them start and fill their buffers.
+        std::thread::sleep(Duration::from_millis(500));
+        let transfer = transfer(server);
+        drop(slow);
+        transfer
+    });
+    let t = |t: &Transfer| format!("{:.2?}, {}, {}", t.time, t.messages, t.records);
+    format!(
+        "{} | {} | {} | {} | {} |",
+        t(&alone),
+        t(&beside),
+        percentiles(quiet),
+        percentiles(alone_udp),
+        percentiles(beside_udp)
+    )
 }
 
 static PUT_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -79,21 +79,43 @@ impl RequestHandler for DnsHandler {
             let query = &request.queries.queries()[0];
             let allowed = state.transfer_allowed(request.src().ip());
             let udp = request.protocol() == Protocol::Udp;
-            match served.transfer(query.name()) {
+            // Only the SOA here: the zone itself is walked on the transfer
+            // thread, never on a thread that answers queries.
+            match served.zone_soa(query.name()) {
                 // IXFR over UDP: the current SOA alone tells the client to
                 // come back over TCP (RFC 1995 section 4).
-                Some(records) if allowed && udp && query.query_type() == RecordType::IXFR => {
+                Some(soa) if allowed && udp && query.query_type() == RecordType::IXFR => {
                     metadata.authoritative = true;
                     let none: [&Record; 0] = [];
-                    let response =
-                        builder.build(metadata, records[..1].iter().copied(), none, none, none);
+                    let response = builder.build(metadata, [soa], none, none, none);
                     response_handle.send_response(response).await
                 }
-                Some(records) if allowed && !udp => {
+                Some(_) if allowed && !udp => {
+                    let busy_refusal = refuse(ResponseCode::Refused);
                     metadata.authoritative = true;
-                    let edns = response_edns.as_ref();
-                    send_transfer(&mut response_handle, &request.queries, edns, metadata, &records)
-                        .await
+                    match spawn_transfer(
+                        served.clone(),
+                        query.name().clone(),
+                        &request.queries,
+                        response_edns.clone(),
+                        metadata,
+                        response_handle.clone(),
+                        request.src(),
+                    ) {
+                        // Sent by its own task: this connection goes on
+                        // writing what it queues, and the DNS threads do
+                        // not build it.
+                        Ok(()) => Ok(ResponseInfo::from(Header {
+                            metadata,
+                            counts: HeaderCounts::default(),
+                        })),
+                        Err(busy) => {
+                            tracing::warn!(src = %request.src(), "{busy}");
+                            response_handle
+                                .send_response(builder.build_no_records(busy_refusal))
+                                .await
+                        }
+                    }
                 }
                 // From a client not allowed, or for a zone we do not serve.
                 _ => {
@@ -150,27 +172,39 @@ impl RequestHandler for DnsHandler {
                 }
                 Answer::Found { mut answers, mut additionals } => {
                     metadata.authoritative = crate::policy::authoritative(query.query_class());
-                    if request.protocol() == Protocol::Udp {
-                        let edns = response_edns.as_ref();
-                        // Header, question, OPT with an NSID at most.
-                        let fixed =
-                            12 + query.name().len() + 1 + 4 + edns.map_or(0, |_| 11 + 4 + 36);
-                        let answer_bytes: usize = answers.iter().map(|r| wire_size(r)).sum();
-                        let additional_bytes: usize =
-                            additionals.iter().map(|r| wire_size(r)).sum();
-                        match crate::policy::udp_fit(
+                    let edns = response_edns.as_ref();
+                    // Header, question, OPT with an NSID at most.
+                    let fixed = 12 + query.name().len() + 1 + 4 + edns.map_or(0, |_| 11 + 4 + 36);
+                    let answer_bytes = section_size(&answers, 0);
+                    let additional_bytes = section_size(&additionals, answers.len());
+                    let fit = if request.protocol() == Protocol::Udp {
+                        Some(crate::policy::udp_fit(
                             fixed,
                             answer_bytes,
                             additional_bytes,
                             udp_limit,
-                        ) {
-                            UdpFit::Truncated => {
-                                metadata.truncation = true;
-                                answers.clear();
-                                additionals.clear();
-                            }
-                            UdpFit::WithoutAdditionals => additionals.clear(),
-                            UdpFit::Whole => {}
+                        ))
+                    } else {
+                        crate::policy::tcp_fit(fixed, answer_bytes, additional_bytes)
+                    };
+                    match fit {
+                        Some(UdpFit::Truncated) => {
+                            metadata.truncation = true;
+                            answers.clear();
+                            additionals.clear();
+                        }
+                        Some(UdpFit::WithoutAdditionals) => additionals.clear(),
+                        Some(UdpFit::Whole) => {}
+                        None => {
+                            // Never a message cut short: SERVFAIL, said.
+                            tracing::warn!(
+                                name = %query.name(), bytes = fixed + answer_bytes,
+                                "an answer too large for one TCP message: SERVFAIL"
+                            );
+                            metadata.authoritative = false;
+                            metadata.response_code = ResponseCode::ServFail;
+                            answers.clear();
+                            additionals.clear();
                         }
                     }
                     // The owner names of the answers to the name asked keep
@@ -219,15 +253,11 @@ impl RequestHandler for DnsHandler {
             }
         };
         let query = request.queries.queries().first();
-        self.state.metrics.query(QueryLabels {
-            transport: match request.protocol() {
-                Protocol::Udp => Transport::Udp,
-                Protocol::Tcp => Transport::Tcp,
-                _ => Transport::Other,
-            },
-            qtype: query.map_or(QueryType::OTHER, |q| q.query_type().into()),
-            rcode: info.response_code.into(),
-        });
+        self.state.metrics.query(labels(
+            request.protocol(),
+            query.map(|q| q.query_type()),
+            info.response_code,
+        ));
         if let Some(log) = &self.state.query_log
             && log.wants_next()
         {
@@ -261,16 +291,35 @@ impl DnsHandler {
         bytes: &[u8],
         src: std::net::SocketAddr,
     ) -> Option<(Vec<u8>, QueryLabels)> {
+        self.answer_bytes(bytes, src, Protocol::Udp).await
+    }
+
+    /// One query as if received over `protocol` (UDP or TCP), answered by
+    /// this handler and encoded as that transport encodes it: within the
+    /// client's UDP size, or within one TCP message.  The UDP loops use it
+    /// with UDP; the fuzz target drives both through it (hickory-server's
+    /// TCP listener calls the handler itself).  For a zone transfer, the
+    /// last message sent.
+    pub async fn answer_bytes(
+        &self,
+        bytes: &[u8],
+        src: std::net::SocketAddr,
+        protocol: Protocol,
+    ) -> Option<(Vec<u8>, QueryLabels)> {
         use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
         let mut capture = Capture::default();
-        let qtype = match Request::from_bytes(bytes.to_vec(), src, Protocol::Udp) {
+        let qtype = match Request::from_bytes(bytes.to_vec(), src, protocol) {
             Ok(request) => {
                 if request.metadata.message_type == MessageType::Response {
                     // Never answer answers (reflection).
                     return None;
                 }
-                capture.limit =
-                    crate::policy::udp_limit(request.edns.as_ref().map(|e| e.max_payload()));
+                capture.limit = match protocol {
+                    Protocol::Udp => {
+                        crate::policy::udp_limit(request.edns.as_ref().map(|e| e.max_payload()))
+                    }
+                    _ => usize::from(u16::MAX),
+                };
                 self.handle_request::<_, hickory_server::net::runtime::TokioTime>(
                     &request,
                     capture.clone(),
@@ -293,26 +342,31 @@ impl DnsHandler {
                 let response = MessageResponseBuilder::new(&queries, None)
                     .error_msg(&header.metadata, ResponseCode::FormErr);
                 capture.clone().send_response(response).await.ok()?;
-                self.state.metrics.query(udp_labels(None, ResponseCode::FormErr));
+                self.state.metrics.query(labels(protocol, None, ResponseCode::FormErr));
                 None
             }
         };
         let (reply, rcode) = capture.take()?;
-        Some((reply, udp_labels(qtype, rcode)))
+        Some((reply, labels(protocol, qtype, rcode)))
     }
 }
 
-fn udp_labels(qtype: Option<RecordType>, rcode: ResponseCode) -> QueryLabels {
+fn labels(protocol: Protocol, qtype: Option<RecordType>, rcode: ResponseCode) -> QueryLabels {
     QueryLabels {
-        transport: Transport::Udp,
+        transport: match protocol {
+            Protocol::Udp => Transport::Udp,
+            Protocol::Tcp => Transport::Tcp,
+            _ => Transport::Other,
+        },
         qtype: qtype.map_or(QueryType::OTHER, QueryType::from),
         rcode: rcode.into(),
     }
 }
 
 /// Keeps the encoded response instead of sending it, encoded as
-/// hickory-server's UDP path encodes it: within the client's size
-/// (`policy::udp_limit`); SERVFAIL if it cannot be encoded.
+/// hickory-server's listeners encode it: within `limit` (the client's UDP
+/// size, `policy::udp_limit`, or one TCP message); SERVFAIL if it cannot
+/// be encoded.
 #[derive(Clone)]
 struct Capture {
     slot: Arc<std::sync::Mutex<Option<Encoded>>>,
@@ -377,6 +431,25 @@ fn has_upper_case(name: &hickory_proto::rr::Name) -> bool {
     name.iter().any(|label| label.iter().any(u8::is_ascii_uppercase))
 }
 
+/// An upper bound of the size of `records` in a response, the first after
+/// `before` names already written: as the encoder writes them, each owner
+/// compressed to a pointer while the encoder still compresses names
+/// (`dns_types::limits::COMPRESSED_OWNERS`), in full after that.
+fn section_size(records: &[&Record], before: usize) -> usize {
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let owner = if before + i < dns_types::limits::COMPRESSED_OWNERS {
+                0
+            } else {
+                r.name.len() + 1 - 2
+            };
+            wire_size(r) + owner
+        })
+        .sum()
+}
+
 /// An upper bound of `record`'s size in a response: its owner compressed
 /// to a pointer (it is the question's name or a name already in the
 /// message), the fixed fields, and its data uncompressed.
@@ -397,12 +470,102 @@ fn wire_size(record: &Record) -> usize {
         }
 }
 
-/// Largest zone-transfer message we build (under the 65,535-byte TCP
-/// limit, with room for the header and question).
-const MAX_TRANSFER_MESSAGE: usize = 60_000;
+/// Zone transfers in progress at most; another is refused meanwhile.
+const MAX_TRANSFERS: usize = 64;
+
+/// Where zone transfers run: a thread of their own with its own runtime,
+/// so that building and sending a large zone (and waiting on a slow
+/// reader) never takes the threads that answer queries.
+fn transfer_runtime() -> &'static (tokio::runtime::Handle, Arc<tokio::sync::Semaphore>) {
+    static RUNTIME: std::sync::OnceLock<(tokio::runtime::Handle, Arc<tokio::sync::Semaphore>)> =
+        std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime builds");
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name("zone-transfers".into())
+            .spawn(move || {
+                lower_priority();
+                runtime.block_on(std::future::pending::<()>())
+            })
+            .expect("starting the zone transfer thread");
+        (handle, Arc::new(tokio::sync::Semaphore::new(MAX_TRANSFERS)))
+    })
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10): transfers
+/// take the CPU the query threads leave, so that answers to queries are no
+/// slower while a large zone is being sent.
+#[allow(unsafe_code)] // setpriority on this thread: see the SAFETY note
+fn lower_priority() {
+    // SAFETY: a system call given this thread's own id and plain integers;
+    // no memory is passed.
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+    if result != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::debug!(%error, "could not lower the zone transfer thread's priority");
+    }
+}
+
+/// Sends the zone at `apex` as a transfer on the transfer thread; `Err`
+/// when too many transfers are in progress.
+fn spawn_transfer<R: ResponseHandler>(
+    served: Arc<crate::zone::Served>,
+    apex: hickory_proto::rr::LowerName,
+    queries: &hickory_server::zone_handler::Queries,
+    edns: Option<Edns>,
+    metadata: Metadata,
+    mut handle: R,
+    src: std::net::SocketAddr,
+) -> Result<(), String> {
+    use hickory_proto::serialize::binary::BinDecoder;
+    let (runtime, slots) = transfer_runtime();
+    let slot = slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| format!("{MAX_TRANSFERS} zone transfers are in progress; refused another"))?;
+    let question = queries.as_bytes().to_vec();
+    let count = queries.len();
+    runtime.spawn(async move {
+        let _slot = slot;
+        let Ok(queries) =
+            hickory_server::zone_handler::Queries::read(&mut BinDecoder::new(&question), count)
+        else {
+            return;
+        };
+        let Some(records) = served.transfer(&apex) else { return };
+        let started = std::time::Instant::now();
+        match send_transfer(&mut handle, &queries, edns.as_ref(), metadata, &records).await {
+            Ok(_) => tracing::debug!(%src, records = records.len(), took = ?started.elapsed(), "zone transferred"),
+            // The client went away or was too slow for the connection's
+            // idle limit: it has an incomplete transfer (no closing SOA),
+            // which it can tell.
+            Err(error) => tracing::warn!(
+                %src, %error, records = records.len(), took = ?started.elapsed(),
+                "zone transfer cut short"
+            ),
+        }
+    });
+    Ok(())
+}
+
+/// Largest zone-transfer message we build: 16 KiB, as Knot builds them.
+/// Smaller messages bound what a client that asked and does not read
+/// costs (the connection's queue of 32 fills with 512 KiB, not 2 MiB).
+const MAX_TRANSFER_MESSAGE: usize = 16 * 1024;
+/// How long a transfer waits for a reader that stopped reading (its
+/// connection's queue full) before it gives up, saying so.
+const TRANSFER_STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A zone transfer over TCP: `records` (SOA ... SOA) in as many messages as
-/// it takes, each whole records only (RFC 5936 section 2.2).
+/// it takes, each whole records only (RFC 5936 section 2.2).  A message
+/// the connection cannot queue yet (its reader is slow) is retried with
+/// backoff, for up to [`TRANSFER_STALL_LIMIT`] without progress; each
+/// message yields to the other transfers, so that one reader's transfer
+/// never waits for another's.
 async fn send_transfer<R: ResponseHandler>(
     handle: &mut R,
     queries: &hickory_server::zone_handler::Queries,
@@ -410,7 +573,6 @@ async fn send_transfer<R: ResponseHandler>(
     metadata: Metadata,
     records: &[&Record],
 ) -> Result<ResponseInfo, hickory_server::net::NetError> {
-    use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
     let none: [&Record; 0] = [];
     let mut start = 0;
     let mut last = None;
@@ -418,24 +580,46 @@ async fn send_transfer<R: ResponseHandler>(
         let mut end = start;
         let mut bytes = 0;
         while end < records.len() {
-            let mut buffer = Vec::new();
-            let size =
-                records[end].emit(&mut BinEncoder::new(&mut buffer)).map_or(512, |()| buffer.len());
+            // An upper bound without encoding: the owner written in full.
+            let size = wire_size(records[end]) + records[end].name.len() + 1 - 2;
             if end > start && bytes + size > MAX_TRANSFER_MESSAGE {
                 break;
             }
             bytes += size;
             end += 1;
         }
-        let response = MessageResponseBuilder::new(queries, edns).build(
-            metadata,
-            records[start..end].iter().copied(),
-            none,
-            none,
-            none,
-        );
-        last = Some(handle.send_response(response).await?);
+        let mut waited = std::time::Duration::ZERO;
+        let mut backoff = std::time::Duration::from_millis(1);
+        let info = loop {
+            let response = MessageResponseBuilder::new(queries, edns).build(
+                metadata,
+                records[start..end].iter().copied(),
+                none,
+                none,
+                none,
+            );
+            match handle.send_response(response).await {
+                Ok(info) => break info,
+                // hickory's queue says "full" (futures' `TrySendError`);
+                // anything else (the connection closed) ends the transfer.
+                Err(error) if error.to_string().contains("full") => {
+                    if waited >= TRANSFER_STALL_LIMIT {
+                        return Err(format!(
+                            "the client read nothing for {TRANSFER_STALL_LIMIT:?} ({start} of {} records sent)",
+                            records.len()
+                        )
+                        .into());
+                    }
+                    tokio::time::sleep(backoff).await;
+                    waited += backoff;
+                    backoff = (backoff * 2).min(std::time::Duration::from_millis(100));
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        last = Some(info);
         start = end;
+        tokio::task::yield_now().await;
     }
     Ok(last.expect("a transfer has at least the SOA"))
 }

@@ -87,7 +87,8 @@ impl DnsServerApi for DnsServerApiImpl {
         rqctx: RequestContext<Self::Context>,
     ) -> Result<http::Response<dropshot::Body>, HttpError> {
         let state = rqctx.context();
-        api_json::metrics_response(state.metrics.render(&state.served()))
+        let query_log = state.query_log.as_ref().map(|log| log.counts());
+        api_json::metrics_response(state.metrics.render(&state.served(), query_log))
     }
 
     async fn health_get(
@@ -214,7 +215,7 @@ fn to_http_error(generation: u64, error: UpdateError) -> HttpError {
         | UpdateError::DiffNotApplicable(_) => Some(ClientErrorStatusCode::CONFLICT),
         UpdateError::Storage { .. } | UpdateError::Internal(_) => {
             let message = format!("{:#}", anyhow::Error::new(error));
-            tracing::warn!(generation, error = %message, "config write failed");
+            tracing::warn!(generation, error = ?message, "config write failed");
             let mut http = HttpError::for_internal_error(message.clone());
             if code == error_codes::STORAGE {
                 http.error_code = Some(code.into());
@@ -224,7 +225,7 @@ fn to_http_error(generation: u64, error: UpdateError) -> HttpError {
         }
     };
     let message = format!("{:#}", anyhow::Error::new(error));
-    tracing::warn!(generation, error = %message, "config write rejected");
+    tracing::warn!(generation, error = ?message, "config write rejected");
     match status {
         None => HttpError::for_bad_request(Some(code.into()), message),
         Some(status) => HttpError::for_client_error(Some(code.into()), status, message),

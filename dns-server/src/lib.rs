@@ -187,6 +187,8 @@ pub struct RunningServer {
     http: dropshot::HttpServer<Arc<ServerState>>,
     /// Closes idle HTTP connections while it lives.
     _http_idle: http_idle::Reaper,
+    /// Bodies are read only with the token, while it lives.
+    _token_first: api_auth::guard::Registration,
     /// The DNS address bound (which may differ from the one advertised).
     dns_address: SocketAddr,
 }
@@ -249,11 +251,20 @@ impl RunningServer {
         let http_idle =
             http_idle::Reaper::start(http.local_addr(), idle_limit, state.in_flight.clone())
                 .context("starting the idle HTTP connection watcher")?;
+        let token_first = api_auth::guard::require(http.local_addr(), state.api_token.clone());
         tracing::info!(
             %id, %dns_address, http_address = %http.local_addr(),
             generation = state.served().generation(), "DNS server started"
         );
-        Ok(RunningServer { state, dns, _udp: udp, http, _http_idle: http_idle, dns_address })
+        Ok(RunningServer {
+            state,
+            dns,
+            _udp: udp,
+            http,
+            _http_idle: http_idle,
+            _token_first: token_first,
+            dns_address,
+        })
     }
 
     pub fn id(&self) -> Uuid {
@@ -289,7 +300,7 @@ impl RunningServer {
 
     /// Stops serving DNS and HTTP.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        let RunningServer { mut dns, http, _http_idle, .. } = self;
+        let RunningServer { mut dns, http, _http_idle, _token_first, .. } = self;
         let dns = dns.shutdown_gracefully().await;
         let http = http.close().await;
         dns.context("stopping DNS")?;
@@ -317,7 +328,7 @@ async fn bind_dns(
             Err(e) => return Err(e).with_context(|| format!("binding DNS (UDP) to {address}")),
         };
         let bound = udp[0].local_addr()?;
-        match tokio::net::TcpListener::bind(bound).await {
+        match bind_tcp(bound) {
             Ok(tcp) => return Ok((udp, tcp)),
             Err(e) => {
                 last_error = Some(
@@ -328,6 +339,24 @@ async fn bind_dns(
         }
     }
     Err(last_error.expect("at least one attempt"))
+}
+
+/// Kernel send buffer of each DNS TCP connection (the listener's, which
+/// accepted sockets inherit; it turns off the kernel's growing it to
+/// 4 MiB).  A client that asks for a zone and reads nothing holds at most
+/// this and the connection's queue of responses, so forty of them cost
+/// the server a few megabytes of work, not forty times most of the zone.
+const TCP_SEND_BUFFER: u32 = 256 * 1024;
+
+fn bind_tcp(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_send_buffer_size(TCP_SEND_BUFFER)?;
+    socket.bind(address)?;
+    socket.listen(1024)
 }
 
 /// The server's id, kept in the storage directory so that it survives

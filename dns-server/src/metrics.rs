@@ -156,7 +156,17 @@ struct ZoneLabels {
     zone: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueryLogLabels {
+    /// `written`, `dropped` (the writer was behind) or `failed`.
+    result: &'static str,
+}
+
 pub struct Metrics {
+    /// One scrape at a time: the zone sizes are cleared and refilled for
+    /// each, and two at once would see each other's half.
+    render_lock: std::sync::Mutex<()>,
+    query_log_lines: Family<QueryLogLabels, Gauge<i64>>,
     registry: Registry,
     queries: Family<QueryLabels, Counter>,
     applies: Family<ApplyLabels, Counter>,
@@ -201,7 +211,23 @@ impl Metrics {
         );
         let zone_names = Family::<ZoneLabels, Gauge>::default();
         registry.register("zone_names", "Names in each zone served", zone_names.clone());
-        Metrics { registry, queries, applies, apply_seconds, generation, applied_at, zone_names }
+        let query_log_lines = Family::<QueryLogLabels, Gauge<i64>>::default();
+        registry.register(
+            "query_log_lines",
+            "Lines of the query log since start, by what became of them (only with --query-log)",
+            query_log_lines.clone(),
+        );
+        Metrics {
+            render_lock: std::sync::Mutex::new(()),
+            query_log_lines,
+            registry,
+            queries,
+            applies,
+            apply_seconds,
+            generation,
+            applied_at,
+            zone_names,
+        }
     }
 
     pub fn query(&self, labels: QueryLabels) {
@@ -220,8 +246,22 @@ impl Metrics {
         self.apply_seconds.get_or_create(&labels).observe(seconds);
     }
 
-    /// The text exposition of every metric, with what is served now.
-    pub fn render(&self, served: &Served) -> String {
+    /// The text exposition of every metric, with what is served now (and
+    /// what became of the query log's lines, if there is one).
+    pub fn render(&self, served: &Served, query_log: Option<&crate::query_log::Counts>) -> String {
+        let _one_at_a_time = self.render_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(counts) = query_log {
+            use std::sync::atomic::Ordering::Relaxed;
+            for (result, count) in [
+                ("written", &counts.written),
+                ("dropped", &counts.dropped),
+                ("failed", &counts.failed),
+            ] {
+                self.query_log_lines
+                    .get_or_create(&QueryLogLabels { result })
+                    .set(count.load(Relaxed) as i64);
+            }
+        }
         self.generation.set(served.generation() as i64);
         let applied_at = served.applied.as_ref().map(|a| a.time_applied.timestamp_millis());
         self.applied_at.set(applied_at.unwrap_or(0) as f64 / 1000.0);
@@ -233,5 +273,48 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String does not fail");
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Concurrent scrapes each see one whole state: the zones' sizes are
+    /// cleared and refilled per scrape, so without one render at a time a
+    /// scrape can encode them half refilled.
+    #[test]
+    fn concurrent_renders_each_see_every_zone() {
+        let zones = (0..300)
+            .map(|i| dns_types::DnsConfigZone {
+                zone_name: format!("z{i}.test"),
+                ttl_seconds: 60,
+                names: Default::default(),
+            })
+            .collect();
+        let config = dns_types::DnsConfig {
+            generation: 1,
+            time_created: chrono::Utc::now(),
+            creator: "test".into(),
+            comment: String::new(),
+            zones,
+        };
+        let served = std::sync::Arc::new(Served::compile(&config, chrono::Utc::now()).unwrap());
+        let metrics = std::sync::Arc::new(Metrics::new());
+        let series = "dns_server_zone_names{";
+        assert_eq!(metrics.render(&served, None).matches(series).count(), 300, "positive control");
+        let renders: Vec<_> = (0..4)
+            .map(|_| {
+                let (metrics, served) = (metrics.clone(), served.clone());
+                std::thread::spawn(move || {
+                    (0..100)
+                        .filter(|_| metrics.render(&served, None).matches(series).count() != 300)
+                        .count()
+                })
+            })
+            .collect();
+        for render in renders {
+            assert_eq!(render.join().unwrap(), 0, "scrapes lacked zones");
+        }
     }
 }

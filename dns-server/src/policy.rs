@@ -115,6 +115,20 @@ pub fn udp_fit(fixed: usize, answers: usize, additionals: usize, limit: usize) -
     }
 }
 
+/// The largest DNS message over TCP (its two-byte length prefix).
+pub const MAX_TCP_MESSAGE: usize = 65_535;
+
+/// What a TCP answer of these sizes becomes: over TCP an answer is whole,
+/// never truncated; additional records are left out if they do not fit,
+/// and an answer that cannot fit at all is a SERVFAIL (the bound on a
+/// name's records keeps that from happening to a valid config).
+pub fn tcp_fit(fixed: usize, answers: usize, additionals: usize) -> Option<UdpFit> {
+    match udp_fit(fixed, answers, additionals, MAX_TCP_MESSAGE) {
+        UdpFit::Truncated => None,
+        fit => Some(fit),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +193,8 @@ mod tests {
         assert_eq!(udp_fit(40, 400, 100, 512), UdpFit::WithoutAdditionals);
         assert_eq!(udp_fit(40, 500, 0, 512), UdpFit::Truncated);
         assert!(authoritative(DNSClass::IN) && !authoritative(DNSClass::CH));
+        assert_eq!(tcp_fit(40, 60_000, 100), Some(UdpFit::Whole));
+        assert_eq!(tcp_fit(40, 60_000, 10_000), Some(UdpFit::WithoutAdditionals));
+        assert_eq!(tcp_fit(40, 70_000, 0), None, "never a message cut short: SERVFAIL");
     }
 }

@@ -113,6 +113,8 @@ pub struct ServerState {
     last_repair: std::sync::Mutex<Option<RepairRecord>>,
     /// Every apply, refusal, start and storage failure (`GET /history`).
     history: Arc<EventLog<ServerEvent>>,
+    /// Bounds the `GET /config` reads running at once.
+    readers: tokio::sync::Semaphore,
 }
 
 impl ServerState {
@@ -208,6 +210,7 @@ impl ServerState {
             update_lock: tokio::sync::Mutex::new(()),
             last_repair: std::sync::Mutex::new(last_repair),
             history: Arc::new(history),
+            readers: tokio::sync::Semaphore::new(4),
         })
     }
 
@@ -326,20 +329,42 @@ impl ServerState {
         self.transfer_allow.iter().any(|range| range.contains(client))
     }
 
-    /// The config served, with the time it was applied, as stored (read
-    /// under the update lock, so it is the one being served).  `None`
-    /// before any config.
+    /// The config served, with the time it was applied, as stored.  Read
+    /// beside writes, never holding them up (anyone may read, and a slow
+    /// reader must not stall propagation): what was read is checked against
+    /// what is served (generation and time applied), and read again if a
+    /// write landed meanwhile.  At most four reads at once.  `None` before
+    /// any config.
     pub async fn applied_config(
         &self,
     ) -> Result<Option<dns_server_api::AppliedConfig>, StorageError> {
-        let _guard = self.update_lock.lock().await;
-        if self.served().applied.is_none() {
-            return Ok(None);
+        let _reading = self.readers.acquire().await;
+        for _ in 0..5 {
+            let served = self.served();
+            let Some(applied) = served.applied.as_ref() else { return Ok(None) };
+            let (generation, time_applied) = (served.generation(), applied.time_applied);
+            drop(served);
+            let storage = self.storage.clone();
+            let path = storage.path();
+            let read = tokio::task::spawn_blocking(move || storage.read_applied())
+                .await
+                .unwrap_or_else(|e| {
+                    Err(StorageError::Read { path, source: std::io::Error::other(e.to_string()) })
+                })?;
+            if let Some(read) = read
+                && read.config.generation == generation
+                && read.time_applied == time_applied
+            {
+                return Ok(Some(read));
+            }
+            // A write landed between reading what is served and reading
+            // storage: read both again.
         }
-        let storage = self.storage.clone();
-        let path = storage.path();
-        tokio::task::spawn_blocking(move || storage.load()).await.unwrap_or_else(|e| {
-            Err(StorageError::Read { path, source: std::io::Error::other(e.to_string()) })
+        Err(StorageError::Read {
+            path: self.storage.path(),
+            source: std::io::Error::other(
+                "the config changed during every one of five reads; try again",
+            ),
         })
     }
 
@@ -580,7 +605,7 @@ impl ServerState {
         tracing::warn!(
             replaced_generation = record.replaced.generation,
             replaced_digest = record.replaced.digest.as_deref().unwrap_or("none"),
-            generation, reason = %record.reason, "config REPAIRED: replaced what was served"
+            generation, reason = ?record.reason, "config REPAIRED: replaced what was served"
         );
         *self.last_repair.lock().unwrap_or_else(|e| e.into_inner()) = Some(record.clone());
         Ok(record)

@@ -14,12 +14,17 @@
 //!
 //! Loading replays the journal onto the snapshot with the same checks a
 //! live difference passes (exact base, stated digest).  A crash at any
-//! moment leaves the last complete generation: a half-written last line is
-//! a difference never acknowledged and is dropped; a journal whose epoch is
-//! not the snapshot's belongs to an older snapshot (a crash between writing
-//! a new snapshot and starting its journal) and is ignored.  A damaged line
-//! followed by others is an error naming the file, never served.  When the
-//! journal grows past the snapshot's size it is folded into a new snapshot.
+//! moment leaves the last complete generation: a last line without its line
+//! end is a difference never acknowledged and is dropped; a journal whose
+//! epoch is not the snapshot's belongs to an older snapshot (a crash
+//! between writing a new snapshot and starting its journal) and is ignored
+//! when all it holds is already in the snapshot.  Anything else that does
+//! not read back — a complete line that is damaged (even the last), a
+//! missing or damaged header before differences, another snapshot's journal
+//! holding generations beyond this one — would move the server back past a
+//! generation it acknowledged, so it is an error naming the file and line,
+//! and the server does not start on it.  When the journal grows past the
+//! snapshot's size it is folded into a new snapshot.
 
 use chrono::{DateTime, Utc};
 use dns_server_api::AppliedConfig;
@@ -73,9 +78,10 @@ pub enum StorageError {
         source: std::io::Error,
     },
     #[error(
-        "journal {} is damaged at line {line} (lines after it exist, so it is not a write \
-         cut short by a crash): {reason}; move the storage directory away to start empty \
-         (Nexus then pushes the database's latest)",
+        "journal {} is damaged at line {line} (a complete line, so not a write cut short \
+         by a crash: a generation this server acknowledged would be lost): {reason}; \
+         move the storage directory away to start empty (Nexus then pushes the \
+         database's latest)",
         path.display()
     )]
     JournalDamaged { path: PathBuf, line: usize, reason: String },
@@ -155,12 +161,33 @@ impl Storage {
     }
 
     /// The stored config, if any: the snapshot, checked against its
-    /// stored checksum, with the journal's differences applied.
+    /// stored checksum, with the journal's differences applied.  For the
+    /// server's own start and folds: a journal that may not be continued
+    /// (another snapshot's, or cut short) is marked so, and the next
+    /// difference is refused until a whole config starts a new one.
     pub fn load(&self) -> Result<Option<AppliedConfig>, StorageError> {
+        let (applied, usable) = self.read()?;
+        if applied.is_some() && !usable {
+            // Appending to a journal that is not this snapshot's, or after
+            // a line cut short, would lose or damage what follows: the next
+            // difference is refused and a whole config starts a new one.
+            self.journal.lock().unwrap_or_else(|e| e.into_inner()).broken = true;
+        }
+        Ok(applied)
+    }
+
+    /// The stored config, for a reader (`GET /config`): the same as
+    /// [`Storage::load`], changing nothing, so it may run beside a write.
+    pub fn read_applied(&self) -> Result<Option<AppliedConfig>, StorageError> {
+        Ok(self.read()?.0)
+    }
+
+    /// The stored config, and whether its journal may be continued.
+    fn read(&self) -> Result<(Option<AppliedConfig>, bool), StorageError> {
         let path = self.path();
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, true)),
             Err(source) => return Err(StorageError::Read { path, source }),
         };
         let stored: Snapshot = serde_json::from_slice(&bytes)
@@ -183,13 +210,7 @@ impl Storage {
             }
             None => false,
         };
-        if !usable {
-            // Appending to a journal that is not this snapshot's, or after
-            // a line cut short, would lose or damage what follows: the next
-            // difference is refused and a whole config starts a new one.
-            self.journal.lock().unwrap_or_else(|e| e.into_inner()).broken = true;
-        }
-        Ok(Some(AppliedConfig { config, time_applied }))
+        Ok((Some(AppliedConfig { config, time_applied }), usable))
     }
 
     /// Applies the journal of snapshot `epoch` to `config`; returns whether
@@ -216,26 +237,49 @@ impl Storage {
         for (index, line) in lines.iter().enumerate() {
             let is_last = index + 1 == lines.len();
             // Only the last line can be cut short, by a crash while it was
-            // written: that difference was never acknowledged.
+            // written: that difference was never acknowledged.  A complete
+            // line that does not read back was acknowledged: dropping it
+            // would move the server back unseen, so it is damage.
             let complete = line.ends_with(b"\n");
             if index == 0 {
                 match serde_json::from_slice::<JournalHeader>(line) {
                     Ok(header) if header.journal_epoch == epoch && complete => continue,
-                    // Another snapshot's journal, or one cut short while
-                    // being created: nothing in it belongs to this snapshot.
-                    _ => return Ok(false),
+                    // A header cut short while the journal was created,
+                    // with nothing after it: nothing was acknowledged.
+                    _ if lines.len() == 1 && !complete => return Ok(false),
+                    // Another snapshot's journal (a crash between writing
+                    // a new snapshot and starting its journal): fine only
+                    // if everything in it is already in this snapshot.
+                    Ok(_) if complete => {
+                        return match journal_beyond(&lines[1..], config.generation) {
+                            None => Ok(false),
+                            Some(generation) => Err(damaged(
+                                index,
+                                format!(
+                                    "it belongs to another snapshot but holds generation \
+                                     {generation}, beyond the snapshot's {}",
+                                    config.generation
+                                ),
+                            )),
+                        };
+                    }
+                    _ => {
+                        return Err(damaged(
+                            index,
+                            "its first line is not the journal's header, so the differences \
+                             after it cannot be tied to the snapshot"
+                                .into(),
+                        ));
+                    }
                 }
             }
             let entry = match serde_json::from_slice::<JournalEntry>(line) {
                 Ok(entry) if complete => entry,
-                Ok(_) | Err(_) if is_last => return Ok(false),
+                _ if is_last && !complete => return Ok(false),
                 Ok(_) => return Err(damaged(index, "no line end".into())),
                 Err(e) => return Err(damaged(index, e.to_string())),
             };
             if sha256_hex(entry.diff.get().as_bytes()) != entry.diff_sha256 {
-                if is_last {
-                    return Ok(false);
-                }
                 return Err(damaged(index, "its checksum does not match".into()));
             }
             let diff: ConfigDiff = serde_json::from_str(entry.diff.get())
@@ -336,6 +380,30 @@ impl Storage {
         journal.bytes += line.len() as u64;
         Ok(journal.bytes > MIN_COMPACT_BYTES.max(journal.snapshot_bytes))
     }
+}
+
+/// The largest generation a journal's `entries` lead to, if it is beyond
+/// `generation` (or if an entry cannot be read, so nothing can be vouched
+/// for: then `u64::MAX`).
+fn journal_beyond(entries: &[&[u8]], generation: u64) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Target {
+        generation: u64,
+    }
+    let mut beyond = None;
+    for line in entries {
+        if !line.ends_with(b"\n") {
+            continue;
+        }
+        let target = serde_json::from_slice::<JournalEntry>(line)
+            .ok()
+            .and_then(|e| serde_json::from_str::<Target>(e.diff.get()).ok())
+            .map_or(u64::MAX, |t| t.generation);
+        if target > generation {
+            beyond = beyond.max(Some(target));
+        }
+    }
+    beyond
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -517,5 +585,46 @@ mod tests {
         std::fs::write(dir.path().join(JOURNAL_NAME), old_journal).unwrap();
         let loaded = Storage::open(dir.path()).unwrap().load().unwrap().unwrap().config;
         assert_eq!(loaded.generation, 5);
+    }
+
+    /// Damage that would move the server back past a generation it
+    /// acknowledged is refused, never taken for a write cut short.
+    #[test]
+    fn damage_never_rolls_an_acknowledged_generation_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let one = config_with(1, &[("a", 1)]);
+        let two = config_with(2, &[("a", 2)]);
+        let three = config_with(3, &[("a", 3)]);
+        storage.save(&one, Utc::now()).unwrap();
+        storage.append(&diff(&one, &two), Utc::now()).unwrap();
+        storage.append(&diff(&two, &three), Utc::now()).unwrap();
+        let path = dir.path().join(JOURNAL_NAME);
+        let journal = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = journal.split_inclusive('\n').collect();
+        let load = |text: String| {
+            std::fs::write(&path, text).unwrap();
+            Storage::open(dir.path()).unwrap().load().map(|a| a.unwrap().config.generation)
+        };
+        // One byte flipped in the complete last line.
+        let flipped = journal.replacen("192.0.2.3", "192.0.2.4", 1);
+        let error = load(flipped).unwrap_err().to_string();
+        assert!(
+            error.contains("is damaged at line 3") && error.contains("acknowledged"),
+            "{error}"
+        );
+        // The header removed, or damaged.
+        let error = load(lines[1..].concat()).unwrap_err().to_string();
+        assert!(error.contains("line 1") && error.contains("header"), "{error}");
+        let error = load(format!("{{\"journal_epo{}", &journal[14..])).unwrap_err().to_string();
+        assert!(error.contains("line 1"), "{error}");
+        // Another snapshot's journal holding generations beyond this one.
+        let foreign =
+            journal.replacen(&lines[0][..lines[0].len() - 3], "{\"journal_epoch\":\"other", 1);
+        let error = load(foreign).unwrap_err().to_string();
+        assert!(error.contains("another snapshot") && error.contains("generation 3"), "{error}");
+        // Intact, and cut short: as before.
+        assert_eq!(load(journal.clone()).unwrap(), 3);
+        assert_eq!(load(journal[..journal.len() - 5].to_string()).unwrap(), 2);
     }
 }

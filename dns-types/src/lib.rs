@@ -227,7 +227,8 @@ pub fn validate_name_records(
             });
         }
     }
-    let size = limits::records_wire_size(records);
+    let owner = if name == "@" { zone.to_string() } else { format!("{name}.{zone}") };
+    let size = limits::records_wire_size(&owner, records);
     if size > limits::MAX_NAME_WIRE_BYTES {
         return Err(ConfigError::NameTooLarge {
             zone: zone.into(),

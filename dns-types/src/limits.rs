@@ -80,22 +80,36 @@ fn name_wire_len(name: &str) -> usize {
     if name.is_empty() { 1 } else { name.len() + 2 }
 }
 
-/// The wire size of `records` as the answer records of one name: each with
-/// a compressed owner (2 bytes), type, class, TTL and length (10 bytes) and
-/// its data.
-pub fn records_wire_size(records: &[DnsRecord]) -> usize {
+/// How many names the DNS server's encoder compresses in one message
+/// (hickory-proto stops compressing after 120, to bound the cost of
+/// compression; the question's name is the first): the owner of every
+/// answer record after these is written in full.
+pub const COMPRESSED_OWNERS: usize = 119;
+
+/// The wire size of `records` as the answer records of the name `owner`
+/// (absolute, without the final dot), as the server writes them: type,
+/// class, TTL and length (10 bytes) and the data of each, with the owner
+/// compressed to a pointer (2 bytes) for the first [`COMPRESSED_OWNERS`]
+/// and written in full after them.  What the wire carries decides the
+/// bound, not what a better encoder could do.
+pub fn records_wire_size(owner: &str, records: &[DnsRecord]) -> usize {
+    let owner_len = name_wire_len(owner);
     records
         .iter()
-        .map(|record| {
-            12 + match record {
-                DnsRecord::A(_) => 4,
-                DnsRecord::Aaaa(_) => 16,
-                DnsRecord::Srv(srv) => 6 + name_wire_len(&srv.target),
-                DnsRecord::Ns(target) | DnsRecord::Cname(target) => name_wire_len(target),
-                // Character-strings of at most 255 bytes, each with a
-                // length byte.
-                DnsRecord::Txt(text) => text.len() + text.len().div_ceil(255).max(1),
-            }
+        .enumerate()
+        .map(|(i, record)| {
+            let owner = if i < COMPRESSED_OWNERS { 2 } else { owner_len };
+            owner
+                + 10
+                + match record {
+                    DnsRecord::A(_) => 4,
+                    DnsRecord::Aaaa(_) => 16,
+                    DnsRecord::Srv(srv) => 6 + name_wire_len(&srv.target),
+                    DnsRecord::Ns(target) | DnsRecord::Cname(target) => name_wire_len(target),
+                    // Character-strings of at most 255 bytes, each with a
+                    // length byte.
+                    DnsRecord::Txt(text) => text.len() + text.len().div_ceil(255).max(1),
+                }
         })
         .sum()
 }
@@ -128,10 +142,13 @@ mod tests {
     #[test]
     fn wire_sizes_count_what_goes_on_the_wire() {
         let a = DnsRecord::A("192.0.2.1".parse().unwrap());
-        assert_eq!(records_wire_size(&[a.clone(), a]), 32);
+        assert_eq!(records_wire_size("x.example.test", &[a.clone(), a.clone()]), 32);
+        // Past the compressed owners, each record carries its whole owner.
+        let many = vec![a; COMPRESSED_OWNERS + 1];
+        assert_eq!(records_wire_size("x.example.test", &many), COMPRESSED_OWNERS * 16 + 16 + 14);
         // "h.example.test" is 16 bytes on the wire.
-        assert_eq!(records_wire_size(&[DnsRecord::Cname("h.example.test".into())]), 28);
-        assert_eq!(records_wire_size(&[DnsRecord::Txt("x".repeat(256))]), 12 + 256 + 2);
-        assert_eq!(records_wire_size(&[DnsRecord::Txt(String::new())]), 13);
+        assert_eq!(records_wire_size("x.test", &[DnsRecord::Cname("h.example.test".into())]), 28);
+        assert_eq!(records_wire_size("x.test", &[DnsRecord::Txt("x".repeat(256))]), 12 + 256 + 2);
+        assert_eq!(records_wire_size("x.test", &[DnsRecord::Txt(String::new())]), 13);
     }
 }

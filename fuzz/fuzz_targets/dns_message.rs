@@ -1,15 +1,19 @@
 //! A DNS message from the network, as the server's UDP loops take it
 //! (`DnsHandler::answer_udp`: decoded as hickory-server decodes it, answered
-//! by the server's own handler, encoded within the client's size), from a
-//! small zone.  Nothing may panic; every response must decode again and
-//! fit the size the client allowed; a plain query's direct answer
-//! (`dns_server::plain`) must be the same message.
+//! by the server's own handler, encoded within the client's size) and as
+//! its TCP listener would (`answer_bytes` with TCP: one message of at most
+//! 65,535 bytes), from a small zone with one name too large for UDP.
+//! Nothing may panic; a response (QR=1) is never answered; every answer
+//! must decode again and fit the size the client allowed; over TCP it is
+//! never truncated; a plain query's direct answer (`dns_server::plain`)
+//! must be the same message.
 
 #![no_main]
 
 use dns_server::dns::DnsHandler;
 use dns_server::plain::PlainQuery;
 use dns_server::state::ServerState;
+use hickory_server::net::xfer::Protocol;
 use hickory_proto::op::Message;
 use hickory_proto::serialize::binary::BinDecodable;
 use libfuzzer_sys::fuzz_target;
@@ -32,11 +36,23 @@ fuzz_target!(|data: &[u8]| {
     let (state, _) = &*STATE;
     let handler = DnsHandler { state: state.clone() };
     let src = "127.0.0.1:5353".parse().unwrap();
+    // The QR bit: a response, never answered on either transport.
+    let response = data.len() >= 12 && data[2] & 0x80 != 0;
+    if response {
+        assert!(PlainQuery::parse(data).is_none(), "the direct path took a response");
+    }
+    let tcp = futures::executor::block_on(handler.answer_bytes(data, src, Protocol::Tcp));
+    if let Some((reply, _)) = &tcp {
+        assert!(!response, "a response was answered over TCP");
+        let message = Message::from_bytes(reply).expect("our TCP response decodes");
+        assert!(!message.metadata.truncation, "TC over TCP");
+    }
     // Exactly what the UDP loops do with a datagram (no answer is fine:
     // shorter than a header, or itself a response).
     let Some((reply, _)) = futures::executor::block_on(handler.answer_udp(data, src)) else {
         return;
     };
+    assert!(!response, "a response was answered over UDP");
     let message = Message::from_bytes(&reply).expect("our response decodes");
     // A plain query the loops answer themselves gets the same message.
     if let Some(plain) = PlainQuery::parse(data)

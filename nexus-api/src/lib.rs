@@ -80,7 +80,7 @@ pub trait NexusInternalApi {
     /// Activates background tasks.  With `wait`, returns once the activation
     /// each request caused (or one that covered it) has completed; otherwise
     /// right away.  An unknown name activates nothing (404).
-    #[endpoint { method = POST, path = "/bgtasks/activate" }]
+    #[endpoint { method = POST, path = "/bgtasks/activate", request_body_max_bytes = 65536 }]
     async fn bgtask_activate(
         rqctx: RequestContext<Self::Context>,
         body: StrictJson<BackgroundTasksActivateRequest>,
@@ -99,7 +99,11 @@ pub trait NexusInternalApi {
 
     /// Changes DNS data: one call is one new generation of the group.
     /// Propagation to the DNS servers starts right away.
-    #[endpoint { method = POST, path = "/dns/{group}/changes" }]
+    #[endpoint {
+        method = POST,
+        path = "/dns/{group}/changes",
+        request_body_max_bytes = 16_777_216,
+    }]
     async fn dns_change(
         rqctx: RequestContext<Self::Context>,
         path: Path<DnsGroupPath>,

@@ -185,7 +185,7 @@ impl NexusInternalApi for NexusInternalApiImpl {
             .await
             .map_err(dns_error)?;
         tracing::info!(
-            %group, generation = version.generation, comment = %version.comment,
+            %group, generation = version.generation, comment = ?version.comment,
             "DNS change committed"
         );
         if let Some(activator) = cx.config_activators.get(&group) {

@@ -35,6 +35,8 @@ pub struct RunningNexus {
     server: dropshot::HttpServer<Arc<http::ApiContext>>,
     /// Closes idle API connections while it lives.
     _http_idle: http_idle::Reaper,
+    /// Bodies are read only with the token, while it lives.
+    _token_first: api_auth::guard::Registration,
 }
 
 impl RunningNexus {
@@ -113,6 +115,7 @@ impl RunningNexus {
         let idle_limit = Duration::from_secs_f64(config.internal_api.idle_timeout_secs.max(0.1));
         let http_idle = http_idle::Reaper::start(address, idle_limit, context.in_flight.clone())
             .context("starting the idle HTTP connection watcher")?;
+        let token_first = api_auth::guard::require(address, context.api_token.clone());
         tracing::info!(id = %config.id, %address, "Nexus internal API listening");
 
         registration::register_self(&datastore, config.id, &config.internal_dns.zone, address)
@@ -121,7 +124,7 @@ impl RunningNexus {
         if let Some(activator) = context.config_activators.get(&dns_types::DnsGroup::Internal) {
             activator.activate("this Nexus starting");
         }
-        Ok(RunningNexus { context, server, _http_idle: http_idle })
+        Ok(RunningNexus { context, server, _http_idle: http_idle, _token_first: token_first })
     }
 
     pub fn id(&self) -> Uuid {
@@ -134,7 +137,7 @@ impl RunningNexus {
 
     /// Stops the internal API and every background task.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        let RunningNexus { context, server, _http_idle } = self;
+        let RunningNexus { context, server, _http_idle, _token_first } = self;
         server.close().await.map_err(|e| anyhow::anyhow!("stopping the internal API: {e}"))?;
         match Arc::try_unwrap(context) {
             Ok(context) => context.driver.shutdown().await,

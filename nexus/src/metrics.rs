@@ -274,3 +274,77 @@ impl Metrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use background_task_types::{ActivationOutcome, LastActivation};
+    use serde_json::json;
+
+    /// A propagation task that last reached `servers` servers.
+    fn propagation(servers: u16) -> BackgroundTask {
+        let now = Utc::now();
+        let results: serde_json::Map<String, serde_json::Value> = (0..servers)
+            .map(|i| {
+                let result = json!({
+                    "result": "success", "outcome": "applied", "message": "updated",
+                    "server_generation": 2, "completed_at": now,
+                    "history": {"last_attempt_at": now, "last_success_at": now,
+                                "failing_since": null, "consecutive_failures": 0,
+                                "generation_applied": 2, "last_repair": null}
+                });
+                (format!("127.0.0.1:{}", 10_000 + i), result)
+            })
+            .collect();
+        let record = ActivationRecord {
+            iteration: 1,
+            reason: ActivationReason::Timer,
+            start_time: now,
+            elapsed: std::time::Duration::from_millis(4),
+            outcome: ActivationOutcome::Succeeded,
+            details: json!({
+                "group": "internal", "generation": 2,
+                "config_source": {"task": "dns_config_internal", "creator": "t", "comment": "c",
+                                  "digest": "d", "first_seen_at": now},
+                "servers_source": {"task": "dns_servers_internal", "discovered_at": now},
+                "servers": results, "all_done_at": now
+            }),
+        };
+        BackgroundTask {
+            name: DnsTaskName::propagation(DnsGroup::Internal).to_string(),
+            description: String::new(),
+            period: std::time::Duration::from_secs(60),
+            deadline: None,
+            dependencies: vec![],
+            current: CurrentStatus::Idle,
+            last: LastActivation::Completed(record.clone()),
+            history: vec![record],
+        }
+    }
+
+    /// Concurrent scrapes each see one whole state: the state-derived
+    /// series are cleared and refilled per scrape, so without one render at
+    /// a time a scrape can encode them half refilled.
+    #[test]
+    fn concurrent_renders_each_see_every_server() {
+        let metrics = std::sync::Arc::new(Metrics::new());
+        let task = propagation(300);
+        let tasks: BTreeMap<String, BackgroundTask> = [(task.name.clone(), task)].into();
+        let series = "nexus_dns_server_generation_applied{";
+        assert_eq!(metrics.render(&tasks).matches(series).count(), 300, "positive control");
+        let tasks = std::sync::Arc::new(tasks);
+        let renders: Vec<_> = (0..4)
+            .map(|_| {
+                let (metrics, tasks) = (metrics.clone(), tasks.clone());
+                std::thread::spawn(move || {
+                    (0..100)
+                        .filter(|_| metrics.render(&tasks).matches(series).count() != 300)
+                        .count()
+                })
+            })
+            .collect();
+        for render in renders {
+            assert_eq!(render.join().unwrap(), 0, "scrapes lacked servers");
+        }
+    }
+}

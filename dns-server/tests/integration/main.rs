@@ -6,6 +6,7 @@ mod common;
 mod config_api;
 mod differences;
 mod dns;
+mod hardening;
 mod history;
 mod identity;
 mod knot_differential;

@@ -215,7 +215,7 @@ impl Task for DnsPropagationTask {
         while let Some((address, mut result)) = pushes.next().await {
             self.remember(address, &mut result);
             if result.result == PropagationResult::Error {
-                tracing::warn!(%group, server = %address, message = %result.message, "DNS propagation failed");
+                tracing::warn!(%group, server = %address, message = ?result.message, "DNS propagation failed");
             }
             if matches!(result.outcome, PropagationOutcome::Applied | PropagationOutcome::Repaired)
             {
@@ -418,7 +418,7 @@ async fn push(
                             generation,
                             reason: reason.clone(),
                         });
-                        tracing::warn!(%group, %reason, generation, "REPAIRED a DNS server");
+                        tracing::warn!(%group, ?reason, generation, "REPAIRED a DNS server");
                         (
                             Success,
                             Repaired,

@@ -8,6 +8,7 @@ mod common;
 mod devstack;
 mod devstack_db_url;
 mod explain;
+mod hardening;
 mod history;
 mod nexus_api;
 mod omdb_mends;

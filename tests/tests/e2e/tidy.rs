@@ -96,6 +96,7 @@ fn omdb_output_is_typed() {
 const UNSAFE_ALLOWED: &[(&str, &str)] = &[
     ("dns-server/src/udp.rs", "recvmmsg/sendmmsg"),
     ("dns-server/src/state.rs", "malloc_trim"),
+    ("dns-server/src/dns.rs", "the zone transfer thread's priority"),
     ("http-idle/src/lib.rs", "getsockopt(TCP_INFO)"),
     ("test-support/src/process.rs", "a child's parent-death signal"),
     ("local-postgres/src/lib.rs", "PostgreSQL's parent-death signal"),

@@ -28,7 +28,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use test_support::TokenDir;
-use test_support::process::{ChildProcess, DnsServerProcess};
+use test_support::process::{ChildProcess, DnsServerProcess, rss_kib};
 
 const ZONE: &str = "control-plane.internal";
 
@@ -127,10 +127,6 @@ fn dnsperf_over(port: u16, queries: &Path, seconds: u64, mode: &str) -> (f64, St
     (qps, lost, codes)
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS:")
-}
-
 /// dnsperf over UDP against `port` while `pid`'s resident memory is read
 /// every 50 ms: queries per second, its "Queries lost" line, the most
 /// memory seen resident under the load.
@@ -150,15 +146,6 @@ fn dnsperf_rss(pid: u32, port: u16, queries: &Path, seconds: u64) -> (f64, Strin
     let (qps, lost) = dnsperf(port, queries, seconds);
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     (qps, lost, sampler.join().unwrap())
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 fn wait_for_port(port: u16) {
@@ -425,15 +412,7 @@ async fn metrics_cost(tokens: &TokenDir, http: &reqwest::Client, seconds: u64) {
     let queries = dir.path().join("queries.txt");
     std::fs::write(&queries, query_file(names)).unwrap();
     let (_ours, dns, api) = start_ours(dir.path(), &tokens.token_file()).await;
-    let body = serde_json::to_vec(&config_json(names, 1)).unwrap();
-    let response = http
-        .put(format!("http://{api}/config"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success());
+    put_config(http, api, names).await;
     let (mut quiet, mut scraped, mut scrapes) = (Vec::new(), Vec::new(), 0u64);
     for _ in 0..3 {
         quiet.push(
@@ -481,6 +460,18 @@ async fn metrics_cost(tokens: &TokenDir, http: &reqwest::Client, seconds: u64) {
     println!("|---:|---:|---:|---:|---:|");
     println!("| {names} | {q:.0} | {s:.0} | {:.3} | {scrapes} |", s / q);
     println!("runs: {runs}");
+}
+
+/// Puts generation 1 of a `names`-name config to the server at `api`.
+async fn put_config(http: &reqwest::Client, api: SocketAddr, names: usize) {
+    let response = http
+        .put(format!("http://{api}/config"))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&config_json(names, 1)).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{:?}", response.text().await);
 }
 
 /// What one whole zone transfer took.
@@ -581,15 +572,7 @@ async fn axfr(tokens: &TokenDir, http: &reqwest::Client) {
     for names in sizes {
         let dir = tempfile::tempdir().unwrap();
         let (ours, dns, api) = start_ours(dir.path(), &tokens.token_file()).await;
-        let body = serde_json::to_vec(&config_json(names, 1)).unwrap();
-        let response = http
-            .put(format!("http://{api}/config"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success(), "{:?}", response.text().await);
+        put_config(http, api, names).await;
         let row = tokio::task::spawn_blocking(move || axfr_row(dns)).await.unwrap();
         println!("| {names} | dns-server | {row}");
         drop(ours);

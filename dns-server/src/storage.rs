@@ -540,10 +540,9 @@ mod tests {
         assert_eq!(loaded.zones[0].names, config.zones[0].names);
     }
 
-    /// A crash while a line is written leaves the generation before it,
-    /// and appending is refused until a whole config starts a new journal.
-    #[test]
-    fn a_line_cut_short_is_the_previous_generation() {
+    /// A storage directory with generation 1 as the snapshot and 2 and 3 in
+    /// the journal.
+    fn three_generations() -> (tempfile::TempDir, [DnsConfig; 3]) {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         let one = config_with(1, &[("a", 1)]);
@@ -552,6 +551,14 @@ mod tests {
         storage.save(&one, Utc::now()).unwrap();
         storage.append(&diff(&one, &two), Utc::now()).unwrap();
         storage.append(&diff(&two, &three), Utc::now()).unwrap();
+        (dir, [one, two, three])
+    }
+
+    /// A crash while a line is written leaves the generation before it,
+    /// and appending is refused until a whole config starts a new journal.
+    #[test]
+    fn a_line_cut_short_is_the_previous_generation() {
+        let (dir, [_, two, three]) = three_generations();
         let journal = std::fs::read(dir.path().join(JOURNAL_NAME)).unwrap();
         for cut in [1, 10, 100] {
             std::fs::write(dir.path().join(JOURNAL_NAME), &journal[..journal.len() - cut]).unwrap();
@@ -591,14 +598,7 @@ mod tests {
     /// acknowledged is refused, never taken for a write cut short.
     #[test]
     fn damage_never_rolls_an_acknowledged_generation_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::open(dir.path()).unwrap();
-        let one = config_with(1, &[("a", 1)]);
-        let two = config_with(2, &[("a", 2)]);
-        let three = config_with(3, &[("a", 3)]);
-        storage.save(&one, Utc::now()).unwrap();
-        storage.append(&diff(&one, &two), Utc::now()).unwrap();
-        storage.append(&diff(&two, &three), Utc::now()).unwrap();
+        let (dir, _) = three_generations();
         let path = dir.path().join(JOURNAL_NAME);
         let journal = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = journal.split_inclusive('\n').collect();

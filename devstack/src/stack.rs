@@ -435,7 +435,7 @@ impl Stack {
     }
 
     /// Waits until every running DNS server serves its group's latest
-    /// generation and every running Nexus answers.
+    /// generation and every running Nexus answers and has loaded it.
     pub async fn wait_until_converged(&self, limit: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + limit;
         loop {
@@ -464,6 +464,24 @@ impl Stack {
                 Err(e) => return Some(format!("reading the latest {group} config: {e}")),
             };
             let digest = dns_types::config_digest(&latest);
+            for nexus in self.nexus.iter().filter(|n| n.process.is_some()) {
+                let task = nexus_types::task_name::DnsTaskName::config(group).to_string();
+                let loaded = match nexus.client().bgtask_view().bgtask_name(&task).send().await {
+                    Ok(task) => match nexus_types::task_view::DnsTaskView::of(&task) {
+                        nexus_types::task_view::DnsTaskView::Config { status, .. } => {
+                            status.map(|s| s.generation)
+                        }
+                        _ => None,
+                    },
+                    Err(e) => return Some(format!("Nexus {}: {task}: {e}", nexus.address)),
+                };
+                if loaded != Some(latest.generation) {
+                    return Some(format!(
+                        "Nexus {} has loaded {group} generation {loaded:?}, the latest is {}",
+                        nexus.address, latest.generation
+                    ));
+                }
+            }
             for server in
                 self.dns_servers.iter().filter(|s| s.group == group && s.process.is_some())
             {

@@ -30,6 +30,13 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use uuid::Uuid;
 
+/// `n` and `noun`, plural unless `n` is 1: "1 name", "3 names", "0 servers".
+/// Every count a person reads goes through here, so none says "1 names".
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 pub struct NexusStatus {
     pub id: Uuid,

@@ -66,12 +66,14 @@ impl fmt::Display for Lint {
             }
             Lint::EmptyServerList => f.write_str("EMPTY SERVER LIST: no DNS servers found"),
             Lint::ShrunkServerList { from, to, at: when } => {
-                write!(f, "SERVER LIST SHRANK: from {from} to {to} servers at {}", at(when))
+                let to = crate::count(*to as u64, "server");
+                write!(f, "SERVER LIST SHRANK: from {from} to {to} at {}", at(when))
             }
             Lint::ServerFailing { server, since, consecutive_failures } => write!(
                 f,
-                "SERVER FAILING: {server} since {} ({consecutive_failures} attempts in a row)",
-                at(since)
+                "SERVER FAILING: {server} since {} ({} in a row)",
+                at(since),
+                crate::count(*consecutive_failures, "attempt")
             ),
         }
     }

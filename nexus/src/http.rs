@@ -247,12 +247,30 @@ fn check_activation(names: &[String]) -> Result<(), HttpError> {
 
 /// Longest a peer notification may take, lookup and request together.
 const PEER_NOTIFY_LIMIT: Duration = Duration::from_secs(2);
+/// How long a starting Nexus waits for internal DNS to serve its own
+/// registration before it gives up telling the others (they then see it
+/// on their next period).
+const REGISTRATION_ANNOUNCE_LIMIT: Duration = Duration::from_secs(10);
+
+/// The other Nexus instances registered in internal DNS, and whether this
+/// one (at `own_address`) is among them yet.
+async fn peers(
+    resolver: &Resolver,
+    zone: &str,
+    own_address: Option<SocketAddr>,
+) -> Result<(Vec<SocketAddr>, bool), String> {
+    let answer =
+        resolver.lookup_service(ServiceName::Nexus, zone).await.map_err(|e| e.to_string())?;
+    let all: Vec<SocketAddr> = answer.instances.iter().filter_map(|p| p.socket_addr()).collect();
+    let listed = own_address.is_some_and(|own| all.contains(&own));
+    Ok((all.into_iter().filter(|a| Some(*a) != own_address).collect(), listed))
+}
 
 /// Asks every other Nexus registered in internal DNS to activate its
 /// `dns_config_<group>` task, so that a change made here reaches them in
 /// milliseconds.  Failures are logged, not returned: each peer still finds
 /// the change on its own period.
-async fn notify_peers(
+pub(crate) async fn notify_peers(
     resolver: Resolver,
     zone: String,
     own_address: Option<SocketAddr>,
@@ -260,39 +278,83 @@ async fn notify_peers(
     group: DnsGroup,
     generation: u64,
 ) {
-    let task = DnsTaskName::config(group).to_string();
     let work = async {
-        let peers = match resolver.lookup_service(ServiceName::Nexus, &zone).await {
-            Ok(answer) => answer.instances,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not look up the other Nexus instances to tell them about the change");
-                return;
-            }
-        };
-        let requests = peers.iter().filter_map(|p| p.socket_addr()).filter(|a| Some(*a) != own_address).map(|peer| {
-            let task = task.clone();
-            let http = api_token.client_builder().timeout(PEER_NOTIFY_LIMIT).build();
-            async move {
-                let result = match http {
-                    Ok(http) => nexus_client::Client::new_with_client(&format!("http://{peer}"), http)
-                        .bgtask_activate()
-                        .body(nexus_client::types::BackgroundTasksActivateRequest {
-                            bgtask_names: vec![task.clone()],
-                            wait: false,
-                        })
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| dns_types::error_chain(&e)),
-                    Err(e) => Err(e.to_string()),
-                };
-                match result {
-                    Ok(()) => tracing::debug!(%peer, %task, generation, "told peer Nexus about the change"),
-                    Err(error) => tracing::warn!(%peer, %task, generation, %error, "could not tell peer Nexus about the change"),
-                }
-            }
-        });
-        futures::future::join_all(requests).await;
+        match peers(&resolver, &zone, own_address).await {
+            Ok((peers, _)) => tell_peers(&peers, &api_token, group, generation).await,
+            Err(e) => tracing::warn!(
+                error = %e,
+                "could not look up the other Nexus instances to tell them about the change"
+            ),
+        }
     };
     let _ = tokio::time::timeout(PEER_NOTIFY_LIMIT * 2, work).await;
+}
+
+/// After this Nexus registered itself in generation `generation`: tells
+/// the other Nexus once internal DNS serves the registration (this Nexus
+/// is then among the instances found, and so is every one registered
+/// before it), so that all of them agree within moments of the start.
+pub(crate) async fn announce_registration(
+    resolver: Resolver,
+    zone: String,
+    own_address: SocketAddr,
+    api_token: api_auth::ApiToken,
+    generation: u64,
+) {
+    let deadline = tokio::time::Instant::now() + REGISTRATION_ANNOUNCE_LIMIT;
+    loop {
+        match tokio::time::timeout(PEER_NOTIFY_LIMIT, peers(&resolver, &zone, Some(own_address)))
+            .await
+        {
+            Ok(Ok((peers, true))) => {
+                return tell_peers(&peers, &api_token, DnsGroup::Internal, generation).await;
+            }
+            Ok(Ok((_, false))) | Ok(Err(_)) | Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => {
+                tracing::warn!(
+                    generation, outcome = ?other.map(|r| r.map(|(_, listed)| listed)),
+                    "internal DNS did not serve this Nexus's registration within {REGISTRATION_ANNOUNCE_LIMIT:?}: \
+                     the other Nexus will load it on their next period"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// Activates `dns_config_<group>` on each of `peers` (each bounded by
+/// [`PEER_NOTIFY_LIMIT`]), logging what happened.
+async fn tell_peers(
+    peers: &[SocketAddr],
+    api_token: &api_auth::ApiToken,
+    group: DnsGroup,
+    generation: u64,
+) {
+    let task = DnsTaskName::config(group).to_string();
+    let requests = peers.iter().map(|peer| {
+        let task = task.clone();
+        let http = api_token.client_builder().timeout(PEER_NOTIFY_LIMIT).build();
+        async move {
+            let result = match http {
+                Ok(http) => nexus_client::Client::new_with_client(&format!("http://{peer}"), http)
+                    .bgtask_activate()
+                    .body(nexus_client::types::BackgroundTasksActivateRequest {
+                        bgtask_names: vec![task.clone()],
+                        wait: false,
+                    })
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| dns_types::error_chain(&e)),
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(()) => tracing::debug!(%peer, %task, generation, "told peer Nexus about the change"),
+                Err(error) => tracing::warn!(%peer, %task, generation, %error, "could not tell peer Nexus about the change"),
+            }
+        }
+    });
+    futures::future::join_all(requests).await;
 }

@@ -118,9 +118,22 @@ impl RunningNexus {
         let token_first = api_auth::guard::require(address, context.api_token.clone());
         tracing::info!(id = %config.id, %address, "Nexus internal API listening");
 
-        registration::register_self(&datastore, config.id, &config.internal_dns.zone, address)
-            .await
-            .context("registering this Nexus in internal DNS")?;
+        let registered =
+            registration::register_self(&datastore, config.id, &config.internal_dns.zone, address)
+                .await
+                .context("registering this Nexus in internal DNS")?;
+        // The other Nexus would see this registration (a new internal
+        // generation) only on their next period and disagree until then;
+        // tell them now, as for any change made through the API.
+        if let Some(version) = registered {
+            tokio::spawn(http::announce_registration(
+                context.resolver.clone(),
+                context.internal_zone.clone(),
+                address,
+                context.api_token.clone(),
+                version.generation,
+            ));
+        }
         if let Some(activator) = context.config_activators.get(&dns_types::DnsGroup::Internal) {
             activator.activate("this Nexus starting");
         }

@@ -337,7 +337,7 @@ pub async fn run(
             manifest: manifest.clone(),
         })?;
     } else {
-        println!(
+        outln!(
             "wrote {} ({} files, {size} bytes) in {:.1}s; {} of {} steps failed{}",
             path.display(),
             w.files.len(),

@@ -126,8 +126,10 @@ fn render_show(report: &ShowReport) -> String {
         for zone in &g.zones {
             let _ = writeln!(
                 out,
-                "  zone {}: {} names at generation {}",
-                zone.zone_name, zone.names, latest.generation
+                "  zone {}: {} at generation {}",
+                zone.zone_name,
+                nexus_types::count(zone.names, "name"),
+                latest.generation
             );
         }
         let _ = writeln!(
@@ -158,7 +160,7 @@ pub async fn run(args: &DbArgs, discovery: &Discovery, output: &Output) -> anyho
             if output.json {
                 return output.json(&report);
             }
-            print!("{}", render_show(&report));
+            out!("{}", render_show(&report));
             Ok(())
         }
         DbCommand::Dns(DbDnsCommand::Diff { group, version }) => {
@@ -172,20 +174,20 @@ pub async fn run(args: &DbArgs, discovery: &Discovery, output: &Output) -> anyho
                 return output.json(&diff);
             }
             let this = datastore.dns_version(*group, *version).await?;
-            println!("{group} DNS, generation {} (against {})", version, version - 1);
-            println!("  created at {} by {}", timestamp(this.time_created), this.creator);
-            println!("  comment: {:?}", this.comment);
+            outln!("{group} DNS, generation {} (against {})", version, version - 1);
+            outln!("  created at {} by {}", timestamp(this.time_created), this.creator);
+            outln!("  comment: {:?}", this.comment);
             if diff.zones.is_empty() {
-                println!("  no names changed");
+                outln!("  no names changed");
             }
             for zone in &diff.zones {
-                println!("  zone {}:", zone.zone_name);
+                outln!("  zone {}:", zone.zone_name);
                 for name in &zone.names {
                     for record in name.removed_records() {
-                        println!("    - {:<40} {record}", name.name);
+                        outln!("    - {:<40} {record}", name.name);
                     }
                     for record in name.added_records() {
-                        println!("    + {:<40} {record}", name.name);
+                        outln!("    + {:<40} {record}", name.name);
                     }
                 }
             }
@@ -215,10 +217,13 @@ pub async fn run(args: &DbArgs, discovery: &Discovery, output: &Output) -> anyho
             }
             let fqdn = if relative == "@" { zone.clone() } else { format!("{relative}.{zone}") };
             if events.is_empty() {
-                println!("{fqdn} ({group} DNS): never existed in any generation");
+                outln!("{fqdn} ({group} DNS): never existed in any generation");
             } else {
-                println!("{fqdn} ({group} DNS), {} events:", events.len());
-                println!("{}", crate::explain::render::history_rows(&events));
+                outln!(
+                    "{fqdn} ({group} DNS), {}:",
+                    nexus_types::count(events.len() as u64, "event")
+                );
+                outln!("{}", crate::explain::render::history_rows(&events));
             }
             Ok(())
         }
@@ -227,7 +232,7 @@ pub async fn run(args: &DbArgs, discovery: &Discovery, output: &Output) -> anyho
             if output.json {
                 return output.json(&config);
             }
-            println!(
+            outln!(
                 "{group} DNS, generation {} (created at {} by {}: {:?})",
                 config.generation,
                 timestamp(config.time_created),
@@ -235,18 +240,18 @@ pub async fn run(args: &DbArgs, discovery: &Discovery, output: &Output) -> anyho
                 config.comment
             );
             for zone in &config.zones {
-                println!(
-                    "  zone {} (TTL {}s), {} names:",
+                outln!(
+                    "  zone {} (TTL {}s), {}:",
                     zone.zone_name,
                     zone.ttl_seconds,
-                    zone.names.len()
+                    nexus_types::count(zone.names.len() as u64, "name")
                 );
                 let rows = zone.names.iter().flat_map(|(name, records)| {
                     records
                         .iter()
                         .map(move |r| NameRow { name: name.clone(), record: r.to_string() })
                 });
-                println!("{}", table(rows, 4));
+                outln!("{}", table(rows, 4));
             }
             Ok(())
         }

@@ -80,7 +80,7 @@ impl Discovery {
             return Ok(vec![url.clone()]);
         }
         let urls = self.nexus_urls_from_dns().await?;
-        note(format!("found {} Nexus instances in DNS", urls.len()));
+        note(format!("found {} in DNS", nexus_types::count(urls.len() as u64, "Nexus instance")));
         Ok(urls)
     }
 

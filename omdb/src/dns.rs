@@ -169,14 +169,14 @@ pub async fn run(args: &DnsArgs, discovery: &Discovery, output: &Output) -> anyh
             if output.json {
                 output.json(&report)?;
             } else {
-                print!("{}", render_status(&report));
+                out!("{}", render_status(&report));
             }
             if !report.problems.is_empty() {
                 // The table says which; the exit status says that something is off.
                 anyhow::bail!(
-                    "{} DNS server problem(s): unreachable, behind, ahead of or different from the \
-                     database, or answering DNS with another generation",
-                    report.problems.len()
+                    "{}: unreachable, behind, ahead of or different from the database, or \
+                     answering DNS with another generation",
+                    nexus_types::count(report.problems.len() as u64, "DNS server problem")
                 );
             }
             Ok(0)
@@ -462,7 +462,10 @@ fn render_status(report: &StatusReport) -> String {
                 let by_self =
                     s.wire.iter().all(|w| w.answered_by.is_some() && w.answered_by == own);
                 let who = if by_self { ", NSID is this server" } else { "" };
-                format!("{serial} (ok, {} answers over UDP+TCP{who})", s.wire.len())
+                format!(
+                    "{serial} (ok, {} over UDP+TCP{who})",
+                    nexus_types::count(s.wire.len() as u64, "answer")
+                )
             } else {
                 let differing: Vec<String> = s
                     .wire

@@ -6,6 +6,32 @@ use std::time::Duration;
 use tabled::Table;
 use tabled::settings::{Padding, Style};
 
+/// Writes `text` to stdout.  A reader that went away (`omdb ... | head -1`)
+/// ends omdb quietly with status 0: what it read was all it wanted, and
+/// Rust's `print!` would panic instead.
+pub fn write_stdout(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {error}");
+        std::process::exit(1);
+    }
+}
+
+/// `print!` that ends omdb quietly when stdout's reader went away.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::format::write_stdout(format_args!($($arg)*)) };
+}
+
+/// `println!` that ends omdb quietly when stdout's reader went away.
+macro_rules! outln {
+    () => { $crate::format::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::format::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 pub struct Output {
     pub json: bool,
 }
@@ -13,7 +39,7 @@ pub struct Output {
 impl Output {
     /// Prints one JSON document.
     pub fn json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
-        println!("{}", serde_json::to_string_pretty(value)?);
+        outln!("{}", serde_json::to_string_pretty(value)?);
         Ok(())
     }
 }

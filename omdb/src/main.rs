@@ -11,12 +11,13 @@
 //! JSON document instead of text.  Failures print one `error:` line and exit
 //! 1 (usage errors 2; `dns explain` exits 10-15 naming the stage at fault).
 
+#[macro_use]
+mod format;
 mod bundle;
 mod db;
 mod discovery;
 mod dns;
 mod explain;
-mod format;
 mod history;
 mod nexus;
 mod observe;
@@ -85,7 +86,9 @@ async fn main() -> ExitCode {
         WriteAccess { destructive: args.destructive, api_token_file: args.api_token_file.clone() };
     if let Command::Completions { shell } = &args.command {
         let mut command = <Args as clap::CommandFactory>::command();
-        clap_complete::generate(*shell, &mut command, "omdb", &mut std::io::stdout());
+        let mut script = Vec::new();
+        clap_complete::generate(*shell, &mut command, "omdb", &mut script);
+        out!("{}", String::from_utf8_lossy(&script));
         return ExitCode::SUCCESS;
     }
     let result = match &args.command {

@@ -436,7 +436,7 @@ pub async fn run(
     if output.json {
         output.json(&report)?;
     } else {
-        print!("{}", render(&report));
+        out!("{}", render(&report));
     }
     Ok(if report.reached_all { 0 } else { crate::nexus::EXIT_NOT_SERVED_EVERYWHERE })
 }

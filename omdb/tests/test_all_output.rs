@@ -287,7 +287,7 @@ async fn unreachable_and_hung_services_fail_fast_naming_the_address() {
     assert_eq!(rows.len(), 3, "{}", run.stdout);
     assert!(rows.iter().any(|r| r.contains(&down) && r.contains("UNREACHABLE")), "{}", run.stdout);
     assert_eq!(rows.iter().filter(|r| r.contains(" yes")).count(), 2, "{}", run.stdout);
-    assert!(run.stderr.contains("error: 1 DNS server problem(s)"), "{}", run.stderr);
+    assert!(run.stderr.contains("error: 1 DNS server problem:"), "{}", run.stderr);
     assert!(
         run.stdout.contains(&format!("internal DNS server {down} is unreachable")),
         "{}",

@@ -177,11 +177,21 @@ async fn queries_are_logged_only_to_the_opt_in_query_log() {
         ask(server.dns_address, &query(&www, RecordType::A, DNSClass::IN, None), Transport::Udp)
             .await;
     }
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&query_log)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    // Lines reach the file from a writer thread of their own, after the
+    // answer: wait (bounded) for the fifth, then make sure no sixth follows.
+    let read = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&query_log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while read().len() < 5 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let lines = read();
     assert_eq!(lines.len(), 5, "one query in two: {lines:?}");
     let line = &lines[0];
     assert_eq!(line["qname"], www);

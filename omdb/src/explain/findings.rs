@@ -122,8 +122,12 @@ fn nexus_evidence(n: &NexusObservation, db: &DatabaseEvidence) -> NexusEvidence 
                 });
             }
             Some(DnsTaskView::Propagation { status, waiting, error, started_at, running }) => {
+                let period = n.tasks.iter().find(|t| t.name == name.to_string()).map(|t| t.period);
                 let mut p = PropagationEvidence {
                     started_at,
+                    next_activation_by: started_at
+                        .zip(period.and_then(|p| chrono::Duration::from_std(p).ok()))
+                        .map(|(t, p)| t + p),
                     error,
                     waiting_for: waiting.map(|w| w.waiting_for).unwrap_or_default(),
                     ..Default::default()
@@ -530,9 +534,9 @@ fn nexus_findings(
                     let history = &result.history;
                     let since = match history.failing_since {
                         Some(t) if history.consecutive_failures > 1 => format!(
-                            " (failing since {}, {} attempts in a row)",
+                            " (failing since {}, {} in a row)",
                             timestamp(t),
-                            history.consecutive_failures
+                            nexus_types::count(history.consecutive_failures, "attempt")
                         ),
                         _ => String::new(),
                     };
@@ -553,11 +557,14 @@ fn nexus_findings(
                             subject: address.clone(),
                             summary: format!(
                                 "superseded: {summary}; but {address} serves generation {} now, \
-                                 the database's latest (applied {}), so that failure is past ({} \
-                                 retries on its next activation)",
+                                 the database's latest (applied {}), so that failure is past \
+                                 ({subject} retries {})",
                                 s.generation.unwrap_or_default(),
                                 s.time_applied.map(timestamp).unwrap_or("-".into()),
-                                subject
+                                match p.next_activation_by {
+                                    Some(t) => format!("by {}, its next activation", timestamp(t)),
+                                    None => "on its next activation".into(),
+                                }
                             ),
                             at: Some(result.completed_at),
                         }),
@@ -846,15 +853,17 @@ fn healthy_summary(
         .collect();
     let last_answer = wire.iter().map(|w| w.asked_at).max().map(timestamp).unwrap_or_default();
     format!(
-        "{} has {} since {since}; {} Nexus ({}) have {} generation {}, the latest; {} servers ({}) \
-         serve it and answered it on UDP and TCP by {last_answer}",
+        "{} has {} since {since}; {} Nexus ({}) {} {} generation {}, the latest; {} ({}) \
+         {} it and answered it on UDP and TCP by {last_answer}",
         db.fqdn,
         records_text(&db.records),
         nexus.len(),
         nexus_ids.join(", "),
+        if nexus.len() == 1 { "has" } else { "have" },
         db.group,
         db.latest.generation,
-        servers.len(),
+        nexus_types::count(servers.len() as u64, "server"),
         server_names.join(", "),
+        if servers.len() == 1 { "serves" } else { "serve" },
     )
 }

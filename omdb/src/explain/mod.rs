@@ -100,7 +100,7 @@ pub fn print_report(report: &Report, output: &Output) -> anyhow::Result<u8> {
     if output.json {
         output.json(report)?;
     } else {
-        print!("{}", render::render(report));
+        out!("{}", render::render(report));
     }
     Ok(report.verdict.stage.exit_code())
 }

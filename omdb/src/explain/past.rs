@@ -494,14 +494,14 @@ pub fn evaluate(o: &PastObservations) -> Report {
             .collect();
         format!(
             "at {when} {subject} had {} in {} generation {g} (the latest then, created {} by {}: {:?}); \
-             {} servers served it ({}); every Nexus asked had loaded it; the wire is not kept in \
+             {} served it ({}); every Nexus asked had loaded it; the wire is not kept in \
              history, so answers are inferred, not asked",
             records_text(&records),
             o.group,
             timestamp(current.time_created),
             current.creator,
             current.comment,
-            servers.len(),
+            nexus_types::count(servers.len() as u64, "server"),
             served.join(", ")
         )
     });

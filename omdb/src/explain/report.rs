@@ -171,6 +171,10 @@ pub struct PropagationEvidence {
     pub running_since: Option<DateTime<Utc>>,
     pub running_generation: Option<u64>,
     pub pending: Vec<String>,
+    /// When the task's timer activates it next (its last start plus its
+    /// period), at the latest: a failed push is retried by then.
+    #[serde(default)]
+    pub next_activation_by: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -61,11 +61,11 @@ pub(super) async fn activate(
         output.json(&statuses)?;
     } else if wait {
         let selected: Vec<&BackgroundTask> = statuses.values().collect();
-        print!("{}", render_tasks(&selected, View::default()));
+        out!("{}", render_tasks(&selected, View::default()));
     } else {
         note("activation requested; it runs in the background (use --wait to see its result)");
         for name in statuses.keys() {
-            println!("activated: {name}");
+            outln!("activated: {name}");
         }
     }
     if wait && let Some(message) = still_running(&statuses, timeout_secs) {
@@ -88,9 +88,9 @@ pub(super) fn still_running(
             };
             let doing = match DnsTaskView::of(task) {
                 DnsTaskView::Propagation { running: Some((_, Some(p))), .. } => format!(
-                    ": propagating generation {}, {} servers done, still waiting on {}",
+                    ": propagating generation {}, {} done, still waiting on {}",
                     p.generation,
-                    p.done.len(),
+                    nexus_types::count(p.done.len() as u64, "server"),
                     if p.pending.is_empty() { "none".to_string() } else { p.pending.join(", ") }
                 ),
                 _ => String::new(),

@@ -112,7 +112,7 @@ pub(super) async fn show_all_nexus(
     if output.json {
         output.json(&report)?;
     } else {
-        print!("{}", render(&report, view));
+        out!("{}", render(&report, view));
     }
     let failures: Vec<&str> =
         report.nexus.iter().filter(|n| n.error.is_some()).map(|n| n.url.as_str()).collect();

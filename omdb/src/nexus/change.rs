@@ -20,7 +20,8 @@ pub(super) struct Receipts {
 
 #[derive(serde::Serialize)]
 struct Receipt {
-    /// The server's config API.
+    /// The server's config API address.
+    #[serde(rename = "config_api")]
     server: SocketAddr,
     id: uuid::Uuid,
     generation: u64,
@@ -30,13 +31,17 @@ struct Receipt {
 
 #[derive(serde::Serialize)]
 pub(super) struct Missing {
+    /// The server's config API address.
+    #[serde(rename = "config_api")]
     server: SocketAddr,
     /// What the server last said, or why it could not be asked.
     last_seen: String,
 }
 
 /// Polls every server of `group` (found in internal DNS) until each serves
-/// `version`'s generation or later, or `timeout_secs` pass.
+/// `version`'s generation or later, or `timeout_secs` pass: the servers are
+/// asked at once, each question bounded by the time left, so a hung server
+/// cannot stretch the wait past the limit.
 pub(super) async fn wait_until_served(
     discovery: &Discovery,
     group: DnsGroup,
@@ -44,44 +49,58 @@ pub(super) async fn wait_until_served(
     timeout_secs: u64,
 ) -> anyhow::Result<Receipts> {
     let started = std::time::Instant::now();
-    let deadline = started + Duration::from_secs(timeout_secs);
-    let servers = discovery.dns_servers(group).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_secs);
+    let servers =
+        tokio::time::timeout_at(deadline, discovery.dns_servers(group)).await.map_err(|_| {
+            anyhow::anyhow!(
+                "finding the {group} DNS servers took longer than --timeout {timeout_secs}s"
+            )
+        })??;
     let mut served: Vec<Receipt> = Vec::new();
     let mut last_seen: BTreeMap<SocketAddr, String> = BTreeMap::new();
     loop {
-        for (address, _) in &servers {
-            if served.iter().any(|r| r.server == *address) {
-                continue;
-            }
+        let pending = servers.iter().filter(|(a, _)| !served.iter().any(|r| r.server == *a));
+        let asked = futures::future::join_all(pending.map(|(address, _)| async move {
             let client = dns_server_client::Client::new_with_client(
                 &format!("http://{address}"),
                 http_client(),
             );
-            match client.status_get().send().await {
-                Ok(status) if status.generation >= version.generation => {
+            let answer = tokio::time::timeout_at(deadline, client.status_get().send()).await;
+            (*address, answer)
+        }))
+        .await;
+        for (address, answer) in asked {
+            match answer {
+                Ok(Ok(status)) if status.generation >= version.generation => {
                     served.push(Receipt {
-                        server: *address,
+                        server: address,
                         id: status.id,
                         generation: status.generation,
                         applied_at: status.time_applied,
                         digest: status.applied_config_digest.clone(),
                     });
                 }
-                Ok(status) => {
-                    last_seen.insert(*address, format!("serves generation {}", status.generation));
+                Ok(Ok(status)) => {
+                    last_seen.insert(address, format!("serves generation {}", status.generation));
                 }
-                Err(e) => {
-                    last_seen.insert(
-                        *address,
-                        format!("did not answer: {}", dns_types::error_chain(&e)),
-                    );
+                Ok(Err(e)) => {
+                    last_seen
+                        .insert(address, format!("did not answer: {}", dns_types::error_chain(&e)));
+                }
+                Err(_) => {
+                    last_seen.entry(address).or_insert_with(|| {
+                        format!("did not answer within --timeout {timeout_secs}s")
+                    });
                 }
             }
         }
-        if served.len() == servers.len() || std::time::Instant::now() >= deadline {
+        if served.len() == servers.len() || tokio::time::Instant::now() >= deadline {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep_until(
+            deadline.min(tokio::time::Instant::now() + Duration::from_millis(100)),
+        )
+        .await;
     }
     served.sort_by_key(|r| r.server);
     let missing = servers
@@ -127,7 +146,7 @@ pub(super) fn render_receipts(receipts: &Receipts) -> String {
     for r in &receipts.served {
         let _ = writeln!(
             out,
-            "  {}  id {}  generation {}  applied at {}  digest {}",
+            "  config API {}  id {}  generation {}  applied at {}  digest {}",
             r.server,
             r.id,
             r.generation,
@@ -136,7 +155,7 @@ pub(super) fn render_receipts(receipts: &Receipts) -> String {
         );
     }
     for m in &receipts.missing {
-        let _ = writeln!(out, "  NOT SERVED {}: {}", m.server, m.last_seen);
+        let _ = writeln!(out, "  NOT SERVED by config API {}: {}", m.server, m.last_seen);
     }
     out
 }

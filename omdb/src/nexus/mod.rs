@@ -170,7 +170,7 @@ pub async fn run(
                         )?;
                         return Ok(0);
                     }
-                    print!("{}", render_tasks(&selected, view));
+                    out!("{}", render_tasks(&selected, view));
                     Ok(0)
                 }
                 TasksCommand::Activate { tasks, wait, timeout } => {
@@ -218,7 +218,7 @@ pub async fn run(
                 if output.json {
                     output.json(&receipts)?;
                 } else {
-                    print!("{}", change::render_receipts(&receipts));
+                    out!("{}", change::render_receipts(&receipts));
                 }
                 return Ok(code);
             }
@@ -226,8 +226,8 @@ pub async fn run(
                 output.json(&version)?;
                 return Ok(0);
             }
-            println!("{}", change::created_line(&version));
-            println!("propagation has started: omdb nexus background-tasks show dns_{group}");
+            outln!("{}", change::created_line(&version));
+            outln!("propagation has started: omdb nexus background-tasks show dns_{group}");
             Ok(0)
         }
     }

@@ -17,9 +17,9 @@ pub(super) async fn doc(
         return output.json(&docs);
     }
     for (name, task) in &tasks {
-        println!("task: {name:?}");
-        println!("{}", wrap(&task.description, 4, 78));
-        println!();
+        outln!("task: {name:?}");
+        outln!("{}", wrap(&task.description, 4, 78));
+        outln!();
     }
     Ok(())
 }
@@ -154,7 +154,7 @@ pub(super) async fn list(
     if output.json {
         return output.json(&report);
     }
-    print!("{}", render_list(&report));
+    out!("{}", render_list(&report));
     Ok(())
 }
 
@@ -217,9 +217,9 @@ fn render_task(out: &mut String, task: &BackgroundTask, view: View) {
             {
                 let _ = writeln!(
                     out,
-                    "    propagating generation {}: {} servers done, still waiting on: {}",
+                    "    propagating generation {}: {} done, still waiting on: {}",
                     progress.generation,
-                    progress.done.len(),
+                    nexus_types::count(progress.done.len() as u64, "server"),
                     if progress.pending.is_empty() {
                         "none".to_string()
                     } else {
@@ -326,7 +326,12 @@ fn render_details(out: &mut String, task: &BackgroundTask, record: &ActivationRe
                 timestamp_ago(s.first_seen_at),
                 if s.changed { " (in this activation)" } else { "" }
             );
-            let _ = writeln!(out, "      {} names, digest {}", s.names, s.digest);
+            let _ = writeln!(
+                out,
+                "      {}, digest {}",
+                nexus_types::count(s.names, "name"),
+                s.digest
+            );
             if let Some(load) = &s.load {
                 let _ = writeln!(out, "      {load}");
             }
@@ -394,8 +399,8 @@ fn render_propagation(out: &mut String, s: &DnsPropagationStatus) {
     );
     let _ = writeln!(
         out,
-        "      to the {} servers found by {:?}, list first seen at {}",
-        s.servers.len(),
+        "      to the {} found by {:?}, list first seen at {}",
+        nexus_types::count(s.servers.len() as u64, "server"),
         s.servers_source.task.to_string(),
         timestamp(s.servers_source.discovered_at)
     );
@@ -421,7 +426,11 @@ fn render_propagation(out: &mut String, s: &DnsPropagationStatus) {
         applied: r.history.generation_applied.map(|g| g.to_string()).unwrap_or("-".into()),
         last_success: r.history.last_success_at.map(timestamp).unwrap_or("never".into()),
         failing_since: match r.history.failing_since {
-            Some(t) => format!("{} ({} in a row)", timestamp(t), r.history.consecutive_failures),
+            Some(t) => format!(
+                "{} ({} in a row)",
+                timestamp(t),
+                nexus_types::count(r.history.consecutive_failures, "failure")
+            ),
             None => "-".into(),
         },
         last_push: r.history.last_push.as_ref().map(|p| p.to_string()).unwrap_or("-".into()),

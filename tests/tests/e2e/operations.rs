@@ -242,10 +242,25 @@ async fn changes_wait_for_receipts_from_every_server() {
     assert_eq!(code, 4, "{out}");
     let receipts: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(receipts["served"].as_array().unwrap().len(), 1, "{receipts}");
-    assert_eq!(receipts["missing"][0]["server"], down.to_string());
+    assert_eq!(receipts["missing"][0]["config_api"], down.to_string());
     assert!(receipts["missing"][0]["last_seen"].as_str().unwrap().contains("did not answer"));
     let after = ts.stack.datastore.dns_version_latest(DnsGroup::Internal).await.unwrap();
     assert_eq!(after.generation, latest.generation + 1, "the change itself was committed");
+
+    // A hung server (stopped, its connections accepted by the kernel and
+    // never answered) cannot stretch the wait past --timeout.
+    ts.stack.dns_servers[1].restart().await.unwrap();
+    ts.stack.dns_servers[1].freeze().unwrap();
+    let add = ["-w", "nexus", "dns", "add", "internal", "w2", "A", "192.0.2.4", "--comment", "c"];
+    let started = std::time::Instant::now();
+    let (code, out, _) = run_omdb(&ts, &[&add[..], &["--wait", "--timeout", "2"]].concat());
+    let took = started.elapsed();
+    ts.stack.dns_servers[1].thaw().unwrap();
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("NOT SERVED by config API"), "{out}");
+    // omdb's own start and the change take well under a second; the wait
+    // is bounded by --timeout, not by the hung server's HTTP timeout (5 s).
+    assert!(took < std::time::Duration::from_secs(4), "--timeout 2 took {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,8 +3,12 @@
 //! servers, and Nexus instances.
 //!
 //! [`stack::Stack`] starts and controls it; the `devstack` binary runs one
-//! for people, and the end-to-end tests run one per test.
+//! for people, and the end-to-end tests run one per test; [`describe`]
+//! says where each component runs (`stack.json`, `env`) and [`control`]
+//! stops and starts one of them in a running stack.
 
+pub mod control;
+pub mod describe;
 pub mod prometheus;
 pub mod stack;
 

@@ -5,13 +5,18 @@
 //! on loopback, waits until everything serves generation 1 and answers, and
 //! prints how to look at it with omdb.  Ctrl-C (SIGINT) or SIGTERM stops
 //! every process; the run directory keeps the logs.
+//!
+//! `devstack stop NAME` and `devstack start NAME` stop and start one DNS
+//! server or Nexus of the running stack (see [`devstack::control`]).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use devstack::control::Action;
+use devstack::describe::{Component, ComponentKind};
 use devstack::{Stack, StackOptions};
-use dns_types::DnsGroup;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(about = "Runs a complete local control plane: database, DNS servers, Nexus")]
@@ -34,6 +39,15 @@ enum Command {
         internal_zone: String,
         #[arg(long, default_value = "example.test")]
         external_zone: String,
+        /// How many DNS servers serve the internal zone.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=200))]
+        internal_dns_servers: u16,
+        /// How many DNS servers serve the external zone.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(0..=200))]
+        external_dns_servers: u16,
+        /// How many Nexus instances run.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=20))]
+        nexus: u16,
         /// Period of every Nexus background task, in seconds.
         #[arg(long, default_value_t = 60)]
         task_period_secs: u64,
@@ -41,6 +55,22 @@ enum Command {
         /// PATH) scraping every DNS server and Nexus.
         #[arg(long)]
         prometheus: bool,
+    },
+    /// Stop one DNS server or Nexus of the running stack (by the name
+    /// devstack printed, e.g. dns-internal-1).
+    Stop {
+        name: String,
+        /// The stack's run directory (default: $DEVSTACK_RUN_DIR, else the
+        /// newest stack, ~/.devstack/current).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+    },
+    /// Start again a DNS server or Nexus stopped with `devstack stop`, on
+    /// the same addresses and storage.
+    Start {
+        name: String,
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
     },
 }
 
@@ -53,21 +83,42 @@ async fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Err(error) = run(Args::parse()).await {
+    let result = match Args::parse().command {
+        Command::Stop { name, run_dir } => control(Action::Stop, &name, run_dir).await,
+        Command::Start { name, run_dir } => control(Action::Start, &name, run_dir).await,
+        run => run_stack(run).await,
+    };
+    if let Err(error) = result {
         eprintln!("error: {error:#}");
         std::process::exit(1);
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn control(action: Action, name: &str, run_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let run_dir = match run_dir {
+        Some(dir) => dir,
+        None => devstack::describe::current_run_dir()?,
+    };
+    let done = devstack::control::request(&run_dir, action, name).await?;
+    println!("devstack: {done}");
+    Ok(())
+}
+
+async fn run_stack(command: Command) -> anyhow::Result<()> {
     let Command::Run {
         db_url,
         run_dir,
         internal_zone,
         external_zone,
+        internal_dns_servers,
+        external_dns_servers,
+        nexus,
         task_period_secs,
         prometheus,
-    } = args.command;
+    } = command
+    else {
+        unreachable!("run_stack is called for `run` only")
+    };
     let run_dir = match run_dir {
         Some(dir) => dir,
         None => {
@@ -75,14 +126,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
             std::env::temp_dir().join(format!("devstack-{stamp}-{}", std::process::id()))
         }
     };
+
+    // Build what the stack runs first, with cargo's progress showing: a
+    // first build takes minutes on a small machine.
+    println!(
+        "devstack: building dns-server, nexus and omdb (cargo build; a first build takes minutes)"
+    );
+    let build = tokio::task::spawn_blocking(test_support::process::build_binaries_visibly)
+        .await?
+        .context("building the binaries the stack runs")?;
+    match build {
+        Some(took) => println!("devstack: built in {:.1}s", took.as_secs_f64()),
+        None => println!("devstack: binaries are installed; nothing to build"),
+    }
+
     let mut options = StackOptions::new(run_dir.clone());
     options.db_url = db_url;
     options.internal_zone = internal_zone;
     options.external_zone = external_zone;
+    options.internal_dns_servers = internal_dns_servers.into();
+    options.external_dns_servers = external_dns_servers.into();
+    options.nexus_instances = nexus.into();
     options.task_period_secs = task_period_secs;
+    options.progress = true;
     println!(
-        "devstack: starting {}3 internal and 2 external DNS servers and 2 Nexus in {}",
+        "devstack: starting {}{} internal and {} external DNS servers and {} Nexus in {}",
         if options.db_url.is_some() { "" } else { "PostgreSQL, " },
+        internal_dns_servers,
+        external_dns_servers,
+        nexus,
         run_dir.display()
     );
 
@@ -103,54 +175,91 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         },
     };
-    print_ready(&stack, started.elapsed(), prometheus.as_ref().map(|p| p.address));
+    let extra: Vec<Component> = prometheus
+        .iter()
+        .map(|p| Component {
+            kind: ComponentKind::Prometheus,
+            name: "prometheus".into(),
+            group: None,
+            id: None,
+            pid: p.process.pid().map(|p| p.as_raw() as u32),
+            netns: None,
+            dns_address: None,
+            http_address: Some(p.address),
+            log: p.process.log().to_path_buf(),
+        })
+        .collect();
+    stack.write_description(&extra)?;
+    let current = devstack::describe::link_current(&run_dir);
+    print_ready(&stack, &extra, started.elapsed(), build, current.as_ref().ok());
+    if let Err(e) = current {
+        println!(
+            "(could not link ~/.devstack/current: {e:#}; use --run-dir with devstack stop|start)"
+        );
+    }
 
+    let stack = Arc::new(tokio::sync::Mutex::new(stack));
+    let control = devstack::control::serve(stack.clone(), extra)?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = sigterm.recv() => {}
     }
     println!("\ndevstack: stopping every process");
+    control.abort();
+    let _ = std::fs::remove_file(devstack::control::socket_path(&run_dir));
     if let Some(p) = prometheus {
         p.process.stop().await;
     }
-    stack.stop().await;
+    stack.lock().await.stop_all().await;
     println!("devstack: stopped; logs are in {}", run_dir.display());
     Ok(())
 }
 
-fn print_ready(stack: &Stack, took: std::time::Duration, prometheus: Option<std::net::SocketAddr>) {
+fn print_ready(
+    stack: &Stack,
+    extra: &[Component],
+    took: Duration,
+    build: Option<Duration>,
+    current: Option<&PathBuf>,
+) {
     let dns = stack.internal_dns_addresses();
-    let omdb = test_support::process::binary("omdb")
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "cargo run -q -p omdb --".into());
-    println!("ready (in {:.1}s)", took.as_secs_f64());
+    let build = build.map(|b| format!("; the build before it took {:.1}s", b.as_secs_f64()));
+    println!("ready (in {:.1}s{})", took.as_secs_f64(), build.unwrap_or_default());
     println!("run directory:   {}", stack.options.run_dir.display());
     println!("database:        {}", stack.db_url);
-    for group in DnsGroup::ALL {
-        let servers: Vec<String> = stack
-            .servers(group)
-            .map(|s| format!("{} (config API {})", s.dns_address, s.http_address))
-            .collect();
-        println!("{group} DNS:    {}", servers.join(", "));
-    }
-    let nexus: Vec<String> = stack.nexus.iter().map(|n| n.url()).collect();
-    println!("Nexus:           {}", nexus.join(", "));
-    if let Some(address) = prometheus {
+    println!();
+    let mut description = stack.description();
+    description.components.extend_from_slice(extra);
+    println!("  {:<10}  {:<14}  {:>7}  {:<21}  {:<21}  LOG", "KIND", "NAME", "PID", "DNS", "HTTP");
+    for c in &description.components {
+        let address =
+            |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or("-".into());
         println!(
-            "Prometheus:      http://{address} (scraping every DNS server and Nexus every 5s)"
+            "  {:<10}  {:<14}  {:>7}  {:<21}  {:<21}  {}",
+            c.kind.to_string(),
+            c.name,
+            c.pid.map(|p| p.to_string()).unwrap_or("-".into()),
+            address(c.dns_address),
+            address(c.http_address),
+            c.log.display()
         );
     }
+    println!("(the same as JSON: {})", stack.options.run_dir.join("stack.json").display());
     println!();
     println!("Try (in another terminal):");
-    println!("  export OMDB_DNS_SERVER={}", dns[0]);
-    println!("  export OMDB_API_TOKEN_FILE={}", stack.api_token_file.display());
-    println!("  alias omdb={omdb}");
+    match current {
+        Some(link) => println!("  source {}/env", link.display()),
+        None => println!("  source {}/env", stack.options.run_dir.display()),
+    }
     println!("  omdb nexus background-tasks show dns_internal");
     println!("  omdb dns status");
     println!("  omdb db dns show");
-    println!("  omdb -w nexus dns add internal test1 A 192.0.2.10 --comment \"my first change\"");
-    println!("  omdb nexus background-tasks show dns_internal --all-nexus");
+    println!(
+        "  omdb -w nexus dns add internal test1 A 192.0.2.10 --comment \"my first change\" --wait"
+    );
+    println!("  omdb dns explain test1.{}", stack.options.internal_zone);
     println!("  dig @{} -p {} test1.{} A", dns[0].ip(), dns[0].port(), stack.options.internal_zone);
+    println!("  devstack stop dns-internal-1; devstack start dns-internal-1");
     println!();
     println!("Ctrl-C stops everything.");
 }

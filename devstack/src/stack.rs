@@ -40,6 +40,9 @@ pub struct StackOptions {
     /// How many events of its apply history each DNS server keeps (`None`:
     /// the server's default).
     pub dns_history_events: Option<usize>,
+    /// Say each step of the start on stdout (`devstack run`: a start that
+    /// prints nothing for seconds looks hung).
+    pub progress: bool,
 }
 
 impl StackOptions {
@@ -57,6 +60,7 @@ impl StackOptions {
             repair_servers: true,
             http_idle_timeout_secs: 30.0,
             dns_history_events: None,
+            progress: false,
         }
     }
 }
@@ -70,6 +74,9 @@ pub enum Database {
 
 /// A running DNS server process and what is needed to start it again.
 pub struct DnsServer {
+    /// Its name in the stack (`dns-internal-0`): its storage directory and
+    /// log are named after it, and `devstack stop|start` takes it.
+    pub name: String,
     pub group: DnsGroup,
     pub id: Uuid,
     pub dns_address: SocketAddr,
@@ -158,6 +165,8 @@ impl DnsServer {
 
 /// A running Nexus process.
 pub struct Nexus {
+    /// Its name in the stack (`nexus-0`).
+    pub name: String,
     pub id: Uuid,
     pub address: SocketAddr,
     pub config_file: PathBuf,
@@ -169,19 +178,45 @@ pub struct Nexus {
 
 impl Nexus {
     async fn spawn(
+        name: String,
         id: Uuid,
         config_file: PathBuf,
         log: PathBuf,
         api_token: ApiToken,
     ) -> anyhow::Result<Nexus> {
+        let (process, address) = Nexus::start_process(id, &config_file, &log).await?;
+        // Pin the port the kernel picked, so that a restart listens where
+        // internal DNS and the other Nexus already point.
+        let mut config = nexus_types::config::Config::from_file(&config_file)?;
+        config.internal_api.address = address;
+        std::fs::write(&config_file, config.to_toml())
+            .with_context(|| format!("writing {}", config_file.display()))?;
+        Ok(Nexus { name, id, address, config_file, process: Some(process), log, api_token })
+    }
+
+    async fn start_process(
+        id: Uuid,
+        config_file: &Path,
+        log: &Path,
+    ) -> anyhow::Result<(ChildProcess, SocketAddr)> {
         let args = vec!["--config-file".into(), config_file.display().to_string()];
         let name = format!("nexus {id}");
-        let (process, info) = ChildProcess::start(&name, &binary("nexus")?, &args, &log).await?;
+        let (process, info) = ChildProcess::start(&name, &binary("nexus")?, &args, log).await?;
         let address = info["internal_api_address"]
             .as_str()
             .and_then(|s| s.parse().ok())
             .with_context(|| format!("{name}: no internal_api_address in {info}"))?;
-        Ok(Nexus { id, address, config_file, process: Some(process), log, api_token })
+        Ok((process, address))
+    }
+
+    /// Starts the process again with the same configuration (and address).
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop().await;
+        let (process, address) =
+            Nexus::start_process(self.id, &self.config_file, &self.log).await?;
+        self.process = Some(process);
+        self.address = address;
+        Ok(())
     }
 
     pub fn url(&self) -> String {
@@ -228,6 +263,13 @@ impl Stack {
     /// Starts everything and waits until every DNS server serves the latest
     /// generation of its group and every Nexus answers.
     pub async fn start(options: StackOptions) -> anyhow::Result<Stack> {
+        let started = Instant::now();
+        let verbose = options.progress;
+        let progress = move |what: String| {
+            if verbose {
+                println!("devstack: {what} ({:.1}s)", started.elapsed().as_secs_f64());
+            }
+        };
         std::fs::create_dir_all(&options.run_dir)
             .with_context(|| format!("creating run directory {}", options.run_dir.display()))?;
         // As root, PostgreSQL runs as the `postgres` user, which must be
@@ -255,6 +297,7 @@ impl Stack {
                         .await?
                         .context("starting PostgreSQL")?;
                 let url = create_database(&server, "control_plane").await?;
+                progress(format!("PostgreSQL {} serves {url}", server.dir().display()));
                 (Database::Local(server), url)
             }
         };
@@ -262,7 +305,8 @@ impl Stack {
         match datastore.check_schema_version().await {
             Ok(()) => {}
             Err(SchemaError::Uninitialized) => {
-                datastore.initialize_schema().await.context("applying the schema")?
+                datastore.initialize_schema().await.context("applying the schema")?;
+                progress("schema applied".into());
             }
             Err(e) => {
                 return Err(e).context(format!("checking the database at {}", datastore.address()));
@@ -277,14 +321,12 @@ impl Stack {
             for i in 0..count {
                 let id = Uuid::new_v4();
                 let name = format!("dns-{group}-{i}");
-                let storage = options.run_dir.join(&name);
-                let log = options.run_dir.join(format!("{name}.log"));
                 dns_servers.push(
-                    spawn_on_free_ports(group, id, storage, log, api_token_file.clone(), &options)
-                        .await?,
+                    spawn_on_free_ports(name, group, id, api_token_file.clone(), &options).await?,
                 );
             }
         }
+        progress(format!("{} started", nexus_types::count(dns_servers.len() as u64, "DNS server")));
 
         let database_id = Uuid::new_v4();
         let db_port = url_port(&db_url).unwrap_or(5432);
@@ -301,16 +343,22 @@ impl Stack {
         };
         stack.write_initial_dns(db_port).await?;
         stack.push_initial_dns().await?;
+        progress("generation 1 written and handed to every DNS server".into());
 
         for i in 0..stack.options.nexus_instances {
             let id = Uuid::new_v4();
-            let config_file = stack.options.run_dir.join(format!("nexus-{i}.toml"));
-            let history_dir = stack.options.run_dir.join(format!("nexus-{i}"));
+            let name = format!("nexus-{i}");
+            let config_file = stack.options.run_dir.join(format!("{name}.toml"));
+            let history_dir = stack.options.run_dir.join(&name);
             std::fs::write(&config_file, stack.nexus_config(id, &history_dir))?;
-            let log = stack.options.run_dir.join(format!("nexus-{i}.log"));
+            let log = stack.options.run_dir.join(format!("{name}.log"));
             let token = stack.api_token.clone();
-            stack.nexus.push(Nexus::spawn(id, config_file, log, token).await?);
+            stack.nexus.push(Nexus::spawn(name, id, config_file, log, token).await?);
         }
+        progress(format!(
+            "{} Nexus started; waiting until every server and Nexus has the latest generation",
+            stack.nexus.len()
+        ));
         stack.wait_until_converged(Duration::from_secs(60)).await?;
         Ok(stack)
     }
@@ -555,6 +603,12 @@ impl Stack {
     /// Stops every process (Nexus first, then DNS servers, then the
     /// database), gracefully.
     pub async fn stop(mut self) {
+        self.stop_all().await
+    }
+
+    /// [`Stack::stop`], for a stack shared with others (devstack's control
+    /// socket): every process is stopped, the stack stays.
+    pub async fn stop_all(&mut self) {
         for nexus in &mut self.nexus {
             nexus.stop().await;
         }
@@ -572,17 +626,19 @@ impl Stack {
 /// addresses, which internal DNS points at.  A port taken between picking
 /// and binding means another try.
 async fn spawn_on_free_ports(
+    name: String,
     group: DnsGroup,
     id: Uuid,
-    storage: PathBuf,
-    log: PathBuf,
     api_token_file: PathBuf,
     options: &StackOptions,
 ) -> anyhow::Result<DnsServer> {
+    let storage = options.run_dir.join(&name);
+    let log = options.run_dir.join(format!("{name}.log"));
     let mut last_error = None;
     for _ in 0..5 {
         let (dns, http) = (free_port()?, free_port()?);
         let mut server = DnsServer {
+            name: name.clone(),
             group,
             id,
             dns_address: SocketAddr::from(([127, 0, 0, 1], dns)),

@@ -176,6 +176,11 @@ impl LocalPostgres {
     }
 
     /// The loopback TCP port the server listens on.
+    /// The postmaster's process id.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

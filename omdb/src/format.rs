@@ -6,27 +6,37 @@ use std::time::Duration;
 use tabled::Table;
 use tabled::settings::{Padding, Style};
 
+/// Whether stdout's reader went away.
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Writes `text` to stdout.  A reader that went away (`omdb ... | head -1`)
-/// ends omdb quietly with status 0: what it read was all it wanted, and
-/// Rust's `print!` would panic instead.
+/// is not an error: what it read was all it wanted (Rust's `print!` would
+/// panic).  The rest of the output is dropped, and omdb ends with the exit
+/// status it would have had, so `set -o pipefail` scripts still see a
+/// verdict's status.
 pub fn write_stdout(text: std::fmt::Arguments<'_>) {
     use std::io::Write;
+    use std::sync::atomic::Ordering;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
     let mut stdout = std::io::stdout().lock();
     if let Err(error) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
         if error.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+            return;
         }
         eprintln!("error: writing to stdout: {error}");
         std::process::exit(1);
     }
 }
 
-/// `print!` that ends omdb quietly when stdout's reader went away.
+/// `print!` that stays quiet when stdout's reader went away.
 macro_rules! out {
     ($($arg:tt)*) => { $crate::format::write_stdout(format_args!($($arg)*)) };
 }
 
-/// `println!` that ends omdb quietly when stdout's reader went away.
+/// `println!` that stays quiet when stdout's reader went away.
 macro_rules! outln {
     () => { $crate::format::write_stdout(format_args!("\n")) };
     ($($arg:tt)*) => { $crate::format::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
@@ -133,6 +143,17 @@ pub fn table<T: tabled::Tabled>(rows: impl IntoIterator<Item = T>, indent: usize
         .map(|l| format!("{prefix}{}", l.trim_end()))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// A table cell of at most `width` characters: longer text (an error
+/// message) is cut, and given back whole to be printed under the table, so
+/// that a table stays readable in 120 columns.
+pub fn fit(text: &str, width: usize) -> (String, Option<String>) {
+    if text.chars().count() <= width {
+        return (text.to_string(), None);
+    }
+    let keep: String = text.chars().take(width.saturating_sub(12)).collect();
+    (format!("{}... (below)", keep.trim_end()), Some(text.to_string()))
 }
 
 #[cfg(test)]

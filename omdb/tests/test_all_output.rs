@@ -38,6 +38,25 @@ fn omdb(args: &[&str], env: &[(&str, &str)]) -> Run {
     }
 }
 
+/// omdb with its stdout a pipe whose reader has already closed: every
+/// write fails with EPIPE.
+fn closed_stdout(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_omdb"));
+    command.args(args).env_remove("OMDB_NEXUS_URL").env_remove("OMDB_DB_URL");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.stdout(writer).output().unwrap();
+    Run {
+        stdout: String::new(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        code: output.status.code().unwrap_or(-1),
+        took: Duration::ZERO,
+    }
+}
+
 /// Replaces what changes from run to run, and evens out the column widths
 /// that depend on it.
 fn redact(text: &str) -> String {
@@ -176,6 +195,10 @@ async fn every_command_against_a_real_stack() {
         vec!["dns", "explain", "test1.control-plane.internal"],
         vec!["--json", "dns", "explain", "test1.control-plane.internal"],
         vec!["dns", "explain", "tset1.control-plane.internal"],
+        // The zone apex exists with no records of its own: its SOA and NS.
+        vec!["dns", "explain", "example.test"],
+        vec!["dns", "explain", "control-plane.internal", "--type", "SOA"],
+        vec!["dns", "explain", "example.test", "--type", "A"],
         vec!["db", "dns", "history", "internal", "test1"],
         vec![
             "-w",
@@ -199,8 +222,31 @@ async fn every_command_against_a_real_stack() {
         // Last: it changes what the commands above would show.
         vec!["-w", "nexus", "dns", "remove", "internal", "test1", "--comment", "done testing"],
     ];
-    let runs: Vec<(&[&str], Run)> =
-        commands.iter().map(|args| (args.as_slice(), omdb(args, &env))).collect();
+    let mut closed_runs = Vec::new();
+    let runs: Vec<(&[&str], Run)> = commands
+        .iter()
+        .map(|args| {
+            let run = omdb(args, &env);
+            // The same again into a closed pipe, before anything changes
+            // (writes are not run twice).
+            if args.first() != Some(&"-w") {
+                closed_runs.push((args.clone(), run.code, closed_stdout(args, &env)));
+            }
+            (args.as_slice(), run)
+        })
+        .collect();
+    // A reader that is gone before omdb writes (`omdb ... | head -1` once
+    // head has its line, or `| true`): omdb stops quietly with the exit
+    // status it would have had, never a panic.
+    for (args, code, closed) in &closed_runs {
+        assert!(!closed.stderr.contains("panicked"), "{args:?}: {}", closed.stderr);
+        assert_eq!(closed.code, *code, "{args:?} into a closed pipe: {}", closed.stderr);
+    }
+    for args in [&["completions", "bash"][..], &["--help"]] {
+        let closed = closed_stdout(args, &env);
+        assert_eq!((closed.code, closed.stderr.as_str()), (0, ""), "{args:?}");
+    }
+
     let mut all_runs = vec![(add, added)];
     all_runs.extend(runs);
     expectorate::assert_contents("tests/output/real_stack.txt", &transcript(&all_runs));

@@ -148,13 +148,12 @@ pub fn rss_kib(pid: u32) -> u64 {
 /// test`), the binaries are built first (once per process; a no-op when they
 /// are current), so that a stack never runs stale code next to fresh code.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let exe = std::env::current_exe().context("finding the current executable")?;
     let dir = exe.parent().context("executable without a directory")?;
     let candidates = [dir.join(name), dir.parent().map(|p| p.join(name)).unwrap_or_default()];
     let missing = !candidates.iter().any(|p| p.is_file());
     if (missing || std::env::var_os("CARGO").is_some())
-        && let Err(e) = BUILT.get_or_init(|| build_binaries(dir))
+        && let Err(e) = BUILT.get_or_init(|| build_binaries(dir, false))
     {
         bail!("building {name} failed: {e}");
     }
@@ -163,7 +162,29 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     })
 }
 
-fn build_binaries(dir: &Path) -> Result<(), String> {
+/// Whether the binaries were built by this process, and how that went.
+static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+
+/// Builds the workspace's binaries now, showing cargo's own progress on
+/// stderr, when [`binary`] would build them (this process was started by
+/// cargo, or they are missing); returns how long that took, or `None` when
+/// there was nothing to build.  For people (devstack): a first build takes
+/// minutes, and a silent one looks hung.
+pub fn build_binaries_visibly() -> anyhow::Result<Option<Duration>> {
+    let exe = std::env::current_exe().context("finding the current executable")?;
+    let dir = exe.parent().context("executable without a directory")?;
+    let missing = ["dns-server", "nexus", "omdb"].iter().any(|b| !dir.join(b).is_file());
+    if !missing && std::env::var_os("CARGO").is_none() {
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    match BUILT.get_or_init(|| build_binaries(dir, true)) {
+        Ok(()) => Ok(Some(started.elapsed())),
+        Err(e) => bail!("building the binaries failed: {e}"),
+    }
+}
+
+fn build_binaries(dir: &Path, visibly: bool) -> Result<(), String> {
     let release = dir.components().any(|c| c.as_os_str() == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = std::process::Command::new(cargo);
@@ -182,7 +203,16 @@ fn build_binaries(dir: &Path) -> Result<(), String> {
     if release {
         command.arg("--release");
     }
-    // Cargo's own output would clutter ours; say only what went wrong.
+    if visibly {
+        // Cargo's progress goes straight to the terminal.
+        let status = command.stdin(Stdio::null()).status().map_err(|e| e.to_string())?;
+        return match status.success() {
+            true => Ok(()),
+            false => Err(format!("cargo build exited with {status} (its output is above)")),
+        };
+    }
+    // In tests, cargo's own output would clutter theirs; say only what went
+    // wrong.
     let output = command.output().map_err(|e| e.to_string())?;
     let status = output.status;
     if !status.success() {

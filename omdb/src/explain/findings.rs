@@ -247,6 +247,10 @@ fn wire_evidence(o: &Observations, servers: &[ServerEvidence]) -> Vec<WireEviden
         .collect()
 }
 
+/// Question types whose answers at the apex the servers make themselves
+/// (the SOA; ANY draws one RRset, the SOA when the apex has no records).
+pub const APEX_TYPES: [&str; 2] = ["SOA", "ANY"];
+
 /// The name's records at `generation`, from its history.
 pub fn records_at(db: &DatabaseObservation, generation: u64) -> Vec<DnsRecord> {
     db.stretches
@@ -285,7 +289,18 @@ fn compare_wire(evidence: &WireEvidence, answer: &WireAnswer, fqdn: &str) -> Opt
     let mut got: Vec<DnsRecord> =
         answer.answers.iter().filter(|r| r.owner == fqdn).map(|r| r.record.clone()).collect();
     got.sort();
-    if answer.rcode == "NOERROR" || answer.rcode == "NXDOMAIN" {
+    // The apex's SOA is made by each server from the zone, and ANY draws
+    // one RRset of the server's choosing: nothing in the database to
+    // compare them with (the SOA serial is checked below).
+    let synthesized = APEX_TYPES.contains(&evidence.record_type.as_str());
+    if answer.rcode == "NOERROR" && synthesized {
+        let any = answer.answers.iter().any(|r| r.owner == fqdn)
+            || (evidence.record_type == "SOA" && answer.soa_serial.is_some())
+            || !answer.other_answers.is_empty();
+        if !any {
+            problems.push(format!("with no {} record", evidence.record_type));
+        }
+    } else if answer.rcode == "NOERROR" || answer.rcode == "NXDOMAIN" {
         if got != evidence.expected_records {
             problems.push(format!(
                 "with {} where generation {} holds {}",
@@ -331,6 +346,30 @@ fn database_findings(db: &DatabaseEvidence) -> Vec<Finding> {
         db.latest.generation,
         timestamp(db.latest.time_created)
     );
+    if db.name == "@" {
+        // The apex always exists: each server makes its SOA from the zone.
+        // Only a question for another type, which it lacks, fails.
+        return match &db.record_type {
+            Some(rtype)
+                if !APEX_TYPES.contains(&rtype.as_str())
+                    && !db.records.iter().any(|r| r.type_name() == rtype) =>
+            {
+                vec![Finding {
+                    stage: Stage::Database,
+                    subject: subject.clone(),
+                    summary: format!(
+                        "{subject} (the zone's apex) has no {rtype} records in {latest}; it has \
+                         its SOA{}",
+                        match db.records.is_empty() {
+                            true => String::new(),
+                            false => format!(", and {}", records_text(&db.records)),
+                        }
+                    ),
+                }]
+            }
+            _ => Vec::new(),
+        };
+    }
     if db.records.is_empty() {
         let summary = if db.never_existed {
             let near = if db.near_misses.is_empty() {
@@ -556,9 +595,9 @@ fn nexus_findings(
                         Some(s) => notes.push(Note {
                             subject: address.clone(),
                             summary: format!(
-                                "superseded: {summary}; but {address} serves generation {} now, \
-                                 the database's latest (applied {}), so that failure is past \
-                                 ({subject} retries {})",
+                                "superseded: {summary}; since then {address} was brought to \
+                                 generation {}, the database's latest, at {}: that failure is \
+                                 past ({subject} retries {})",
                                 s.generation.unwrap_or_default(),
                                 s.time_applied.map(timestamp).unwrap_or("-".into()),
                                 match p.next_activation_by {
@@ -838,7 +877,18 @@ fn healthy_summary(
     servers: &[ServerEvidence],
     wire: &[WireEvidence],
 ) -> String {
-    let since = db.records_since.as_ref().map(when).unwrap_or_else(|| "?".into());
+    let since = match (&db.records_since, db.name.as_str()) {
+        (Some(version), _) => format!(" since {}", when(version)),
+        (None, "@") => String::new(),
+        (None, _) => " since ?".into(),
+    };
+    let has = match (db.name.as_str(), db.records.is_empty()) {
+        ("@", true) => "its SOA (the zone's apex, made by each server)".to_string(),
+        ("@", false) => {
+            format!("its SOA (the zone's apex) and {}", records_text(&db.records))
+        }
+        _ => records_text(&db.records),
+    };
     let nexus_ids: Vec<String> =
         nexus.iter().map(|n| n.id.map(|i| i.to_string()).unwrap_or(n.url.clone())).collect();
     let server_names: Vec<String> = servers
@@ -853,10 +903,9 @@ fn healthy_summary(
         .collect();
     let last_answer = wire.iter().map(|w| w.asked_at).max().map(timestamp).unwrap_or_default();
     format!(
-        "{} has {} since {since}; {} Nexus ({}) {} {} generation {}, the latest; {} ({}) \
+        "{} has {has}{since}; {} Nexus ({}) {} {} generation {}, the latest; {} ({}) \
          {} it and answered it on UDP and TCP by {last_answer}",
         db.fqdn,
-        records_text(&db.records),
         nexus.len(),
         nexus_ids.join(", "),
         if nexus.len() == 1 { "has" } else { "have" },

@@ -264,7 +264,8 @@ fn question_types(asked: Option<&str>, db: &DatabaseObservation) -> Vec<String> 
         }
     }
     if types.is_empty() {
-        types.insert("A".into());
+        // The apex has its SOA even with no records of its own.
+        types.insert(if db.name == "@" { "SOA" } else { "A" }.into());
     }
     types.into_iter().collect()
 }

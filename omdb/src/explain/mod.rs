@@ -51,17 +51,23 @@ pub struct ExplainArgs {
 }
 
 /// When a running propagation counts as stuck (and, for `--at`, how long
-/// after a commit propagation counts as still in flight).
-pub const DEFAULT_STUCK_AFTER_SECS: u64 = 10;
+/// after a commit propagation counts as still in flight): the same default
+/// as `background-tasks show --stuck-after`, so the two never disagree.
+pub const DEFAULT_STUCK_AFTER_SECS: u64 = nexus_types::lints::DEFAULT_STUCK_AFTER.as_secs();
 
 /// A record type we serve, in upper case; anything else is a usage error
 /// (exit 2) rather than a question every server would "fail" to answer.
 fn record_type(value: &str) -> Result<String, String> {
     let upper = value.to_ascii_uppercase();
-    if DnsRecord::TYPE_NAMES.contains(&upper.as_str()) {
+    let apex = findings::APEX_TYPES;
+    if DnsRecord::TYPE_NAMES.contains(&upper.as_str()) || apex.contains(&upper.as_str()) {
         Ok(upper)
     } else {
-        Err(format!("not a record type served here (one of {})", DnsRecord::TYPE_NAMES.join(", ")))
+        Err(format!(
+            "not a record type served here (one of {}, {})",
+            DnsRecord::TYPE_NAMES.join(", "),
+            apex.join(", ")
+        ))
     }
 }
 

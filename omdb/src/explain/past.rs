@@ -181,7 +181,9 @@ pub fn evaluate(o: &PastObservations) -> Report {
     let g = current.generation;
     let records = records_at(&o.stretches, g);
     let events = name_events(&o.stretches);
-    if records.is_empty() {
+    let apex = o.name == "@";
+    let apex_question = |rtype: &str| apex && crate::explain::findings::APEX_TYPES.contains(&rtype);
+    if records.is_empty() && !apex {
         let later = events.iter().find(|e| e.version.generation > g && !e.records_after.is_empty());
         let summary = match later {
             Some(e) => format!(
@@ -207,6 +209,7 @@ pub fn evaluate(o: &PastObservations) -> Report {
         };
         findings.push(Finding { stage: Stage::Database, subject: subject.clone(), summary });
     } else if let Some(rtype) = &o.question.record_type
+        && !apex_question(rtype)
         && !records.iter().any(|r| r.type_name() == rtype || matches!(r, DnsRecord::Cname(_)))
     {
         findings.push(Finding {

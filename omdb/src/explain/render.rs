@@ -135,7 +135,13 @@ pub fn render(report: &Report) -> String {
             db.records_since.as_ref().map(when).unwrap_or_default()
         );
     }
-    if db.never_existed {
+    if db.name == "@" {
+        let _ = writeln!(
+            out,
+            "  the zone's apex: its SOA (serial = generation) is made by each server"
+        );
+    }
+    if db.never_existed && db.name != "@" {
         let _ = writeln!(out, "  history: never existed in any generation");
         if !db.near_misses.is_empty() {
             let _ = writeln!(out, "  similar names now: {}", db.near_misses.join(", "));
@@ -262,13 +268,21 @@ pub fn render(report: &Report) -> String {
             .unwrap_or_else(|| "-".into()),
         answer: match (&w.answer, &w.error) {
             (_, Some(e)) => format!("NO ANSWER: {e}"),
-            (Some(a), _) => records_text(
-                &a.answers
+            (Some(a), _) => {
+                let ours: Vec<_> = a
+                    .answers
                     .iter()
                     .filter(|r| r.owner == db.fqdn)
                     .map(|r| r.record.clone())
-                    .collect::<Vec<_>>(),
-            ),
+                    .collect();
+                match (ours.is_empty(), a.soa_serial) {
+                    // The apex's SOA is no record of ours: show its serial.
+                    (true, Some(serial)) if w.record_type == "SOA" => {
+                        format!("SOA serial {serial}")
+                    }
+                    _ => records_text(&ours),
+                }
+            }
             (None, None) => "-".into(),
         },
         matches: if w.error.is_some() {

@@ -493,7 +493,10 @@ fn a_failure_that_later_evidence_superseded_is_a_note_not_the_verdict() {
     assert_eq!(report.verdict.stage, Stage::Healthy, "{:?}", report.findings);
     let note = report.notes.iter().find(|n| n.summary.starts_with("superseded:")).unwrap();
     assert!(note.summary.contains("connection refused"), "{note:?}");
-    assert!(note.summary.contains("serves generation 2 now"), "{note:?}");
+    assert!(
+        note.summary.contains("was brought to generation 2, the database's latest"),
+        "{note:?}"
+    );
 }
 
 fn entry(seq: u64, time: DateTime<Utc>, event: ServerEvent) -> HistoryEntry {

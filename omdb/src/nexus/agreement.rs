@@ -56,6 +56,10 @@ pub(super) async fn show_all_nexus(
         }
         Err(e) => note(format!("not comparing with the database (could not reach it: {e:#})")),
     }
+    let mut view = view;
+    for (group, generation) in &database_latest {
+        view.database_latest.set(*group, *generation);
+    }
     let mut report = AllNexusReport {
         checked_at: Utc::now(),
         database_latest,

@@ -131,6 +131,25 @@ pub(super) fn created_line(v: &DnsVersion) -> String {
     )
 }
 
+impl Receipts {
+    /// What the wait did not see, as an error line; `None` when every
+    /// server serves the change.  The change itself stands either way.
+    pub(super) fn shortfall(&self) -> Option<String> {
+        (!self.missing.is_empty()).then(|| {
+            format!(
+                "generation {} is committed but not served by {} of {} {} DNS servers after \
+                 {:.1}s; propagation goes on (omdb dns status {})",
+                self.change.generation,
+                self.missing.len(),
+                self.missing.len() + self.served.len(),
+                self.change.group,
+                self.waited_secs,
+                self.change.group
+            )
+        })
+    }
+}
+
 pub(super) fn render_receipts(receipts: &Receipts) -> String {
     let mut out = String::new();
     let v = &receipts.change;

@@ -141,7 +141,11 @@ pub async fn run(
             history,
             stuck_after,
         }) => {
-            let view = View { history: *history, stuck_after: Duration::from_secs(*stuck_after) };
+            let view = View {
+                history: *history,
+                stuck_after: Duration::from_secs(*stuck_after),
+                ..View::default()
+            };
             agreement::show_all_nexus(discovery, tasks, output, view).await.map(|()| 0)
         }
         NexusCommand::BackgroundTasks(command) => {
@@ -160,10 +164,24 @@ pub async fn run(
                         .map(|()| 0)
                 }
                 TasksCommand::Show { tasks, history, stuck_after, .. } => {
-                    let view =
-                        View { history: *history, stuck_after: Duration::from_secs(*stuck_after) };
                     let statuses = fetch(&nexus, &url).await?;
                     let selected = select(&statuses, tasks)?;
+                    // A config task is compared with the database, so that
+                    // one that has not noticed a generation is a lint.
+                    let configs = selected.iter().any(|t| {
+                        t.name.parse::<nexus_types::task_name::DnsTaskName>().is_ok_and(|n| {
+                            n == nexus_types::task_name::DnsTaskName::config(n.group)
+                        })
+                    });
+                    let database_latest = match configs && !output.json {
+                        true => tasks::DatabaseLatest::read(discovery).await,
+                        false => tasks::DatabaseLatest::default(),
+                    };
+                    let view = View {
+                        history: *history,
+                        stuck_after: Duration::from_secs(*stuck_after),
+                        database_latest,
+                    };
                     if output.json {
                         output.json(
                             &selected.iter().map(|t| (&t.name, t)).collect::<BTreeMap<_, _>>(),
@@ -214,11 +232,17 @@ pub async fn run(
             if wait.wait {
                 let receipts =
                     change::wait_until_served(discovery, group, &version, wait.timeout).await?;
-                let code = if receipts.missing.is_empty() { 0 } else { EXIT_NOT_SERVED_EVERYWHERE };
+                let code = match receipts.missing.is_empty() {
+                    true => 0,
+                    false => EXIT_NOT_SERVED_EVERYWHERE,
+                };
                 if output.json {
                     output.json(&receipts)?;
                 } else {
                     out!("{}", change::render_receipts(&receipts));
+                }
+                if let Some(shortfall) = receipts.shortfall() {
+                    eprintln!("error: {shortfall}");
                 }
                 return Ok(code);
             }

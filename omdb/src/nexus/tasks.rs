@@ -165,12 +165,78 @@ pub struct View {
     pub history: bool,
     /// When a running task counts as stuck.
     pub stuck_after: Duration,
+    /// The database's latest generation of each group, when it was read:
+    /// a config task that has loaded less is behind (a lint).
+    pub database_latest: DatabaseLatest,
 }
 
 impl Default for View {
     fn default() -> Self {
-        View { history: false, stuck_after: DEFAULT_STUCK_AFTER }
+        View {
+            history: false,
+            stuck_after: DEFAULT_STUCK_AFTER,
+            database_latest: DatabaseLatest::default(),
+        }
     }
+}
+
+/// The database's latest generation per group, as far as it was read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DatabaseLatest {
+    internal: Option<u64>,
+    external: Option<u64>,
+}
+
+impl DatabaseLatest {
+    /// Reads both groups (a note, and nothing compared, if the database
+    /// cannot be reached).
+    pub async fn read(discovery: &crate::discovery::Discovery) -> DatabaseLatest {
+        let mut latest = DatabaseLatest::default();
+        match discovery.datastore().await {
+            Ok(datastore) => {
+                for group in dns_types::DnsGroup::ALL {
+                    if let Ok(v) = datastore.dns_version_latest(group).await {
+                        latest.set(group, v.generation);
+                    }
+                }
+            }
+            Err(e) => crate::discovery::note(format!(
+                "not comparing with the database (could not reach it: {e:#})"
+            )),
+        }
+        latest
+    }
+
+    pub fn set(&mut self, group: dns_types::DnsGroup, generation: u64) {
+        match group {
+            dns_types::DnsGroup::Internal => self.internal = Some(generation),
+            dns_types::DnsGroup::External => self.external = Some(generation),
+        }
+    }
+
+    pub fn get(&self, group: dns_types::DnsGroup) -> Option<u64> {
+        match group {
+            dns_types::DnsGroup::Internal => self.internal,
+            dns_types::DnsGroup::External => self.external,
+        }
+    }
+}
+
+/// For a config task: whether what it loaded is behind the database's
+/// latest (`Err` when that was not compared).
+fn behind_database(task: &BackgroundTask, latest: DatabaseLatest) -> Option<Result<String, ()>> {
+    let name: DnsTaskName = task.name.parse().ok()?;
+    let DnsTaskView::Config { status, .. } = DnsTaskView::of(task) else { return None };
+    let Some(latest) = latest.get(name.group) else { return Some(Err(())) };
+    let loaded = status.map(|s| s.generation);
+    (loaded != Some(latest)).then(|| {
+        Ok(format!(
+            "BEHIND DATABASE: loaded {} generation {}, the database's latest is {latest} (it \
+             looks again on its next period, or when told of a change)",
+            name.group,
+            loaded.map(|g| g.to_string()).unwrap_or("none".into()),
+        ))
+    })
 }
 
 /// Renders tasks the way the seed shows them, with the DNS tasks' evidence.
@@ -187,20 +253,29 @@ fn render_task(out: &mut String, task: &BackgroundTask, view: View) {
     let _ = writeln!(out, "task: {:?}", task.name);
     let _ = writeln!(out, "  configured period: {}", period(task.period));
     let lints = lint(task, chrono::Utc::now(), view.stuck_after);
-    if lints.is_empty() {
+    let behind = behind_database(task, view.database_latest);
+    if lints.is_empty() && !matches!(behind, Some(Ok(_))) {
         // Say what was checked: a task that never completed an activation
-        // can only be checked for being stuck.
+        // can only be checked for being stuck, and a config task is
+        // compared with the database only when it was read.
         let _ = writeln!(
             out,
-            "  lints: {}",
+            "  lints: {}{}",
             match task.last {
                 LastActivation::Completed(_) => "none",
                 LastActivation::NeverCompleted => "none found (no completed activation to check)",
+            },
+            match behind {
+                Some(Err(())) => " (not compared with the database)",
+                _ => "",
             }
         );
     }
     for found in &lints {
         let _ = writeln!(out, "  LINT {found}");
+    }
+    if let Some(Ok(behind)) = &behind {
+        let _ = writeln!(out, "  LINT {behind}");
     }
     match &task.current {
         CurrentStatus::Idle => {
@@ -283,6 +358,10 @@ struct ServerRow {
     target: String,
 }
 
+/// The widest DETAIL cell: with the columns before it, a row fits in 120
+/// columns.
+const DETAIL_WIDTH: usize = 60;
+
 #[derive(tabled::Tabled)]
 struct PropagationRow {
     #[tabled(rename = "CONFIG_API")]
@@ -326,12 +405,8 @@ fn render_details(out: &mut String, task: &BackgroundTask, record: &ActivationRe
                 timestamp_ago(s.first_seen_at),
                 if s.changed { " (in this activation)" } else { "" }
             );
-            let _ = writeln!(
-                out,
-                "      {}, digest {}",
-                nexus_types::count(s.names, "name"),
-                s.digest
-            );
+            let _ =
+                writeln!(out, "      {}, digest {}", nexus_types::count(s.names, "name"), s.digest);
             if let Some(load) = &s.load {
                 let _ = writeln!(out, "      {load}");
             }
@@ -411,16 +486,35 @@ fn render_propagation(out: &mut String, s: &DnsPropagationStatus) {
         s.servers.len() - failed,
         failed
     );
-    let rows = s.servers.iter().map(|(address, r)| PropagationRow {
-        address: address.clone(),
-        result: match r.result {
-            PropagationResult::Success => "success".into(),
-            PropagationResult::Error => "error".into(),
-        },
-        completed_at: timestamp(r.completed_at),
-        detail: r.message.clone(),
-    });
+    let mut whole = Vec::new();
+    let rows: Vec<PropagationRow> = s
+        .servers
+        .iter()
+        .map(|(address, r)| {
+            // A long error goes under the table; success says little.
+            let (detail, cut) = match r.result {
+                PropagationResult::Error => crate::format::fit(&r.message, DETAIL_WIDTH),
+                PropagationResult::Success => (r.message.clone(), None),
+            };
+            whole.extend(cut.map(|m| format!("      {address}: {m}")));
+            PropagationRow {
+                address: address.clone(),
+                result: match r.result {
+                    PropagationResult::Success => "success".into(),
+                    PropagationResult::Error => "error".into(),
+                },
+                completed_at: timestamp(r.completed_at),
+                detail,
+            }
+        })
+        .collect();
     let _ = writeln!(out, "\n{}", table(rows, 6));
+    if !whole.is_empty() {
+        let _ = writeln!(out, "      in full:");
+    }
+    for line in whole {
+        let _ = writeln!(out, "  {line}");
+    }
     let rows = s.servers.iter().map(|(address, r)| HistoryStateRow {
         address: address.clone(),
         applied: r.history.generation_applied.map(|g| g.to_string()).unwrap_or("-".into()),

@@ -4,7 +4,7 @@
 //! kept.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,115 @@ impl Drop for KillOnDrop {
             let _ = self.0.wait();
         }
     }
+}
+
+/// The real `devstack run`, started as a newcomer starts it, in a
+/// temporary directory that is also its `HOME` (so `~/.devstack/current`
+/// is its own), and stopped with Ctrl-C by [`RunningDevstack::interrupt`].
+pub struct RunningDevstack {
+    child: KillOnDrop,
+    stdout: BufReader<std::process::ChildStdout>,
+    /// What it printed up to `Ctrl-C stops everything.`.
+    pub printed: String,
+    pub home: PathBuf,
+    pub run_dir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RunningDevstack {
+    #[allow(unsafe_code)] // pre_exec: see the SAFETY note
+    pub fn start() -> RunningDevstack {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let run_dir = dir.path().join("run");
+        let mut command = Command::new(test_support::process::binary("devstack").unwrap());
+        command
+            .args(["run", "--run-dir"])
+            .arg(&run_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        with_home(&mut command, &home);
+        // SAFETY: only a system call, which is async-signal-safe.  If this
+        // test process dies outright (no unwinding, so no KillOnDrop),
+        // devstack gets SIGTERM and stops its stack the way Ctrl-C does.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let mut child = KillOnDrop(command.spawn().unwrap());
+        let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+        let mut printed = String::new();
+        let started = Instant::now();
+        loop {
+            let mut line = String::new();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "devstack exited before ready:\n{printed}"
+            );
+            printed.push_str(&line);
+            if line.trim() == "Ctrl-C stops everything." {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(300), "devstack not ready:\n{printed}");
+        }
+        RunningDevstack { child, stdout, printed, home, run_dir, _dir: dir }
+    }
+
+    /// The variables `RUN_DIR/env` exports, as devstack wrote them.
+    pub fn env_file(&self) -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(self.run_dir.join("env")).unwrap();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+            .collect()
+    }
+
+    /// `RUN_DIR/stack.json`.
+    pub fn description(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.run_dir.join("stack.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Ctrl-C: asserts that devstack stops, says where the logs are, and
+    /// leaves no process behind.
+    pub fn interrupt(&mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.0.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "devstack did not stop after SIGINT");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{status}");
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.stdout, &mut rest).unwrap();
+        assert!(rest.contains(&format!("logs are in {}", self.run_dir.display())), "{rest}");
+        assert_eq!(processes_using(&self.run_dir), Vec::<String>::new(), "processes left behind");
+    }
+}
+
+/// `HOME` set to `home` for `command`, with the Rust toolchain still found
+/// where the real home has it (devstack may run cargo).
+pub fn with_home(command: &mut Command, home: &Path) {
+    if let Some(real) = std::env::var_os("HOME").map(PathBuf::from) {
+        if std::env::var_os("RUSTUP_HOME").is_none() {
+            command.env("RUSTUP_HOME", real.join(".rustup"));
+        }
+        if std::env::var_os("CARGO_HOME").is_none() {
+            command.env("CARGO_HOME", real.join(".cargo"));
+        }
+    }
+    command.env("HOME", home).env_remove("OMDB_DNS_SERVER").env_remove("OMDB_API_TOKEN_FILE");
 }
 
 /// What devstack told us to export.
@@ -73,51 +182,46 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 #[test]
-#[allow(unsafe_code)] // pre_exec: see the SAFETY note
 fn devstack_runs_the_walkthrough_and_cleans_up_on_ctrl_c() {
-    let dir = tempfile::tempdir().unwrap();
-    let run_dir = dir.path().join("run");
-    let mut command = Command::new(test_support::process::binary("devstack").unwrap());
-    command.args(["run", "--run-dir"]).arg(&run_dir).stdout(Stdio::piped()).stderr(Stdio::null());
-    // SAFETY: only a system call, which is async-signal-safe.  If this test
-    // process dies outright (no unwinding, so no KillOnDrop), devstack gets
-    // SIGTERM and stops its stack the way Ctrl-C does.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
-                .map_err(std::io::Error::from)
-        });
-    }
-    let mut devstack = KillOnDrop(command.spawn().unwrap());
-    let mut stdout = BufReader::new(devstack.0.stdout.take().unwrap());
-    let mut printed = String::new();
-    let mut dns = None;
-    let mut token_file = None;
-    let started = Instant::now();
-    loop {
-        let mut line = String::new();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "devstack exited before ready:\n{printed}"
-        );
-        printed.push_str(&line);
-        if let Some(value) = line.trim().strip_prefix("export OMDB_DNS_SERVER=") {
-            dns = Some(value.to_string());
-        }
-        if let Some(value) = line.trim().strip_prefix("export OMDB_API_TOKEN_FILE=") {
-            token_file = Some(value.to_string());
-        }
-        if line.trim() == "Ctrl-C stops everything." {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(120), "devstack not ready:\n{printed}");
-    }
+    let mut devstack = RunningDevstack::start();
+    let printed = &devstack.printed;
+    let run_dir = devstack.run_dir.clone();
     assert!(printed.contains("\nready (in "), "{printed}");
     assert!(printed.contains("omdb nexus background-tasks show dns_internal"), "{printed}");
-    let env = Env {
-        dns: dns.unwrap_or_else(|| panic!("no OMDB_DNS_SERVER line:\n{printed}")),
-        token_file: token_file.unwrap_or_else(|| panic!("no OMDB_API_TOKEN_FILE line:\n{printed}")),
+    let exported = devstack.env_file();
+    let var = |name: &str| {
+        exported
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{}/env does not export {name}", run_dir.display()))
     };
+    let env = Env { dns: var("OMDB_DNS_SERVER"), token_file: var("OMDB_API_TOKEN_FILE") };
+    let current = devstack.home.join(".devstack/current");
+    assert_eq!(std::fs::read_link(&current).unwrap(), run_dir, "~/.devstack/current");
+
+    // stack.json says where each component runs, as the table printed.
+    let description = devstack.description();
+    let components = description["components"].as_array().unwrap();
+    let kinds: Vec<&str> = components.iter().map(|c| c["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "dns-server").count(), 5, "{description}");
+    assert_eq!(kinds.iter().filter(|k| **k == "nexus").count(), 2, "{description}");
+    assert_eq!(kinds.iter().filter(|k| **k == "postgres").count(), 1, "{description}");
+    for c in components {
+        let pid = c["pid"].as_u64().unwrap_or_else(|| panic!("no pid: {c}"));
+        assert!(Path::new(&format!("/proc/{pid}")).exists(), "{c} is not running");
+        assert!(printed.contains(&format!(" {pid} ")), "pid {pid} not printed:\n{printed}");
+        assert!(c["netns"].is_null(), "{c}");
+    }
+    assert_eq!(description["token_file"].as_str(), Some(env.token_file.as_str()));
+
+    // Right after ready, every Nexus has the database's latest generation:
+    // each announced its own registration to the others.
+    let (code, out, err) =
+        omdb(&env, &["nexus", "background-tasks", "show", "dns_internal", "--all-nexus"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("DISAGREE") && !out.contains("BEHIND"), "{out}");
+
     // Writes without the token are refused, and say where to find it.
     let without_token = Env { dns: env.dns.clone(), token_file: String::new() };
     let (code, _, err) = omdb(
@@ -175,25 +279,50 @@ fn devstack_runs_the_walkthrough_and_cleans_up_on_ctrl_c() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("+ test1") && out.contains("my first change"), "{out}");
 
-    // Ctrl-C: everything stops, the logs stay.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(devstack.0.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = devstack.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "devstack did not stop after SIGINT");
-        std::thread::sleep(Duration::from_millis(50));
+    // devstack stop|start: by name, on the same addresses; stack.json
+    // follows.
+    let devstack_cli = |args: &[&str]| {
+        let mut command = Command::new(test_support::process::binary("devstack").unwrap());
+        command.args(args);
+        with_home(&mut command, &devstack.home);
+        let output = command.output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     };
-    assert!(status.success(), "{status}");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    assert!(rest.contains(&format!("logs are in {}", run_dir.display())), "{rest}");
-    assert_eq!(processes_using(&run_dir), Vec::<String>::new(), "processes left behind");
+    let pid_of = |name: &str| {
+        devstack.description()["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["pid"].as_u64())
+            .unwrap()
+    };
+    let before = pid_of("dns-internal-2").unwrap();
+    let (code, out, err) = devstack_cli(&["stop", "dns-internal-2"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("stopped dns-internal-2"), "{out}");
+    assert_eq!(pid_of("dns-internal-2"), None);
+    assert!(!Path::new(&format!("/proc/{before}")).exists(), "still running");
+    let (code, _, err) = devstack_cli(&["stop", "dns-internal-2"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("dns-internal-2 is already stopped"), "{err}");
+    let (code, _, err) = devstack_cli(&["start", "dns-internal-9"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no \"dns-internal-9\"") && err.contains("dns-internal-2"), "{err}");
+    let (code, out, err) = devstack_cli(&["start", "dns-internal-2"]);
+    assert_eq!(code, Some(0), "{err}");
+    let after = pid_of("dns-internal-2").unwrap();
+    assert!(out.contains(&format!("started dns-internal-2 (pid {after}")), "{out}");
+    wait_until("the restarted server to be current", || {
+        omdb(&env, &["dns", "status", "internal"]).0 == 0
+    });
+
+    // Ctrl-C: everything stops, the logs stay.
+    devstack.interrupt();
     for log in [
         "nexus-0.log",
         "nexus-1.log",

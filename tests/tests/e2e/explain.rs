@@ -350,6 +350,40 @@ async fn a_server_that_is_down() {
     doc_shows("server-down", &out);
 }
 
+/// The first hour's trap: a server was down when Nexus 0 pushed, came back,
+/// and Nexus 1 brought it current.  Nexus 0's failed push is its last
+/// word until its next period, but it is not the verdict: the current
+/// evidence says healthy, and the old failure is a note with both times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_another_nexus_has_since_mended_is_a_note_not_the_verdict() {
+    let mut ts = scenario().await;
+    let address = external(&ts, 1).http_address;
+    let server = ts.stack.dns_servers.iter_mut().find(|s| s.http_address == address).unwrap();
+    server.stop().await;
+    let v =
+        change(&ts.nexus(0), DnsGroup::External, add_change("more", "cart", vec![a("192.0.2.20")]))
+            .await;
+    propagation_of(&ts.nexus(0), DnsGroup::External, v.generation).await;
+    propagation_of(&ts.nexus(1), DnsGroup::External, v.generation).await;
+    let server = ts.stack.dns_servers.iter_mut().find(|s| s.http_address == address).unwrap();
+    server.restart().await.unwrap();
+    // Only Nexus 1 looks again; Nexus 0's last push to it is the failure.
+    activate(&ts.nexus(1), &[&DnsTaskName::propagation(DnsGroup::External).to_string()]).await;
+    wait_until_served(&ts, v.generation).await;
+
+    let out = explain(&ts, &[]);
+    out.expect("healthy", 0, &[]);
+    let note = out
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("superseded: "))
+        .unwrap_or_else(|| panic!("no superseded note:\n{}", out.stdout));
+    for evidence in [&address.to_string(), "push of generation 3", "failed at 20", "retries by 20"]
+    {
+        assert!(note.contains(evidence), "the note lacks {evidence:?}: {note}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_hangs() {
     let ts = scenario().await;

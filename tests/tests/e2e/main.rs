@@ -7,6 +7,7 @@ mod architecture;
 mod common;
 mod devstack;
 mod devstack_db_url;
+mod docs;
 mod explain;
 mod hardening;
 mod history;

@@ -1,0 +1,171 @@
+//! `devstack stop NAME` and `devstack start NAME`: stop and start one
+//! component of a running stack by its name (`dns-internal-1`, `nexus-0`),
+//! on the same addresses and storage, so that a tour or a script can break
+//! and mend the stack without copying command lines out of `ps`.
+//!
+//! The running `devstack run` listens on a Unix socket in its run directory
+//! (`RUN_DIR/control.sock`, reachable by its owner only); a request is one
+//! line (`stop NAME`, `start NAME`), the answer one line (`ok: ...` or
+//! `error: ...`).  After each change, `stack.json` and `env` are rewritten.
+
+use crate::describe::Component;
+use crate::stack::Stack;
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Mutex;
+
+/// How long a client waits for a stop or a start (a DNS server with a big
+/// zone takes seconds to load it).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The socket of the stack in `run_dir`.
+pub fn socket_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("control.sock")
+}
+
+/// What a request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Stop,
+    Start,
+}
+
+impl Action {
+    fn word(self) -> &'static str {
+        match self {
+            Action::Stop => "stop",
+            Action::Start => "start",
+        }
+    }
+}
+
+/// Serves requests for `stack` until the returned task is aborted.
+/// `extra` components (Prometheus) are kept in `stack.json`.
+pub fn serve(
+    stack: Arc<Mutex<Stack>>,
+    extra: Vec<Component>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let path = {
+        let stack = stack.try_lock().context("the stack is busy")?;
+        socket_path(&stack.options.run_dir)
+    };
+    let _ = std::fs::remove_file(&path);
+    let listener =
+        UnixListener::bind(&path).with_context(|| format!("listening on {}", path.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(tokio::spawn(async move {
+        while let Ok((connection, _)) = listener.accept().await {
+            let (stack, extra) = (stack.clone(), extra.clone());
+            tokio::spawn(async move {
+                if let Err(e) = answer(connection, &stack, &extra).await {
+                    tracing::warn!(error = %format!("{e:#}"), "control request");
+                }
+            });
+        }
+    }))
+}
+
+async fn answer(
+    connection: UnixStream,
+    stack: &Mutex<Stack>,
+    extra: &[Component],
+) -> anyhow::Result<()> {
+    let (read, mut write) = connection.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(1024));
+    tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
+        .await
+        .context("no request within 5s")??;
+    let reply = match act(line.trim(), stack, extra).await {
+        Ok(done) => format!("ok: {done}\n"),
+        Err(e) => format!("error: {e:#}\n"),
+    };
+    write.write_all(reply.as_bytes()).await?;
+    Ok(())
+}
+
+async fn act(request: &str, stack: &Mutex<Stack>, extra: &[Component]) -> anyhow::Result<String> {
+    let (action, name) = match request.split_once(' ') {
+        Some(("stop", name)) => (Action::Stop, name.trim()),
+        Some(("start", name)) => (Action::Start, name.trim()),
+        _ => bail!("unknown request {request:?}: say `stop NAME` or `start NAME`"),
+    };
+    let mut stack = stack.lock().await;
+    let done = stack.control(action, name).await?;
+    stack.write_description(extra)?;
+    Ok(done)
+}
+
+impl Stack {
+    /// Stops or starts the DNS server or Nexus called `name`.
+    pub async fn control(&mut self, action: Action, name: &str) -> anyhow::Result<String> {
+        let names = {
+            let mut all: Vec<&str> = self.dns_servers.iter().map(|s| s.name.as_str()).collect();
+            all.extend(self.nexus.iter().map(|n| n.name.as_str()));
+            all.join(", ")
+        };
+        if let Some(server) = self.dns_servers.iter_mut().find(|s| s.name == name) {
+            let running = server.process.is_some();
+            match (action, running) {
+                (Action::Stop, false) | (Action::Start, true) => {
+                    bail!("{name} is already {}", if running { "running" } else { "stopped" })
+                }
+                (Action::Stop, true) => server.stop().await,
+                (Action::Start, false) => server.restart().await?,
+            }
+            let pid = server.process.as_ref().and_then(|p| p.pid());
+            return Ok(match pid {
+                Some(pid) => format!(
+                    "started {name} (pid {pid}, DNS {}, config API {})",
+                    server.dns_address, server.http_address
+                ),
+                None => format!("stopped {name}"),
+            });
+        }
+        if let Some(nexus) = self.nexus.iter_mut().find(|n| n.name == name) {
+            let running = nexus.process.is_some();
+            match (action, running) {
+                (Action::Stop, false) | (Action::Start, true) => {
+                    bail!("{name} is already {}", if running { "running" } else { "stopped" })
+                }
+                (Action::Stop, true) => nexus.stop().await,
+                (Action::Start, false) => nexus.restart().await?,
+            }
+            let pid = nexus.process.as_ref().and_then(|p| p.pid());
+            return Ok(match pid {
+                Some(pid) => format!("started {name} (pid {pid}, {})", nexus.url()),
+                None => format!("stopped {name}"),
+            });
+        }
+        bail!("the stack has no {name:?} to {}; it has: {}", action.word(), names)
+    }
+}
+
+/// Asks the stack in `run_dir` to do `action` to `name`; returns its answer.
+pub async fn request(run_dir: &Path, action: Action, name: &str) -> anyhow::Result<String> {
+    let path = socket_path(run_dir);
+    let exchange = async {
+        let mut connection = UnixStream::connect(&path).await.with_context(|| {
+            format!("connecting to {} (is `devstack run` still running?)", path.display())
+        })?;
+        connection.write_all(format!("{} {name}\n", action.word()).as_bytes()).await?;
+        let mut reply = String::new();
+        BufReader::new(connection).read_line(&mut reply).await?;
+        anyhow::Ok(reply)
+    };
+    let reply = tokio::time::timeout(REQUEST_TIMEOUT, exchange).await.with_context(|| {
+        format!("no answer from {} within {REQUEST_TIMEOUT:?}", path.display())
+    })??;
+    match reply.trim_end().split_once(": ") {
+        Some(("ok", done)) => Ok(done.to_string()),
+        Some(("error", error)) => bail!("{error}"),
+        _ => bail!("unexpected answer from {}: {reply:?}", path.display()),
+    }
+}

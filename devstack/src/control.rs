@@ -112,39 +112,42 @@ impl Stack {
             all.join(", ")
         };
         if let Some(server) = self.dns_servers.iter_mut().find(|s| s.name == name) {
-            let running = server.process.is_some();
-            match (action, running) {
-                (Action::Stop, false) | (Action::Start, true) => {
-                    bail!("{name} is already {}", if running { "running" } else { "stopped" })
-                }
-                (Action::Stop, true) => server.stop().await,
-                (Action::Start, false) => server.restart().await?,
+            match wanted(action, name, server.process.is_some())? {
+                Action::Stop => server.stop().await,
+                Action::Start => server.restart().await?,
             }
             let pid = server.process.as_ref().and_then(|p| p.pid());
-            return Ok(match pid {
-                Some(pid) => format!(
-                    "started {name} (pid {pid}, DNS {}, config API {})",
-                    server.dns_address, server.http_address
-                ),
-                None => format!("stopped {name}"),
-            });
+            let (dns, http) = (server.dns_address, server.http_address);
+            return Ok(said(name, pid, format!("DNS {dns}, config API {http}")));
         }
         if let Some(nexus) = self.nexus.iter_mut().find(|n| n.name == name) {
-            let running = nexus.process.is_some();
-            match (action, running) {
-                (Action::Stop, false) | (Action::Start, true) => {
-                    bail!("{name} is already {}", if running { "running" } else { "stopped" })
-                }
-                (Action::Stop, true) => nexus.stop().await,
-                (Action::Start, false) => nexus.restart().await?,
+            match wanted(action, name, nexus.process.is_some())? {
+                Action::Stop => nexus.stop().await,
+                Action::Start => nexus.restart().await?,
             }
             let pid = nexus.process.as_ref().and_then(|p| p.pid());
-            return Ok(match pid {
-                Some(pid) => format!("started {name} (pid {pid}, {})", nexus.url()),
-                None => format!("stopped {name}"),
-            });
+            return Ok(said(name, pid, nexus.url()));
         }
         bail!("the stack has no {name:?} to {}; it has: {}", action.word(), names)
+    }
+}
+
+/// `action`, unless the component is already where it would take it.
+fn wanted(action: Action, name: &str, running: bool) -> anyhow::Result<Action> {
+    match (action, running) {
+        (Action::Stop, false) | (Action::Start, true) => {
+            bail!("{name} is already {}", if running { "running" } else { "stopped" })
+        }
+        _ => Ok(action),
+    }
+}
+
+/// What was done, as the answer says it: started (with where it runs) or
+/// stopped.
+fn said(name: &str, pid: Option<nix::unistd::Pid>, runs_at: String) -> String {
+    match pid {
+        Some(pid) => format!("started {name} (pid {pid}, {runs_at})"),
+        None => format!("stopped {name}"),
     }
 }
 

@@ -253,7 +253,7 @@ pub fn redact(text: &str) -> String {
         (r"sha256:[0-9a-f]{64}", "sha256:<DIGEST>"),
         (r"127\.0\.0\.1:\d+", "127.0.0.1:<PORT>"),
         (r"\(\d+s\)", "(<SECS>)"),
-        (r"\b\d+(\.\d+)?(ms|s)\b", "<DURATION>"),
+        (r"\b\d+(\.\d+)? ?(ms|s|µs)\b", "<DURATION>"),
     ];
     let mut text = text.to_string();
     for (pattern, replacement) in rules {

@@ -25,6 +25,7 @@
 //! sample with what the command printed this time (whole: put back any
 //! `...` by hand).
 
+use crate::common::redact;
 use crate::devstack::{RunningDevstack, with_home};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -162,20 +163,16 @@ fn run(steps: &[Step], home: &Path, limit: Duration) -> Vec<Ran> {
     ran
 }
 
-/// Replaces what changes from run to run, and runs of spaces.
+/// Replaces what changes from run to run ([`redact`], and paths, pids and
+/// activation numbers), and runs of spaces.
 fn normalize(line: &str) -> String {
     let rules = [
-        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "<TIME>"),
-        (r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<UUID>"),
-        (r"sha256:[0-9a-f]{64}", "sha256:<DIGEST>"),
-        (r"127\.0\.0\.1:\d+", "127.0.0.1:<PORT>"),
         (r"(/var)?/tmp/[^\s:,)']+", "<PATH>"),
-        (r"\b\d+(\.\d+)? ?(ms|s|µs)\b", "<DURATION>"),
         (r"\biter \d+", "iter <N>"),
         (r"\bpid \d+", "pid <PID>"),
         (r"\s+", " "),
     ];
-    let mut line = line.trim_end().to_string();
+    let mut line = redact(line.trim_end());
     for (pattern, replacement) in rules {
         line = regex::Regex::new(pattern).unwrap().replace_all(&line, replacement).into_owned();
     }

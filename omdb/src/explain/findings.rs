@@ -164,8 +164,20 @@ fn server_evidence(s: &ServerObservation, db: &DatabaseObservation) -> ServerEvi
         database_digest: None,
         state: None,
         error: s.error.clone(),
+        written_by: None,
     };
     if let Some(status) = &s.status {
+        use dns_types::apply_history::ServerEvent;
+        // Newest first: the apply that made it serve what it serves.
+        evidence.written_by =
+            s.recent.iter().flat_map(|h| &h.events).find_map(|e| match &e.event {
+                ServerEvent::Applied { generation, writer, .. }
+                    if *generation == status.generation =>
+                {
+                    writer.clone()
+                }
+                _ => None,
+            });
         let database_digest =
             db.digests.get(&status.generation).and_then(|d| d.as_ref().ok()).cloned();
         evidence.state = Some(classify(
@@ -596,10 +608,21 @@ fn nexus_findings(
                             subject: address.clone(),
                             summary: format!(
                                 "superseded: {summary}; since then {address} was brought to \
-                                 generation {}, the database's latest, at {}: that failure is \
+                                 generation {}, the database's latest, at {}{}: that failure is \
                                  past ({subject} retries {})",
                                 s.generation.unwrap_or_default(),
                                 s.time_applied.map(timestamp).unwrap_or("-".into()),
+                                match &s.written_by {
+                                    Some(w)
+                                        if nexus
+                                            .iter()
+                                            .any(|n| n.id.is_some_and(|i| i.to_string() == *w)) =>
+                                    {
+                                        format!(" by Nexus {w}")
+                                    }
+                                    Some(w) => format!(" by {w}"),
+                                    None => String::new(),
+                                },
                                 match p.next_activation_by {
                                     Some(t) => format!("by {}, its next activation", timestamp(t)),
                                     None => "on its next activation".into(),

@@ -333,6 +333,7 @@ pub fn evaluate(o: &PastObservations) -> Report {
             database_digest: None,
             state: None,
             error: s.error.clone(),
+            written_by: None,
         };
         let events = events_of(s);
         let Some((served, since)) = served_at(events, at) else {

@@ -191,6 +191,10 @@ pub struct ServerEvidence {
     pub database_digest: Option<String>,
     pub state: Option<SyncState>,
     pub error: Option<String>,
+    /// Who wrote the generation it serves (the `X-Writer-Id` its history
+    /// kept: a Nexus's id, or `devstack`), when its recent history says.
+    #[serde(default)]
+    pub written_by: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -337,7 +337,8 @@ async fn a_server_that_is_down() {
 /// The first hour's trap: a server was down when Nexus 0 pushed, came back,
 /// and Nexus 1 brought it current.  Nexus 0's failed push is its last
 /// word until its next period, but it is not the verdict: the current
-/// evidence says healthy, and the old failure is a note with both times.
+/// evidence says healthy, and the old failure is a note with both times
+/// and who mended it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_another_nexus_has_since_mended_is_a_note_not_the_verdict() {
     let mut ts = scenario().await;
@@ -362,7 +363,11 @@ async fn a_failure_another_nexus_has_since_mended_is_a_note_not_the_verdict() {
         .lines()
         .find(|l| l.trim_start().starts_with("superseded: "))
         .unwrap_or_else(|| panic!("no superseded note:\n{}", out.stdout));
-    for evidence in [&address.to_string(), "push of generation 3", "failed at 20", "retries by 20"]
+    // Who failed, when, who brought the server current since, and when
+    // the failing Nexus retries.
+    let mender = format!("by Nexus {}", ts.stack.nexus[1].id);
+    for evidence in
+        [&address.to_string(), "push of generation 3", "failed at 20", &mender, "retries by 20"]
     {
         assert!(note.contains(evidence), "the note lacks {evidence:?}: {note}");
     }

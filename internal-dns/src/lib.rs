@@ -3,9 +3,13 @@
 //! Every component of the control plane is found through SRV records in the
 //! internal zone ([`ServiceName`] has the names), whose targets are host names
 //! `<uuid>.host.<zone>` carrying AAAA/A records.  [`Resolver`] asks a fixed
-//! list of DNS servers (the bootstrap servers) directly, without any system
-//! resolver or cache, so that what it reports is what those servers serve
-//! right now.
+//! list of DNS servers (the bootstrap servers) directly, one after another,
+//! through `hickory-resolver` configured with that one server each time: no
+//! system configuration, no search domains, no hosts file, no cache, so
+//! that what it reports is what that server serves right now, and which
+//! server said it.  The exchange itself (random ids, replies matched to
+//! their query and from the server asked, late or foreign replies ignored,
+//! TCP when an answer is truncated) is hickory's.
 //!
 //! The DNS library is an implementation detail: nothing of it appears in
 //! this crate's interface.
@@ -13,14 +17,14 @@
 pub mod wire;
 
 use dns_types::{DnsGroup, DnsRecord, NameRecords, SrvRecord};
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use dns_types::DEFAULT_INTERNAL_ZONE;
 
@@ -182,6 +186,9 @@ impl ServiceInstance {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceAnswer {
     pub server: SocketAddr,
+    /// Servers asked before it that gave no answer, with why (a server
+    /// down or hung costs one timeout, and is named).
+    pub unanswered: Vec<(SocketAddr, String)>,
     /// Sorted; empty if the name does not exist or has no SRV records.
     pub instances: Vec<ServiceInstance>,
 }
@@ -238,7 +245,9 @@ impl Resolver {
         let mut attempts = Vec::new();
         for server in &self.servers {
             match self.lookup_srv_at(*server, name).await {
-                Ok(instances) => return Ok(ServiceAnswer { server: *server, instances }),
+                Ok(instances) => {
+                    return Ok(ServiceAnswer { server: *server, unanswered: attempts, instances });
+                }
                 Err(QueryError::InvalidName) => return Err(ResolveError::InvalidName(name.into())),
                 Err(e) => attempts.push((*server, e.to_string())),
             }
@@ -286,7 +295,7 @@ impl Resolver {
         let reply = self.query(server, name, RecordType::SRV).await?;
         let mut addresses = addresses_in(&reply);
         let mut instances = Vec::new();
-        for record in &reply.answers {
+        for record in &reply {
             let RData::SRV(srv) = &record.data else { continue };
             let target = canonical(&srv.target);
             if !addresses.contains_key(&target) {
@@ -308,69 +317,75 @@ impl Resolver {
         Ok(instances)
     }
 
-    /// One question to one server: UDP first, TCP when the answer is
-    /// truncated.  NXDOMAIN and NODATA are answers; anything else that is
-    /// not NOERROR is an error.
+    /// One question to one server, through hickory-resolver set up for
+    /// that server alone: UDP first, TCP when the answer is truncated.
+    /// NXDOMAIN and NODATA are answers (no records); anything else that is
+    /// not NOERROR is an error.  The records of the answer and additional
+    /// sections.
     async fn query(
         &self,
         server: SocketAddr,
         name: &str,
         rtype: RecordType,
-    ) -> Result<Message, QueryError> {
+    ) -> Result<Vec<Record>, QueryError> {
         let absolute = if name.ends_with('.') { name.to_string() } else { format!("{name}.") };
         let qname = Name::from_str(&absolute).map_err(|_| QueryError::InvalidName)?;
-        let id: u16 = rand_id();
-        let mut message = Message::new(id, MessageType::Query, OpCode::Query);
-        message.add_query(Query::query(qname, rtype));
-        let mut edns = Edns::new();
-        edns.set_max_payload(4096);
-        message.set_edns(edns);
-        let bytes = message.to_vec().map_err(|e| QueryError::Other(e.to_string()))?;
-
-        let reply = tokio::time::timeout(self.timeout, udp_exchange(server, &bytes))
-            .await
-            .map_err(|_| QueryError::Timeout(self.timeout))??;
-        let mut reply =
-            Message::from_vec(&reply).map_err(|e| QueryError::Other(format!("bad reply: {e}")))?;
-        if reply.metadata.truncation {
-            let bytes = tokio::time::timeout(self.timeout, tcp_exchange(server, &bytes))
-                .await
-                .map_err(|_| QueryError::Timeout(self.timeout))??;
-            reply = Message::from_vec(&bytes)
-                .map_err(|e| QueryError::Other(format!("bad reply: {e}")))?;
-        }
-        if reply.metadata.id != id {
-            return Err(QueryError::Other("reply for another query".into()));
-        }
-        match reply.metadata.response_code {
-            ResponseCode::NoError | ResponseCode::NXDomain => Ok(reply),
-            code => Err(QueryError::Rcode(code.to_string())),
+        let resolver = one_server(server, self.timeout)?;
+        match resolver.lookup(qname, rtype).await {
+            Ok(lookup) => {
+                Ok(lookup.answers().iter().chain(lookup.additionals()).cloned().collect())
+            }
+            Err(e) if e.is_no_records_found() => Ok(Vec::new()),
+            Err(e) => Err(QueryError::Failed(e.to_string())),
         }
     }
+}
+
+/// hickory-resolver asking `server` only: one attempt bounded by
+/// `timeout`, over UDP and then TCP when truncated; nothing from the
+/// system's configuration, no search domains, no hosts file, no cache (a
+/// lookup must see what the server serves now).
+fn one_server(
+    server: SocketAddr,
+    timeout: Duration,
+) -> Result<hickory_resolver::Resolver<TokioRuntimeProvider>, QueryError> {
+    let mut name_server = NameServerConfig::udp_and_tcp(server.ip());
+    for connection in &mut name_server.connections {
+        connection.port = server.port();
+    }
+    let config = ResolverConfig::from_parts(None, Vec::new(), vec![name_server]);
+    let mut options = ResolverOpts::default();
+    options.timeout = timeout;
+    options.attempts = 1;
+    options.cache_size = 0;
+    options.use_hosts_file = ResolveHosts::Never;
+    options.ndots = 0;
+    options.recursion_desired = false;
+    options.edns0 = true;
+    options.edns_payload_len = 1232;
+    options.try_tcp_on_error = false;
+    hickory_resolver::Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+        .with_options(options)
+        .build()
+        .map_err(|e| QueryError::Failed(format!("setting up the resolver: {e}")))
 }
 
 #[derive(Debug, thiserror::Error)]
 enum QueryError {
     #[error("invalid name")]
     InvalidName,
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
     #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("answered {0}")]
-    Rcode(String),
-    #[error("{0}")]
-    Other(String),
+    Failed(String),
 }
 
 fn canonical(name: &Name) -> String {
     name.to_ascii().trim_end_matches('.').to_ascii_lowercase()
 }
 
-/// AAAA and A records in the answer and additional sections, by owner name.
-fn addresses_in(message: &Message) -> BTreeMap<String, Vec<IpAddr>> {
+/// AAAA and A records among `records`, by owner name.
+fn addresses_in(records: &[Record]) -> BTreeMap<String, Vec<IpAddr>> {
     let mut addresses: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
-    let records = message.answers.iter().chain(message.additionals.iter());
+    let records = records.iter();
     // AAAA before A, so that the first address is the IPv6 one when both exist.
     let mut sorted: Vec<_> = records.collect();
     sorted.sort_by_key(|r| r.record_type() != RecordType::AAAA);
@@ -383,37 +398,4 @@ fn addresses_in(message: &Message) -> BTreeMap<String, Vec<IpAddr>> {
         addresses.entry(canonical(&record.name)).or_default().push(ip);
     }
     addresses
-}
-
-async fn udp_exchange(server: SocketAddr, bytes: &[u8]) -> Result<Vec<u8>, QueryError> {
-    let bind: SocketAddr =
-        if server.is_ipv6() { "[::]:0".parse().unwrap() } else { "0.0.0.0:0".parse().unwrap() };
-    let socket = tokio::net::UdpSocket::bind(bind).await?;
-    socket.connect(server).await?;
-    socket.send(bytes).await?;
-    let mut buf = vec![0u8; 65535];
-    let len = socket.recv(&mut buf).await?;
-    buf.truncate(len);
-    Ok(buf)
-}
-
-async fn tcp_exchange(server: SocketAddr, bytes: &[u8]) -> Result<Vec<u8>, QueryError> {
-    let mut stream = tokio::net::TcpStream::connect(server).await?;
-    let len = u16::try_from(bytes.len()).map_err(|_| QueryError::Other("query too long".into()))?;
-    stream.write_all(&len.to_be_bytes()).await?;
-    stream.write_all(bytes).await?;
-    let len = stream.read_u16().await?;
-    let mut buf = vec![0u8; usize::from(len)];
-    stream.read_exact(&mut buf).await?;
-    Ok(buf)
-}
-
-fn rand_id() -> u16 {
-    // Not a security boundary (loopback and a trusted network), but distinct
-    // ids keep a late reply to an earlier query from being taken for this one.
-    use std::sync::atomic::{AtomicU16, Ordering};
-    use std::time::{SystemTime, UNIX_EPOCH};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    (seed as u16) ^ NEXT.fetch_add(0x9e37, Ordering::Relaxed)
 }

@@ -5,10 +5,18 @@
 //! omdb uses it to see what a server actually answers on the wire, so that
 //! it can compare that with what the server's config API claims; unlike
 //! [`crate::Resolver`] it neither retries on another server nor falls back
-//! from UDP to TCP, because the point is to see each path as it is.
+//! from UDP to TCP, because the point is to see each path as it is.  The
+//! exchange is hickory's client (`hickory-net`): a random id, the reply
+//! matched to the query and to the server asked, late or foreign replies
+//! ignored.
 
 use dns_types::{DnsRecord, SrvRecord};
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_net::client::Client;
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::tcp::TcpClientStream;
+use hickory_net::udp::UdpClientStream;
+use hickory_net::xfer::DnsHandle;
+use hickory_proto::op::{DnsRequest, DnsRequestOptions, Edns, Message, Query};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
 use hickory_proto::rr::{Name, RData, RecordType};
 use serde::{Deserialize, Serialize};
@@ -92,8 +100,9 @@ pub async fn ask(
     let qname = Name::from_str(&absolute).map_err(|_| WireError::InvalidName(name.into()))?;
     let qtype = RecordType::from_str(&rtype.to_ascii_uppercase())
         .map_err(|_| WireError::InvalidType(rtype.into()))?;
-    let id = crate::rand_id();
-    let mut message = Message::new(id, MessageType::Query, OpCode::Query);
+    // A random id (hickory's); the client keeps it and matches the reply.
+    let mut message = Message::query();
+    message.metadata.recursion_desired = false;
     message.add_query(Query::query(qname, qtype));
     let mut edns = Edns::new();
     edns.set_max_payload(1232);
@@ -102,26 +111,45 @@ pub async fn ask(
         edns.options_mut().insert(EdnsOption::NSID(payload));
     }
     message.set_edns(edns);
-    let bytes =
-        message.to_vec().map_err(|e| WireError::BadReply { transport, message: e.to_string() })?;
     let exchange = async {
-        match transport {
-            Transport::Udp => crate::udp_exchange(server, &bytes).await,
-            Transport::Tcp => crate::tcp_exchange(server, &bytes).await,
+        let provider = TokioRuntimeProvider::default();
+        let client = match transport {
+            Transport::Udp => {
+                let stream =
+                    UdpClientStream::builder(server, provider).with_timeout(Some(timeout)).build();
+                let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
+                tokio::spawn(background);
+                client
+            }
+            Transport::Tcp => {
+                let (connect, handle) = TcpClientStream::new(server, None, Some(timeout), provider);
+                let stream = connect.await?;
+                let (client, background) =
+                    Client::<TokioRuntimeProvider>::with_timeout(stream, handle, timeout);
+                tokio::spawn(background);
+                client
+            }
+        };
+        let mut options = DnsRequestOptions::default();
+        options.use_edns = true;
+        let mut responses = client.send(DnsRequest::new(message, options));
+        use futures::StreamExt;
+        match responses.next().await {
+            Some(response) => Ok(response?.into_message()),
+            None => Err(hickory_net::NetError::from("the connection closed without a reply")),
         }
     };
     let reply = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| WireError::Timeout { transport, timeout })?
         .map_err(|e| match e {
-            crate::QueryError::Io(source) => WireError::Io { transport, source },
+            hickory_net::NetError::Timeout => WireError::Timeout { transport, timeout },
+            hickory_net::NetError::Io(source) => WireError::Io {
+                transport,
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
             other => WireError::BadReply { transport, message: other.to_string() },
         })?;
-    let reply = Message::from_vec(&reply)
-        .map_err(|e| WireError::BadReply { transport, message: e.to_string() })?;
-    if reply.metadata.id != id {
-        return Err(WireError::BadReply { transport, message: "reply for another query".into() });
-    }
     let mut answer = WireAnswer {
         rcode: rcode_mnemonic(u16::from(reply.metadata.response_code)),
         authoritative: reply.metadata.authoritative,

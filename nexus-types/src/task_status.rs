@@ -157,6 +157,9 @@ pub struct DnsServersStatus {
     pub service_name: String,
     /// The DNS server that answered.
     pub resolved_via: SocketAddr,
+    /// DNS servers asked before it that did not answer, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unanswered: Vec<UnansweredServer>,
     pub servers: Vec<DnsServerEntry>,
     /// When this Nexus first saw exactly this list.
     pub discovered_at: DateTime<Utc>,
@@ -166,6 +169,13 @@ pub struct DnsServersStatus {
     /// before the first change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_count: Option<usize>,
+}
+
+/// A DNS server that gave no answer to a lookup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnansweredServer {
+    pub server: SocketAddr,
+    pub error: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

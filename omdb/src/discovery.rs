@@ -19,7 +19,8 @@ const DEFAULT_DB_USER: &str = "postgres";
 pub struct Discovery {
     /// Set once the DNS server in use has been noted, so it is said once.
     noted_dns_server: std::sync::atomic::AtomicBool,
-    dns_server: Option<SocketAddr>,
+    /// Asked in order until one answers.
+    dns_servers: Vec<SocketAddr>,
     nexus_url: Option<String>,
     db_url: Option<String>,
     pub zone: String,
@@ -31,31 +32,50 @@ pub fn note(message: impl AsRef<str>) {
 
 impl Discovery {
     pub fn new(
-        dns_server: Option<SocketAddr>,
+        dns_servers: Vec<SocketAddr>,
         nexus_url: Option<String>,
         db_url: Option<String>,
         zone: String,
     ) -> Discovery {
-        Discovery { noted_dns_server: Default::default(), dns_server, nexus_url, db_url, zone }
+        Discovery { noted_dns_server: Default::default(), dns_servers, nexus_url, db_url, zone }
     }
 
     fn resolver(&self, wanted: &str, flag: &str) -> anyhow::Result<Resolver> {
-        let server = self.dns_server.ok_or_else(|| {
-            anyhow!(
+        if self.dns_servers.is_empty() {
+            bail!(
                 "no {wanted} to talk to: pass {flag}, or --dns-server (OMDB_DNS_SERVER) to find one \
                  in internal DNS"
-            )
-        })?;
+            );
+        }
         if !self.noted_dns_server.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            note(format!("using DNS server {server}"));
+            let servers: Vec<String> = self.dns_servers.iter().map(|s| s.to_string()).collect();
+            note(format!(
+                "using DNS server{} {}",
+                if servers.len() == 1 { "" } else { "s (in order)" },
+                servers.join(", ")
+            ));
             note("(if this is not right, use --dns-server to specify an alternate DNS server)");
         }
-        Ok(Resolver::new(vec![server], TIMEOUT))
+        Ok(Resolver::new(self.dns_servers.clone(), TIMEOUT))
     }
 
-    /// The DNS server everything is found through, if one was given.
+    /// Looks `service` up, saying which DNS servers did not answer before
+    /// one did.
+    async fn lookup(
+        &self,
+        resolver: &Resolver,
+        service: ServiceName,
+    ) -> anyhow::Result<internal_dns::ServiceAnswer> {
+        let answer = resolver.lookup_service(service, &self.zone).await?;
+        for (server, error) in &answer.unanswered {
+            note(format!("DNS server {server} did not answer ({error}); {} did", answer.server));
+        }
+        Ok(answer)
+    }
+
+    /// The first DNS server everything is found through, if one was given.
     pub fn dns_server(&self) -> Option<SocketAddr> {
-        self.dns_server
+        self.dns_servers.first().copied()
     }
 
     /// The Nexus to ask: the one given, or the first found in DNS.
@@ -73,7 +93,7 @@ impl Discovery {
     /// Every Nexus registered in DNS (or just the one given, if no DNS
     /// server was given).
     pub async fn all_nexus_urls(&self) -> anyhow::Result<Vec<String>> {
-        if self.dns_server.is_none()
+        if self.dns_servers.is_empty()
             && let Some(url) = &self.nexus_url
         {
             note("no DNS server given: showing only the Nexus given with --nexus-internal-url");
@@ -86,7 +106,7 @@ impl Discovery {
 
     async fn nexus_urls_from_dns(&self) -> anyhow::Result<Vec<String>> {
         let resolver = self.resolver("Nexus", "--nexus-internal-url (OMDB_NEXUS_URL)")?;
-        let answer = resolver.lookup_service(ServiceName::Nexus, &self.zone).await?;
+        let answer = self.lookup(&resolver, ServiceName::Nexus).await?;
         let urls: Vec<String> = answer
             .instances
             .iter()
@@ -110,7 +130,7 @@ impl Discovery {
             None => {
                 note("database URL not specified.  Will search DNS.");
                 let resolver = self.resolver("database", "--db-url (OMDB_DB_URL)")?;
-                let answer = resolver.lookup_service(ServiceName::Postgresql, &self.zone).await?;
+                let answer = self.lookup(&resolver, ServiceName::Postgresql).await?;
                 let addr =
                     answer.instances.iter().find_map(|i| i.socket_addr()).ok_or_else(|| {
                         anyhow!(
@@ -143,7 +163,7 @@ impl Discovery {
     pub async fn dns_servers(&self, group: DnsGroup) -> anyhow::Result<Vec<(SocketAddr, String)>> {
         let resolver = self.resolver("DNS servers", "--dns-server")?;
         let service = ServiceName::dns_servers_of(group);
-        let answer = resolver.lookup_service(service, &self.zone).await?;
+        let answer = self.lookup(&resolver, service).await?;
         answer
             .instances
             .iter()

@@ -33,9 +33,10 @@ use std::process::ExitCode;
 #[command(name = "omdb", about = "Debugger for the control plane's DNS pipeline", version)]
 struct Args {
     /// DNS server used to find everything else (Nexus, the database, the
-    /// DNS servers) through internal DNS.
-    #[arg(long, env = "OMDB_DNS_SERVER", global = true)]
-    dns_server: Option<SocketAddr>,
+    /// DNS servers) through internal DNS; several, comma-separated, are
+    /// asked in order until one answers.
+    #[arg(long, env = "OMDB_DNS_SERVER", global = true, value_delimiter = ',')]
+    dns_server: Vec<SocketAddr>,
     /// URL of one Nexus's internal API (default: pick one from DNS).
     #[arg(long, env = "OMDB_NEXUS_URL", global = true)]
     nexus_internal_url: Option<String>,

@@ -118,7 +118,10 @@ pub fn encode(question: &Question<'_>, id: u16) -> Vec<u8> {
 }
 
 /// Sends raw bytes and returns the raw reply (`None` on timeout or when
-/// the server closes the connection or sends nothing).
+/// the server closes the connection or sends nothing).  Raw on purpose:
+/// these tests hand the server malformed and hand-made messages that no
+/// client library would send; everything else asks through hickory
+/// (`internal_dns`).
 pub async fn exchange_raw(
     server: SocketAddr,
     bytes: &[u8],
@@ -159,7 +162,8 @@ pub async fn exchange_raw_within(
 
 /// Asks one question and decodes the answer.
 pub async fn ask(server: SocketAddr, question: &Question<'_>, transport: Transport) -> Message {
-    let id = rand_id();
+    // A random id (hickory's), checked below.
+    let id = Message::query().metadata.id;
     let reply = exchange_raw(server, &encode(question, id), transport)
         .await
         .unwrap_or_else(|| panic!("no answer from {server} over {transport:?} within {TIMEOUT:?}"));
@@ -175,12 +179,6 @@ pub async fn query(
     transport: Transport,
 ) -> Message {
     ask(server, &Question::new(name, rtype), transport).await
-}
-
-fn rand_id() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The difference that leads from `from` to `to`.

@@ -89,6 +89,14 @@ impl Task for DnsServersTask {
             group: self.group,
             service_name: self.service_name.clone(),
             resolved_via: answer.server,
+            unanswered: answer
+                .unanswered
+                .iter()
+                .map(|(server, error)| nexus_types::task_status::UnansweredServer {
+                    server: *server,
+                    error: error.clone(),
+                })
+                .collect(),
             servers: list.servers,
             discovered_at: list.discovered_at,
             changed,

@@ -419,6 +419,9 @@ fn render_details(out: &mut String, task: &BackgroundTask, record: &ActivationRe
                 s.service_name,
                 s.resolved_via
             );
+            for u in &s.unanswered {
+                let _ = writeln!(out, "      not answered by DNS server {}: {}", u.server, u.error);
+            }
             let _ = writeln!(
                 out,
                 "      this list first seen at {}{}",

@@ -226,10 +226,25 @@ pub fn run_omdb(ts: &TestStack, args: &[&str]) -> (i32, String, String) {
 /// [`run_omdb`], with or without the API token.
 pub fn run_omdb_as(ts: &TestStack, args: &[&str], with_token: bool) -> (i32, String, String) {
     let dns = ts.stack.internal_dns_addresses()[0].to_string();
+    run_omdb_full(ts, &dns, args, with_token)
+}
+
+/// [`run_omdb`] with `OMDB_DNS_SERVER` set to `dns` (one address, or
+/// several comma-separated).
+pub fn run_omdb_with_dns(ts: &TestStack, dns: &str, args: &[&str]) -> (i32, String, String) {
+    run_omdb_full(ts, dns, args, true)
+}
+
+fn run_omdb_full(
+    ts: &TestStack,
+    dns: &str,
+    args: &[&str],
+    with_token: bool,
+) -> (i32, String, String) {
     let mut command = std::process::Command::new(test_support::process::binary("omdb").unwrap());
     command
         .args(args)
-        .env("OMDB_DNS_SERVER", &dns)
+        .env("OMDB_DNS_SERVER", dns)
         .env_remove("OMDB_API_TOKEN_FILE")
         .env_remove("OMDB_NEXUS_URL")
         .env_remove("OMDB_DB_URL");

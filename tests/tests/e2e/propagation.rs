@@ -3,6 +3,7 @@
 
 use crate::common::*;
 use dns_types::{DnsGroup, DnsRecord, SrvRecord};
+use nexus_types::task_name::DnsTaskName;
 use nexus_types::task_status::{PropagationOutcome, PropagationResult};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -263,4 +264,34 @@ async fn a_server_removed_from_dns_is_no_longer_pushed_to() {
         before,
         "the removed server was pushed to"
     );
+}
+
+/// One of three internal DNS servers hangs (SIGSTOP): Nexus still finds the
+/// DNS servers, at the cost of one timeout, and says which server did not
+/// answer; so does omdb given the hung server first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_internal_dns_server_costs_one_timeout_and_is_named() {
+    let t = TestStack::start_with(3, 0, 1, |o| o.server_timeout_secs = 1.0).await;
+    let hung = t.stack.internal_dns_addresses()[0];
+    let other = t.stack.internal_dns_addresses()[1];
+    t.stack.dns_servers[0].freeze().unwrap();
+    let task = DnsTaskName::servers(INTERNAL).to_string();
+    let started = std::time::Instant::now();
+    activate(&t.nexus(0), &[&task]).await;
+    let status = servers_status(&t.nexus(0), INTERNAL).await.unwrap().unwrap();
+    assert_eq!(status.servers.len(), 3, "{status:?}");
+    assert_ne!(status.resolved_via, hung);
+    assert_eq!(status.unanswered.len(), 1, "{status:?}");
+    assert_eq!(status.unanswered[0].server, hung);
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+
+    let (code, out, err) = run_omdb_with_dns(
+        &t,
+        &format!("{hung},{other}"),
+        &["nexus", "background-tasks", "show", "dns_servers_internal"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&format!("DNS server {hung} did not answer")), "{err}");
+    assert!(out.contains(&format!("not answered by DNS server {hung}")), "{out}");
+    t.stack.dns_servers[0].thaw().unwrap();
 }

@@ -212,16 +212,42 @@ fn describe(attempts: &[(SocketAddr, String)]) -> String {
 }
 
 /// Asks a fixed list of DNS servers, in order, until one answers.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Resolver {
     servers: Vec<SocketAddr>,
     timeout: Duration,
+    /// One hickory resolver per server, made on first use and kept (it
+    /// caches no answer: `cache_size` 0), so that a long-lived resolver
+    /// does not set one up for every question.
+    hickory: std::sync::Arc<std::sync::Mutex<BTreeMap<SocketAddr, HickoryResolver>>>,
+}
+
+type HickoryResolver = hickory_resolver::Resolver<TokioRuntimeProvider>;
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolver")
+            .field("servers", &self.servers)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl Resolver {
     /// `timeout` bounds each query to each server.
     pub fn new(servers: Vec<SocketAddr>, timeout: Duration) -> Resolver {
-        Resolver { servers, timeout }
+        Resolver { servers, timeout, hickory: Default::default() }
+    }
+
+    /// The hickory resolver that asks `server` alone.
+    fn for_server(&self, server: SocketAddr) -> Result<HickoryResolver, QueryError> {
+        let mut resolvers = self.hickory.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(resolver) = resolvers.get(&server) {
+            return Ok(resolver.clone());
+        }
+        let resolver = one_server(server, self.timeout)?;
+        resolvers.insert(server, resolver.clone());
+        Ok(resolver)
     }
 
     pub fn servers(&self) -> &[SocketAddr] {
@@ -330,7 +356,7 @@ impl Resolver {
     ) -> Result<Vec<Record>, QueryError> {
         let absolute = if name.ends_with('.') { name.to_string() } else { format!("{name}.") };
         let qname = Name::from_str(&absolute).map_err(|_| QueryError::InvalidName)?;
-        let resolver = one_server(server, self.timeout)?;
+        let resolver = self.for_server(server)?;
         match resolver.lookup(qname, rtype).await {
             Ok(lookup) => {
                 Ok(lookup.answers().iter().chain(lookup.additionals()).cloned().collect())
@@ -345,10 +371,7 @@ impl Resolver {
 /// `timeout`, over UDP and then TCP when truncated; nothing from the
 /// system's configuration, no search domains, no hosts file, no cache (a
 /// lookup must see what the server serves now).
-fn one_server(
-    server: SocketAddr,
-    timeout: Duration,
-) -> Result<hickory_resolver::Resolver<TokioRuntimeProvider>, QueryError> {
+fn one_server(server: SocketAddr, timeout: Duration) -> Result<HickoryResolver, QueryError> {
     let mut name_server = NameServerConfig::udp_and_tcp(server.ip());
     for connection in &mut name_server.connections {
         connection.port = server.port();

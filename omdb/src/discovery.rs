@@ -21,6 +21,8 @@ pub struct Discovery {
     noted_dns_server: std::sync::atomic::AtomicBool,
     /// Asked in order until one answers.
     dns_servers: Vec<SocketAddr>,
+    /// Made once, for every lookup of this run.
+    resolver: std::sync::OnceLock<Resolver>,
     nexus_url: Option<String>,
     db_url: Option<String>,
     pub zone: String,
@@ -37,7 +39,14 @@ impl Discovery {
         db_url: Option<String>,
         zone: String,
     ) -> Discovery {
-        Discovery { noted_dns_server: Default::default(), dns_servers, nexus_url, db_url, zone }
+        Discovery {
+            noted_dns_server: Default::default(),
+            dns_servers,
+            resolver: Default::default(),
+            nexus_url,
+            db_url,
+            zone,
+        }
     }
 
     fn resolver(&self, wanted: &str, flag: &str) -> anyhow::Result<Resolver> {
@@ -56,7 +65,7 @@ impl Discovery {
             ));
             note("(if this is not right, use --dns-server to specify an alternate DNS server)");
         }
-        Ok(Resolver::new(self.dns_servers.clone(), TIMEOUT))
+        Ok(self.resolver.get_or_init(|| Resolver::new(self.dns_servers.clone(), TIMEOUT)).clone())
     }
 
     /// Looks `service` up, saying which DNS servers did not answer before

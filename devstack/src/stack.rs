@@ -130,9 +130,26 @@ impl DnsServer {
     }
 
     /// Starts the process again on the same addresses and storage.
+    ///
+    /// Its ports were picked by the kernel, from the range it also hands out
+    /// to outgoing connections: while it was down, one of those may have
+    /// taken its port for a moment.  That is waited out (up to 10 s), as an
+    /// operator would try again; any other failure is returned at once.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop().await;
-        self.start().await
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.start().await {
+                Err(e)
+                    if format!("{e:#}").contains("Address already in use")
+                        && Instant::now() < deadline =>
+                {
+                    tracing::info!(server = %self.name, "its port is briefly taken; trying again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Starts the process again with the same storage and config API, but
@@ -659,8 +676,28 @@ async fn spawn_on_free_ports(
     Err(last_error.expect("at least one attempt"))
 }
 
-/// A loopback port free for both UDP and TCP right now.
+/// A loopback port free for both UDP and TCP right now, below the range
+/// the kernel hands out to outgoing connections: a server's port is fixed
+/// for its life (internal DNS points at it, a restart binds it again), and
+/// while the server is down an outgoing connection (a scrape kept alive)
+/// could otherwise take it for as long as it lives.
 pub fn free_port() -> anyhow::Result<u16> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    if ephemeral_low > 12000 {
+        let span = u128::from(ephemeral_low - 10000);
+        for _ in 0..100 {
+            let port = 10000 + (Uuid::new_v4().as_u128() % span) as u16;
+            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            {
+                return Ok(port);
+            }
+        }
+    }
+    // A kernel-picked one, then.
     for _ in 0..20 {
         let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
         let port = udp.local_addr()?.port();

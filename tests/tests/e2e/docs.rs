@@ -131,6 +131,9 @@ fn run(steps: &[Step], home: &Path, limit: Duration) -> Vec<Ran> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     with_home(&mut command, home);
+    // Its own process group, so that giving up kills what it started too
+    // (a hung command would otherwise keep the output pipe open).
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let child = command.spawn().unwrap();
     let pid = child.id();
     let started = Instant::now();
@@ -142,7 +145,7 @@ fn run(steps: &[Step], home: &Path, limit: Duration) -> Vec<Ran> {
             }
         }
         let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
+            nix::unistd::Pid::from_raw(-(pid as i32)),
             nix::sys::signal::Signal::SIGKILL,
         );
     });

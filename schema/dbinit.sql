@@ -48,6 +48,23 @@ CREATE TABLE IF NOT EXISTS dns_version (
     PRIMARY KEY (dns_group, version)
 );
 
+-- A change's idempotency key (optional, chosen by the caller) and the
+-- generation it created.  A change whose commit outcome the caller never
+-- learned (the connection was cut during COMMIT, the database failed over)
+-- is sent again with the same key; finding the key, the database answers
+-- with that generation instead of applying the change a second time.
+-- change_digest: a hash of the change, so that a key reused for another
+-- change is refused rather than answered with the wrong generation.
+CREATE TABLE IF NOT EXISTS dns_change_key (
+    dns_group TEXT NOT NULL REFERENCES dns_group (dns_group),
+    idempotency_key TEXT NOT NULL,
+    version INT8 NOT NULL,
+    change_digest TEXT NOT NULL,
+    time_created TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (dns_group, idempotency_key),
+    FOREIGN KEY (dns_group, version) REFERENCES dns_version (dns_group, version)
+);
+
 -- One row per name per stretch of generations during which its records did
 -- not change.  A name with records R is alive at generation G when
 -- version_added <= G and (version_removed IS NULL or version_removed > G).
@@ -78,5 +95,5 @@ CREATE INDEX IF NOT EXISTS dns_name_by_version_added
     ON dns_name (dns_zone_id, version_added);
 
 INSERT INTO db_metadata (singleton, version, time_modified)
-    VALUES (TRUE, '1.1.0', now())
+    VALUES (TRUE, '1.2.0', now())
     ON CONFLICT (singleton) DO NOTHING;

@@ -44,8 +44,12 @@ fn names(count: usize) -> Vec<NameRecords> {
 async fn bench(zone_size: usize) {
     let db = TestDatabase::new().await;
     let ds = &db.datastore;
-    let initial =
-        DnsChange { comment: "benchmark setup".into(), add: names(zone_size), remove: vec![] };
+    let initial = DnsChange {
+        idempotency_key: None,
+        comment: "benchmark setup".into(),
+        add: names(zone_size),
+        remove: vec![],
+    };
     let zones = [ZoneSpec { zone_name: "control-plane.internal".into(), ttl_seconds: 60 }];
     let started = Instant::now();
     ds.dns_group_initialize(DnsGroup::Internal, &zones, "bench", &initial).await.unwrap();
@@ -54,6 +58,7 @@ async fn bench(zone_size: usize) {
     let mut commits = Vec::with_capacity(COMMITS);
     for i in 0..COMMITS {
         let change = DnsChange {
+            idempotency_key: None,
             comment: format!("bench change {i}"),
             add: vec![NameRecords {
                 name: format!("new{i}"),

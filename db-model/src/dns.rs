@@ -69,6 +69,11 @@ pub enum DnsError {
          holds; no further change can be committed"
     )]
     GenerationsExhausted { group: DnsGroup, latest: u64 },
+    #[error(
+        "idempotency key {key:?} of DNS group {group} was already used for another change \
+         (it created generation {generation}); use a new key for a new change"
+    )]
+    IdempotencyKeyReused { group: DnsGroup, key: String, generation: u64 },
     #[error(transparent)]
     InvalidConfig(#[from] ConfigError),
     #[error(transparent)]
@@ -88,6 +93,12 @@ impl DnsError {
 impl Retryable for DnsError {
     fn is_retryable(&self) -> bool {
         matches!(self, DnsError::Database(e) if e.is_serialization_failure())
+    }
+    fn db_error(&self) -> Option<&DbError> {
+        match self {
+            DnsError::Database(e) => Some(e),
+            _ => None,
+        }
     }
 }
 
@@ -461,7 +472,36 @@ impl Datastore {
         check_change(change, creator, false)?;
         let change = change.clone();
         let creator = creator.to_string();
+        let change_digest = dns_types::digest::change_digest(&change);
         self.transaction(WHAT, TxnMode::ReadWrite, async move |txn| {
+            // A change sent again with its key: answer with what the first
+            // call committed (its outcome may never have reached the caller).
+            if let Some(key) = &change.idempotency_key {
+                let row = txn
+                    .query_opt(
+                        "SELECT version, change_digest FROM dns_change_key \
+                         WHERE dns_group = $1 AND idempotency_key = $2",
+                        &[&group.as_str(), key],
+                    )
+                    .await
+                    .map_err(query_error(WHAT, "looking up the idempotency key"))?;
+                if let Some(row) = row {
+                    let generation = generation_from_db(row.get(0))?;
+                    let digest: String = row.get(1);
+                    if digest != change_digest {
+                        return Err(DnsError::IdempotencyKeyReused {
+                            group,
+                            key: key.clone(),
+                            generation,
+                        });
+                    }
+                    tracing::info!(
+                        %group, generation, key = %key,
+                        "DNS change already committed with this idempotency key; not applied again"
+                    );
+                    return read_version(txn, WHAT, group, generation).await;
+                }
+            }
             // Claim the next generation first: concurrent writers of this
             // group conflict here, before doing any other work.
             let row = txn
@@ -509,7 +549,7 @@ impl Datastore {
             let new_state = resolved.apply(&zone_names, current.clone())?;
             update_digest_state(&mut digest_state, &zones, &current, &new_state)?;
             write_names(txn, WHAT, &zones, generation, &existing, &new_state).await?;
-            Ok(insert_version(
+            let version = insert_version(
                 txn,
                 WHAT,
                 group,
@@ -518,7 +558,18 @@ impl Datastore {
                 &change.comment,
                 &digest_state,
             )
-            .await?)
+            .await?;
+            if let Some(key) = &change.idempotency_key {
+                txn.execute(
+                    "INSERT INTO dns_change_key \
+                     (dns_group, idempotency_key, version, change_digest, time_created) \
+                     VALUES ($1, $2, $3, $4, now())",
+                    &[&group.as_str(), key, &generation_to_db(generation), &change_digest],
+                )
+                .await
+                .map_err(query_error(WHAT, "recording the idempotency key"))?;
+            }
+            Ok(version)
         })
         .await
     }

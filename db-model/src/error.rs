@@ -32,8 +32,56 @@ pub enum DbError {
          in a row; giving up (retry later)"
     )]
     RetriesExhausted { what: &'static str, attempts: u32 },
+    #[error(
+        "database operation {what:?} at {address}: the outcome of COMMIT is unknown ({reason}); \
+         it may or may not have been applied: send it again with the same idempotency key"
+    )]
+    CommitOutcomeUnknown { what: &'static str, address: String, reason: String },
     #[error("unexpected data in the database: {0}")]
     Corrupt(String),
+}
+
+/// How a database operation failed, for metrics and for deciding what to do
+/// with the connection it used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FailureKind {
+    /// No connection, a connection lost before COMMIT, a node shutting
+    /// down or starting: nothing was written, and the next attempt may find
+    /// another node.
+    Unavailable,
+    /// The node is read-only (a standby, or a primary just demoted).
+    ReadOnly,
+    /// The connection was lost during COMMIT, or COMMIT did not return in
+    /// time: the change may or may not be in the database.
+    CommitOutcomeUnknown,
+    /// The operation did not finish in time (before COMMIT).
+    Timeout,
+    /// Serialization conflicts, retried until the attempts ran out.
+    Conflict,
+    /// Anything else (bad data, a refused change, a bug).
+    Other,
+}
+
+impl FailureKind {
+    pub const ALL: [FailureKind; 6] = [
+        FailureKind::Unavailable,
+        FailureKind::ReadOnly,
+        FailureKind::CommitOutcomeUnknown,
+        FailureKind::Timeout,
+        FailureKind::Conflict,
+        FailureKind::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Unavailable => "unavailable",
+            FailureKind::ReadOnly => "read_only",
+            FailureKind::CommitOutcomeUnknown => "commit_outcome_unknown",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Conflict => "conflict",
+            FailureKind::Other => "other",
+        }
+    }
 }
 
 impl DbError {
@@ -60,6 +108,18 @@ impl DbError {
         }
     }
 
+    /// How this failed (see [`FailureKind`]).
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            DbError::Connection { .. } => FailureKind::Unavailable,
+            DbError::Timeout { .. } => FailureKind::Timeout,
+            DbError::RetriesExhausted { .. } => FailureKind::Conflict,
+            DbError::CommitOutcomeUnknown { .. } => FailureKind::CommitOutcomeUnknown,
+            DbError::Query { source, .. } => driver_failure_kind(source),
+            DbError::InvalidUrl { .. } | DbError::Corrupt(_) => FailureKind::Other,
+        }
+    }
+
     /// Whether this is the database rejecting a duplicate key.
     pub fn is_unique_violation(&self) -> bool {
         match self {
@@ -69,15 +129,44 @@ impl DbError {
     }
 }
 
+/// Classifies an error of the driver: a lost connection, a node that is
+/// shutting down, starting, or read-only, is the database being unavailable
+/// here (another node may take over), not a problem with the query.
+pub(crate) fn driver_failure_kind(source: &tokio_postgres::Error) -> FailureKind {
+    if source.is_closed() {
+        return FailureKind::Unavailable;
+    }
+    match source.code() {
+        // No SQLSTATE: an I/O error on the connection.
+        None => FailureKind::Unavailable,
+        Some(code) if *code == SqlState::READ_ONLY_SQL_TRANSACTION => FailureKind::ReadOnly,
+        Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE => FailureKind::Conflict,
+        Some(code)
+            if code.code().starts_with("08")
+                || *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW =>
+        {
+            FailureKind::Unavailable
+        }
+        Some(_) => FailureKind::Other,
+    }
+}
+
 /// Errors that may wrap a [`DbError`]; the transaction helper asks them
-/// whether to retry.
+/// whether to retry, and reads the database error to classify failures.
 pub trait Retryable {
     fn is_retryable(&self) -> bool;
+    /// The database error inside, if this is one.
+    fn db_error(&self) -> Option<&DbError>;
 }
 
 impl Retryable for DbError {
     fn is_retryable(&self) -> bool {
         self.is_serialization_failure()
+    }
+    fn db_error(&self) -> Option<&DbError> {
+        Some(self)
     }
 }
 

@@ -4,7 +4,7 @@ use crate::error::{DbError, query_error};
 use crate::transaction::{Datastore, TxnMode};
 
 /// The schema version this build of the software expects.
-pub const EXPECTED_VERSION: &str = "1.1.0";
+pub const EXPECTED_VERSION: &str = "1.2.0";
 
 /// The full current schema.
 pub const DBINIT_SQL: &str = include_str!("../../schema/dbinit.sql");
@@ -26,6 +26,7 @@ pub static MIGRATIONS: &[(&str, &[&str])] = &[
         ],
     ),
     ("1.1.0", &[include_str!("../../schema/migrations/1.1.0/up01.sql")]),
+    ("1.2.0", &[include_str!("../../schema/migrations/1.2.0/up01.sql")]),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,12 @@ pub enum SchemaError {
 impl crate::error::Retryable for SchemaError {
     fn is_retryable(&self) -> bool {
         matches!(self, SchemaError::Database(e) if e.is_serialization_failure())
+    }
+    fn db_error(&self) -> Option<&DbError> {
+        match self {
+            SchemaError::Database(e) => Some(e),
+            _ => None,
+        }
     }
 }
 

@@ -5,11 +5,31 @@
 //! CockroachDB raise), the whole body runs again after a short randomized
 //! backoff.  Each attempt has a time limit, so a hung database turns into an
 //! error naming it instead of a hung caller.
+//!
+//! The URL may name several hosts (a replicated database:
+//! `postgresql://h1:p1,h2:p2,h3:p3/db?target_session_attrs=read-write`);
+//! a new connection goes to the first that accepts writes.  After a
+//! failover, connections to the old primary break or find it read-only;
+//! such a connection is never handed out again, so the next attempt
+//! connects afresh and finds the new primary.  The pool remembers which
+//! node its connections reach and counts how often that changed and how
+//! writes failed, for Nexus's metrics and omdb.
+//!
+//! A connection lost during COMMIT (or a COMMIT that does not return in
+//! time, as when a synchronous standby is missing) leaves the outcome
+//! unknown: that is its own error, [`DbError::CommitOutcomeUnknown`], so
+//! that callers retry with an idempotency key instead of guessing.
 
-use crate::error::{DbError, Retryable, query_error};
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use crate::error::{DbError, FailureKind, Retryable, query_error};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
+};
 use rand::Rng;
+use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_postgres::IsolationLevel;
 
@@ -51,6 +71,61 @@ pub struct Datastore {
     pool: Pool,
     address: String,
     options: DatastoreOptions,
+    tracker: Arc<NodeTracker>,
+}
+
+/// The database node this pool's connections reach, and since when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInUse {
+    /// `host:port` as the node reports it (`inet_server_addr()`), or the
+    /// configured address when it cannot say.
+    pub node: String,
+    /// When the first connection to it was made.
+    pub since: DateTime<Utc>,
+}
+
+/// What the pool has seen: the node in use, how many times new connections
+/// went to another node than before (failovers seen), and failed write
+/// transactions by kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionReport {
+    pub node: Option<NodeInUse>,
+    pub failovers_seen: u64,
+    pub write_failures: BTreeMap<FailureKind, u64>,
+}
+
+#[derive(Default)]
+struct NodeTracker {
+    node: Mutex<Option<NodeInUse>>,
+    failovers: AtomicU64,
+    write_failures: [AtomicU64; FailureKind::ALL.len()],
+}
+
+impl NodeTracker {
+    /// A new connection reached `node`.
+    fn connected(&self, node: String) {
+        let mut current = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        match current.as_ref() {
+            Some(previous) if previous.node == node => {}
+            Some(previous) => {
+                self.failovers.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    previous = %previous.node, now = %node,
+                    "new database connections reach another node than before: the primary moved"
+                );
+                *current = Some(NodeInUse { node, since: Utc::now() });
+            }
+            None => {
+                tracing::info!(%node, "connected to the database");
+                *current = Some(NodeInUse { node, since: Utc::now() });
+            }
+        }
+    }
+
+    fn write_failed(&self, kind: FailureKind) {
+        let index = FailureKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        self.write_failures[index].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Datastore {
@@ -62,25 +137,76 @@ impl Datastore {
         config.connect_timeout(options.connect_timeout);
         config.application_name("dns-control-plane");
         let address = describe_address(&config);
+        let hosts = config.get_hosts().len();
         let manager = Manager::from_config(
             config,
             tokio_postgres::NoTls,
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
+        let tracker = Arc::new(NodeTracker::default());
+        let on_connect = tracker.clone();
+        let configured = address.clone();
         let pool = Pool::builder(manager)
             .max_size(options.max_connections)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(options.transaction_timeout))
-            .create_timeout(Some(options.connect_timeout))
+            // Several hosts are tried one after the other, each within the
+            // connect timeout.
+            .create_timeout(Some(options.connect_timeout * hosts.max(1) as u32))
             .recycle_timeout(Some(options.connect_timeout))
+            .post_create(Hook::async_fn(move |client, _| {
+                let tracker = on_connect.clone();
+                let configured = configured.clone();
+                Box::pin(async move {
+                    // Which node this connection reached (a multi-host URL
+                    // does not say).  A database that cannot tell (no
+                    // inet_server_addr) is named by its configured address.
+                    let node = match client
+                        .query_one("SELECT inet_server_addr()::TEXT, inet_server_port()", &[])
+                        .await
+                    {
+                        Ok(row) => {
+                            match (row.get::<_, Option<String>>(0), row.get::<_, Option<i32>>(1)) {
+                                (Some(ip), Some(port)) => {
+                                    let ip = ip.split('/').next().unwrap_or(&ip).to_string();
+                                    if ip.contains(':') {
+                                        format!("[{ip}]:{port}")
+                                    } else {
+                                        format!("{ip}:{port}")
+                                    }
+                                }
+                                _ => configured,
+                            }
+                        }
+                        Err(e) if e.is_closed() => return Err(HookError::Backend(e)),
+                        Err(_) => configured,
+                    };
+                    tracker.connected(node);
+                    Ok(())
+                })
+            }))
             .build()
             .expect("a pool with a runtime and timeouts always builds");
-        Ok(Datastore { pool, address, options })
+        Ok(Datastore { pool, address, options, tracker })
     }
 
-    /// `host:port/database` of the database, for messages.
+    /// `host:port/database` of the database (every host, for a multi-host
+    /// URL), for messages.
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// The node in use, failovers seen and failed writes by kind.
+    pub fn connection_report(&self) -> ConnectionReport {
+        ConnectionReport {
+            node: self.tracker.node.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            failovers_seen: self.tracker.failovers.load(Ordering::Relaxed),
+            write_failures: FailureKind::ALL
+                .iter()
+                .zip(&self.tracker.write_failures)
+                .map(|(kind, count)| (*kind, count.load(Ordering::Relaxed)))
+                .collect(),
+        }
     }
 
     /// Runs `body` in a SERIALIZABLE transaction and commits it, retrying the
@@ -122,9 +248,20 @@ impl Datastore {
                     tokio::time::sleep(Duration::from_millis(sleep)).await;
                 }
                 Err(e) if e.is_retryable() => {
+                    if mode == TxnMode::ReadWrite {
+                        self.tracker.write_failed(FailureKind::Conflict);
+                    }
                     return Err(DbError::RetriesExhausted { what, attempts: attempt }.into());
                 }
-                other => return other,
+                Err(e) => {
+                    if mode == TxnMode::ReadWrite
+                        && let Some(db) = e.db_error()
+                    {
+                        self.tracker.write_failed(db.kind());
+                    }
+                    return Err(e);
+                }
+                ok => return ok,
             }
         }
     }
@@ -145,6 +282,7 @@ impl Datastore {
             .get()
             .await
             .map_err(|source| DbError::Connection { address: self.address.clone(), source })?;
+        let committing = AtomicBool::new(false);
         let run = async {
             let txn = client
                 .build_transaction()
@@ -154,28 +292,86 @@ impl Datastore {
                 .await
                 .map_err(query_error(what, "starting the transaction"))?;
             let value = body(&txn).await?;
-            txn.commit().await.map_err(query_error(what, "committing"))?;
-            Ok(value)
+            committing.store(true, Ordering::Relaxed);
+            txn.commit().await.map_err(|source| {
+                // An answer from the database (a conflict, say) means it did
+                // not commit; a lost connection means nobody knows.
+                if source.is_closed() || source.code().is_none() {
+                    DbError::CommitOutcomeUnknown {
+                        what,
+                        address: self.address.clone(),
+                        reason: format!("the connection was lost during COMMIT: {source}"),
+                    }
+                } else {
+                    query_error(what, "committing")(source)
+                }
+            })?;
+            Ok::<T, E>(value)
         };
-        match tokio::time::timeout(timeout, run).await {
-            Ok(result) => result,
+        let result = tokio::time::timeout(timeout, run).await;
+        match result {
+            Ok(Err(e)) => {
+                // A connection to a node that left (or became read-only)
+                // must not be handed out again: the next attempt connects
+                // afresh and finds the current primary.
+                let kind = e.db_error().map(DbError::kind);
+                if matches!(
+                    kind,
+                    Some(
+                        FailureKind::Unavailable
+                            | FailureKind::ReadOnly
+                            | FailureKind::CommitOutcomeUnknown
+                    )
+                ) {
+                    tracing::warn!(
+                        what, error = %e.db_error().map(|e| e.to_string()).unwrap_or_default(),
+                        "database connection discarded"
+                    );
+                    drop(Object::take(client));
+                }
+                Err(e)
+            }
+            Ok(ok) => ok,
             Err(_) => {
                 // The connection may be stuck mid-transaction: never hand it
                 // out again.
                 drop(Object::take(client));
-                Err(DbError::Timeout { what, address: self.address.clone(), timeout }.into())
+                if committing.load(Ordering::Relaxed) {
+                    Err(DbError::CommitOutcomeUnknown {
+                        what,
+                        address: self.address.clone(),
+                        reason: format!(
+                            "COMMIT did not return within {timeout:?} (a primary waiting for a \
+                             synchronous standby that is not there commits only when one comes)"
+                        ),
+                    }
+                    .into())
+                } else {
+                    Err(DbError::Timeout { what, address: self.address.clone(), timeout }.into())
+                }
             }
         }
     }
 }
 
 fn describe_address(config: &tokio_postgres::Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let host = match host {
+                tokio_postgres::config::Host::Tcp(h) if h.contains(':') => format!("[{h}]"),
+                tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+            };
+            // One port applies to every host; otherwise one per host.
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            format!("{host}:{port}")
+        })
+        .collect();
+    let hosts = if hosts.is_empty() { "localhost:5432".to_string() } else { hosts.join(",") };
     let db = config.get_dbname().unwrap_or("(default)");
-    format!("{host}:{port}/{db}")
+    format!("{hosts}/{db}")
 }

@@ -109,8 +109,28 @@ impl Stack {
         let names = {
             let mut all: Vec<&str> = self.dns_servers.iter().map(|s| s.name.as_str()).collect();
             all.extend(self.nexus.iter().map(|n| n.name.as_str()));
+            let mut all: Vec<String> = all.into_iter().map(str::to_string).collect();
+            if let crate::stack::Database::Replicated(cluster) = &self.database {
+                all.extend(cluster.nodes().iter().map(|n| format!("postgres-{}", n.name)));
+            }
             all.join(", ")
         };
+        if let crate::stack::Database::Replicated(cluster) = &mut self.database
+            && let Some(index) =
+                cluster.nodes().iter().position(|n| format!("postgres-{}", n.name) == name)
+        {
+            let running = cluster.nodes()[index].agent_pid().is_some();
+            // A database node stops as its machine would die (SIGKILL to
+            // Patroni and PostgreSQL): the point is to see a failover.
+            match wanted(action, name, running)? {
+                Action::Stop => cluster.kill_node(index),
+                Action::Start => cluster.start_node(index)?,
+            }
+            let node = &cluster.nodes()[index];
+            let pid = node.agent_pid();
+            let runs_at = format!("PostgreSQL {}, Patroni API {}", node.postgres, node.patroni_api);
+            return Ok(said(name, pid, runs_at));
+        }
         if let Some(server) = self.dns_servers.iter_mut().find(|s| s.name == name) {
             match wanted(action, name, server.process.is_some())? {
                 Action::Stop => server.stop().await,

@@ -46,6 +46,10 @@ pub enum ComponentKind {
     DnsServer,
     Nexus,
     Postgres,
+    /// A Patroni agent and the PostgreSQL node it manages (a replicated
+    /// database); its HTTP address is Patroni's API.
+    Patroni,
+    Etcd,
     Prometheus,
 }
 
@@ -55,6 +59,8 @@ impl std::fmt::Display for ComponentKind {
             ComponentKind::DnsServer => "dns-server",
             ComponentKind::Nexus => "nexus",
             ComponentKind::Postgres => "postgres",
+            ComponentKind::Patroni => "patroni",
+            ComponentKind::Etcd => "etcd",
             ComponentKind::Prometheus => "prometheus",
         })
     }
@@ -63,8 +69,8 @@ impl std::fmt::Display for ComponentKind {
 impl Stack {
     pub fn description(&self) -> StackDescription {
         let mut components = Vec::new();
-        if let Database::Local(pg) = &self.database {
-            components.push(Component {
+        match &self.database {
+            Database::Local(pg) => components.push(Component {
                 kind: ComponentKind::Postgres,
                 name: "postgres".into(),
                 group: None,
@@ -74,7 +80,34 @@ impl Stack {
                 dns_address: None,
                 http_address: None,
                 log: pg.log_path(),
-            });
+            }),
+            Database::Replicated(cluster) => {
+                components.push(Component {
+                    kind: ComponentKind::Etcd,
+                    name: "etcd".into(),
+                    group: None,
+                    id: None,
+                    pid: None,
+                    netns: None,
+                    dns_address: None,
+                    http_address: Some(cluster.etcd()),
+                    log: cluster.dir().join("etcd.log"),
+                });
+                for node in cluster.nodes() {
+                    components.push(Component {
+                        kind: ComponentKind::Patroni,
+                        name: format!("postgres-{}", node.name),
+                        group: None,
+                        id: None,
+                        pid: node.agent_pid().and_then(|p| u32::try_from(p.as_raw()).ok()),
+                        netns: None,
+                        dns_address: None,
+                        http_address: Some(node.patroni_api),
+                        log: node.log_path(),
+                    });
+                }
+            }
+            Database::External => {}
         }
         for s in &self.dns_servers {
             components.push(Component {
@@ -138,6 +171,15 @@ impl Stack {
             ip = dns.ip(),
             port = dns.port(),
         );
+        if let Database::Replicated(cluster) = &self.database {
+            let apis: Vec<String> =
+                cluster.nodes().iter().map(|n| n.patroni_api.to_string()).collect();
+            text.push_str(&format!(
+                "# The replicated database's Patroni agents, for `omdb db status`.\n\
+                 export OMDB_PATRONI_API={}\n",
+                apis.join(",")
+            ));
+        }
         // The workspace's binaries (omdb, devstack, dns-server) first on
         // the PATH.
         if let Ok(omdb) = test_support::process::binary("omdb")

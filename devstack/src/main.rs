@@ -25,13 +25,24 @@ struct Args {
     command: Command,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum DbKind {
+    Single,
+    Replicated,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Start the stack and run until Ctrl-C.
     Run {
         /// Use this database instead of starting a private PostgreSQL.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "db")]
         db_url: Option<String>,
+        /// Which database to start: `single` (one PostgreSQL process) or
+        /// `replicated` (etcd and three PostgreSQL nodes under Patroni,
+        /// synchronous replication; needs `patroni` and `etcd-server`).
+        #[arg(long, value_enum, default_value_t = DbKind::Single)]
+        db: DbKind,
         /// Where to keep storage and logs (default: a new directory in /tmp).
         #[arg(long)]
         run_dir: Option<PathBuf>,
@@ -107,6 +118,7 @@ async fn control(action: Action, name: &str, run_dir: Option<PathBuf>) -> anyhow
 async fn run_stack(command: Command) -> anyhow::Result<()> {
     let Command::Run {
         db_url,
+        db,
         run_dir,
         internal_zone,
         external_zone,
@@ -142,6 +154,7 @@ async fn run_stack(command: Command) -> anyhow::Result<()> {
 
     let mut options = StackOptions::new(run_dir.clone());
     options.db_url = db_url;
+    options.replicated_db = db == DbKind::Replicated;
     options.internal_zone = internal_zone;
     options.external_zone = external_zone;
     options.internal_dns_servers = internal_dns_servers.into();
@@ -151,7 +164,12 @@ async fn run_stack(command: Command) -> anyhow::Result<()> {
     options.progress = true;
     println!(
         "devstack: starting {}{} internal and {} external DNS servers and {} Nexus in {}",
-        if options.db_url.is_some() { "" } else { "PostgreSQL, " },
+        match (&options.db_url, db) {
+            (Some(_), _) => "",
+            (None, DbKind::Single) => "PostgreSQL, ",
+            (None, DbKind::Replicated) =>
+                "a replicated database (etcd, 3 PostgreSQL under Patroni), ",
+        },
         internal_dns_servers,
         external_dns_servers,
         nexus,

@@ -9,6 +9,7 @@ use db_model::{Datastore, DatastoreOptions, DnsError, ZoneSpec};
 use dns_types::sync::{ServerClaim, Wanted, classify};
 use dns_types::{DnsChange, DnsGroup, DnsRecord, NameRecords, NameRemoval};
 use internal_dns::{Registration, ServiceName};
+use local_postgres::replicated::ReplicatedPostgres;
 use local_postgres::{Directory, LocalPostgres};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,9 @@ pub struct StackOptions {
     pub run_dir: PathBuf,
     /// Use this database instead of starting PostgreSQL.
     pub db_url: Option<String>,
+    /// Start a replicated database (three PostgreSQL nodes under Patroni)
+    /// instead of one PostgreSQL process.
+    pub replicated_db: bool,
     pub internal_zone: String,
     pub external_zone: String,
     pub internal_dns_servers: usize,
@@ -50,6 +54,7 @@ impl StackOptions {
         StackOptions {
             run_dir,
             db_url: None,
+            replicated_db: false,
             internal_zone: internal_dns::DEFAULT_INTERNAL_ZONE.into(),
             external_zone: "example.test".into(),
             internal_dns_servers: 3,
@@ -69,6 +74,8 @@ impl StackOptions {
 #[allow(clippy::large_enum_variant)] // one per stack
 pub enum Database {
     Local(LocalPostgres),
+    /// Three PostgreSQL nodes under Patroni, with etcd.
+    Replicated(ReplicatedPostgres),
     External,
 }
 
@@ -307,13 +314,41 @@ impl Stack {
 
         let (database, db_url) = match &options.db_url {
             Some(url) => (Database::External, url.clone()),
+            None if options.replicated_db => {
+                let dir = options.run_dir.join("postgres");
+                let cluster = tokio::task::spawn_blocking(move || {
+                    ReplicatedPostgres::start(Directory::Keep(dir))
+                })
+                .await?
+                .context("starting the replicated database (etcd and Patroni)")?;
+                progress(format!(
+                    "etcd and {} Patroni agents started in {}; waiting for a primary and a \
+                     synchronous standby",
+                    cluster.nodes().len(),
+                    cluster.dir().display()
+                ));
+                let primary = db_model::cluster::wait_until_writable(
+                    &cluster.url("postgres"),
+                    cluster.nodes().len() - 1,
+                    Duration::from_secs(120),
+                )
+                .await
+                .map_err(anyhow::Error::msg)?;
+                let url = create_database_at(&cluster.url("postgres"), "control_plane").await?;
+                progress(format!(
+                    "replicated database ready ({} standbys, synchronous: {}) at {url}",
+                    primary.replicas.len(),
+                    primary.synchronous_standby_names
+                ));
+                (Database::Replicated(cluster), url)
+            }
             None => {
                 let dir = options.run_dir.join("postgres");
                 let server =
                     tokio::task::spawn_blocking(move || LocalPostgres::start(Directory::Keep(dir)))
                         .await?
                         .context("starting PostgreSQL")?;
-                let url = create_database(&server, "control_plane").await?;
+                let url = create_database_at(&server.url("postgres"), "control_plane").await?;
                 progress(format!("PostgreSQL {} serves {url}", server.dir().display()));
                 (Database::Local(server), url)
             }
@@ -346,7 +381,7 @@ impl Stack {
         progress(format!("{} started", nexus_types::count(dns_servers.len() as u64, "DNS server")));
 
         let database_id = Uuid::new_v4();
-        let db_port = url_port(&db_url).unwrap_or(5432);
+        let db_nodes = db_nodes(&db_url);
         let mut stack = Stack {
             options,
             db_url,
@@ -358,7 +393,7 @@ impl Stack {
             api_token,
             api_token_file,
         };
-        stack.write_initial_dns(db_port).await?;
+        stack.write_initial_dns(&db_nodes).await?;
         stack.push_initial_dns().await?;
         progress("generation 1 written and handed to every DNS server".into());
 
@@ -383,7 +418,7 @@ impl Stack {
     /// Generation 1 of both groups: zones, every DNS server and the database
     /// (Nexus registers itself when it starts).  Groups that exist already
     /// (an existing database) are left alone.
-    async fn write_initial_dns(&self, db_port: u16) -> anyhow::Result<()> {
+    async fn write_initial_dns(&self, db_nodes: &[SocketAddr]) -> anyhow::Result<()> {
         let o = &self.options;
         let zone = &o.internal_zone;
         let mut internal = Vec::new();
@@ -393,11 +428,16 @@ impl Stack {
                 Registration::new(service, server.id, server.http_address, zone).into_records(),
             );
         }
-        let db_address = SocketAddr::from(([127, 0, 0, 1], db_port));
-        internal.extend(
-            Registration::new(ServiceName::Postgresql, self.database_id, db_address, zone)
-                .into_records(),
-        );
+        // Every node of a replicated database: a client connects to the one
+        // that accepts writes (target_session_attrs=read-write).
+        for (i, node) in db_nodes.iter().enumerate() {
+            let id = match i {
+                0 => self.database_id,
+                _ => Uuid::new_v4(),
+            };
+            internal
+                .extend(Registration::new(ServiceName::Postgresql, id, *node, zone).into_records());
+        }
         let external = vec![NameRecords {
             name: "api".into(),
             records: vec![DnsRecord::A("127.0.0.1".parse().unwrap())],
@@ -407,7 +447,12 @@ impl Stack {
             (DnsGroup::External, &o.external_zone, external),
         ] {
             let zones = [ZoneSpec { zone_name: zone.clone(), ttl_seconds: 60 }];
-            let change = DnsChange { comment: "initial setup".into(), add, remove: vec![] };
+            let change = DnsChange {
+                idempotency_key: None,
+                comment: "initial setup".into(),
+                add,
+                remove: vec![],
+            };
             match self.datastore.dns_group_initialize(group, &zones, "devstack", &change).await {
                 Ok(_) => {}
                 Err(DnsError::GroupAlreadyInitialized { .. }) if group == DnsGroup::Internal => {
@@ -448,6 +493,7 @@ impl Stack {
             }
         }
         let change = DnsChange {
+            idempotency_key: None,
             comment: "devstack: this run's DNS servers and database replace an earlier run's"
                 .into(),
             add,
@@ -611,8 +657,12 @@ impl Stack {
     pub fn logs(&self) -> Vec<PathBuf> {
         let mut logs: Vec<PathBuf> = self.dns_servers.iter().map(|s| s.log.clone()).collect();
         logs.extend(self.nexus.iter().map(|n| n.log.clone()));
-        if let Database::Local(pg) = &self.database {
-            logs.push(pg.log_path());
+        match &self.database {
+            Database::Local(pg) => logs.push(pg.log_path()),
+            Database::Replicated(cluster) => {
+                logs.extend(cluster.nodes().iter().map(|n| n.log_path()));
+            }
+            Database::External => {}
         }
         logs
     }
@@ -632,8 +682,14 @@ impl Stack {
         for server in &mut self.dns_servers {
             server.stop().await;
         }
-        if let Database::Local(pg) = std::mem::replace(&mut self.database, Database::External) {
-            let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
+        match std::mem::replace(&mut self.database, Database::External) {
+            Database::Local(pg) => {
+                let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
+            }
+            Database::Replicated(cluster) => {
+                let _ = tokio::task::spawn_blocking(move || drop(cluster)).await;
+            }
+            Database::External => {}
         }
     }
 }
@@ -723,16 +779,37 @@ pub fn dns_server_client(
     Ok(dns_server_client::Client::new_with_client(&format!("http://{}", server.http_address), http))
 }
 
-fn url_port(url: &str) -> Option<u16> {
-    let config: tokio_postgres::Config = url.parse().ok()?;
-    config.get_ports().first().copied()
+/// Every host of the database URL, as the addresses registered in internal
+/// DNS (a host name that is not an IP address is registered as loopback).
+fn db_nodes(url: &str) -> Vec<SocketAddr> {
+    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+        return vec![SocketAddr::from(([127, 0, 0, 1], 5432))];
+    };
+    let ports = config.get_ports();
+    let nodes: Vec<SocketAddr> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            let ip = match host {
+                tokio_postgres::config::Host::Tcp(h) => {
+                    h.parse().unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
+                }
+                tokio_postgres::config::Host::Unix(_) => std::net::IpAddr::from([127, 0, 0, 1]),
+            };
+            SocketAddr::new(ip, port)
+        })
+        .collect();
+    if nodes.is_empty() { vec![SocketAddr::from(([127, 0, 0, 1], 5432))] } else { nodes }
 }
 
-async fn create_database(server: &LocalPostgres, name: &str) -> anyhow::Result<String> {
-    let (client, connection) =
-        tokio_postgres::connect(&server.url("postgres"), tokio_postgres::NoTls)
-            .await
-            .context("connecting to the new PostgreSQL")?;
+/// Creates database `name` through `url` unless it exists (a kept run
+/// directory), and returns `url` pointed at it.
+async fn create_database_at(url: &str, name: &str) -> anyhow::Result<String> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to the new PostgreSQL")?;
     let connection = tokio::spawn(connection);
     let exists =
         client.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name]).await?.is_some();
@@ -741,5 +818,5 @@ async fn create_database(server: &LocalPostgres, name: &str) -> anyhow::Result<S
     }
     drop(client);
     let _ = connection.await;
-    Ok(server.url(name))
+    Ok(url.replacen("/postgres?", &format!("/{name}?"), 1))
 }

@@ -17,6 +17,12 @@ pub enum ChangeError {
     EmptyComment,
     #[error("the DNS change adds and removes nothing")]
     EmptyChange,
+    #[error(
+        "invalid idempotency key {key:?}: give 1 to {} printable ASCII characters \
+         (a UUID will do)",
+        limits::MAX_IDEMPOTENCY_KEY_BYTES
+    )]
+    InvalidIdempotencyKey { key: String },
     #[error("the DNS change {action} no records for name {name:?}: give at least one record{hint}")]
     NoRecordsGiven { action: &'static str, name: String, hint: &'static str },
     #[error(transparent)]
@@ -52,6 +58,12 @@ pub fn check_change(change: &DnsChange, creator: &str, initial: bool) -> Result<
     }
     limits::check_text("the comment", &change.comment, limits::MAX_COMMENT_BYTES)?;
     limits::check_text("the creator", creator, limits::MAX_CREATOR_BYTES)?;
+    if let Some(key) = &change.idempotency_key {
+        let printable = key.bytes().all(|b| b.is_ascii_graphic());
+        if key.is_empty() || key.len() > limits::MAX_IDEMPOTENCY_KEY_BYTES || !printable {
+            return Err(ChangeError::InvalidIdempotencyKey { key: key.clone() });
+        }
+    }
     if !initial && change.add.is_empty() && change.remove.is_empty() {
         return Err(ChangeError::EmptyChange);
     }
@@ -223,6 +235,7 @@ mod tests {
         remove: Vec<(&str, Option<Vec<DnsRecord>>)>,
     ) -> DnsChange {
         DnsChange {
+            idempotency_key: None,
             comment: "c".into(),
             add: add.into_iter().map(|(n, r)| NameRecords { name: n.into(), records: r }).collect(),
             remove: remove

@@ -219,6 +219,23 @@ pub fn config_digest(config: &DnsConfig) -> String {
     DigestState::of_config(config).digest(config.generation)
 }
 
+/// The digest of what `change` asks for (comment, additions, removals; not
+/// its idempotency key): the database keeps it beside the key, so that a
+/// key sent again with another change is refused instead of answered with
+/// the generation of the first.
+pub fn change_digest(change: &crate::DnsChange) -> String {
+    #[derive(Serialize)]
+    struct Canonical<'a> {
+        comment: &'a str,
+        add: &'a [crate::NameRecords],
+        remove: &'a [crate::NameRemoval],
+    }
+    let canonical =
+        Canonical { comment: &change.comment, add: &change.add, remove: &change.remove };
+    let bytes = serde_json::to_vec(&canonical).expect("plain data serializes");
+    format!("sha256:{}", hex(&Sha256::digest(bytes)))
+}
+
 fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {

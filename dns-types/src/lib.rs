@@ -309,6 +309,13 @@ pub struct DnsChange {
     /// Records (or, without `records`, whole names) to remove.
     #[serde(default)]
     pub remove: Vec<NameRemoval>,
+    /// Chosen by the caller to make a retry safe: a change sent again with
+    /// the same key (because the first call's outcome was lost: a cut
+    /// connection, a failover) is not applied again, and the answer is the
+    /// generation the first call created.  1 to 128 printable ASCII
+    /// characters; unique per group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// Records to add to one name.

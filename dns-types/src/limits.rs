@@ -19,6 +19,8 @@ use crate::DnsRecord;
 pub const MAX_GENERATION: u64 = u32::MAX as u64;
 /// Longest comment, in bytes.
 pub const MAX_COMMENT_BYTES: usize = 1024;
+/// Longest idempotency key of a change.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
 /// Longest creator, in bytes.
 pub const MAX_CREATOR_BYTES: usize = 256;
 /// Largest wire size of all records of one name (owner names compressed).

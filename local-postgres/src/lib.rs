@@ -19,7 +19,12 @@
 //! crash of the server or the machine; a [`Directory::Temporary`] one (tests)
 //! trades them for speed, since its data dies with it anyway.
 //!
-//! This crate knows nothing about our schema: it only runs a server.
+//! [`replicated`] runs three of them under Patroni (with etcd), as a
+//! replicated database that fails over.
+//!
+//! This crate knows nothing about our schema: it only runs servers.
+
+pub mod replicated;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, User};
@@ -32,9 +37,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// How long to wait for a new server to accept connections.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a fast shutdown may take before the server is killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often to retry with a new port when the chosen one was taken between
 /// picking and binding it.
 const PORT_ATTEMPTS: usize = 5;
@@ -282,10 +287,10 @@ impl Drop for LocalPostgres {
     }
 }
 
-struct BinDir(PathBuf);
+pub(crate) struct BinDir(PathBuf);
 
 impl BinDir {
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 }
@@ -293,7 +298,7 @@ impl BinDir {
 /// Finds the directory holding `initdb` and `postgres`: `$PG_BIN_DIR`, then
 /// `$PATH`, then the newest `/usr/lib/postgresql/*/bin` (Debian keeps the
 /// server binaries off the `PATH`).
-fn find_binaries() -> Result<BinDir, Error> {
+pub(crate) fn find_binaries() -> Result<BinDir, Error> {
     let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(dir) = std::env::var_os("PG_BIN_DIR") {
@@ -316,7 +321,7 @@ fn find_binaries() -> Result<BinDir, Error> {
     candidates.into_iter().find(|d| has_both(d)).map(BinDir).ok_or(Error::BinariesNotFound)
 }
 
-fn unprivileged_user() -> Result<Option<User>, Error> {
+pub(crate) fn unprivileged_user() -> Result<Option<User>, Error> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }
@@ -326,7 +331,7 @@ fn unprivileged_user() -> Result<Option<User>, Error> {
     }
 }
 
-fn command(program: PathBuf, dir: &Path, run_as: Option<&User>) -> Command {
+pub(crate) fn command(program: PathBuf, dir: &Path, run_as: Option<&User>) -> Command {
     let mut cmd = Command::new(program);
     // The unprivileged user may not be able to enter our working directory.
     cmd.current_dir(dir).stdin(Stdio::null());
@@ -354,7 +359,7 @@ fn initdb(bin: &BinDir, dir: &Path, run_as: Option<&User>) -> Result<(), Error> 
 }
 
 /// The processes whose parent is `parent` (from `/proc`).
-fn children_of(parent: Pid) -> Vec<Pid> {
+pub(crate) fn children_of(parent: Pid) -> Vec<Pid> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
         .flatten()
@@ -368,12 +373,11 @@ fn children_of(parent: Pid) -> Vec<Pid> {
         .collect()
 }
 
-fn free_port() -> Result<u16, Error> {
+pub(crate) fn free_port() -> Result<u16, Error> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(Error::NoPort)?;
     Ok(listener.local_addr().map_err(Error::NoPort)?.port())
 }
 
-#[allow(unsafe_code)] // pre_exec: see the SAFETY note
 fn start_server(
     bin: &BinDir,
     dir: &Path,
@@ -401,42 +405,9 @@ fn start_server(
         // Durability buys nothing for a throw-away cluster and costs a lot.
         cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
     }
-    // SAFETY: the closure only makes a system call, which is async-signal-safe.
-    // It runs after the switch to the unprivileged user, which would
-    // otherwise clear the parent-death signal.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGQUIT).map_err(std::io::Error::from)
-        });
-    }
-
-    // The parent-death signal fires when the *thread* that forked the child
-    // exits, so the child is spawned from a thread that lives exactly as long
-    // as the child: it waits for it and reports its exit.
-    let (pid_tx, pid_rx) = mpsc::channel();
-    let (exit_tx, exit_rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name(format!("postgres-{port}"))
-        .spawn(move || match cmd.spawn() {
-            Ok(mut child) => {
-                let _ = pid_tx.send(Ok(child.id()));
-                if let Ok(status) = child.wait() {
-                    let _ = exit_tx.send(status);
-                }
-            }
-            Err(e) => {
-                let _ = pid_tx.send(Err(e));
-            }
-        })
-        .map_err(|source| Error::Spawn { command: "postgres waiter thread".into(), source })?;
-    let pid = pid_rx
-        .recv()
-        .map_err(|_| Error::Spawn {
-            command: "postgres".into(),
-            source: std::io::Error::other("waiter thread died"),
-        })?
-        .map_err(|source| Error::Spawn { command: "postgres".into(), source })?;
-    let pid = Pid::from_raw(pid as i32);
+    // SIGQUIT: PostgreSQL's immediate shutdown.
+    die_with_parent(&mut cmd, Signal::SIGQUIT);
+    let (pid, exit_rx) = spawn_tied(cmd, format!("postgres-{port}"))?;
 
     let deadline = Instant::now() + START_TIMEOUT;
     let pid_file = dir.join("data").join("postmaster.pid");
@@ -461,6 +432,54 @@ fn start_server(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Has the child started by `cmd` get `signal` when the thread that spawns
+/// it exits (see [`spawn_tied`]): a server must not outlive whoever started
+/// it, also when that one is killed.
+#[allow(unsafe_code)] // pre_exec: see the SAFETY note
+pub(crate) fn die_with_parent(cmd: &mut Command, signal: Signal) {
+    // SAFETY: the closure only makes a system call, which is async-signal-safe.
+    // It runs after the switch to the unprivileged user, which would
+    // otherwise clear the parent-death signal.
+    unsafe {
+        cmd.pre_exec(move || nix::sys::prctl::set_pdeathsig(signal).map_err(std::io::Error::from));
+    }
+}
+
+/// Spawns `cmd` from a thread that lives exactly as long as the child (it
+/// waits for it and reports its exit): a parent-death signal set in the
+/// child fires when the *thread* that forked it exits, so it must not be a
+/// short-lived one.
+pub(crate) fn spawn_tied(
+    mut cmd: Command,
+    thread_name: String,
+) -> Result<(Pid, mpsc::Receiver<ExitStatus>), Error> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let (pid_tx, pid_rx) = mpsc::channel();
+    let (exit_tx, exit_rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name(thread_name)
+        .spawn(move || match cmd.spawn() {
+            Ok(mut child) => {
+                let _ = pid_tx.send(Ok(child.id()));
+                if let Ok(status) = child.wait() {
+                    let _ = exit_tx.send(status);
+                }
+            }
+            Err(e) => {
+                let _ = pid_tx.send(Err(e));
+            }
+        })
+        .map_err(|source| Error::Spawn { command: format!("{program} waiter thread"), source })?;
+    let pid = pid_rx
+        .recv()
+        .map_err(|_| Error::Spawn {
+            command: program.clone(),
+            source: std::io::Error::other("waiter thread died"),
+        })?
+        .map_err(|source| Error::Spawn { command: program, source })?;
+    Ok((Pid::from_raw(pid as i32), exit_rx))
 }
 
 #[cfg(test)]

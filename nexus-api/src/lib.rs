@@ -27,6 +27,12 @@ pub mod error_codes {
     pub const INVALID_DNS_CHANGE: &str = "InvalidDnsChange";
     /// The database could not be reached or did not answer in time (503).
     pub const DATABASE_UNAVAILABLE: &str = "DatabaseUnavailable";
+    /// The connection to the database was lost during COMMIT (or COMMIT
+    /// did not return in time): the change may or may not have been
+    /// applied.  Send it again with the same `idempotency_key` (503).
+    pub const COMMIT_OUTCOME_UNKNOWN: &str = "CommitOutcomeUnknown";
+    /// The `idempotency_key` was already used for another change (409).
+    pub const IDEMPOTENCY_KEY_REUSED: &str = "IdempotencyKeyReused";
     /// `GET /ready`: alive, but not (yet) in sync (503).
     pub const NOT_READY: &str = "NotReady";
     /// An activation request names no task, too many, or one twice (400).

@@ -43,6 +43,21 @@ pub struct NexusStatus {
     pub started_at: DateTime<Utc>,
     /// Where this internal API listens.
     pub internal_api_address: SocketAddr,
+    /// The database node this Nexus's connections reach (none before its
+    /// first connection), and what its pool has seen.
+    #[serde(default)]
+    pub database: Option<DatabaseConnection>,
+}
+
+/// Which database node a process is connected to.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+pub struct DatabaseConnection {
+    /// `host:port` as the node reports it.
+    pub node: String,
+    /// Since when new connections reach it.
+    pub since: DateTime<Utc>,
+    /// How many times new connections reached another node than before.
+    pub failovers_seen: u64,
 }
 
 /// `GET /ready` when ready: per group, what is served where.

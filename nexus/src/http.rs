@@ -58,7 +58,28 @@ fn unknown_task(error: UnknownTask) -> HttpError {
 
 fn dns_error(error: DnsError) -> HttpError {
     let invalid_input = error.is_invalid_input();
+    let key_reused = matches!(error, DnsError::IdempotencyKeyReused { .. });
+    let outcome_unknown = matches!(
+        &error,
+        DnsError::Database(e) if e.kind() == db_model::FailureKind::CommitOutcomeUnknown
+    );
     let message = format!("{:#}", anyhow::Error::new(error));
+    if key_reused {
+        return HttpError::for_client_error(
+            Some(error_codes::IDEMPOTENCY_KEY_REUSED.into()),
+            ClientErrorStatusCode::CONFLICT,
+            message,
+        );
+    }
+    if outcome_unknown {
+        return HttpError {
+            status_code: ErrorStatusCode::SERVICE_UNAVAILABLE,
+            error_code: Some(error_codes::COMMIT_OUTCOME_UNKNOWN.into()),
+            external_message: message.clone(),
+            internal_message: message,
+            headers: None,
+        };
+    }
     if invalid_input {
         return HttpError::for_bad_request(Some(error_codes::INVALID_DNS_CHANGE.into()), message);
     }
@@ -87,7 +108,9 @@ impl NexusInternalApi for NexusInternalApiImpl {
         rqctx: RequestContext<Self::Context>,
     ) -> Result<http::Response<dropshot::Body>, HttpError> {
         let cx = rqctx.context();
-        api_json::metrics_response(cx.metrics.render(&cx.driver.statuses()))
+        api_json::metrics_response(
+            cx.metrics.render(&cx.driver.statuses(), &cx.datastore.connection_report()),
+        )
     }
 
     async fn health_get(
@@ -219,6 +242,14 @@ fn nexus_status(rqctx: &RequestContext<Arc<ApiContext>>) -> NexusStatus {
         id: cx.id,
         started_at: cx.started_at,
         internal_api_address: *cx.address.get().unwrap_or(&rqctx.server.local_addr),
+        database: {
+            let report = cx.datastore.connection_report();
+            report.node.map(|node| nexus_types::DatabaseConnection {
+                node: node.node,
+                since: node.since,
+                failovers_seen: report.failovers_seen,
+            })
+        },
     }
 }
 

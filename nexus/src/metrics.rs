@@ -12,6 +12,7 @@
 
 use background_task_types::{ActivationReason, ActivationRecord, BackgroundTask, CurrentStatus};
 use chrono::{DateTime, Utc};
+use db_model::ConnectionReport;
 use dns_types::DnsGroup;
 use nexus_types::lints::{DEFAULT_STUCK_AFTER, Lint, lint};
 use nexus_types::task_name::DnsTaskName;
@@ -50,6 +51,16 @@ struct GroupLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServerLabels {
     group: String,
     server: String,
@@ -68,6 +79,9 @@ pub struct Metrics {
     server_fault: Family<FaultLabels, Gauge>,
     config_ok: Family<GroupLabels, Gauge>,
     propagation_latency: Family<GroupLabels, Histogram>,
+    database_node: Family<NodeLabels, Gauge>,
+    database_failovers: Counter,
+    database_write_failures: Family<FailureLabels, Counter>,
     /// One scrape at a time: the state-derived families are cleared and
     /// refilled for each, and two at once would see each other's half.
     render_lock: std::sync::Mutex<()>,
@@ -163,8 +177,30 @@ impl Metrics {
             "From a generation's creation in the database to its application on a DNS server",
             propagation_latency.clone(),
         );
+        let database_node = Family::<NodeLabels, Gauge>::default();
+        registry.register(
+            "database_node",
+            "1 for the database node (host:port) this Nexus's connections reach now",
+            database_node.clone(),
+        );
+        let database_failovers = Counter::default();
+        registry.register(
+            "database_failovers_seen",
+            "Times new database connections reached another node than before (the primary moved)",
+            database_failovers.clone(),
+        );
+        let database_write_failures = Family::<FailureLabels, Counter>::default();
+        registry.register(
+            "database_write_failures",
+            "Write transactions that failed, by kind (unavailable, read_only, \
+             commit_outcome_unknown, timeout, conflict, other)",
+            database_write_failures.clone(),
+        );
         Metrics {
             registry,
+            database_node,
+            database_failovers,
+            database_write_failures,
             activations,
             activation_seconds,
             running,
@@ -206,9 +242,25 @@ impl Metrics {
 
     /// The text exposition, with the state-derived figures taken from
     /// `tasks` now.
-    pub fn render(&self, tasks: &BTreeMap<String, BackgroundTask>) -> String {
+    pub fn render(
+        &self,
+        tasks: &BTreeMap<String, BackgroundTask>,
+        database: &ConnectionReport,
+    ) -> String {
         let _one_at_a_time = self.render_lock.lock().unwrap_or_else(|e| e.into_inner());
         let now = Utc::now();
+        self.database_node.clear();
+        if let Some(node) = &database.node {
+            self.database_node.get_or_create(&NodeLabels { node: node.node.clone() }).set(1);
+        }
+        // The pool counts; the counters follow it.
+        let seen = self.database_failovers.get();
+        self.database_failovers.inc_by(database.failovers_seen.saturating_sub(seen));
+        for (kind, count) in &database.write_failures {
+            let counter =
+                self.database_write_failures.get_or_create(&FailureLabels { kind: kind.as_str() });
+            counter.inc_by(count.saturating_sub(counter.get()));
+        }
         self.lints.clear();
         self.server_fault.clear();
         self.server_generation.clear();
@@ -331,14 +383,21 @@ mod tests {
         let task = propagation(300);
         let tasks: BTreeMap<String, BackgroundTask> = [(task.name.clone(), task)].into();
         let series = "nexus_dns_server_generation_applied{";
-        assert_eq!(metrics.render(&tasks).matches(series).count(), 300, "positive control");
+        assert_eq!(
+            metrics.render(&tasks, &Default::default()).matches(series).count(),
+            300,
+            "positive control"
+        );
         let tasks = std::sync::Arc::new(tasks);
         let renders: Vec<_> = (0..4)
             .map(|_| {
                 let (metrics, tasks) = (metrics.clone(), tasks.clone());
                 std::thread::spawn(move || {
                     (0..100)
-                        .filter(|_| metrics.render(&tasks).matches(series).count() != 300)
+                        .filter(|_| {
+                            metrics.render(&tasks, &Default::default()).matches(series).count()
+                                != 300
+                        })
                         .count()
                 })
             })

@@ -40,6 +40,7 @@ fn registration_change(
     let srv_name = ServiceName::Nexus.label();
 
     let mut change = DnsChange {
+        idempotency_key: None,
         comment: format!("Nexus {id} started: registering its internal API at {address}"),
         add: Vec::new(),
         remove: Vec::new(),

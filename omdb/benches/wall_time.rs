@@ -31,6 +31,7 @@ async fn main() {
     let dns = stack.internal_dns_addresses()[0].to_string();
     // One change, so that the timeline has a generation that travelled.
     let change = dns_types::DnsChange {
+        idempotency_key: None,
         comment: "bench".into(),
         add: vec![dns_types::NameRecords {
             name: "shop".into(),
@@ -99,7 +100,12 @@ async fn bundle(stack: &Stack, dns: &str, names: usize, dir: &std::path::Path) {
                 ))],
             })
             .collect();
-        let change = dns_types::DnsChange { comment: format!("bulk {added}"), add, remove: vec![] };
+        let change = dns_types::DnsChange {
+            idempotency_key: None,
+            comment: format!("bulk {added}"),
+            add,
+            remove: vec![],
+        };
         stack
             .datastore
             .dns_change_commit(dns_types::DnsGroup::External, "bench", &change)

@@ -1,5 +1,5 @@
 //! `omdb db dns ...`: the DNS data in the database, read directly inside
-//! read-only transactions.
+//! read-only transactions; `omdb db status` is in `db_status.rs`.
 
 use crate::discovery::Discovery;
 use crate::format::{Output, table, timestamp};
@@ -21,6 +21,16 @@ enum DbCommand {
     /// DNS data.
     #[command(subcommand)]
     Dns(DbDnsCommand),
+    /// Every database node (role, timeline, replication lag, which standby
+    /// is synchronous), whether commits can be acknowledged now, and which
+    /// node omdb and each Nexus are connected to.  Exit status 5 when
+    /// commits cannot be acknowledged.
+    Status {
+        /// Patroni agents' API addresses (`host:port`, comma-separated),
+        /// for Patroni's own view; devstack's env file sets it.
+        #[arg(long, env = "OMDB_PATRONI_API", value_delimiter = ',')]
+        patroni_api: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -152,18 +162,33 @@ fn render_show(report: &ShowReport) -> String {
     out
 }
 
-pub async fn run(args: &DbArgs, discovery: &Discovery, output: &Output) -> anyhow::Result<()> {
-    let datastore = discovery.datastore().await?;
+pub async fn run(args: &DbArgs, discovery: &Discovery, output: &Output) -> anyhow::Result<u8> {
     match &args.command {
-        DbCommand::Dns(DbDnsCommand::Show) => {
-            let report = show(&datastore).await?;
+        DbCommand::Status { patroni_api } => {
+            crate::db_status::run(discovery, patroni_api, output).await
+        }
+        DbCommand::Dns(command) => {
+            let datastore = discovery.datastore().await?;
+            dns(command, &datastore, output).await.map(|()| 0)
+        }
+    }
+}
+
+async fn dns(
+    command: &DbDnsCommand,
+    datastore: &db_model::Datastore,
+    output: &Output,
+) -> anyhow::Result<()> {
+    match command {
+        DbDnsCommand::Show => {
+            let report = show(datastore).await?;
             if output.json {
                 return output.json(&report);
             }
             out!("{}", render_show(&report));
             Ok(())
         }
-        DbCommand::Dns(DbDnsCommand::Diff { group, version }) => {
+        DbDnsCommand::Diff { group, version } => {
             if *version < 2 {
                 bail!(
                     "generation {version} has no predecessor to diff against; `omdb db dns names {group} {version}` shows its contents"
@@ -193,7 +218,7 @@ pub async fn run(args: &DbArgs, discovery: &Discovery, output: &Output) -> anyho
             }
             Ok(())
         }
-        DbCommand::Dns(DbDnsCommand::History { group, name }) => {
+        DbDnsCommand::History { group, name } => {
             let zones: Vec<String> = datastore
                 .dns_zones()
                 .await?
@@ -227,7 +252,7 @@ pub async fn run(args: &DbArgs, discovery: &Discovery, output: &Output) -> anyho
             }
             Ok(())
         }
-        DbCommand::Dns(DbDnsCommand::Names { group, version }) => {
+        DbDnsCommand::Names { group, version } => {
             let config = datastore.dns_config_read(*group, Some(*version)).await?;
             if output.json {
                 return output.json(&config);

@@ -2,7 +2,7 @@
 //! as given on the command line or through internal DNS, saying each
 //! assumption as a `note:` on stderr.
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use db_model::{Datastore, DatastoreOptions};
 use dns_types::DnsGroup;
 use internal_dns::{Resolver, ServiceName};
@@ -25,6 +25,8 @@ pub struct Discovery {
     resolver: std::sync::OnceLock<Resolver>,
     nexus_url: Option<String>,
     db_url: Option<String>,
+    /// The database URL once found (so DNS is asked, and it is said, once).
+    found_db_url: tokio::sync::OnceCell<String>,
     pub zone: String,
 }
 
@@ -45,6 +47,7 @@ impl Discovery {
             resolver: Default::default(),
             nexus_url,
             db_url,
+            found_db_url: Default::default(),
             zone,
         }
     }
@@ -134,38 +137,68 @@ impl Discovery {
 
     /// The database, as given or found through `_postgresql._tcp`.
     pub async fn datastore(&self) -> anyhow::Result<Datastore> {
-        let url = match &self.db_url {
-            Some(url) => url.clone(),
-            None => {
-                note("database URL not specified.  Will search DNS.");
-                let resolver = self.resolver("database", "--db-url (OMDB_DB_URL)")?;
-                let answer = self.lookup(&resolver, ServiceName::Postgresql).await?;
-                let addr =
-                    answer.instances.iter().find_map(|i| i.socket_addr()).ok_or_else(|| {
-                        anyhow!(
-                            "no database registered in DNS ({} at {}); pass --db-url",
-                            ServiceName::Postgresql.srv_name(&self.zone),
-                            answer.server
-                        )
-                    })?;
-                let url =
-                    format!("postgresql://{DEFAULT_DB_USER}@{addr}/{DEFAULT_DB}?sslmode=disable");
-                note(format!("using database URL {url}"));
-                url
-            }
-        };
+        let url = self.db_url().await?;
+        let datastore = self.datastore_at(&url)?;
+        datastore
+            .check_schema_version()
+            .await
+            .with_context(|| format!("checking the database at {}", datastore.address()))?;
+        Ok(datastore)
+    }
+
+    /// A pool for `url`, not yet connected.
+    pub fn datastore_at(&self, url: &str) -> anyhow::Result<Datastore> {
         let options = DatastoreOptions {
             max_connections: 4,
             connect_timeout: TIMEOUT,
             transaction_timeout: TIMEOUT * 2,
             max_attempts: 5,
         };
-        let datastore = Datastore::new(&url, options)?;
-        datastore
-            .check_schema_version()
-            .await
-            .with_context(|| format!("checking the database at {}", datastore.address()))?;
-        Ok(datastore)
+        Ok(Datastore::new(url, options)?)
+    }
+
+    /// The database URL, as given or built from `_postgresql._tcp`: with
+    /// several nodes registered (a replicated database), a multi-host URL
+    /// that connects to whichever accepts writes.
+    pub async fn db_url(&self) -> anyhow::Result<String> {
+        self.found_db_url.get_or_try_init(|| self.find_db_url()).await.cloned()
+    }
+
+    async fn find_db_url(&self) -> anyhow::Result<String> {
+        Ok(match &self.db_url {
+            Some(url) => url.clone(),
+            None => {
+                note("database URL not specified.  Will search DNS.");
+                let resolver = self.resolver("database", "--db-url (OMDB_DB_URL)")?;
+                let answer = self.lookup(&resolver, ServiceName::Postgresql).await?;
+                let nodes: Vec<String> = answer
+                    .instances
+                    .iter()
+                    .filter_map(|i| i.socket_addr())
+                    .map(|a| a.to_string())
+                    .collect();
+                if nodes.is_empty() {
+                    bail!(
+                        "no database registered in DNS ({} at {}); pass --db-url",
+                        ServiceName::Postgresql.srv_name(&self.zone),
+                        answer.server
+                    );
+                }
+                let url = match nodes.len() {
+                    1 => format!(
+                        "postgresql://{DEFAULT_DB_USER}@{}/{DEFAULT_DB}?sslmode=disable",
+                        nodes[0]
+                    ),
+                    _ => format!(
+                        "postgresql://{DEFAULT_DB_USER}@{}/{DEFAULT_DB}?sslmode=disable\
+                         &target_session_attrs=read-write",
+                        nodes.join(",")
+                    ),
+                };
+                note(format!("using database URL {url}"));
+                url
+            }
+        })
     }
 
     /// The config API addresses of `group`'s DNS servers, from DNS.

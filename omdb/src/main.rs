@@ -15,6 +15,7 @@
 mod format;
 mod bundle;
 mod db;
+mod db_status;
 mod discovery;
 mod dns;
 mod explain;
@@ -94,7 +95,7 @@ async fn main() -> ExitCode {
     }
     let result = match &args.command {
         Command::Nexus(a) => nexus::run(a, &discovery, &output, &writes).await,
-        Command::Db(a) => db::run(a, &discovery, &output).await.map(|()| 0),
+        Command::Db(a) => db::run(a, &discovery, &output).await,
         Command::Dns(a) => dns::run(a, &discovery, &output).await,
         Command::Completions { .. } => unreachable!("handled above"),
     };

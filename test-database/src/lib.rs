@@ -51,10 +51,50 @@ pub async fn start_server() -> LocalPostgres {
 
 /// Creates another empty database on `server` and returns its URL.
 pub async fn create_database(server: &LocalPostgres, name: &str) -> String {
-    let (client, connection) =
-        tokio_postgres::connect(&server.url("postgres"), tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("connecting to the test server: {e}"));
+    create_database_at(&server.url("postgres"), name).await
+}
+
+/// A replicated database (three PostgreSQL nodes under Patroni, see
+/// `local_postgres::replicated`) with the control-plane database and its
+/// schema, ready for writes: a primary and a streaming synchronous standby.
+pub struct ReplicatedTestDatabase {
+    pub cluster: local_postgres::replicated::ReplicatedPostgres,
+    /// Multi-host, `target_session_attrs=read-write`.
+    pub url: String,
+    pub datastore: Datastore,
+}
+
+impl ReplicatedTestDatabase {
+    pub async fn new(directory: Directory) -> ReplicatedTestDatabase {
+        let cluster = tokio::task::spawn_blocking(move || {
+            local_postgres::replicated::ReplicatedPostgres::start(directory)
+        })
+        .await
+        .expect("starting the replicated database panicked")
+        .unwrap_or_else(|e| panic!("{e}"));
+        db_model::cluster::wait_until_writable(
+            &cluster.url("postgres"),
+            local_postgres::replicated::NODES - 1,
+            std::time::Duration::from_secs(90),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let url = create_database_at(&cluster.url("postgres"), DATABASE_NAME).await;
+        let datastore = Datastore::new(&url, DatastoreOptions::default())
+            .unwrap_or_else(|e| panic!("test database URL {url}: {e}"));
+        if let Err(e) = datastore.initialize_schema().await {
+            panic!("applying dbinit.sql to the replicated database failed: {e:#?}");
+        }
+        ReplicatedTestDatabase { cluster, url, datastore }
+    }
+}
+
+/// Creates database `name` through `url` (any database on the same
+/// server or cluster) and returns `url` pointed at it.
+pub async fn create_database_at(url: &str, name: &str) -> String {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
     let connection = tokio::spawn(connection);
     client
         .batch_execute(&format!("CREATE DATABASE {name}"))
@@ -62,5 +102,5 @@ pub async fn create_database(server: &LocalPostgres, name: &str) -> String {
         .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
     drop(client);
     let _ = connection.await;
-    server.url(name)
+    url.replacen("/postgres?", &format!("/{name}?"), 1)
 }

@@ -38,6 +38,7 @@ async fn main() {
     let mut samples = Vec::with_capacity(changes);
     for i in 0..changes {
         let change = DnsChange {
+            idempotency_key: None,
             comment: format!("peer notification benchmark {i}"),
             add: vec![NameRecords {
                 name: format!("peer{i}"),

@@ -78,6 +78,7 @@ async fn run(zone_size: usize, changes: usize) {
 
     // Fill the zone up to its size in one generation, and let it propagate.
     let filler = DnsChange {
+        idempotency_key: None,
         comment: "benchmark filler".into(),
         add: (0..zone_size.saturating_sub(10))
             .map(|i| NameRecords {
@@ -116,6 +117,7 @@ async fn run(zone_size: usize, changes: usize) {
         for i in 0..changes {
             let name = format!("bench{names_per_change}x{i}");
             let change = DnsChange {
+                idempotency_key: None,
                 comment: format!("benchmark change {i}"),
                 add: (0..names_per_change)
                     .map(|j| NameRecords {

@@ -19,6 +19,7 @@ fn a(n: u8) -> DnsRecord {
 
 fn add(comment: &str, name: &str, records: Vec<DnsRecord>) -> DnsChange {
     DnsChange {
+        idempotency_key: None,
         comment: comment.into(),
         add: vec![NameRecords { name: name.into(), records }],
         remove: vec![],
@@ -27,6 +28,7 @@ fn add(comment: &str, name: &str, records: Vec<DnsRecord>) -> DnsChange {
 
 fn remove(comment: &str, name: &str, records: Option<Vec<DnsRecord>>) -> DnsChange {
     DnsChange {
+        idempotency_key: None,
         comment: comment.into(),
         add: vec![],
         remove: vec![NameRemoval { name: name.into(), records }],
@@ -36,6 +38,7 @@ fn remove(comment: &str, name: &str, records: Option<Vec<DnsRecord>>) -> DnsChan
 async fn initialized() -> TestDatabase {
     let db = TestDatabase::new().await;
     let initial = DnsChange {
+        idempotency_key: None,
         comment: "initial setup".into(),
         add: (0..8)
             .map(|i| NameRecords { name: format!("host{i}"), records: vec![a(i)] })
@@ -222,7 +225,8 @@ async fn invalid_changes_are_rejected_and_change_nothing() {
     let bad_srv =
         DnsRecord::Srv(SrvRecord { prio: 0, weight: 0, port: 1, target: "bad..target".into() });
     let long_txt = DnsRecord::Txt("x".repeat(5000));
-    let empty = DnsChange { comment: "nothing".into(), add: vec![], remove: vec![] };
+    let empty =
+        DnsChange { idempotency_key: None, comment: "nothing".into(), add: vec![], remove: vec![] };
     type Case = (DnsChange, fn(&DnsError) -> bool, &'static str);
     let cases: Vec<Case> = vec![
         (
@@ -292,6 +296,7 @@ async fn invalid_changes_are_rejected_and_change_nothing() {
         ),
         (
             DnsChange {
+                idempotency_key: None,
                 comment: "partly valid".into(),
                 add: vec![NameRecords { name: "fine".into(), records: vec![a(9)] }],
                 remove: vec![NameRemoval { name: "nosuch".into(), records: None }],
@@ -422,4 +427,45 @@ async fn data_the_database_refuses_is_invalid_input_not_an_outage() {
         timeout: std::time::Duration::from_secs(1),
     });
     assert!(!unreachable.is_invalid_input());
+}
+
+/// A change sent again with its idempotency key (its first outcome lost) is
+/// answered with the generation it created, and not applied again; the key
+/// sent with another change is refused; keys are per group.
+#[tokio::test]
+async fn a_change_sent_again_with_its_key_is_applied_once() {
+    let db = initialized().await;
+    let mut change = add("keyed", "keyed", vec![a(50)]);
+    change.idempotency_key = Some("4d1c5b1e-key".into());
+    let first = db.datastore.dns_change_commit(GROUP, "nexus-a", &change).await.unwrap();
+    // Sent again, through another Nexus (another creator): same answer.
+    let again = db.datastore.dns_change_commit(GROUP, "nexus-b", &change).await.unwrap();
+    assert_eq!(again, first);
+    let latest = db.datastore.dns_version_latest(GROUP).await.unwrap();
+    assert_eq!(latest.generation, first.generation, "no second generation");
+
+    // Without the key, the same change is a new change (and refused: the
+    // record is there already): the key, not the content, makes it a retry.
+    let mut unkeyed = change.clone();
+    unkeyed.idempotency_key = None;
+    assert!(db.datastore.dns_change_commit(GROUP, "nexus-a", &unkeyed).await.is_err());
+
+    // The key with another change: refused, naming the generation.
+    let mut other = add("other", "other", vec![a(51)]);
+    other.idempotency_key = change.idempotency_key.clone();
+    match db.datastore.dns_change_commit(GROUP, "nexus-a", &other).await {
+        Err(DnsError::IdempotencyKeyReused { generation, .. }) => {
+            assert_eq!(generation, first.generation)
+        }
+        other => panic!("expected IdempotencyKeyReused, got {other:?}"),
+    }
+    assert_eq!(db.datastore.dns_version_latest(GROUP).await.unwrap().generation, first.generation);
+
+    // An invalid key is refused before anything is written.
+    let mut bad = add("bad key", "bad", vec![a(52)]);
+    bad.idempotency_key = Some("has space".into());
+    assert!(matches!(
+        db.datastore.dns_change_commit(GROUP, "nexus-a", &bad).await,
+        Err(DnsError::Change(ChangeError::InvalidIdempotencyKey { .. }))
+    ));
 }

@@ -407,6 +407,7 @@ mod tests {
 
     fn add(comment: &str, name: &str) -> DnsChange {
         DnsChange {
+            idempotency_key: None,
             comment: comment.into(),
             add: vec![NameRecords {
                 name: name.into(),

@@ -729,6 +729,7 @@ mod tests {
         let zones =
             [db_model::ZoneSpec { zone_name: "control-plane.internal".into(), ttl_seconds: 60 }];
         let change = |i: u64| dns_types::DnsChange {
+            idempotency_key: None,
             comment: format!("change {i}"),
             add: vec![dns_types::NameRecords {
                 name: format!("n{i}"),
@@ -975,6 +976,7 @@ mod tests {
                 DnsGroup::Internal,
                 "t",
                 &dns_types::DnsChange {
+                    idempotency_key: None,
                     comment: "six".into(),
                     add: vec![dns_types::NameRecords {
                         name: "six".into(),

@@ -22,8 +22,9 @@ use std::time::Duration;
 /// The report for `observations`.
 pub fn evaluate(observations: &Observations) -> Report {
     let db = database_evidence(observations);
-    let mut findings = database_findings(&db);
-    let nexus = match &observations.nexus {
+    let mut findings = replication_findings(&db);
+    findings.extend(database_findings(&db));
+    let nexus: Vec<NexusEvidence> = match &observations.nexus {
         Ok(found) => found.iter().map(|n| nexus_evidence(n, &db)).collect(),
         Err(error) => {
             findings.push(Finding {
@@ -40,6 +41,7 @@ pub fn evaluate(observations: &Observations) -> Report {
     let (nexus_found, mut notes) =
         nexus_findings(&nexus, &db, &servers, observations.taken_at, stuck_after);
     findings.extend(nexus_found);
+    findings.extend(nexus_database_findings(&nexus, &db));
     findings.extend(server_findings(&servers, &db));
     notes.extend(recent_notes(observations));
     if servers.is_empty() {
@@ -86,6 +88,13 @@ fn database_evidence(o: &Observations) -> DatabaseEvidence {
         near_misses: d.near_misses.clone(),
         registered_servers: d.registered_servers.clone(),
         internal_generation: d.internal_generation,
+        node: d.node.clone(),
+        writes: d.nodes.as_deref().map(db_model::cluster::writes),
+        primary: d
+            .nodes
+            .as_deref()
+            .and_then(db_model::cluster::primary)
+            .map(|(node, _)| node.address.clone()),
     }
 }
 
@@ -94,6 +103,8 @@ fn nexus_evidence(n: &NexusObservation, db: &DatabaseEvidence) -> NexusEvidence 
         url: n.url.clone(),
         id: n.id,
         error: n.error.clone(),
+        // Which node a Nexus uses matters only when there are several.
+        database_node: db.node.as_ref().and(n.database_node.clone()),
         ..Default::default()
     };
     if n.error.is_some() && n.tasks.is_empty() {
@@ -348,6 +359,42 @@ pub fn when(version: &DnsVersion) -> String {
         version.creator,
         version.comment
     )
+}
+
+/// The database itself, before what it holds: a replicated database that
+/// cannot acknowledge a commit now (no primary, or no synchronous standby
+/// in strict mode) blocks every change, this name's included.
+fn replication_findings(db: &DatabaseEvidence) -> Vec<Finding> {
+    match &db.writes {
+        Some(writes) if !writes.can_commit => vec![Finding {
+            stage: Stage::Database,
+            subject: "database".into(),
+            summary: format!("{}: no change to {} can be committed now", writes.sentence, db.fqdn),
+        }],
+        _ => Vec::new(),
+    }
+}
+
+/// A Nexus whose connections reach a node that is not the primary (it was
+/// demoted, or died): its reads and writes fail or lag until it connects
+/// again.
+fn nexus_database_findings(nexus: &[NexusEvidence], db: &DatabaseEvidence) -> Vec<Finding> {
+    let Some(primary) = &db.primary else { return Vec::new() };
+    nexus
+        .iter()
+        .filter_map(|n| {
+            let node = n.database_node.as_ref()?;
+            (node != primary).then(|| Finding {
+                stage: Stage::Nexus,
+                subject: format!("Nexus {}", nexus_evidence_label(n)),
+                summary: format!(
+                    "Nexus {}'s database connections reach {node}, which is not the primary now \
+                     ({primary} is): it reconnects on its next database access",
+                    nexus_evidence_label(n)
+                ),
+            })
+        })
+        .collect()
 }
 
 fn database_findings(db: &DatabaseEvidence) -> Vec<Finding> {

@@ -77,6 +77,12 @@ pub struct DatabaseObservation {
     /// The database's digest of each generation a server claims (or why
     /// it could not be read).
     pub digests: BTreeMap<u64, Result<String, String>>,
+    /// The node omdb read (a replicated database only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Every node of a replicated database, as it sees itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<db_model::cluster::NodeStatus>>,
 }
 
 /// One Nexus, as asked.
@@ -88,6 +94,9 @@ pub struct NexusObservation {
     pub error: Option<String>,
     /// Its DNS tasks for the name's group, as it reported them.
     pub tasks: Vec<BackgroundTask>,
+    /// The database node its connections reach (as it reported it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_node: Option<String>,
 }
 
 impl NexusObservation {
@@ -103,11 +112,27 @@ pub async fn gather(args: &ExplainArgs, discovery: &Discovery) -> anyhow::Result
     let datastore = discovery.datastore().await?;
     let mut database = read_database(&args.name, discovery, &datastore).await?;
     let group = database.group;
-
-    let nexus = match discovery.all_nexus_urls().await {
-        Ok(urls) => Ok(futures::future::join_all(urls.iter().map(|u| ask_nexus(u, group))).await),
-        Err(e) => Err(format!("{e:#}")),
+    // A replicated database: which node was read, and how every node is.
+    let url = discovery.db_url().await?;
+    let nodes = async {
+        match db_model::cluster::host_count(&url) {
+            1 => None,
+            _ => db_model::cluster::node_statuses(&url, crate::discovery::TIMEOUT).await.ok(),
+        }
     };
+    let nexus = async {
+        match discovery.all_nexus_urls().await {
+            Ok(urls) => {
+                Ok(futures::future::join_all(urls.iter().map(|u| ask_nexus(u, group))).await)
+            }
+            Err(e) => Err(format!("{e:#}")),
+        }
+    };
+    let (nodes, nexus) = futures::join!(nodes, nexus);
+    if nodes.is_some() {
+        database.node = datastore.connection_report().node.map(|n| n.node);
+        database.nodes = nodes;
+    }
 
     // Every server: registered, or listed by a Nexus.
     let mut known: BTreeMap<SocketAddr, BTreeSet<String>> = BTreeMap::new();
@@ -248,6 +273,8 @@ async fn read_database(
         registered_servers,
         internal_generation: internal.generation,
         digests,
+        node: None,
+        nodes: None,
     })
 }
 
@@ -284,7 +311,9 @@ pub async fn ask_nexus(url: &str, group: DnsGroup) -> NexusObservation {
     let (status, tasks) = futures::join!(client.status_get().send(), client.bgtask_list().send());
     match (status, tasks) {
         (Ok(status), Ok(tasks)) => {
-            observation.id = Some(status.into_inner().id);
+            let status = status.into_inner();
+            observation.id = Some(status.id);
+            observation.database_node = status.database.map(|d| d.node);
             let tasks = tasks.into_inner();
             for name in DnsTaskName::of_group(group) {
                 match tasks.get(&name.to_string()) {

@@ -565,6 +565,11 @@ fn past_report(
             near_misses: Vec::new(),
             registered_servers: Vec::new(),
             internal_generation: 0,
+            // Replication is not kept in history: a past moment says
+            // nothing about it.
+            node: None,
+            writes: None,
+            primary: None,
         },
         nexus,
         servers,

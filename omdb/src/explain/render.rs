@@ -123,6 +123,12 @@ pub fn render(report: &Report) -> String {
         db.latest.creator,
         db.latest.comment
     );
+    if let Some(node) = &db.node {
+        let _ = writeln!(out, "  read from node {node} of the replicated database");
+    }
+    if let Some(writes) = &db.writes {
+        let _ = writeln!(out, "  {}", writes.sentence);
+    }
     if db.records.is_empty() {
         let _ =
             writeln!(out, "  records {}: none", if report.at.is_some() { "then" } else { "now" });
@@ -157,6 +163,9 @@ pub fn render(report: &Report) -> String {
         if let Some(error) = &n.error {
             let _ = writeln!(out, "    NOT ASKED: {error}");
             continue;
+        }
+        if let Some(node) = &n.database_node {
+            let _ = writeln!(out, "    database: connected to node {node}");
         }
         if let Some(c) = &n.config {
             let _ = writeln!(

@@ -125,6 +125,16 @@ pub struct DatabaseEvidence {
     /// registers (config API addresses).
     pub registered_servers: Vec<SocketAddr>,
     pub internal_generation: u64,
+    /// The node read (a replicated database only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Whether commits can be acknowledged now (a replicated database
+    /// only), and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writes: Option<db_model::cluster::Writes>,
+    /// The node that accepts writes now (a replicated database only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -133,6 +143,9 @@ pub struct NexusEvidence {
     pub id: Option<Uuid>,
     /// Why this Nexus could not be asked.
     pub error: Option<String>,
+    /// The database node its connections reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_node: Option<String>,
     pub config: Option<ConfigEvidence>,
     pub server_list: Option<ServerListEvidence>,
     pub propagation: Option<PropagationEvidence>,

@@ -116,6 +116,7 @@ fn nexus(generation: u64, listed: &[u16]) -> NexusObservation {
         url: "http://127.0.0.1:12221".into(),
         id: Some(Uuid::from_u128(0xa)),
         error: None,
+        database_node: None,
         tasks: vec![
             task(DnsTaskName::config(group), config),
             task(DnsTaskName::servers(group), servers),
@@ -222,6 +223,8 @@ fn healthy() -> Observations {
             registered_servers: vec![api(1), api(2)],
             internal_generation: 3,
             digests: [(2, Ok("d2".to_string())), (1, Ok("d1".to_string()))].into(),
+            node: None,
+            nodes: None,
         },
         nexus: Ok(vec![nexus(2, &[1, 2])]),
         servers: vec![server(1, 2, "d2"), server(2, 2, "d2")],
@@ -232,10 +235,70 @@ fn healthy() -> Observations {
 
 type Fault = fn(&mut Observations);
 
+/// A replicated database: 127.0.0.1:5001 primary, :5002 a standby that is
+/// synchronous when `synchronous`; every Nexus connected to `nexus_node`
+/// (the primary when none).
+fn replicated(o: &mut Observations, synchronous: bool, nexus_node: Option<&str>) {
+    use db_model::cluster::*;
+    let replica = ReplicaStatus {
+        name: "node2".into(),
+        client_address: Some("127.0.0.1".into()),
+        state: "streaming".into(),
+        sync_state: if synchronous { "sync" } else { "async" }.into(),
+        lag_bytes: Some(0),
+        lag_seconds: None,
+    };
+    o.database.node = Some("127.0.0.1:5001".into());
+    o.database.nodes = Some(vec![
+        NodeStatus {
+            address: "127.0.0.1:5001".into(),
+            state: NodeState::Primary(PrimaryStatus {
+                timeline: Some(2),
+                wal_lsn: "0/3000000".into(),
+                synchronous_standby_names: "node2".into(),
+                replicas: vec![replica],
+            }),
+        },
+        NodeStatus {
+            address: "127.0.0.1:5002".into(),
+            state: NodeState::Standby(StandbyStatus {
+                timeline: Some(2),
+                replay_lsn: Some("0/3000000".into()),
+                replay_age_seconds: Some(1.0),
+                upstream: Some("127.0.0.1:5001".into()),
+                application_name: Some("node2".into()),
+            }),
+        },
+    ]);
+    if let Ok(nexus) = &mut o.nexus {
+        for n in nexus {
+            n.database_node = Some(nexus_node.unwrap_or("127.0.0.1:5001").into());
+        }
+    }
+}
+
 /// Each fault, the stage of the verdict and what the verdict must say.
 fn cases() -> Vec<(&'static str, Fault, Stage, &'static str)> {
     vec![
         ("healthy", |_| {}, Stage::Healthy, "serve it and answered it on UDP and TCP"),
+        (
+            "healthy on a replicated database",
+            |o| replicated(o, true, None),
+            Stage::Healthy,
+            "serve it and answered it on UDP and TCP",
+        ),
+        (
+            "a replicated database without a synchronous standby",
+            |o| replicated(o, false, None),
+            Stage::Database,
+            "writes cannot commit: primary 127.0.0.1:5001 requires a synchronous standby",
+        ),
+        (
+            "a Nexus still connected to a demoted node",
+            |o| replicated(o, true, Some("127.0.0.1:5002")),
+            Stage::Nexus,
+            "reach 127.0.0.1:5002, which is not the primary now (127.0.0.1:5001 is)",
+        ),
         (
             "never existed",
             |o| {

@@ -8,6 +8,69 @@ use std::fmt::Write;
 /// server of its group within `--timeout`.
 pub const EXIT_NOT_SERVED_EVERYWHERE: u8 = 4;
 
+/// How long a change is retried while Nexus says the database is
+/// unavailable or the commit's outcome is unknown: longer than a failover
+/// of the replicated database takes (`docs/database.md`).
+pub const CHANGE_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// Sends `change` to Nexus at `url` with an idempotency key of its own, and
+/// sends it again (same key) while the answer leaves the outcome open: the
+/// database unavailable (a failover), the commit's outcome unknown, or no
+/// answer at all.  The key makes that safe: a change that did commit is
+/// answered with its generation, not applied twice.  A refusal (4xx) is
+/// final.
+pub(super) async fn send_change(
+    discovery: &Discovery,
+    writer: &nexus_client::Client,
+    url: &str,
+    group: DnsGroup,
+    mut change: DnsChange,
+) -> anyhow::Result<DnsVersion> {
+    let key =
+        change.idempotency_key.get_or_insert_with(|| uuid::Uuid::new_v4().to_string()).clone();
+    let deadline = tokio::time::Instant::now() + CHANGE_RETRY_FOR;
+    let mut attempt = 1u32;
+    loop {
+        let error = match writer.dns_change().group(group).body(change.clone()).send().await {
+            Ok(version) => return Ok(version.into_inner()),
+            Err(error) => error,
+        };
+        let retry = match &error {
+            nexus_client::Error::ErrorResponse(response) => response.status().is_server_error(),
+            nexus_client::Error::CommunicationError(_) => true,
+            _ => false,
+        };
+        let mut error = nexus_error(error, url);
+        if retry {
+            // Say why, from the database itself, rather than a bare timeout.
+            if let Some(why) = database_blocks_writes(discovery).await {
+                error = anyhow::anyhow!("{error:#}; the database says: {why}");
+            }
+        }
+        if !retry || tokio::time::Instant::now() >= deadline {
+            return Err(error);
+        }
+        let pause = Duration::from_millis(250 * u64::from(attempt.min(8)));
+        note(format!(
+            "{error:#}; sending the change again in {pause:?} with the same idempotency key \
+             {key} (attempt {}; a change that did commit is not applied twice)",
+            attempt + 1
+        ));
+        tokio::time::sleep(pause).await;
+        attempt += 1;
+    }
+}
+
+/// Why the database cannot acknowledge a commit now, if it cannot (asked
+/// directly, each node within the usual timeout); `None` when it can, or
+/// when it cannot be found.
+async fn database_blocks_writes(discovery: &Discovery) -> Option<String> {
+    let url = discovery.db_url().await.ok()?;
+    let nodes = db_model::cluster::node_statuses(&url, crate::discovery::TIMEOUT).await.ok()?;
+    let writes = db_model::cluster::writes(&nodes);
+    (!writes.can_commit).then_some(writes.sentence)
+}
+
 /// What `--wait` found: the change, a receipt per server that serves it,
 /// and the servers that did not within the limit.
 #[derive(serde::Serialize)]

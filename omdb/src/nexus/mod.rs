@@ -205,11 +205,29 @@ pub async fn run(
                 DnsCommand::Add { group, name, rtype, data, comment, wait } => {
                     let record = DnsRecord::parse(rtype, data)?;
                     let add = vec![NameRecords { name: name.clone(), records: vec![record] }];
-                    (*group, DnsChange { comment: comment.clone(), add, remove: vec![] }, *wait)
+                    (
+                        *group,
+                        DnsChange {
+                            idempotency_key: None,
+                            comment: comment.clone(),
+                            add,
+                            remove: vec![],
+                        },
+                        *wait,
+                    )
                 }
                 DnsCommand::Remove { group, name, comment, wait } => {
                     let remove = vec![NameRemoval { name: name.clone(), records: None }];
-                    (*group, DnsChange { comment: comment.clone(), add: vec![], remove }, *wait)
+                    (
+                        *group,
+                        DnsChange {
+                            idempotency_key: None,
+                            comment: comment.clone(),
+                            add: vec![],
+                            remove,
+                        },
+                        *wait,
+                    )
                 }
             };
             let url = discovery.nexus_url().await?;
@@ -221,14 +239,7 @@ pub async fn run(
                     .timeout(crate::discovery::TIMEOUT)
                     .build()?,
             );
-            let version = writer
-                .dns_change()
-                .group(group)
-                .body(change)
-                .send()
-                .await
-                .map_err(|e| nexus_error(e, &url))?
-                .into_inner();
+            let version = change::send_change(discovery, &writer, &url, group, change).await?;
             if wait.wait {
                 let receipts =
                     change::wait_until_served(discovery, group, &version, wait.timeout).await?;

@@ -89,6 +89,7 @@ pub fn a(ip: &str) -> DnsRecord {
 
 pub fn add_change(comment: &str, name: &str, records: Vec<DnsRecord>) -> DnsChange {
     DnsChange {
+        idempotency_key: None,
         comment: comment.into(),
         add: vec![NameRecords { name: name.into(), records }],
         remove: vec![],
@@ -97,6 +98,7 @@ pub fn add_change(comment: &str, name: &str, records: Vec<DnsRecord>) -> DnsChan
 
 pub fn remove_change(comment: &str, name: &str, records: Option<Vec<DnsRecord>>) -> DnsChange {
     DnsChange {
+        idempotency_key: None,
         comment: comment.into(),
         add: vec![],
         remove: vec![NameRemoval { name: name.into(), records }],

@@ -227,6 +227,7 @@ async fn a_nexus_that_has_not_noticed_the_latest_generation() {
     // A writer other than Nexus (an operator's tool): no Nexus is told, and
     // with an hour-long period none looks.
     let change = DnsChange {
+        idempotency_key: None,
         comment: "moved by a support tool".into(),
         add: vec![NameRecords { name: "shop".into(), records: vec![a("192.0.2.11")] }],
         remove: vec![NameRemoval { name: "shop".into(), records: None }],
@@ -301,6 +302,7 @@ async fn a_stale_server_list() {
     )
     .srv;
     let change = DnsChange {
+        idempotency_key: None,
         comment: "retire external DNS server 1".into(),
         add: vec![],
         remove: vec![

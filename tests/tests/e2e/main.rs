@@ -15,6 +15,7 @@ mod nexus_api;
 mod omdb_mends;
 mod operations;
 mod propagation;
+mod replicated;
 mod schemathesis;
 mod tidy;
 mod trust;

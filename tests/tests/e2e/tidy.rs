@@ -99,7 +99,7 @@ const UNSAFE_ALLOWED: &[(&str, &str)] = &[
     ("dns-server/src/dns.rs", "the zone transfer thread's priority"),
     ("http-idle/src/lib.rs", "getsockopt(TCP_INFO)"),
     ("test-support/src/process.rs", "a child's parent-death signal"),
-    ("local-postgres/src/lib.rs", "PostgreSQL's parent-death signal"),
+    ("local-postgres/src/lib.rs", "the parent-death signal of PostgreSQL, Patroni and etcd"),
     ("tests/tests/e2e/devstack.rs", "devstack's parent-death signal"),
 ];
 

@@ -156,6 +156,22 @@ async fn losing_the_primary_mid_writes_loses_no_acknowledged_change() {
     assert!(out.contains(&format!("writes commit on {new_primary} (primary)")), "{out}");
     assert_eq!(out.matches(&format!("-> {new_primary} since")).count(), 2, "{out}");
     assert!(out.contains("1 failover seen"), "{out}");
+    // Nexus's metrics say the same: the node in use, the failover, and the
+    // writes that failed while there was no primary.
+    let metrics = reqwest::get(format!("{}/metrics", ts.stack.nexus[0].url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains(&format!("nexus_database_node{{node=\"{new_primary}\"}} 1")), "{metrics}");
+    assert!(metrics.contains("nexus_database_failovers_seen_total 1"), "{metrics}");
+    let unavailable = metrics
+        .lines()
+        .find(|l| l.starts_with("nexus_database_write_failures_total{kind=\"unavailable\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(unavailable > 0, "{metrics}");
     let (code, out, err) = run_omdb(&ts, &["dns", "explain", &format!("w{}.{ZONE}", CHANGES - 1)]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.starts_with("verdict: healthy"), "{out}");
@@ -227,16 +243,34 @@ async fn a_change_retried_with_its_key_after_a_cut_connection_is_applied_once() 
     }
 }
 
-/// No synchronous standby left: commits wait, and omdb says why (the
+/// The synchronous standby lost: Patroni names the other standby and
+/// writes go on.  No standby left: commits wait, and omdb says why (the
 /// database stage), not a bare timeout; when a standby is back, Patroni
 /// makes it synchronous and the waiting change commits, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_synchronous_standby_commits_wait_and_omdb_says_why() {
     let mut ts = replicated_stack(1, 1).await;
     let (primary_index, primary_address) = primary(&mut ts).await;
+    let nodes = node_statuses(&ts.stack.db_url, Duration::from_secs(2)).await.unwrap();
+    let (_, status) = db_model::cluster::primary(&nodes).unwrap();
+    let sync_name = status.replicas.iter().find(|r| r.is_synchronous()).unwrap().name.clone();
+    let sync_index = cluster(&mut ts).nodes().iter().position(|n| n.name == sync_name).unwrap();
+    cluster(&mut ts).kill_node(sync_index);
+    let args = ["-w", "nexus", "dns", "add", "internal", "after-sync", "A", "192.0.2.89"];
+    let comment = ["--comment", "after the synchronous standby died"];
+    let (code, out, err) = run_omdb(&ts, &[&args[..], &comment[..]].concat());
+    assert_eq!(code, 0, "{out}\n{err}");
+    let nodes = node_statuses(&ts.stack.db_url, Duration::from_secs(2)).await.unwrap();
+    let (_, status) = db_model::cluster::primary(&nodes).unwrap();
+    let now_sync = status.replicas.iter().find(|r| r.is_synchronous()).unwrap().name.clone();
+    assert_ne!(now_sync, sync_name, "Patroni named the other standby synchronous");
+
+    // Now the last standby too.
     let standbys: Vec<usize> = (0..3).filter(|i| *i != primary_index).collect();
     for i in &standbys {
-        cluster(&mut ts).kill_node(*i);
+        if *i != sync_index {
+            cluster(&mut ts).kill_node(*i);
+        }
     }
     // Both standbys gone: the primary stays primary (strict mode keeps
     // requiring a synchronous standby) and nothing can commit.

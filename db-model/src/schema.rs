@@ -71,22 +71,17 @@ impl Datastore {
     /// The schema version recorded in the database, if any.
     pub async fn schema_version(&self) -> Result<Option<String>, DbError> {
         self.transaction("read schema version", TxnMode::ReadOnly, async move |txn| {
-            let exists = txn
-                .query_one(
-                    "SELECT count(*) > 0 FROM information_schema.tables \
-                     WHERE table_schema = current_schema() AND table_name = 'db_metadata'",
-                    &[],
-                )
-                .await
-                .map_err(query_error("read schema version", "looking for db_metadata"))?;
-            if !exists.get::<_, bool>(0) {
-                return Ok(None);
+            // One query: a database without the table (SQLSTATE 42P01, on
+            // PostgreSQL and CockroachDB alike) has no schema.  Looking the
+            // table up in information_schema first cost a second round
+            // trip and a slow catalog view on every omdb run.
+            match txn.query_opt("SELECT version FROM db_metadata WHERE singleton", &[]).await {
+                Ok(row) => Ok(row.map(|r| r.get(0))),
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                    Ok(None)
+                }
+                Err(e) => Err(query_error("read schema version", "reading db_metadata")(e)),
             }
-            let row = txn
-                .query_opt("SELECT version FROM db_metadata WHERE singleton", &[])
-                .await
-                .map_err(query_error("read schema version", "reading db_metadata"))?;
-            Ok(row.map(|r| r.get(0)))
         })
         .await
     }

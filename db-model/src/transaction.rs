@@ -158,6 +158,12 @@ impl Datastore {
                 let tracker = on_connect.clone();
                 let configured = configured.clone();
                 Box::pin(async move {
+                    // One host: it is the node; no question (a round trip
+                    // on every new connection) needed.
+                    if hosts <= 1 {
+                        tracker.connected(configured);
+                        return Ok(());
+                    }
                     // Which node this connection reached (a multi-host URL
                     // does not say).  A database that cannot tell (no
                     // inet_server_addr) is named by its configured address.

@@ -164,7 +164,10 @@ async fn losing_the_primary_mid_writes_loses_no_acknowledged_change() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains(&format!("nexus_database_node{{node=\"{new_primary}\"}} 1")), "{metrics}");
+    assert!(
+        metrics.contains(&format!("nexus_database_node{{node=\"{new_primary}\"}} 1")),
+        "{metrics}"
+    );
     assert!(metrics.contains("nexus_database_failovers_seen_total 1"), "{metrics}");
     let unavailable = metrics
         .lines()

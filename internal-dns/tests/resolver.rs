@@ -11,14 +11,29 @@ use test_support::TokenDir;
 
 const ZONE: &str = "control-plane.internal";
 
-async fn server(names: Vec<(String, Vec<DnsRecord>)>) -> (RunningServer, TokenDir) {
+/// A server and the directory holding its storage, dropped in that order:
+/// a server still running when its directory goes would write its history
+/// into a directory nobody removes.
+struct TestServer {
+    server: RunningServer,
+    _dir: TokenDir,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = RunningServer;
+    fn deref(&self) -> &RunningServer {
+        &self.server
+    }
+}
+
+async fn server(names: Vec<(String, Vec<DnsRecord>)>) -> TestServer {
     server_at("127.0.0.1:0".parse().unwrap(), names).await
 }
 
 async fn server_at(
     dns_address: std::net::SocketAddr,
     names: Vec<(String, Vec<DnsRecord>)>,
-) -> (RunningServer, TokenDir) {
+) -> TestServer {
     let dir = TokenDir::new();
     let mut config = Config::loopback(dir.path().join("storage"), dir.token_file());
     config.dns_address = dns_address;
@@ -35,7 +50,7 @@ async fn server_at(
         }],
     };
     server.apply(config).await.unwrap();
-    (server, dir)
+    TestServer { server, _dir: dir }
 }
 
 fn srv(port: u16, host: &str) -> DnsRecord {
@@ -58,7 +73,7 @@ async fn finds_service_instances_with_their_addresses() {
     }
     names.push(("solo.host".into(), vec![DnsRecord::A("127.0.0.9".parse().unwrap())]));
     names.push((ServiceName::Postgresql.label().into(), vec![srv(5432, "solo.host")]));
-    let (s, _dir) = server(names).await;
+    let s = server(names).await;
 
     let resolver = Resolver::new(vec![s.dns_address()], Duration::from_secs(2));
     let answer = resolver.lookup_service(ServiceName::Nexus, ZONE).await.unwrap();
@@ -78,7 +93,7 @@ async fn finds_service_instances_with_their_addresses() {
 
 #[tokio::test]
 async fn skips_dead_servers_and_names_them_when_all_fail() {
-    let (s, _dir) = server(vec![
+    let s = server(vec![
         (ServiceName::Nexus.label().into(), vec![srv(1, "a.host")]),
         ("a.host".into(), vec![DnsRecord::A("127.0.0.1".parse().unwrap())]),
     ])
@@ -112,8 +127,8 @@ async fn a_hung_server_costs_one_timeout_and_is_named() {
     let hung =
         test_support::process::DnsServerProcess::start_in(&binary, &hung_dir, &[]).await.unwrap();
     hung.process.freeze().unwrap();
-    let (a, _a) = server(nexus_names()).await;
-    let (b, _b) = server(nexus_names()).await;
+    let a = server(nexus_names()).await;
+    let b = server(nexus_names()).await;
     let timeout = Duration::from_millis(500);
     let resolver = Resolver::new(vec![hung.dns_address, a.dns_address(), b.dns_address()], timeout);
     let started = std::time::Instant::now();
@@ -198,7 +213,7 @@ async fn a_truncated_answer_of_fifty_servers_is_completed_over_tcp() {
             vec![DnsRecord::Aaaa(format!("fd00:1122:3344:101::{:x}", i + 1).parse().unwrap())],
         ));
     }
-    let (s, _dir) = server(names).await;
+    let s = server(names).await;
     // Over UDP alone it is truncated (what the wire check shows as it is).
     let udp = internal_dns::wire::ask(
         s.dns_address(),
@@ -220,7 +235,7 @@ async fn a_truncated_answer_of_fifty_servers_is_completed_over_tcp() {
 /// resolver and by the wire check over UDP and TCP.
 #[tokio::test]
 async fn over_ipv6_as_over_ipv4() {
-    let (s, _dir) = server_at("[::1]:0".parse().unwrap(), nexus_names()).await;
+    let s = server_at("[::1]:0".parse().unwrap(), nexus_names()).await;
     assert!(s.dns_address().is_ipv6());
     let resolver = Resolver::new(vec![s.dns_address()], Duration::from_secs(2));
     let answer = resolver.lookup_service(ServiceName::Nexus, ZONE).await.unwrap();

@@ -76,7 +76,11 @@ impl Stack {
                 group: None,
                 id: None,
                 pid: u32::try_from(pg.pid().as_raw()).ok(),
-                netns: None,
+                netns: self
+                    .network
+                    .as_ref()
+                    .and_then(|n| n.host("postgres").ok())
+                    .map(|h| h.netns.clone()),
                 dns_address: None,
                 http_address: None,
                 log: pg.log_path(),
@@ -116,7 +120,7 @@ impl Stack {
                 group: Some(s.group),
                 id: Some(s.id.to_string()),
                 pid: s.process.as_ref().and_then(|p| p.pid()).map(|p| p.as_raw() as u32),
-                netns: None,
+                netns: s.netns.clone(),
                 dns_address: Some(s.dns_address),
                 http_address: Some(s.http_address),
                 log: s.log().to_path_buf(),
@@ -129,7 +133,7 @@ impl Stack {
                 group: None,
                 id: Some(n.id.to_string()),
                 pid: n.process.as_ref().and_then(|p| p.pid()).map(|p| p.as_raw() as u32),
-                netns: None,
+                netns: n.netns.clone(),
                 dns_address: None,
                 http_address: Some(n.address),
                 log: n.log().to_path_buf(),

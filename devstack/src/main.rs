@@ -31,6 +31,12 @@ enum DbKind {
     Replicated,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Hosts {
+    Loopback,
+    Netns,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Start the stack and run until Ctrl-C.
@@ -43,6 +49,12 @@ enum Command {
         /// synchronous replication; needs `patroni` and `etcd-server`).
         #[arg(long, value_enum, default_value_t = DbKind::Single)]
         db: DbKind,
+        /// Where components run: `loopback` (this host's 127.0.0.1), or
+        /// `netns` (each DNS server, each Nexus and the database on its own
+        /// host: a network namespace with an IPv6 address from
+        /// fd00:1122:3344::/48 on a bridge; needs root and `ip`, `nft`).
+        #[arg(long, value_enum, default_value_t = Hosts::Loopback)]
+        hosts: Hosts,
         /// Where to keep storage and logs (default: a new directory in /tmp).
         #[arg(long)]
         run_dir: Option<PathBuf>,
@@ -119,6 +131,7 @@ async fn run_stack(command: Command) -> anyhow::Result<()> {
     let Command::Run {
         db_url,
         db,
+        hosts,
         run_dir,
         internal_zone,
         external_zone,
@@ -155,6 +168,15 @@ async fn run_stack(command: Command) -> anyhow::Result<()> {
     let mut options = StackOptions::new(run_dir.clone());
     options.db_url = db_url;
     options.replicated_db = db == DbKind::Replicated;
+    if hosts == Hosts::Netns {
+        if db == DbKind::Replicated {
+            anyhow::bail!(
+                "--hosts netns with --db replicated is not built yet: the replicated database \
+                 runs on loopback only"
+            );
+        }
+        options.netns_subnet = Some(0);
+    }
     options.internal_zone = internal_zone;
     options.external_zone = external_zone;
     options.internal_dns_servers = internal_dns_servers.into();
@@ -248,12 +270,22 @@ fn print_ready(
     println!();
     let mut description = stack.description();
     description.components.extend_from_slice(extra);
-    println!("  {:<10}  {:<14}  {:>7}  {:<21}  {:<21}  LOG", "KIND", "NAME", "PID", "DNS", "HTTP");
+    let address = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or("-".into());
+    // IPv6 addresses (`--hosts netns`) are wider than loopback ones.
+    let width = description
+        .components
+        .iter()
+        .flat_map(|c| [address(c.dns_address).len(), address(c.http_address).len()])
+        .max()
+        .unwrap_or(0)
+        .max(21);
+    println!(
+        "  {:<10}  {:<14}  {:>7}  {:<width$}  {:<width$}  LOG",
+        "KIND", "NAME", "PID", "DNS", "HTTP"
+    );
     for c in &description.components {
-        let address =
-            |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or("-".into());
         println!(
-            "  {:<10}  {:<14}  {:>7}  {:<21}  {:<21}  {}",
+            "  {:<10}  {:<14}  {:>7}  {:<width$}  {:<width$}  {}",
             c.kind.to_string(),
             c.name,
             c.pid.map(|p| p.to_string()).unwrap_or("-".into()),

@@ -27,6 +27,11 @@ pub struct StackOptions {
     /// Start a replicated database (three PostgreSQL nodes under Patroni)
     /// instead of one PostgreSQL process.
     pub replicated_db: bool,
+    /// Put the database, each DNS server and each Nexus on its own host: a
+    /// network namespace with an IPv6 address in this /56 of
+    /// `fd00:1122:3344::/48` (`host-network`); `None`: everything on this
+    /// host's loopback.
+    pub netns_subnet: Option<u8>,
     pub internal_zone: String,
     pub external_zone: String,
     pub internal_dns_servers: usize,
@@ -55,6 +60,7 @@ impl StackOptions {
             run_dir,
             db_url: None,
             replicated_db: false,
+            netns_subnet: None,
             internal_zone: internal_dns::DEFAULT_INTERNAL_ZONE.into(),
             external_zone: "example.test".into(),
             internal_dns_servers: 3,
@@ -93,6 +99,8 @@ pub struct DnsServer {
     log: PathBuf,
     /// The DNS address it reports instead of the one it binds, if any.
     pub advertise: Option<SocketAddr>,
+    /// The network namespace it runs in (`--hosts netns`).
+    pub netns: Option<String>,
     api_token_file: PathBuf,
     http_idle_timeout_secs: f64,
     history_events: Option<usize>,
@@ -123,8 +131,8 @@ impl DnsServer {
             args.extend(["--history-events".into(), events.to_string()]);
         }
         let name = format!("dns-server {} {}", self.group, self.id);
-        let (process, _) =
-            ChildProcess::start(&name, &binary("dns-server")?, &args, &self.log).await?;
+        let (program, args) = on_host(self.netns.as_deref(), binary("dns-server")?, args);
+        let (process, _) = ChildProcess::start(&name, &program, &args, &self.log).await?;
         self.process = Some(process);
         Ok(())
     }
@@ -198,6 +206,8 @@ pub struct Nexus {
     log: PathBuf,
     /// The stack's token, which [`Nexus::client`] sends.
     api_token: ApiToken,
+    /// The network namespace it runs in (`--hosts netns`).
+    pub netns: Option<String>,
 }
 
 impl Nexus {
@@ -207,25 +217,29 @@ impl Nexus {
         config_file: PathBuf,
         log: PathBuf,
         api_token: ApiToken,
+        netns: Option<String>,
     ) -> anyhow::Result<Nexus> {
-        let (process, address) = Nexus::start_process(id, &config_file, &log).await?;
+        let (process, address) =
+            Nexus::start_process(id, &config_file, &log, netns.as_deref()).await?;
         // Pin the port the kernel picked, so that a restart listens where
         // internal DNS and the other Nexus already point.
         let mut config = nexus_types::config::Config::from_file(&config_file)?;
         config.internal_api.address = address;
         std::fs::write(&config_file, config.to_toml())
             .with_context(|| format!("writing {}", config_file.display()))?;
-        Ok(Nexus { name, id, address, config_file, process: Some(process), log, api_token })
+        Ok(Nexus { name, id, address, config_file, process: Some(process), log, api_token, netns })
     }
 
     async fn start_process(
         id: Uuid,
         config_file: &Path,
         log: &Path,
+        netns: Option<&str>,
     ) -> anyhow::Result<(ChildProcess, SocketAddr)> {
         let args = vec!["--config-file".into(), config_file.display().to_string()];
         let name = format!("nexus {id}");
-        let (process, info) = ChildProcess::start(&name, &binary("nexus")?, &args, log).await?;
+        let (program, args) = on_host(netns, binary("nexus")?, args);
+        let (process, info) = ChildProcess::start(&name, &program, &args, log).await?;
         let address = info["internal_api_address"]
             .as_str()
             .and_then(|s| s.parse().ok())
@@ -237,7 +251,8 @@ impl Nexus {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop().await;
         let (process, address) =
-            Nexus::start_process(self.id, &self.config_file, &self.log).await?;
+            Nexus::start_process(self.id, &self.config_file, &self.log, self.netns.as_deref())
+                .await?;
         self.process = Some(process);
         self.address = address;
         Ok(())
@@ -281,6 +296,9 @@ pub struct Stack {
     /// The token every component requires for writes, and its file.
     pub api_token: ApiToken,
     pub api_token_file: PathBuf,
+    /// The hosts (`--hosts netns`); last, so that it goes after every
+    /// process in it.
+    pub network: Option<host_network::Network>,
 }
 
 impl Stack {
@@ -312,6 +330,30 @@ impl Stack {
             .write_to(&api_token_file)
             .with_context(|| format!("writing the API token to {}", api_token_file.display()))?;
 
+        let network = match options.netns_subnet {
+            None => None,
+            Some(subnet) => {
+                let mut hosts = vec!["postgres".to_string()];
+                for (group, count) in [
+                    (DnsGroup::Internal, options.internal_dns_servers),
+                    (DnsGroup::External, options.external_dns_servers),
+                ] {
+                    hosts.extend((0..count).map(|i| format!("dns-{group}-{i}")));
+                }
+                hosts.extend((0..options.nexus_instances).map(|i| format!("nexus-{i}")));
+                let names: Vec<&str> = hosts.iter().map(String::as_str).collect();
+                let network = host_network::Network::create(subnet, &names)
+                    .context("creating a network namespace per host (--hosts netns)")?;
+                progress(format!(
+                    "{} hosts (network namespaces) on bridge {}, {}/56; this host is {}",
+                    network.hosts().len(),
+                    network.bridge(),
+                    network.prefix(),
+                    network.outside
+                ));
+                Some(network)
+            }
+        };
         let (database, db_url) = match &options.db_url {
             Some(url) => (Database::External, url.clone()),
             None if options.replicated_db => {
@@ -344,10 +386,22 @@ impl Stack {
             }
             None => {
                 let dir = options.run_dir.join("postgres");
-                let server =
-                    tokio::task::spawn_blocking(move || LocalPostgres::start(Directory::Keep(dir)))
-                        .await?
-                        .context("starting PostgreSQL")?;
+                let placement = match &network {
+                    Some(network) => {
+                        let host = network.host("postgres")?;
+                        Some(local_postgres::Placement {
+                            netns: host.netns.clone(),
+                            address: host.address.into(),
+                            clients: format!("{}/56", network.prefix()),
+                        })
+                    }
+                    None => None,
+                };
+                let server = tokio::task::spawn_blocking(move || {
+                    LocalPostgres::start_at(Directory::Keep(dir), placement)
+                })
+                .await?
+                .context("starting PostgreSQL")?;
                 let url = create_database_at(&server.url("postgres"), "control_plane").await?;
                 progress(format!("PostgreSQL {} serves {url}", server.dir().display()));
                 (Database::Local(server), url)
@@ -373,8 +427,13 @@ impl Stack {
             for i in 0..count {
                 let id = Uuid::new_v4();
                 let name = format!("dns-{group}-{i}");
+                let host = match &network {
+                    Some(network) => Some(network.host(&name)?.clone()),
+                    None => None,
+                };
                 dns_servers.push(
-                    spawn_on_free_ports(name, group, id, api_token_file.clone(), &options).await?,
+                    spawn_on_free_ports(name, group, id, api_token_file.clone(), &options, host)
+                        .await?,
                 );
             }
         }
@@ -392,6 +451,7 @@ impl Stack {
             database_id,
             api_token,
             api_token_file,
+            network,
         };
         stack.write_initial_dns(&db_nodes).await?;
         stack.push_initial_dns().await?;
@@ -402,10 +462,20 @@ impl Stack {
             let name = format!("nexus-{i}");
             let config_file = stack.options.run_dir.join(format!("{name}.toml"));
             let history_dir = stack.options.run_dir.join(&name);
-            std::fs::write(&config_file, stack.nexus_config(id, &history_dir))?;
+            let host = match &stack.network {
+                Some(network) => Some(network.host(&name)?.clone()),
+                None => None,
+            };
+            let mut config = stack.nexus_config(id, &history_dir);
+            if let Some(host) = &host {
+                // Its own host: a fixed port on its own address.
+                config.internal_api.address = SocketAddr::new(host.address.into(), 12221);
+            }
+            std::fs::write(&config_file, config.to_toml())?;
             let log = stack.options.run_dir.join(format!("{name}.log"));
             let token = stack.api_token.clone();
-            stack.nexus.push(Nexus::spawn(name, id, config_file, log, token).await?);
+            let netns = host.map(|h| h.netns);
+            stack.nexus.push(Nexus::spawn(name, id, config_file, log, token, netns).await?);
         }
         progress(format!(
             "{} Nexus started; waiting until every server and Nexus has the latest generation",
@@ -522,7 +592,7 @@ impl Stack {
         Ok(())
     }
 
-    fn nexus_config(&self, id: Uuid, history_dir: &Path) -> String {
+    fn nexus_config(&self, id: Uuid, history_dir: &Path) -> nexus_types::config::Config {
         let bootstrap = self
             .dns_servers
             .iter()
@@ -542,7 +612,7 @@ impl Stack {
         config.tasks.server_timeout_secs = o.server_timeout_secs;
         config.tasks.repair_servers = o.repair_servers;
         config.history.dir = Some(history_dir.to_path_buf());
-        config.to_toml()
+        config
     }
 
     /// Waits until every running DNS server serves its group's latest
@@ -704,22 +774,34 @@ async fn spawn_on_free_ports(
     id: Uuid,
     api_token_file: PathBuf,
     options: &StackOptions,
+    host: Option<host_network::Host>,
 ) -> anyhow::Result<DnsServer> {
     let storage = options.run_dir.join(&name);
     let log = options.run_dir.join(format!("{name}.log"));
     let mut last_error = None;
     for _ in 0..5 {
-        let (dns, http) = (free_port()?, free_port()?);
+        // On a host of its own, the usual ports on its own address.
+        let (dns_address, http_address) = match &host {
+            Some(host) => (
+                SocketAddr::new(host.address.into(), 5353),
+                SocketAddr::new(host.address.into(), 8080),
+            ),
+            None => (
+                SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+                SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            ),
+        };
         let mut server = DnsServer {
             name: name.clone(),
             group,
             id,
-            dns_address: SocketAddr::from(([127, 0, 0, 1], dns)),
-            http_address: SocketAddr::from(([127, 0, 0, 1], http)),
+            dns_address,
+            http_address,
             storage_dir: storage.clone(),
             process: None,
             log: log.clone(),
             advertise: None,
+            netns: host.as_ref().map(|h| h.netns.clone()),
             api_token_file: api_token_file.clone(),
             http_idle_timeout_secs: options.http_idle_timeout_secs,
             history_events: options.dns_history_events,
@@ -730,6 +812,25 @@ async fn spawn_on_free_ports(
         }
     }
     Err(last_error.expect("at least one attempt"))
+}
+
+/// `program` with `args`, run inside network namespace `netns` when given
+/// (`ip netns exec` replaces itself with the program, so the process is
+/// the program's own).
+fn on_host(netns: Option<&str>, program: PathBuf, args: Vec<String>) -> (PathBuf, Vec<String>) {
+    match netns {
+        None => (program, args),
+        Some(netns) => {
+            let mut wrapped = vec![
+                "netns".to_string(),
+                "exec".into(),
+                netns.into(),
+                program.display().to_string(),
+            ];
+            wrapped.extend(args);
+            (PathBuf::from("ip"), wrapped)
+        }
+    }
 }
 
 /// A loopback port free for both UDP and TCP right now, below the range

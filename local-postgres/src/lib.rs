@@ -80,6 +80,18 @@ pub enum Error {
     NoPort(#[source] std::io::Error),
 }
 
+/// A host other than this one's loopback: a network namespace (made by
+/// the caller, e.g. `host-network`) and the address to listen on there.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    /// `ip netns exec NETNS ...`
+    pub netns: String,
+    pub address: std::net::IpAddr,
+    /// Who may connect (a CIDR for `pg_hba.conf`, such as the network's
+    /// prefix); loopback always may.
+    pub clients: String,
+}
+
 /// Where the cluster lives.
 pub enum Directory {
     /// A new temporary directory, removed when the server is dropped.
@@ -101,6 +113,8 @@ pub enum Durability {
 /// A running private PostgreSQL server.
 pub struct LocalPostgres {
     port: u16,
+    /// Where it runs: this host's loopback, or a network namespace.
+    placement: Option<Placement>,
     pid: Pid,
     dir: PathBuf,
     exited: mpsc::Receiver<ExitStatus>,
@@ -119,6 +133,15 @@ impl LocalPostgres {
     /// This blocks for about a second; call it from a blocking context (or
     /// `tokio::task::spawn_blocking`).
     pub fn start(directory: Directory) -> Result<LocalPostgres, Error> {
+        LocalPostgres::start_at(directory, None)
+    }
+
+    /// [`LocalPostgres::start`], on `placement`'s host when given (port
+    /// 5432 there: the host is its own).
+    pub fn start_at(
+        directory: Directory,
+        placement: Option<Placement>,
+    ) -> Result<LocalPostgres, Error> {
         let bin = find_binaries()?;
         let run_as = unprivileged_user()?;
         let durability = match directory {
@@ -146,15 +169,29 @@ impl LocalPostgres {
             })?;
         }
         initdb(&bin, &dir, run_as.as_ref())?;
+        if let Some(placement) = &placement {
+            // initdb trusts loopback only; the network's hosts too.
+            let hba = dir.join("data/pg_hba.conf");
+            let line = format!("host all all {} trust\n", placement.clients);
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&hba)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()))
+                .map_err(|source| Error::Directory { path: hba, source })?;
+        }
 
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
-            let port = free_port()?;
-            match start_server(&bin, &dir, port, run_as.as_ref(), durability) {
+            let port = match placement {
+                Some(_) => 5432,
+                None => free_port()?,
+            };
+            match start_server(&bin, &dir, port, run_as.as_ref(), durability, placement.as_ref()) {
                 Ok((pid, exited)) => {
                     tracing::info!(port, dir = %dir.display(), "local PostgreSQL ready");
                     return Ok(LocalPostgres {
                         port,
+                        placement,
                         pid,
                         dir,
                         exited,
@@ -202,7 +239,16 @@ impl LocalPostgres {
 
     /// A connection URL for `database` as the superuser.
     pub fn url(&self, database: &str) -> String {
-        format!("postgresql://{SUPERUSER}@127.0.0.1:{}/{database}?sslmode=disable", self.port)
+        format!("postgresql://{SUPERUSER}@{}/{database}?sslmode=disable", self.address())
+    }
+
+    /// Where it listens.
+    pub fn address(&self) -> std::net::SocketAddr {
+        let ip = match &self.placement {
+            Some(p) => p.address,
+            None => std::net::IpAddr::from([127, 0, 0, 1]),
+        };
+        std::net::SocketAddr::new(ip, self.port)
     }
 
     /// Stops the server for good (fast shutdown, then kill).
@@ -256,8 +302,14 @@ impl LocalPostgres {
 
     /// Starts the server again after [`LocalPostgres::stop_temporarily`].
     pub fn start_again(&mut self) -> Result<(), Error> {
-        let (pid, exited) =
-            start_server(&self.bin, &self.dir, self.port, self.run_as.as_ref(), self.durability)?;
+        let (pid, exited) = start_server(
+            &self.bin,
+            &self.dir,
+            self.port,
+            self.run_as.as_ref(),
+            self.durability,
+            self.placement.as_ref(),
+        )?;
         self.pid = pid;
         self.exited = exited;
         self.running = true;
@@ -384,6 +436,7 @@ fn start_server(
     port: u16,
     run_as: Option<&User>,
     durability: Durability,
+    placement: Option<&Placement>,
 ) -> Result<(Pid, mpsc::Receiver<ExitStatus>), Error> {
     let log_path = dir.join("postgres.log");
     let log = File::options()
@@ -393,10 +446,32 @@ fn start_server(
         .map_err(|source| Error::Directory { path: log_path.clone(), source })?;
     let log_err =
         log.try_clone().map_err(|source| Error::Directory { path: log_path.clone(), source })?;
-    let mut cmd = command(bin.path("postgres"), dir, run_as);
+    let listen = match placement {
+        Some(p) => p.address.to_string(),
+        None => "127.0.0.1".to_string(),
+    };
+    let mut cmd = match placement {
+        None => command(bin.path("postgres"), dir, run_as),
+        Some(p) => {
+            // Into the host's namespace first (as root), then the
+            // unprivileged user: `ip netns exec` needs the privilege.
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &p.netns]).current_dir(dir).stdin(Stdio::null());
+            if let Some(user) = run_as {
+                cmd.arg("setpriv")
+                    .arg(format!("--reuid={}", user.uid))
+                    .arg(format!("--regid={}", user.gid))
+                    .arg("--init-groups")
+                    .env("HOME", dir)
+                    .env("USER", SUPERUSER);
+            }
+            cmd.arg(bin.path("postgres"));
+            cmd
+        }
+    };
     cmd.arg("-D")
         .arg(dir.join("data"))
-        .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"])
+        .args(["-p", &port.to_string(), "-h", &listen, "-k"])
         .arg(dir)
         .args(["-c", "max_connections=300", "-c", "log_min_messages=warning"])
         .stdout(log)
@@ -423,7 +498,11 @@ fn start_server(
         let ready = std::fs::read_to_string(&pid_file)
             .map(|s| s.lines().any(|l| l.trim() == "ready"))
             .unwrap_or(false);
-        if ready && TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        let address = match placement {
+            Some(p) => std::net::SocketAddr::new(p.address, port),
+            None => std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        if ready && TcpStream::connect(address).is_ok() {
             return Ok((pid, exit_rx));
         }
         if Instant::now() > deadline {

@@ -11,6 +11,7 @@ mod docs;
 mod explain;
 mod hardening;
 mod history;
+mod netns;
 mod nexus_api;
 mod omdb_mends;
 mod operations;

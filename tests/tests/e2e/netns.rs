@@ -1,0 +1,63 @@
+//! The stack on hosts of its own (`devstack run --hosts netns`): the
+//! database, each DNS server and each Nexus in a network namespace with an
+//! IPv6 address from `fd00:1122:3344::/48`, omdb outside reaching them by
+//! those addresses only.  Needs root (CI runs as root).
+
+use crate::common::*;
+use dns_types::DnsGroup;
+use std::net::IpAddr;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_on_ipv6_hosts_reaches_ready_and_explain_is_healthy() {
+    let ts = TestStack::start_with(2, 1, 2, |o| o.netns_subnet = Some(210)).await;
+    let in_network = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => {
+            v6.segments()[..3] == [0xfd00, 0x1122, 0x3344] && v6.segments()[3] >> 8 == 210
+        }
+        IpAddr::V4(_) => false,
+    };
+    // Every component on its own host, by an IPv6 address of the network.
+    let description = ts.stack.description();
+    let mut namespaces = std::collections::BTreeSet::new();
+    for c in &description.components {
+        let netns = c.netns.clone().unwrap_or_else(|| panic!("{} has no namespace", c.name));
+        assert!(namespaces.insert(netns), "two components share a host");
+        for address in [c.dns_address, c.http_address].into_iter().flatten() {
+            assert!(in_network(address.ip()), "{}: {address}", c.name);
+        }
+    }
+    assert_eq!(namespaces.len(), 1 + 3 + 2, "the database, 3 DNS servers and 2 Nexus");
+    assert!(ts.stack.db_url.contains("[fd00:1122:3344:d201::1]"), "{}", ts.stack.db_url);
+
+    // Internal DNS registers everything by those addresses (AAAA).
+    let resolver = internal_dns::Resolver::new(
+        ts.stack.internal_dns_addresses(),
+        std::time::Duration::from_secs(2),
+    );
+    for service in [
+        internal_dns::ServiceName::Nexus,
+        internal_dns::ServiceName::Postgresql,
+        internal_dns::ServiceName::dns_servers_of(DnsGroup::Internal),
+    ] {
+        let answer = resolver.lookup_service(service, ZONE).await.unwrap();
+        assert!(!answer.instances.is_empty(), "{service:?}");
+        for instance in &answer.instances {
+            let address = instance.socket_addr().unwrap();
+            assert!(in_network(address.ip()), "{service:?}: {address}");
+        }
+    }
+
+    // omdb, from outside every host, finds everything through internal DNS
+    // over IPv6: a change with receipts from every server, then explain.
+    let args = ["-w", "nexus", "dns", "add", "internal", "v6host", "AAAA", "fd00::99"];
+    let (code, out, err) = run_omdb(&ts, &[&args[..], &["--comment", "on v6", "--wait"]].concat());
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("served by 2 of 2 internal DNS servers"), "{out}");
+    let (code, out, err) = run_omdb(&ts, &["dns", "explain", &format!("v6host.{ZONE}")]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.starts_with("verdict: healthy"), "{out}");
+    assert!(out.contains("answered it on UDP and TCP"), "{out}");
+    let (code, out, err) = run_omdb(&ts, &["dns", "status"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("2 of 2 internal DNS servers serve generation"), "{out}");
+}

@@ -493,10 +493,15 @@ impl Stack {
         let zone = &o.internal_zone;
         let mut internal = Vec::new();
         for server in &self.dns_servers {
-            let service = ServiceName::dns_servers_of(server.group);
-            internal.extend(
-                Registration::new(service, server.id, server.http_address, zone).into_records(),
-            );
+            // The DNS address it reports (`advertise`) is the one to register.
+            let dns = server.advertise.unwrap_or(server.dns_address);
+            internal.extend(Registration::dns_server(
+                server.group,
+                server.id,
+                server.http_address,
+                dns,
+                zone,
+            ));
         }
         // Every node of a replicated database: a client connects to the one
         // that accepts writes (target_session_attrs=read-write).

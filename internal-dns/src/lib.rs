@@ -42,14 +42,22 @@ pub enum ServiceName {
     Nexus,
     /// The database (PostgreSQL wire protocol).
     Postgresql,
+    /// Each internal DNS server's DNS address (where it answers queries),
+    /// under the same host as its config API: a server that cannot say
+    /// where it answers (hung, down) is still known by its DNS address.
+    InternalDnsQueries,
+    /// Each external DNS server's DNS address.
+    ExternalDnsQueries,
 }
 
 impl ServiceName {
-    pub const ALL: [ServiceName; 4] = [
+    pub const ALL: [ServiceName; 6] = [
         ServiceName::InternalDns,
         ServiceName::ExternalDns,
         ServiceName::Nexus,
         ServiceName::Postgresql,
+        ServiceName::InternalDnsQueries,
+        ServiceName::ExternalDnsQueries,
     ];
 
     /// The SRV name relative to the internal zone, e.g. `_nexus._tcp`.
@@ -59,6 +67,8 @@ impl ServiceName {
             ServiceName::ExternalDns => "_external-dns._tcp",
             ServiceName::Nexus => "_nexus._tcp",
             ServiceName::Postgresql => "_postgresql._tcp",
+            ServiceName::InternalDnsQueries => "_dns-internal._udp",
+            ServiceName::ExternalDnsQueries => "_dns-external._udp",
         }
     }
 
@@ -73,6 +83,15 @@ impl ServiceName {
         match group {
             DnsGroup::Internal => ServiceName::InternalDns,
             DnsGroup::External => ServiceName::ExternalDns,
+        }
+    }
+
+    /// The service under which `group`'s DNS servers register their DNS
+    /// addresses.
+    pub fn dns_queries_of(group: DnsGroup) -> ServiceName {
+        match group {
+            DnsGroup::Internal => ServiceName::InternalDnsQueries,
+            DnsGroup::External => ServiceName::ExternalDnsQueries,
         }
     }
 }
@@ -122,6 +141,54 @@ impl Registration {
     pub fn into_records(self) -> [NameRecords; 2] {
         [self.host, self.srv]
     }
+
+    /// Everything that registers one DNS server of `group`, the one place
+    /// that builds it: its host name with the address(es) of its config API
+    /// and DNS address, an SRV record for the config API
+    /// ([`ServiceName::dns_servers_of`]) and one for the DNS address
+    /// ([`ServiceName::dns_queries_of`]), both pointing at that host.
+    pub fn dns_server(
+        group: DnsGroup,
+        id: uuid::Uuid,
+        config_api: SocketAddr,
+        dns: SocketAddr,
+        zone: &str,
+    ) -> Vec<NameRecords> {
+        let api = Registration::new(ServiceName::dns_servers_of(group), id, config_api, zone);
+        let queries = Registration::new(ServiceName::dns_queries_of(group), id, dns, zone);
+        let mut host = api.host;
+        for record in queries.host.records {
+            if !host.records.contains(&record) {
+                host.records.push(record);
+            }
+        }
+        vec![host, api.srv, queries.srv]
+    }
+}
+
+/// The DNS addresses `group`'s servers registered, by the config API
+/// address registered under the same host (read from an internal config,
+/// as [`registered_instances`]): every address of the host with the port
+/// of its DNS SRV record.
+pub fn registered_dns_addresses(
+    config: &dns_types::DnsConfig,
+    zone: &str,
+    group: DnsGroup,
+) -> BTreeMap<SocketAddr, Vec<SocketAddr>> {
+    let queries = registered_instances(config, zone, ServiceName::dns_queries_of(group));
+    let mut found = BTreeMap::new();
+    for api in registered_instances(config, zone, ServiceName::dns_servers_of(group)) {
+        let Some(api_address) = api.socket_addr() else { continue };
+        let dns: Vec<SocketAddr> = queries
+            .iter()
+            .filter(|q| q.target == api.target)
+            .flat_map(|q| q.addresses.iter().map(|ip| SocketAddr::new(*ip, q.port)))
+            .collect();
+        if !dns.is_empty() {
+            found.insert(api_address, dns);
+        }
+    }
+    found
 }
 
 /// The instances of `service` that a config of the internal group

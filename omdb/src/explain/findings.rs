@@ -168,7 +168,17 @@ fn server_evidence(s: &ServerObservation, db: &DatabaseObservation) -> ServerEvi
         config_address: Some(s.config_address),
         known_from: s.known_from.clone(),
         id: None,
-        dns_addresses: s.dns_addresses(),
+        dns_addresses: {
+            // What it reports, and what it registered: a server that cannot
+            // say (hung, down) is still the owner of its DNS address.
+            let mut addresses = s.dns_addresses();
+            for registered in db.registered_dns.get(&s.config_address).into_iter().flatten() {
+                if !addresses.contains(registered) {
+                    addresses.push(*registered);
+                }
+            }
+            addresses
+        },
         generation: None,
         digest: None,
         time_applied: None,

@@ -77,6 +77,10 @@ pub struct DatabaseObservation {
     /// The database's digest of each generation a server claims (or why
     /// it could not be read).
     pub digests: BTreeMap<u64, Result<String, String>>,
+    /// The DNS addresses the group's servers registered, by config API
+    /// address (`_dns-internal._udp` / `_dns-external._udp`).
+    #[serde(default)]
+    pub registered_dns: BTreeMap<SocketAddr, Vec<SocketAddr>>,
     /// The node omdb read (a replicated database only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
@@ -164,6 +168,13 @@ pub async fn gather(args: &ExplainArgs, discovery: &Discovery) -> anyhow::Result
     // The wire: every DNS address a server reports, and those given.
     let mut addresses: BTreeSet<SocketAddr> =
         servers.iter().flat_map(ServerObservation::dns_addresses).collect();
+    // And where each server registered it answers, reported or not (a hung
+    // server reports nothing, and must still be asked and named).
+    for server in &servers {
+        addresses.extend(
+            database.registered_dns.get(&server.config_address).into_iter().flatten().copied(),
+        );
+    }
     let unclaimed: Vec<SocketAddr> =
         args.servers.iter().copied().filter(|a| !addresses.contains(a)).collect();
     addresses.extend(unclaimed.iter().copied());
@@ -249,6 +260,7 @@ async fn read_database(
             .iter()
             .filter_map(|i| i.socket_addr())
             .collect();
+    let registered_dns = internal_dns::registered_dns_addresses(&internal, &discovery.zone, group);
     let present = stretches.iter().any(|s| s.covers(latest.generation));
     let near = if present {
         Vec::new()
@@ -273,6 +285,7 @@ async fn read_database(
         registered_servers,
         internal_generation: internal.generation,
         digests,
+        registered_dns,
         node: None,
         nodes: None,
     })

@@ -223,6 +223,7 @@ fn healthy() -> Observations {
             registered_servers: vec![api(1), api(2)],
             internal_generation: 3,
             digests: [(2, Ok("d2".to_string())), (1, Ok("d1".to_string()))].into(),
+            registered_dns: Default::default(),
             node: None,
             nodes: None,
         },
@@ -286,6 +287,22 @@ fn cases() -> Vec<(&'static str, Fault, Stage, &'static str)> {
             |o| replicated(o, true, None),
             Stage::Healthy,
             "serve it and answered it on UDP and TCP",
+        ),
+        (
+            "a hung server, known by the DNS address it registered",
+            |o| {
+                // It answers nothing: neither its config API nor DNS.
+                o.servers[1].status = None;
+                o.servers[1].soa.clear();
+                o.servers[1].error = Some("no answer within 2s".into());
+                o.database.registered_dns = [(api(1), vec![dns(1)]), (api(2), vec![dns(2)])].into();
+                for w in o.wire.iter_mut().filter(|w| w.dns_address == dns(2)) {
+                    w.answer = None;
+                    w.error = Some("no answer over UDP within 2s".into());
+                }
+            },
+            Stage::Propagation,
+            "127.0.0.1:8002",
         ),
         (
             "a replicated database without a synchronous standby",

@@ -385,12 +385,19 @@ async fn a_server_that_hangs() {
             .await;
     propagation_of(&ts.nexus(0), DnsGroup::External, v.generation).await;
     let out = explain(&ts, &[]);
+    // Asked about its DNS address, which the hung server cannot report:
+    // the address it registered names it (not `server-list`, "no server
+    // reports it as its address").
+    let dns = server.dns_address.to_string();
+    let at_its_address = explain(&ts, &["--server", &dns]);
     server.thaw().unwrap();
     out.expect(
         "propagation",
         13,
         &[&server.http_address.to_string(), "generation 3", "no complete answer within"],
     );
+    at_its_address.expect("propagation", 13, &[&server.http_address.to_string()]);
+    assert!(!at_its_address.stdout.contains("[server-list]"), "{}", at_its_address.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -103,21 +103,8 @@ pub struct StandbyStatus {
 pub async fn node_statuses(url: &str, timeout: Duration) -> Result<Vec<NodeStatus>, DbError> {
     let config = tokio_postgres::Config::from_str(url)
         .map_err(|source| DbError::InvalidUrl { url: url.into(), source })?;
-    let ports = config.get_ports().to_vec();
-    let asks = config.get_hosts().iter().enumerate().map(|(i, host)| {
-        let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-        let mut one = config.clone();
-        one.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::Any);
-        let (address, name) = match host {
-            tokio_postgres::config::Host::Tcp(h) => {
-                let address =
-                    if h.contains(':') { format!("[{h}]:{port}") } else { format!("{h}:{port}") };
-                (address, h.clone())
-            }
-            tokio_postgres::config::Host::Unix(p) => {
-                (p.display().to_string(), p.display().to_string())
-            }
-        };
+    let asks = hosts_of(&config).into_iter().map(|(address, name, port)| {
+        let one = config.clone();
         async move {
             // A config of just this host (the others' settings dropped).
             let mut single = tokio_postgres::Config::new();
@@ -363,4 +350,30 @@ pub async fn wait_until_writable(
 /// How many hosts `url` names (more than one: a replicated database).
 pub fn host_count(url: &str) -> usize {
     tokio_postgres::Config::from_str(url).map(|c| c.get_hosts().len()).unwrap_or(1)
+}
+
+/// Each host of `config` with its port (one port given applies to every
+/// host), as `host:port` text (IPv6 in brackets) and as its parts.  The one
+/// reading of a multi-host URL's hosts: messages, `omdb db status`, and
+/// devstack's registrations all ask it.
+pub fn hosts_of(config: &tokio_postgres::Config) -> Vec<(String, String, u16)> {
+    let ports = config.get_ports();
+    config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            let name = match host {
+                tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+            };
+            let address = match host {
+                tokio_postgres::config::Host::Tcp(h) if h.contains(':') => format!("[{h}]:{port}"),
+                tokio_postgres::config::Host::Tcp(h) => format!("{h}:{port}"),
+                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+            };
+            (address, name, port)
+        })
+        .collect()
 }

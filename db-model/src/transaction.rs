@@ -361,22 +361,8 @@ impl Datastore {
 }
 
 fn describe_address(config: &tokio_postgres::Config) -> String {
-    let ports = config.get_ports();
-    let hosts: Vec<String> = config
-        .get_hosts()
-        .iter()
-        .enumerate()
-        .map(|(i, host)| {
-            let host = match host {
-                tokio_postgres::config::Host::Tcp(h) if h.contains(':') => format!("[{h}]"),
-                tokio_postgres::config::Host::Tcp(h) => h.clone(),
-                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-            };
-            // One port applies to every host; otherwise one per host.
-            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-            format!("{host}:{port}")
-        })
-        .collect();
+    let hosts: Vec<String> =
+        crate::cluster::hosts_of(config).into_iter().map(|(address, _, _)| address).collect();
     let hosts = if hosts.is_empty() { "localhost:5432".to_string() } else { hosts.join(",") };
     let db = config.get_dbname().unwrap_or("(default)");
     format!("{hosts}/{db}")

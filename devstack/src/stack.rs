@@ -888,26 +888,15 @@ pub fn dns_server_client(
 /// Every host of the database URL, as the addresses registered in internal
 /// DNS (a host name that is not an IP address is registered as loopback).
 fn db_nodes(url: &str) -> Vec<SocketAddr> {
-    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
-        return vec![SocketAddr::from(([127, 0, 0, 1], 5432))];
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let nodes: Vec<SocketAddr> = match url.parse::<tokio_postgres::Config>() {
+        Ok(config) => db_model::cluster::hosts_of(&config)
+            .into_iter()
+            .map(|(_, host, port)| SocketAddr::new(host.parse().unwrap_or(loopback), port))
+            .collect(),
+        Err(_) => Vec::new(),
     };
-    let ports = config.get_ports();
-    let nodes: Vec<SocketAddr> = config
-        .get_hosts()
-        .iter()
-        .enumerate()
-        .map(|(i, host)| {
-            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-            let ip = match host {
-                tokio_postgres::config::Host::Tcp(h) => {
-                    h.parse().unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
-                }
-                tokio_postgres::config::Host::Unix(_) => std::net::IpAddr::from([127, 0, 0, 1]),
-            };
-            SocketAddr::new(ip, port)
-        })
-        .collect();
-    if nodes.is_empty() { vec![SocketAddr::from(([127, 0, 0, 1], 5432))] } else { nodes }
+    if nodes.is_empty() { vec![SocketAddr::new(loopback, 5432)] } else { nodes }
 }
 
 /// Creates database `name` through `url` unless it exists (a kept run

@@ -101,6 +101,31 @@ pub enum Directory {
     Keep(PathBuf),
 }
 
+impl Directory {
+    /// Makes the directory: a new temporary one (returned too, so that it
+    /// is removed when dropped) named with `prefix`, or the kept one.
+    pub(crate) fn create(
+        self,
+        prefix: &str,
+    ) -> Result<(Option<tempfile::TempDir>, PathBuf), Error> {
+        match self {
+            Directory::Temporary => {
+                let temp = tempfile::Builder::new()
+                    .prefix(prefix)
+                    .tempdir()
+                    .map_err(|source| Error::Directory { path: std::env::temp_dir(), source })?;
+                let dir = temp.path().to_path_buf();
+                Ok((Some(temp), dir))
+            }
+            Directory::Keep(dir) => {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|source| Error::Directory { path: dir.clone(), source })?;
+                Ok((None, dir))
+            }
+        }
+    }
+}
+
 /// Whether a commit reaches disk before it is confirmed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
@@ -148,21 +173,7 @@ impl LocalPostgres {
             Directory::Temporary => Durability::Fast,
             Directory::Keep(_) => Durability::Durable,
         };
-        let (temp, dir) = match directory {
-            Directory::Temporary => {
-                let temp = tempfile::Builder::new()
-                    .prefix("local-postgres-")
-                    .tempdir()
-                    .map_err(|source| Error::Directory { path: std::env::temp_dir(), source })?;
-                let dir = temp.path().to_path_buf();
-                (Some(temp), dir)
-            }
-            Directory::Keep(dir) => {
-                std::fs::create_dir_all(&dir)
-                    .map_err(|source| Error::Directory { path: dir.clone(), source })?;
-                (None, dir)
-            }
-        };
+        let (temp, dir) = directory.create("local-postgres-")?;
         if let Some(user) = &run_as {
             nix::unistd::chown(&dir, Some(user.uid), Some(user.gid)).map_err(|e| {
                 Error::Directory { path: dir.clone(), source: std::io::Error::from(e) }

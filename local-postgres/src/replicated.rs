@@ -89,17 +89,7 @@ impl ReplicatedPostgres {
         let bin = server_bin_dir(&find_binaries()?)?;
         let run_as = unprivileged_user()?;
         let fast = matches!(directory, Directory::Temporary);
-        let (temp, dir) = match directory {
-            Directory::Temporary => {
-                let temp = tempfile::Builder::new()
-                    .prefix("replicated-postgres-")
-                    .tempdir()
-                    .map_err(|source| Error::Directory { path: std::env::temp_dir(), source })?;
-                let dir = temp.path().to_path_buf();
-                (Some(temp), dir)
-            }
-            Directory::Keep(dir) => (None, dir),
-        };
+        let (temp, dir) = directory.create("replicated-postgres-")?;
         for program in ["patroni", "etcd"] {
             if which(program).is_none() {
                 return Err(Error::Spawn {

@@ -92,10 +92,12 @@ async fn answer(
 }
 
 async fn act(request: &str, stack: &Mutex<Stack>, extra: &[Component]) -> anyhow::Result<String> {
-    let (action, name) = match request.split_once(' ') {
-        Some(("stop", name)) => (Action::Stop, name.trim()),
-        Some(("start", name)) => (Action::Start, name.trim()),
-        _ => bail!("unknown request {request:?}: say `stop NAME` or `start NAME`"),
+    let words: Vec<&str> = request.split_whitespace().collect();
+    let (action, name) = match words.as_slice() {
+        ["stop", name] => (Action::Stop, *name),
+        ["start", name] => (Action::Start, *name),
+        ["fault", rest @ ..] => return stack.lock().await.fault(rest),
+        _ => bail!("unknown request {request:?}: say `stop NAME`, `start NAME` or `fault ...`"),
     };
     let mut stack = stack.lock().await;
     let done = stack.control(action, name).await?;
@@ -173,12 +175,18 @@ fn said(name: &str, pid: Option<nix::unistd::Pid>, runs_at: String) -> String {
 
 /// Asks the stack in `run_dir` to do `action` to `name`; returns its answer.
 pub async fn request(run_dir: &Path, action: Action, name: &str) -> anyhow::Result<String> {
+    request_line(run_dir, &format!("{} {name}", action.word())).await
+}
+
+/// Sends one request line (`stop NAME`, `fault cut A B`, ...) to the
+/// stack in `run_dir`; returns its answer.
+pub async fn request_line(run_dir: &Path, line: &str) -> anyhow::Result<String> {
     let path = socket_path(run_dir);
     let exchange = async {
         let mut connection = UnixStream::connect(&path).await.with_context(|| {
             format!("connecting to {} (is `devstack run` still running?)", path.display())
         })?;
-        connection.write_all(format!("{} {name}\n", action.word()).as_bytes()).await?;
+        connection.write_all(format!("{line}\n").as_bytes()).await?;
         let mut reply = String::new();
         BufReader::new(connection).read_line(&mut reply).await?;
         anyhow::Ok(reply)

@@ -9,6 +9,7 @@
 
 pub mod control;
 pub mod describe;
+pub mod faults;
 pub mod prometheus;
 pub mod stack;
 

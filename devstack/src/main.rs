@@ -95,6 +95,21 @@ enum Command {
         #[arg(long)]
         run_dir: Option<PathBuf>,
     },
+    /// Put a network fault between components of a stack run with
+    /// `--hosts netns`: `cut A B [one-way]`, `drop A PERCENT`,
+    /// `filter A udp|tcp PORT`, or `list` them; each gets a number.
+    Fault {
+        #[arg(required = true, num_args = 1..)]
+        request: Vec<String>,
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+    },
+    /// Take a fault back: its number (`devstack fault list`), or `all`.
+    Heal {
+        which: String,
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -109,6 +124,12 @@ async fn main() {
     let result = match Args::parse().command {
         Command::Stop { name, run_dir } => control(Action::Stop, &name, run_dir).await,
         Command::Start { name, run_dir } => control(Action::Start, &name, run_dir).await,
+        Command::Fault { request, run_dir } => {
+            control_line(&format!("fault {}", request.join(" ")), run_dir).await
+        }
+        Command::Heal { which, run_dir } => {
+            control_line(&format!("fault heal {which}"), run_dir).await
+        }
         run => run_stack(run).await,
     };
     if let Err(error) = result {
@@ -118,11 +139,20 @@ async fn main() {
 }
 
 async fn control(action: Action, name: &str, run_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let line = match action {
+        Action::Stop => format!("stop {name}"),
+        Action::Start => format!("start {name}"),
+    };
+    control_line(&line, run_dir).await
+}
+
+/// Sends one request to the running stack and prints its answer.
+async fn control_line(line: &str, run_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let run_dir = match run_dir {
         Some(dir) => dir,
         None => devstack::describe::current_run_dir()?,
     };
-    let done = devstack::control::request(&run_dir, action, name).await?;
+    let done = devstack::control::request_line(&run_dir, line).await?;
     println!("devstack: {done}");
     Ok(())
 }

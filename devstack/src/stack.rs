@@ -296,6 +296,10 @@ pub struct Stack {
     /// The token every component requires for writes, and its file.
     pub api_token: ApiToken,
     pub api_token_file: PathBuf,
+    /// Faults in force between hosts (`devstack fault`), and the last
+    /// number given.
+    pub faults: Vec<crate::faults::NumberedFault>,
+    pub next_fault: u32,
     /// The hosts (`--hosts netns`); last, so that it goes after every
     /// process in it.
     pub network: Option<host_network::Network>,
@@ -451,6 +455,8 @@ impl Stack {
             database_id,
             api_token,
             api_token_file,
+            faults: Vec::new(),
+            next_fault: 0,
             network,
         };
         stack.write_initial_dns(&db_nodes).await?;

@@ -309,6 +309,11 @@ pub struct ServerResult {
     pub result: PropagationResult,
     pub outcome: PropagationOutcome,
     pub message: String,
+    /// The server could not be reached at all (no connection, or no
+    /// complete answer in time), as opposed to one that answered with an
+    /// error.  Only set on a failure.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unreachable: bool,
     /// The generation the server reported, if it answered.
     pub server_generation: Option<u64>,
     /// When this push began (absent in records from before it was kept).

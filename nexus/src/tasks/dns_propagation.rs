@@ -341,10 +341,16 @@ async fn push(
     let generation = config.generation();
     let mut repaired = None;
     let mut pushed = None;
+    // Whether the server could not be reached at all (explain tells that
+    // from a server that answered with an error).
+    let unreachable = std::sync::atomic::AtomicBool::new(false);
     let work = async {
         let status = match client.status_get().send().await {
             Ok(status) => status.into_inner(),
             Err(e) => {
+                if matches!(e, dns_server_client::Error::CommunicationError(_)) {
+                    unreachable.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 return (Error, Failed, None, format!("reading its status: {}", describe(e)));
             }
         };
@@ -441,6 +447,7 @@ async fn push(
     };
     let (result, outcome, server_generation, message): Outcome =
         tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| {
+            unreachable.store(true, std::sync::atomic::Ordering::Relaxed);
             (
                 PropagationResult::Error,
                 Failed,
@@ -452,6 +459,8 @@ async fn push(
         result,
         outcome,
         message,
+        unreachable: result == PropagationResult::Error
+            && unreachable.load(std::sync::atomic::Ordering::Relaxed),
         server_generation,
         started_at: Some(started_at),
         completed_at: Utc::now(),

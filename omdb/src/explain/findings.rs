@@ -687,11 +687,42 @@ fn nexus_findings(
                             ),
                             at: Some(result.completed_at),
                         }),
-                        None => findings.push(Finding {
-                            stage: Stage::Propagation,
-                            subject: address.clone(),
-                            summary,
-                        }),
+                        None => {
+                            // Two vantage points: what this Nexus met, and
+                            // what omdb sees from here.
+                            let here = servers.iter().find(|s| {
+                                s.config_address.map(|a| a.to_string()).as_deref() == Some(address)
+                            });
+                            let vantage = match here {
+                                // Nexus could not reach it; from here it
+                                // answers: the path, or Nexus's side.
+                                Some(s)
+                                    if result.unreachable
+                                        && s.error.is_none()
+                                        && s.generation.is_some() =>
+                                {
+                                    format!(
+                                        "; from here, {address}'s config API answers (it serves \
+                                     generation {}): the server is up, so the failure lies \
+                                     between {subject} and it (the path, or {subject}'s side)",
+                                        s.generation.unwrap_or_default()
+                                    )
+                                }
+                                Some(s) => match &s.error {
+                                    Some(error) => format!(
+                                        "; from here it does not answer either ({error}): the \
+                                         server, or every path to it, is down"
+                                    ),
+                                    None => String::new(),
+                                },
+                                None => String::new(),
+                            };
+                            findings.push(Finding {
+                                stage: Stage::Propagation,
+                                subject: address.clone(),
+                                summary: format!("{summary}{vantage}"),
+                            })
+                        }
                     }
                 }
             }

@@ -420,6 +420,25 @@ fn cases() -> Vec<(&'static str, Fault, Stage, &'static str)> {
             "failed at",
         ),
         (
+            "a Nexus that cannot reach a server that answers here",
+            |o| {
+                let mut n = nexus(2, &[1, 2]);
+                let p = &mut n.tasks[2];
+                let LastActivation::Completed(r) = &mut p.last else { unreachable!() };
+                let mut failed = push_result(false, "reading its status: connect timed out");
+                failed["unreachable"] = json!(true);
+                r.details["servers"][api(2).to_string()] = failed;
+                o.nexus = Ok(vec![n]);
+                o.servers[1] = server(2, 1, "d1");
+                for w in o.wire.iter_mut().filter(|w| w.dns_address == dns(2)) {
+                    *w = answer(w.dns_address, w.transport, vec![], id(2));
+                }
+            },
+            Stage::Propagation,
+            "from here, 127.0.0.1:8002's config API answers (it serves generation 1): the server \
+             is up, so the failure lies between Nexus",
+        ),
+        (
             "a stuck propagation",
             |o| {
                 let mut n = nexus(2, &[1, 2]);
@@ -507,6 +526,19 @@ fn every_stage_from_its_observations() {
             None => assert_eq!(stage, Stage::Healthy, "{label}"),
         }
     }
+}
+
+/// A server that answered Nexus with an error is not "up, so the path":
+/// only a server Nexus could not reach at all gets the two vantage points.
+#[test]
+fn a_server_that_answered_with_an_error_is_not_called_a_path_problem() {
+    let (_, fault, _, _) =
+        cases().into_iter().find(|(l, ..)| *l == "a failed push to a server still behind").unwrap();
+    let mut observations = healthy();
+    fault(&mut observations);
+    let report = evaluate(&observations);
+    assert!(report.verdict.summary.contains("HTTP 500"), "{}", report.verdict.summary);
+    assert!(!report.verdict.summary.contains("from here"), "{}", report.verdict.summary);
 }
 
 #[test]

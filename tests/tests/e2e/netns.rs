@@ -61,3 +61,47 @@ async fn a_stack_on_ipv6_hosts_reaches_ready_and_explain_is_healthy() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("2 of 2 internal DNS servers serve generation"), "{out}");
 }
+
+/// Nexus cut off from one DNS server (`devstack fault cut`), which omdb
+/// reaches fine from outside: explain names the server and both vantage
+/// points (the server is up; the failure lies between Nexus and it), and
+/// once healed the server catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nexus_cut_off_from_a_server_is_told_from_a_server_that_is_down() {
+    let mut ts = TestStack::start_with(2, 1, 1, |o| o.netns_subnet = Some(211)).await;
+    let said = ts.stack.fault(&["cut", "nexus-0", "dns-internal-1"]).unwrap();
+    assert_eq!(said, "fault 1: path nexus-0 <-> dns-internal-1 cut");
+    assert_eq!(ts.stack.fault(&["list"]).unwrap(), "1: path nexus-0 <-> dns-internal-1 cut");
+    let cut = ts.stack.servers(DnsGroup::Internal).nth(1).unwrap().http_address.to_string();
+
+    let version = change(
+        &ts.nexus(0),
+        DnsGroup::Internal,
+        add_change("while cut", "cut1", vec![a("192.0.2.5")]),
+    )
+    .await;
+    propagation_of(&ts.nexus(0), DnsGroup::Internal, version.generation).await;
+    let (code, out, err) = run_omdb(&ts, &["dns", "explain", &format!("cut1.{ZONE}")]);
+    let verdict = out.lines().next().unwrap_or_default();
+    assert!(verdict.starts_with("verdict: propagation: "), "{out}\n{err}");
+    assert!(verdict.contains(&cut), "{verdict}");
+    assert!(
+        verdict.contains(&format!(
+            "from here, {cut}'s config API answers (it serves generation {}): the server is up, \
+             so the failure lies between",
+            version.generation - 1
+        )),
+        "{verdict}"
+    );
+    assert_eq!(code, 13, "{out}");
+
+    // Healed: the next activation brings the server current.
+    assert_eq!(
+        ts.stack.fault(&["heal", "all"]).unwrap(),
+        "healed 1: path nexus-0 <-> dns-internal-1 cut"
+    );
+    activate(&ts.nexus(0), &["dns_propagation_internal"]).await;
+    ts.stack.wait_until_converged(std::time::Duration::from_secs(30)).await.unwrap();
+    let (code, out, _) = run_omdb(&ts, &["dns", "explain", &format!("cut1.{ZONE}")]);
+    assert_eq!(code, 0, "{out}");
+}

@@ -105,3 +105,22 @@ async fn a_nexus_cut_off_from_a_server_is_told_from_a_server_that_is_down() {
     let (code, out, _) = run_omdb(&ts, &["dns", "explain", &format!("cut1.{ZONE}")]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// A server's DNS port filtered while its config API answers: the server
+/// is up and current, so this is a `wire` finding on its DNS address, not a
+/// dead server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_dns_port_is_a_wire_finding_not_a_dead_server() {
+    let mut ts = TestStack::start_with(1, 2, 1, |o| o.netns_subnet = Some(212)).await;
+    let server = ts.stack.servers(DnsGroup::External).nth(1).unwrap();
+    let (dns, api) = (server.dns_address.to_string(), server.http_address.to_string());
+    ts.stack.fault(&["filter", "dns-external-1", "udp", "5353"]).unwrap();
+    ts.stack.fault(&["filter", "dns-external-1", "tcp", "5353"]).unwrap();
+    let (code, out, err) = run_omdb(&ts, &["dns", "explain", "api.example.test"]);
+    let verdict = out.lines().next().unwrap_or_default();
+    assert!(verdict.starts_with("verdict: wire: "), "{out}\n{err}");
+    assert!(verdict.contains(&dns), "{verdict}");
+    assert!(!out.contains("[propagation]"), "the server is current: {out}");
+    assert!(out.contains(&api), "{out}");
+    assert_eq!(code, 15, "{out}");
+}

@@ -708,13 +708,12 @@ fn nexus_findings(
                                         s.generation.unwrap_or_default()
                                     )
                                 }
-                                Some(s) => match &s.error {
-                                    Some(error) => format!(
-                                        "; from here it does not answer either ({error}): the \
-                                         server, or every path to it, is down"
-                                    ),
-                                    None => String::new(),
-                                },
+                                Some(s) if result.unreachable && s.error.is_some() => {
+                                    "; from here it does not answer either: the server, or every \
+                                     path to it, is down"
+                                        .to_string()
+                                }
+                                Some(_) => String::new(),
                                 None => String::new(),
                             };
                             findings.push(Finding {

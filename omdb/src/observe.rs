@@ -150,19 +150,23 @@ pub async fn observe_servers(
 /// How far back the events that bear on a live answer are read.
 pub const RECENT: chrono::Duration = chrono::Duration::hours(1);
 
-/// Adds each server's apply history since `since` (at most 200 events).
-pub async fn add_recent_history(servers: &mut [ServerObservation], since: DateTime<Utc>) {
-    let reads = servers.iter().map(|s| async move {
-        let client = dns_server_client::Client::new_with_client(
-            &format!("http://{}", s.config_address),
-            http_client(),
-        );
-        client.history_get().since(since).limit(200).send().await.ok().map(|h| h.into_inner())
+/// Each server's apply history since `since` (at most 200 events), for
+/// the servers that answered.
+pub async fn recent_histories(
+    servers: &[SocketAddr],
+    since: DateTime<Utc>,
+) -> BTreeMap<SocketAddr, dns_types::apply_history::ServerHistory> {
+    let reads = servers.iter().map(|address| async move {
+        let client =
+            dns_server_client::Client::new_with_client(&format!("http://{address}"), http_client());
+        let history = client.history_get().since(since).limit(200).send().await.ok();
+        (*address, history.map(|h| h.into_inner()))
     });
-    let histories = futures::future::join_all(reads).await;
-    for (server, history) in servers.iter_mut().zip(histories) {
-        server.recent = history;
-    }
+    futures::future::join_all(reads)
+        .await
+        .into_iter()
+        .filter_map(|(address, history)| Some((address, history?)))
+        .collect()
 }
 
 /// The database's digest of `group` at `generation`: from the digest state

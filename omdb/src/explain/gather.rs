@@ -158,40 +158,62 @@ pub async fn gather(args: &ExplainArgs, discovery: &Discovery) -> anyhow::Result
             }
         }
     }
-    let mut servers = observe::observe_servers(known, Some(&database.zone)).await;
-    observe::add_recent_history(&mut servers, taken_at - observe::RECENT).await;
+    // Everything known before any server answers is asked at once: each
+    // server's status (with the zone's SOA) and recent history, and the
+    // name at every DNS address registered or given.  A hung server then
+    // costs one timeout, not one per step.
+    let types = question_types(args.rtype.as_deref(), &database);
+    let fqdn = database.fqdn.clone();
+    let ask_all = |addresses: &BTreeSet<SocketAddr>| {
+        let mut questions = Vec::new();
+        for address in addresses {
+            for transport in [Transport::Udp, Transport::Tcp] {
+                for rtype in &types {
+                    questions.push(observe::ask(*address, &fqdn, rtype, transport));
+                }
+            }
+        }
+        futures::future::join_all(questions)
+    };
+    let registered: BTreeSet<SocketAddr> = known
+        .keys()
+        .flat_map(|a| database.registered_dns.get(a).into_iter().flatten().copied())
+        .collect();
+    let mut early = registered.clone();
+    early.extend(args.servers.iter().copied());
+    let known_addresses: Vec<SocketAddr> = known.keys().copied().collect();
+    let zone = database.zone.clone();
+    let (mut servers, mut histories, mut wire) = futures::join!(
+        observe::observe_servers(known, Some(&zone)),
+        observe::recent_histories(&known_addresses, taken_at - observe::RECENT),
+        ask_all(&early),
+    );
+    for server in &mut servers {
+        server.recent = histories.remove(&server.config_address);
+    }
     let mut digests = std::mem::take(&mut database.digests);
     observe::claimed_digests(&datastore, group, database.latest.generation, &servers, &mut digests)
         .await;
     database.digests = digests;
 
-    // The wire: every DNS address a server reports, and those given.
-    let mut addresses: BTreeSet<SocketAddr> =
+    // DNS addresses servers reported that were not registered, and those
+    // given that no server reports or registered (their SOA too).
+    let reported: BTreeSet<SocketAddr> =
         servers.iter().flat_map(ServerObservation::dns_addresses).collect();
-    // And where each server registered it answers, reported or not (a hung
-    // server reports nothing, and must still be asked and named).
-    for server in &servers {
-        addresses.extend(
-            database.registered_dns.get(&server.config_address).into_iter().flatten().copied(),
-        );
-    }
-    let unclaimed: Vec<SocketAddr> =
-        args.servers.iter().copied().filter(|a| !addresses.contains(a)).collect();
-    addresses.extend(unclaimed.iter().copied());
-    let types = question_types(args.rtype.as_deref(), &database);
-    let mut questions = Vec::new();
-    for address in &addresses {
-        for transport in [Transport::Udp, Transport::Tcp] {
-            for rtype in &types {
-                questions.push(observe::ask(*address, &database.fqdn, rtype, transport));
-            }
-        }
-    }
-    let zone = database.zone.clone();
-    let (wire, unclaimed_soa) = futures::join!(
-        futures::future::join_all(questions),
+    let late: BTreeSet<SocketAddr> = reported.difference(&early).copied().collect();
+    let unclaimed: Vec<SocketAddr> = args
+        .servers
+        .iter()
+        .copied()
+        .filter(|a| !reported.contains(a) && !registered.contains(a))
+        .collect();
+    let (late_wire, unclaimed_soa) = futures::join!(
+        ask_all(&late),
         futures::future::join_all(unclaimed.iter().map(|a| observe::ask_soa(*a, &zone)))
     );
+    wire.extend(late_wire);
+    // By address, as asked (stable: transports and types keep their order).
+    wire.sort_by_key(|w| w.dns_address);
     Ok(Observations {
         taken_at,
         question: Question {

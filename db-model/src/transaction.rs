@@ -137,7 +137,8 @@ impl Datastore {
         config.connect_timeout(options.connect_timeout);
         config.application_name("dns-control-plane");
         let address = describe_address(&config);
-        let hosts = config.get_hosts().len();
+        let host_list = crate::cluster::hosts_of(&config);
+        let hosts = host_list.len();
         let manager = Manager::from_config(
             config,
             tokio_postgres::NoTls,
@@ -145,7 +146,12 @@ impl Datastore {
         );
         let tracker = Arc::new(NodeTracker::default());
         let on_connect = tracker.clone();
-        let configured = address.clone();
+        // The node as `host:port`: the one host, or (when a node cannot
+        // say which it is) the list it is one of.
+        let configured = match host_list.as_slice() {
+            [(one, _, _)] => one.clone(),
+            many => many.iter().map(|(a, _, _)| a.as_str()).collect::<Vec<_>>().join(","),
+        };
         let pool = Pool::builder(manager)
             .max_size(options.max_connections)
             .runtime(Runtime::Tokio1)

@@ -24,9 +24,9 @@ impl Stack {
             "this stack runs on loopback: faults between hosts need `devstack run --hosts netns`",
         )?;
         let host = |name: &str| {
-            network.host(name).with_context(|| {
+            network.host(name).map_err(|_| {
                 let names: Vec<&str> = network.hosts().iter().map(|h| h.name.as_str()).collect();
-                format!("no component {name:?}; the stack has: {}", names.join(", "))
+                anyhow::anyhow!("no component {name:?}; the stack has: {}", names.join(", "))
             })
         };
         let fault = match words {

@@ -64,3 +64,15 @@ async fn schema_version_check_names_both_versions() {
     let message = error.to_string();
     assert!(message.contains("0.9.0") && message.contains(EXPECTED_VERSION), "{message}");
 }
+
+/// A pool says which node its connections reach: for a one-host URL, that
+/// host as `host:port` (what `omdb db status` lists the node as), and no
+/// failover seen.
+#[tokio::test]
+async fn the_pool_names_the_node_it_reaches() {
+    let db = test_database::TestDatabase::new().await;
+    db.datastore.check_schema_version().await.unwrap();
+    let report = db.datastore.connection_report();
+    assert_eq!(report.node.unwrap().node, format!("127.0.0.1:{}", db.server.port()));
+    assert_eq!(report.failovers_seen, 0);
+}

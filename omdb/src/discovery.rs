@@ -117,22 +117,10 @@ impl Discovery {
     }
 
     async fn nexus_urls_from_dns(&self) -> anyhow::Result<Vec<String>> {
-        let resolver = self.resolver("Nexus", "--nexus-internal-url (OMDB_NEXUS_URL)")?;
-        let answer = self.lookup(&resolver, ServiceName::Nexus).await?;
-        let urls: Vec<String> = answer
-            .instances
-            .iter()
-            .filter_map(|i| i.socket_addr())
-            .map(|addr| format!("http://{addr}"))
-            .collect();
-        if urls.is_empty() {
-            bail!(
-                "no Nexus registered in DNS ({} has no SRV records at {}); pass --nexus-internal-url",
-                ServiceName::Nexus.srv_name(&self.zone),
-                answer.server
-            );
-        }
-        Ok(urls)
+        let addresses = self
+            .registered(ServiceName::Nexus, "Nexus", "--nexus-internal-url (OMDB_NEXUS_URL)")
+            .await?;
+        Ok(addresses.iter().map(|addr| format!("http://{addr}")).collect())
     }
 
     /// The database, as given or found through `_postgresql._tcp`.
@@ -157,6 +145,28 @@ impl Discovery {
         Ok(Datastore::new(url, options)?)
     }
 
+    /// The addresses registered under `service` in internal DNS; none is
+    /// an error naming the SRV name, the DNS server asked and `flag`.
+    async fn registered(
+        &self,
+        service: ServiceName,
+        wanted: &str,
+        flag: &str,
+    ) -> anyhow::Result<Vec<SocketAddr>> {
+        let resolver = self.resolver(wanted, flag)?;
+        let answer = self.lookup(&resolver, service).await?;
+        let addresses: Vec<SocketAddr> =
+            answer.instances.iter().filter_map(|i| i.socket_addr()).collect();
+        if addresses.is_empty() {
+            bail!(
+                "no {wanted} registered in DNS ({} has no SRV records at {}); pass {flag}",
+                service.srv_name(&self.zone),
+                answer.server
+            );
+        }
+        Ok(addresses)
+    }
+
     /// The database URL, as given or built from `_postgresql._tcp`: with
     /// several nodes registered (a replicated database), a multi-host URL
     /// that connects to whichever accepts writes.
@@ -169,21 +179,12 @@ impl Discovery {
             Some(url) => url.clone(),
             None => {
                 note("database URL not specified.  Will search DNS.");
-                let resolver = self.resolver("database", "--db-url (OMDB_DB_URL)")?;
-                let answer = self.lookup(&resolver, ServiceName::Postgresql).await?;
-                let nodes: Vec<String> = answer
-                    .instances
+                let nodes: Vec<String> = self
+                    .registered(ServiceName::Postgresql, "database", "--db-url (OMDB_DB_URL)")
+                    .await?
                     .iter()
-                    .filter_map(|i| i.socket_addr())
                     .map(|a| a.to_string())
                     .collect();
-                if nodes.is_empty() {
-                    bail!(
-                        "no database registered in DNS ({} at {}); pass --db-url",
-                        ServiceName::Postgresql.srv_name(&self.zone),
-                        answer.server
-                    );
-                }
                 let url = match nodes.len() {
                     1 => format!(
                         "postgresql://{DEFAULT_DB_USER}@{}/{DEFAULT_DB}?sslmode=disable",

@@ -39,6 +39,7 @@ pub mod limits;
 pub mod names;
 mod records;
 pub mod sync;
+pub mod verdict;
 
 pub use config_diff::{ConfigDiff, DiffError, NameChange, ZoneChanges, difference_is_worthwhile};
 pub use digest::{DigestState, config_digest};

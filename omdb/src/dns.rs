@@ -51,6 +51,12 @@ pub struct StatusReport {
     /// One line per server that is not current, unreachable or whose wire
     /// answer disagrees with its config API.
     pub problems: Vec<String>,
+    /// What did not answer within the one deadline for every server
+    /// question, by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub late: Vec<String>,
+    /// That deadline, in seconds.
+    pub deadline_secs: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -190,6 +196,9 @@ pub async fn run(args: &DnsArgs, discovery: &Discovery, output: &Output) -> anyh
 pub struct StatusObservations {
     pub taken_at: DateTime<Utc>,
     pub groups: Vec<GroupObservation>,
+    /// The one deadline every server question had to meet (seconds).
+    #[serde(default)]
+    pub deadline_secs: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -211,7 +220,9 @@ pub async fn gather_status(
     let taken_at = Utc::now();
     let datastore = discovery.datastore().await?;
     let zones = datastore.dns_zones().await?;
-    let mut observed = Vec::new();
+    // What the database and DNS say, group by group; then every server of
+    // every group at once, under one deadline.
+    let mut wanted = Vec::new();
     for group in groups.iter().copied() {
         let latest = datastore.dns_version_latest(group).await?;
         let latest_digest =
@@ -223,7 +234,7 @@ pub async fn gather_status(
             })?;
         let zone = zones.iter().find(|z| z.group == group).map(|z| z.zone_name.clone());
         let service = internal_dns::ServiceName::dns_servers_of(group);
-        let known = discovery
+        let known: BTreeMap<_, _> = discovery
             .dns_servers(group)
             .await?
             .into_iter()
@@ -232,7 +243,15 @@ pub async fn gather_status(
                 (address, std::collections::BTreeSet::from([from]))
             })
             .collect();
-        let servers = observe::observe_servers(known, zone.as_deref()).await;
+        wanted.push((group, latest, latest_digest, zone, known));
+    }
+    let deadline = observe::Deadline::starting_now(crate::discovery::TIMEOUT);
+    let asked = futures::future::join_all(wanted.iter().map(|(_, _, _, zone, known)| {
+        observe::observe_servers(known.clone(), zone.as_deref(), deadline)
+    }))
+    .await;
+    let mut observed = Vec::new();
+    for ((group, latest, latest_digest, _, _), servers) in wanted.into_iter().zip(asked) {
         let mut digests = BTreeMap::new();
         digests.insert(latest.generation, Ok(latest_digest.clone()));
         observe::claimed_digests(&datastore, group, latest.generation, &servers, &mut digests)
@@ -255,12 +274,21 @@ pub async fn gather_status(
             first_missing,
         });
     }
-    Ok(StatusObservations { taken_at, groups: observed })
+    Ok(StatusObservations {
+        taken_at,
+        groups: observed,
+        deadline_secs: deadline.budget().as_secs(),
+    })
 }
 
 /// The status report of what was observed (no I/O).
 pub fn status_report(observations: &StatusObservations) -> StatusReport {
-    let mut report = StatusReport { groups: Vec::new(), problems: Vec::new() };
+    let mut report = StatusReport {
+        groups: Vec::new(),
+        problems: Vec::new(),
+        late: Vec::new(),
+        deadline_secs: observations.deadline_secs,
+    };
     for g in &observations.groups {
         let mut servers: Vec<ServerStatus> =
             g.servers.iter().map(|s| server_status(s, g, observations.taken_at)).collect();
@@ -274,6 +302,7 @@ pub fn status_report(observations: &StatusObservations) -> StatusReport {
             servers,
         };
         report.problems.extend(problems(&status));
+        report.late.extend(observe::late_parts(&g.servers, &[]));
         report.groups.push(status);
     }
     report
@@ -486,6 +515,9 @@ fn render_status(report: &StatusReport) -> String {
         for p in &report.problems {
             let _ = writeln!(out, "  {p}");
         }
+    }
+    if let Some(line) = crate::observe::late_line(report.deadline_secs, &report.late) {
+        let _ = writeln!(out, "{line}");
     }
     out
 }

@@ -38,8 +38,9 @@ pub fn evaluate(observations: &Observations) -> Report {
     let stuck_after = Duration::from_secs(observations.question.stuck_after_secs);
     let servers: Vec<ServerEvidence> =
         observations.servers.iter().map(|s| server_evidence(s, &observations.database)).collect();
+    let dns_here = dns_from_here(&observations.servers);
     let (nexus_found, mut notes) =
-        nexus_findings(&nexus, &db, &servers, observations.taken_at, stuck_after);
+        nexus_findings(&nexus, &db, &servers, &dns_here, observations.taken_at, stuck_after);
     findings.extend(nexus_found);
     findings.extend(nexus_database_findings(&nexus, &db));
     findings.extend(server_findings(&servers, &db));
@@ -56,6 +57,8 @@ pub fn evaluate(observations: &Observations) -> Report {
         });
     }
     let wire = wire_evidence(observations, &servers);
+    // A lossy path first: it explains the questions that went unanswered.
+    findings.extend(loss_findings(&observations.loss, &wire, observations.deadline_secs));
     findings.extend(wire_findings(&wire, &servers, &db));
 
     findings.sort_by_key(|f| f.stage);
@@ -66,7 +69,19 @@ pub fn evaluate(observations: &Observations) -> Report {
             summary: healthy_summary(&db, &nexus, &servers, &wire),
         },
     };
-    Report { verdict, findings, notes, at: None, database: db, nexus, servers, wire }
+    Report {
+        verdict,
+        findings,
+        notes,
+        at: None,
+        database: db,
+        nexus,
+        servers,
+        wire,
+        loss: observations.loss.clone(),
+        late: crate::observe::late_parts(&observations.servers, &observations.wire),
+        deadline_secs: observations.deadline_secs,
+    }
 }
 
 fn database_evidence(o: &Observations) -> DatabaseEvidence {
@@ -482,10 +497,45 @@ pub fn nexus_evidence_label(n: &NexusEvidence) -> String {
 
 /// Findings about every Nexus, and notes of its failures that later
 /// evidence has superseded.
+/// What each server's DNS addresses answered omdb (the zone's SOA), by
+/// config API address, as a clause: the second half of "from here".
+fn dns_from_here(servers: &[ServerObservation]) -> std::collections::BTreeMap<SocketAddr, String> {
+    servers
+        .iter()
+        .filter(|s| !s.soa.is_empty())
+        .map(|s| {
+            // By address: "A over UDP and TCP".
+            let mut by: std::collections::BTreeMap<(bool, SocketAddr), Vec<String>> =
+                Default::default();
+            for w in &s.soa {
+                by.entry((w.answer.is_some(), w.dns_address))
+                    .or_default()
+                    .push(w.transport.to_string());
+            }
+            let (mut answered, mut silent) = (Vec::new(), Vec::new());
+            for ((ok, address), transports) in by {
+                let part = format!("{address} over {}", transports.join(" and "));
+                if ok { answered.push(part) } else { silent.push(part) }
+            }
+            let clause = match (answered.is_empty(), silent.is_empty()) {
+                (false, true) => format!(" and so does its DNS ({})", answered.join(", ")),
+                (true, false) => format!(", but its DNS does not ({})", silent.join(", ")),
+                _ => format!(
+                    "; its DNS answers {} but not {}",
+                    answered.join(", "),
+                    silent.join(", ")
+                ),
+            };
+            (s.config_address, clause)
+        })
+        .collect()
+}
+
 fn nexus_findings(
     nexus: &[NexusEvidence],
     db: &DatabaseEvidence,
     servers: &[ServerEvidence],
+    dns_here: &std::collections::BTreeMap<SocketAddr, String>,
     now: chrono::DateTime<chrono::Utc>,
     stuck_after: Duration,
 ) -> (Vec<Finding>, Vec<Note>) {
@@ -703,9 +753,13 @@ fn nexus_findings(
                                 {
                                     format!(
                                         "; from here, {address}'s config API answers (it serves \
-                                     generation {}): the server is up, so the failure lies \
-                                     between {subject} and it (the path, or {subject}'s side)",
-                                        s.generation.unwrap_or_default()
+                                         generation {}){}: the server is up, so the failure lies \
+                                         between {subject} and it (the path, or {subject}'s side)",
+                                        s.generation.unwrap_or_default(),
+                                        s.config_address
+                                            .and_then(|a| dns_here.get(&a))
+                                            .map(String::as_str)
+                                            .unwrap_or_default()
                                     )
                                 }
                                 Some(s) if result.unreachable && s.error.is_some() => {
@@ -979,6 +1033,55 @@ fn wire_findings(
         }
     }
     findings
+}
+
+/// A DNS address that answered some of a burst of identical UDP questions
+/// and not others loses packets on the way there or back: every client
+/// behind that path retries, or fails.  (One that answered none, where the
+/// name's own UDP questions went unanswered too, is the wire finding
+/// above.)
+fn loss_findings(
+    probes: &[crate::observe::LossProbe],
+    wire: &[WireEvidence],
+    deadline_secs: u64,
+) -> Vec<Finding> {
+    probes
+        .iter()
+        .filter(|p| {
+            let silent = wire.iter().any(|w| {
+                w.dns_address == p.dns_address
+                    && w.transport == internal_dns::wire::Transport::Udp
+                    && w.error.is_some()
+            });
+            p.answered < p.asked && (p.answered > 0 || !silent)
+        })
+        .map(|p| {
+            let who = wire
+                .iter()
+                .find(|w| w.dns_address == p.dns_address && w.server.is_some())
+                .map(|w| match (w.server, w.server_id) {
+                    (Some(api), Some(id)) => format!(" (server {id}, config API {api})"),
+                    (Some(api), None) => format!(" (server with config API {api})"),
+                    _ => String::new(),
+                })
+                .unwrap_or_default();
+            let lost = p.asked - p.answered;
+            Finding {
+                stage: Stage::Wire,
+                subject: p.dns_address.to_string(),
+                summary: format!(
+                    "DNS at {}{who} loses packets: of {} identical SOA questions sent over UDP at \
+                     {}, {} answered and {lost} got no answer within {deadline_secs}s ({}%); each \
+                     lost question is one a client must retry (after its own timeout) or fail",
+                    p.dns_address,
+                    p.asked,
+                    timestamp(p.asked_at),
+                    p.answered,
+                    lost * 100 / p.asked.max(1)
+                ),
+            }
+        })
+        .collect()
 }
 
 fn healthy_summary(

@@ -40,6 +40,13 @@ pub struct Observations {
     /// The zone's SOA asked of DNS addresses that no server reports (given
     /// with `--server`).
     pub unclaimed_soa: Vec<WireObservation>,
+    /// A burst of UDP questions to every DNS address asked, to tell a lossy
+    /// path from a silent one.
+    #[serde(default)]
+    pub loss: Vec<observe::LossProbe>,
+    /// The one deadline every server question had to meet (seconds).
+    #[serde(default)]
+    pub deadline_secs: u64,
 }
 
 /// What was asked.
@@ -160,8 +167,10 @@ pub async fn gather(args: &ExplainArgs, discovery: &Discovery) -> anyhow::Result
     }
     // Everything known before any server answers is asked at once: each
     // server's status (with the zone's SOA) and recent history, and the
-    // name at every DNS address registered or given.  A hung server then
+    // name at every DNS address registered or given, with a loss probe.
+    // Everything asked of the servers shares one deadline, so a hung server
     // costs one timeout, not one per step.
+    let deadline = observe::Deadline::starting_now(crate::discovery::TIMEOUT);
     let types = question_types(args.rtype.as_deref(), &database);
     let fqdn = database.fqdn.clone();
     let ask_all = |addresses: &BTreeSet<SocketAddr>| {
@@ -169,7 +178,7 @@ pub async fn gather(args: &ExplainArgs, discovery: &Discovery) -> anyhow::Result
         for address in addresses {
             for transport in [Transport::Udp, Transport::Tcp] {
                 for rtype in &types {
-                    questions.push(observe::ask(*address, &fqdn, rtype, transport));
+                    questions.push(observe::ask(*address, &fqdn, rtype, transport, deadline));
                 }
             }
         }
@@ -183,10 +192,16 @@ pub async fn gather(args: &ExplainArgs, discovery: &Discovery) -> anyhow::Result
     early.extend(args.servers.iter().copied());
     let known_addresses: Vec<SocketAddr> = known.keys().copied().collect();
     let zone = database.zone.clone();
-    let (mut servers, mut histories, mut wire) = futures::join!(
-        observe::observe_servers(known, Some(&zone)),
-        observe::recent_histories(&known_addresses, taken_at - observe::RECENT),
+    let probe_all = |addresses: &BTreeSet<SocketAddr>| {
+        futures::future::join_all(
+            addresses.iter().map(|a| observe::probe_loss(*a, &zone, deadline)).collect::<Vec<_>>(),
+        )
+    };
+    let (mut servers, mut histories, mut wire, mut loss) = futures::join!(
+        observe::observe_servers(known, Some(&zone), deadline),
+        observe::recent_histories(&known_addresses, taken_at - observe::RECENT, deadline),
         ask_all(&early),
+        probe_all(&early),
     );
     for server in &mut servers {
         server.recent = histories.remove(&server.config_address);
@@ -207,11 +222,13 @@ pub async fn gather(args: &ExplainArgs, discovery: &Discovery) -> anyhow::Result
         .copied()
         .filter(|a| !reported.contains(a) && !registered.contains(a))
         .collect();
-    let (late_wire, unclaimed_soa) = futures::join!(
+    let (late_wire, late_loss, unclaimed_soa) = futures::join!(
         ask_all(&late),
-        futures::future::join_all(unclaimed.iter().map(|a| observe::ask_soa(*a, &zone)))
+        probe_all(&late),
+        futures::future::join_all(unclaimed.iter().map(|a| observe::ask_soa(*a, &zone, deadline)))
     );
     wire.extend(late_wire);
+    loss.extend(late_loss);
     // By address, as asked (stable: transports and types keep their order).
     wire.sort_by_key(|w| w.dns_address);
     Ok(Observations {
@@ -227,6 +244,8 @@ pub async fn gather(args: &ExplainArgs, discovery: &Discovery) -> anyhow::Result
         servers,
         wire,
         unclaimed_soa: unclaimed_soa.into_iter().flatten().collect(),
+        loss,
+        deadline_secs: deadline.budget().as_secs(),
     })
 }
 

@@ -550,6 +550,9 @@ fn past_report(
         findings,
         notes,
         at: Some(o.at),
+        loss: Vec::new(),
+        late: Vec::new(),
+        deadline_secs: 0,
         database: DatabaseEvidence {
             group: o.group,
             zone: o.zone.clone(),

@@ -306,5 +306,29 @@ pub fn render(report: &Report) -> String {
         },
     });
     let _ = writeln!(out, "{}", table(rows, 4));
+    let short: Vec<String> = report
+        .loss
+        .iter()
+        .filter(|p| p.answered < p.asked)
+        .map(|p| format!("{} answered {} of {}", p.dns_address, p.answered, p.asked))
+        .collect();
+    match (report.loss.len(), short.is_empty()) {
+        (0, _) => {}
+        (n, true) => {
+            let probes = crate::observe::LOSS_PROBES;
+            let at =
+                if n == 1 { "1 DNS address".into() } else { format!("each of {n} DNS addresses") };
+            let _ = writeln!(
+                out,
+                "loss probe: {probes} of {probes} identical UDP questions answered at {at}"
+            );
+        }
+        (_, false) => {
+            let _ = writeln!(out, "loss probe (identical UDP questions): {}", short.join("; "));
+        }
+    }
+    if let Some(line) = crate::observe::late_line(report.deadline_secs, &report.late) {
+        let _ = writeln!(out, "{line}");
+    }
     out
 }

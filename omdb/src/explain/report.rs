@@ -14,52 +14,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use uuid::Uuid;
 
-/// The pipeline stages, in order; a verdict names the earliest with a
-/// finding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Stage {
-    Database,
-    Nexus,
-    ServerList,
-    Propagation,
-    Server,
-    Wire,
-    /// No stage is at fault as far as the evidence goes, but evidence is
-    /// missing (a history that does not reach back to the moment asked, a
-    /// part that cannot be asked now): no verdict is given.
-    Unknown,
-    Healthy,
-}
-
-impl Stage {
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Stage::Healthy => 0,
-            Stage::Database => 10,
-            Stage::Nexus => 11,
-            Stage::ServerList => 12,
-            Stage::Propagation => 13,
-            Stage::Server => 14,
-            Stage::Wire => 15,
-            // omdb could not run the whole check.
-            Stage::Unknown => 1,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Database => "database",
-            Stage::Nexus => "nexus",
-            Stage::ServerList => "server-list",
-            Stage::Propagation => "propagation",
-            Stage::Server => "server",
-            Stage::Wire => "wire",
-            Stage::Unknown => "unknown",
-            Stage::Healthy => "healthy",
-        }
-    }
-}
+pub use dns_types::verdict::Stage;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
@@ -100,6 +55,17 @@ pub struct Report {
     pub nexus: Vec<NexusEvidence>,
     pub servers: Vec<ServerEvidence>,
     pub wire: Vec<WireEvidence>,
+    /// Each DNS address's loss probe: identical UDP questions sent at once,
+    /// and how many were answered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loss: Vec<crate::observe::LossProbe>,
+    /// What did not answer within the one deadline for every server
+    /// question, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub late: Vec<String>,
+    /// That deadline, in seconds (0: not asked live).
+    #[serde(default)]
+    pub deadline_secs: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

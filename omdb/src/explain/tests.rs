@@ -142,6 +142,7 @@ fn soa(address: SocketAddr, transport: Transport, serial: u32, by: Uuid) -> Wire
             answered_by: Some(by.to_string()),
         }),
         error: None,
+        late: false,
     }
 }
 
@@ -158,6 +159,7 @@ fn server(i: u16, generation: u64, digest: &str) -> ServerObservation {
         asked_at: t0(),
         status: Some(status),
         error: None,
+        late: false,
         soa: [Transport::Udp, Transport::Tcp]
             .into_iter()
             .map(|t| soa(dns(i), t, generation as u32, id(i)))
@@ -191,6 +193,7 @@ fn answer(
             answered_by: Some(by.to_string()),
         }),
         error: None,
+        late: false,
     }
 }
 
@@ -231,6 +234,8 @@ fn healthy() -> Observations {
         servers: vec![server(1, 2, "d2"), server(2, 2, "d2")],
         wire,
         unclaimed_soa: vec![],
+        loss: vec![],
+        deadline_secs: 3,
     }
 }
 
@@ -435,8 +440,9 @@ fn cases() -> Vec<(&'static str, Fault, Stage, &'static str)> {
                 }
             },
             Stage::Propagation,
-            "from here, 127.0.0.1:8002's config API answers (it serves generation 1): the server \
-             is up, so the failure lies between Nexus",
+            "from here, 127.0.0.1:8002's config API answers (it serves generation 1) and so does \
+             its DNS (127.0.0.1:5302 over UDP and TCP): the server is up, so the failure lies \
+             between Nexus",
         ),
         (
             "a stuck propagation",
@@ -860,4 +866,67 @@ mod past {
         assert_eq!(report.verdict.stage, Stage::Nexus, "{:?}", report.findings);
         assert!(report.verdict.summary.contains("it first saw it at"), "{:?}", report.verdict);
     }
+}
+
+fn probe(i: u16, answered: u32) -> crate::observe::LossProbe {
+    crate::observe::LossProbe { dns_address: dns(i), asked_at: t0(), asked: 16, answered }
+}
+
+#[test]
+fn a_path_that_loses_some_packets_is_a_wire_finding() {
+    // Every question of the name was answered (a lucky draw), but the loss
+    // probe to server 2 lost 7 of 16: never healthy.
+    let mut o = healthy();
+    o.loss = vec![probe(1, 16), probe(2, 9)];
+    let report = evaluate(&o);
+    assert_eq!(report.verdict.stage, Stage::Wire, "{:?}", report.verdict);
+    assert!(report.verdict.summary.contains(&format!("DNS at {} (server {}", dns(2), id(2))));
+    assert!(report.verdict.summary.contains("9 answered and 7 got no answer within 3s (43%)"));
+    assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+
+    // All answered: healthy.  None answered while the name was: still
+    // loss, never healthy.  None answered and neither was the name over
+    // UDP: that wire finding says it, once.
+    o.loss = vec![probe(1, 16), probe(2, 16)];
+    assert_eq!(evaluate(&o).verdict.stage, Stage::Healthy);
+    o.loss = vec![probe(1, 16), probe(2, 0)];
+    assert_eq!(evaluate(&o).findings.len(), 1);
+    assert_eq!(evaluate(&o).verdict.stage, Stage::Wire);
+    for w in o.wire.iter_mut().filter(|w| w.dns_address == dns(2) && w.transport == Transport::Udp)
+    {
+        w.answer = None;
+        w.error = Some("no answer over UDP within 3s".into());
+    }
+    let report = evaluate(&o);
+    assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+    assert!(report.verdict.summary.contains("did not answer"), "{:?}", report.verdict);
+}
+
+#[test]
+fn what_missed_the_deadline_is_named() {
+    let mut o = healthy();
+    o.servers[1].late = true;
+    o.servers[1].status = None;
+    o.servers[1].error = Some("no answer within 3s".into());
+    o.servers[1].soa.clear();
+    for w in o.wire.iter_mut().filter(|w| w.dns_address == dns(2)) {
+        w.answer = None;
+        w.error = Some("no answer within 3s".into());
+        w.late = true;
+    }
+    let report = evaluate(&o);
+    assert_eq!(
+        report.late,
+        vec![format!("config API {}", api(2)), format!("DNS {} over UDP and TCP", dns(2))]
+    );
+    let text = super::render::render(&report);
+    assert!(
+        text.contains(&format!(
+            "did not answer within 3s (one deadline for every server question): config API {}; \
+             DNS {} over UDP and TCP",
+            api(2),
+            dns(2)
+        )),
+        "{text}"
+    );
 }

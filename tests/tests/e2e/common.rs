@@ -269,6 +269,7 @@ pub fn redact(text: &str) -> String {
         (r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<UUID>"),
         (r"sha256:[0-9a-f]{64}", "sha256:<DIGEST>"),
         (r"127\.0\.0\.1:\d+", "127.0.0.1:<PORT>"),
+        (r"\[fd00:1122:3344:[0-9a-f:]*\]:\d+", "[<IPV6>]:<PORT>"),
         (r"\(\d+s\)", "(<SECS>)"),
         (r"\b\d+(\.\d+)? ?(ms|s|µs)\b", "<DURATION>"),
     ];
@@ -282,7 +283,12 @@ pub fn redact(text: &str) -> String {
 /// The first line starting with `prefix` after `<!-- MARKER -->` in
 /// docs/debugging-dns.md must be `line` (redacted): the doc shows what
 /// omdb says now.
-pub fn doc_line_matches(marker: &str, prefix: &str, line: &str) {
+pub fn doc_line_matches(
+    marker: &str,
+    prefix: &str,
+    line: &str,
+    normalize: impl Fn(&str) -> String,
+) {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/debugging-dns.md");
     let doc = std::fs::read_to_string(path).unwrap();
     let tag = format!("<!-- {marker} -->");
@@ -290,7 +296,7 @@ pub fn doc_line_matches(marker: &str, prefix: &str, line: &str) {
         doc.split(&tag).nth(1).unwrap_or_else(|| panic!("docs/debugging-dns.md has no {tag}"));
     let shown = after.lines().find(|l| l.starts_with(prefix)).unwrap_or_default();
     assert_eq!(
-        redact(shown),
+        redact(&normalize(shown)),
         redact(line),
         "docs/debugging-dns.md ({marker}) no longer shows what omdb says; update it from:\n{line}"
     );

@@ -390,11 +390,28 @@ async fn a_server_that_hangs() {
     // reports it as its address").
     let dns = server.dns_address.to_string();
     let at_its_address = explain(&ts, &["--server", &dns]);
+    let status = omdb(&ts, &["dns", "status", "external"]);
     server.thaw().unwrap();
     out.expect(
         "propagation",
         13,
         &[&server.http_address.to_string(), "generation 3", "no complete answer within"],
+    );
+    // Everything asked of the servers shared one deadline, and what missed
+    // it is named: its config API and its DNS address.
+    let late = format!(
+        "did not answer within 3s (one deadline for every server question): config API {}; DNS \
+         {dns} over UDP and TCP",
+        server.http_address
+    );
+    assert!(out.stdout.contains(&late), "{}", out.stdout);
+    assert!(
+        status.stdout.contains(&format!(
+            "did not answer within 3s (one deadline for every server question): config API {}",
+            server.http_address
+        )),
+        "{}",
+        status.stdout
     );
     at_its_address.expect("propagation", 13, &[&server.http_address.to_string()]);
     assert!(!at_its_address.stdout.contains("[server-list]"), "{}", at_its_address.stdout);

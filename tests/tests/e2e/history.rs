@@ -99,10 +99,10 @@ async fn explain_at_a_moment_while_a_frozen_server_had_not_applied_the_change() 
     ] {
         assert!(line.contains(&evidence), "the verdict lacks {evidence:?}:\n{stdout}");
     }
-    doc_line_matches("explain-at:frozen", "verdict: ", line);
+    doc_line_matches("explain-at:frozen", "verdict: ", line, str::to_string);
     let (_, timeline, _) = run_omdb(&ts, &["dns", "timeline", "external"]);
     let summary = timeline.lines().find(|l| l.starts_with("summary: ")).unwrap_or_default();
-    doc_line_matches("timeline:frozen", "summary: ", summary);
+    doc_line_matches("timeline:frozen", "summary: ", summary, str::to_string);
     // The same in JSON, with the moment.
     let (_, json, _) = run_omdb(&ts, &["--json", "dns", "explain", NAME, "--at", &rfc3339(moment)]);
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();

@@ -1,0 +1,791 @@
+//! `chaos`: starts its own stack and, from a seed, draws a sequence of
+//! steps (changes through Nexus, faults from the catalogue put in and
+//! healed, questions), asks `omdb dns explain --json` each question and
+//! checks the verdict against what it injected: a verdict outside the
+//! accepted set is wrong, and is recorded with the seed and step that
+//! replay it.  Every step goes into one history (JSON lines); the last
+//! line on stdout is the score.
+//!
+//! The draws depend only on the seed and on the runner's own model of the
+//! world (names, faults in force), never on timings, so `--replay-to N`
+//! with the same seed reaches the same state at step N.
+
+mod faults;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use devstack::{Stack, StackOptions};
+use dns_types::verdict::Stage;
+use dns_types::{DnsChange, DnsGroup, DnsRecord, NameRecords, NameRemoval};
+use faults::Fault;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Every verdict a question can be given, for the score's coverage.
+const VERDICTS: [Stage; 7] = [
+    Stage::Healthy,
+    Stage::Database,
+    Stage::Nexus,
+    Stage::ServerList,
+    Stage::Propagation,
+    Stage::Server,
+    Stage::Wire,
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Hosts {
+    Loopback,
+    Netns,
+}
+
+#[derive(Parser)]
+#[command(about = "Random faults while changes flow; every omdb dns explain verdict checked")]
+struct Args {
+    /// The seed every draw comes from (random, and printed, when absent).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How long to draw steps for, in seconds.
+    #[arg(long, default_value_t = 180)]
+    duration: u64,
+    /// Write every step, fault, heal, question and check here (JSON lines).
+    #[arg(long)]
+    history: Option<PathBuf>,
+    /// Stop after this step, printing omdb's full answer if it is a
+    /// question: the state a wrong verdict was given in, again.
+    #[arg(long)]
+    replay_to: Option<u64>,
+    /// Where the stack runs: on its own hosts (network namespaces, which
+    /// adds the network's faults; needs root) or on loopback.  Default:
+    /// netns as root, loopback otherwise.
+    #[arg(long, value_enum)]
+    hosts: Option<Hosts>,
+}
+
+/// The runner's model of what it did: the truth explain is checked
+/// against.
+#[derive(Default)]
+struct World {
+    /// Names it made, by group, with their records now.
+    names: BTreeMap<(DnsGroup, String), Vec<DnsRecord>>,
+    /// Names it removed.
+    removed: BTreeSet<(DnsGroup, String)>,
+    faults: Vec<Fault>,
+    next_name: u64,
+}
+
+impl World {
+    fn frozen_nexus(&self) -> BTreeSet<usize> {
+        self.faults.iter().filter_map(Fault::frozen_nexus).collect()
+    }
+
+    fn live_names(&self, group: DnsGroup) -> Vec<&String> {
+        self.names.keys().filter(|(g, _)| *g == group).map(|(_, n)| n).collect()
+    }
+}
+
+/// One question, and the verdicts the truth allows.
+#[derive(Clone, Debug, Serialize)]
+struct Question {
+    group: DnsGroup,
+    name: String,
+    /// What kind of question (live, removed, never-added, wrong-type,
+    /// unknown-server).
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<SocketAddr>,
+}
+
+#[derive(Default)]
+struct Score {
+    questions: u64,
+    right: u64,
+    wrong: u64,
+    unknown: u64,
+    faults: u64,
+    verdicts: BTreeMap<Stage, u64>,
+    fault_kinds: BTreeMap<&'static str, u64>,
+    wrong_steps: Vec<u64>,
+}
+
+struct History(Option<std::fs::File>);
+
+impl History {
+    fn record(&mut self, step: u64, kind: &str, details: serde_json::Value) {
+        self.record_check(step, kind, details, None);
+    }
+
+    /// A line with, for a question, the verdict and the accepted stages
+    /// beside the details.
+    fn record_check(
+        &mut self,
+        step: u64,
+        kind: &str,
+        details: serde_json::Value,
+        check: Option<(Option<Stage>, &BTreeSet<Stage>)>,
+    ) {
+        if let Some(file) = &mut self.0 {
+            let mut line = serde_json::json!({
+                "step": step,
+                "time": chrono::Utc::now(),
+                "kind": kind,
+                "details": details,
+            });
+            if let Some((verdict, accepted)) = check {
+                line["verdict"] = serde_json::json!(verdict);
+                line["accepted"] = serde_json::json!(accepted);
+            }
+            let _ = writeln!(file, "{line}");
+        }
+    }
+}
+
+fn zone(group: DnsGroup) -> &'static str {
+    match group {
+        DnsGroup::Internal => "control-plane.internal",
+        DnsGroup::External => "example.test",
+    }
+}
+
+fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> Option<&'a T> {
+    (!items.is_empty()).then(|| &items[rng.random_range(0..items.len())])
+}
+
+fn address(rng: &mut StdRng) -> DnsRecord {
+    DnsRecord::A(std::net::Ipv4Addr::new(192, 0, 2, rng.random_range(1..250)))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let root = nix::unistd::geteuid().is_root();
+    let hosts = args.hosts.unwrap_or(if root { Hosts::Netns } else { Hosts::Loopback });
+    if hosts == Hosts::Netns && !root {
+        bail!("--hosts netns needs root (network namespaces); use --hosts loopback");
+    }
+    println!("chaos: seed {seed}, {}s, hosts {hosts:?}", args.duration);
+    let stop = Arc::new(AtomicBool::new(false));
+    for kind in
+        [tokio::signal::unix::SignalKind::interrupt(), tokio::signal::unix::SignalKind::terminate()]
+    {
+        let mut signal = tokio::signal::unix::signal(kind)?;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            signal.recv().await;
+            eprintln!("chaos: stopping (signal); the stack is torn down");
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+
+    let dir = tempfile::Builder::new().prefix("chaos-").tempdir()?;
+    let mut options = StackOptions::new(dir.path().join("run"));
+    options.internal_dns_servers = 2;
+    options.external_dns_servers = 2;
+    options.nexus_instances = 2;
+    // Only the runner's steps move the stack (no timer), a push to a dead
+    // server gives up quickly, and a wrong server stays wrong until healed.
+    options.task_period_secs = 3600;
+    options.server_timeout_secs = 2.0;
+    options.repair_servers = false;
+    if hosts == Hosts::Netns {
+        // Its own /56 (of 220-249, by process id), so that runs side by
+        // side, and the tests' networks (210-219), do not meet.
+        options.netns_subnet = Some(220 + (std::process::id() % 30) as u8);
+    }
+    let mut stack = Stack::start(options).await.context("starting the stack")?;
+    let mut history = History(match &args.history {
+        Some(path) => Some(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        ),
+        None => None,
+    });
+    let mut runner = Runner {
+        rng: StdRng::seed_from_u64(seed),
+        world: World::default(),
+        score: Score::default(),
+        netns: hosts == Hosts::Netns,
+        seed,
+        omdb: test_support::process::binary("omdb")?,
+    };
+    let outcome = runner.run(&mut stack, &mut history, &args, &stop).await;
+    stack.stop().await;
+    drop(dir);
+    outcome?;
+
+    let s = &runner.score;
+    let kinds: Vec<String> = s.fault_kinds.iter().map(|(k, n)| format!("{k}={n}")).collect();
+    println!("faults drawn: {}", kinds.join(" "));
+    for step in &s.wrong_steps {
+        println!(
+            "wrong verdict at step {step}: replay with chaos --seed {seed} --replay-to {step}"
+        );
+    }
+    let verdicts: Vec<String> = VERDICTS
+        .iter()
+        .map(|v| format!("{}={}", v.as_str(), s.verdicts.get(v).copied().unwrap_or(0)))
+        .collect();
+    println!(
+        "chaos: seed {seed}: {} questions, {} right, {} wrong, {} unknown; {} faults; verdicts: {}",
+        s.questions,
+        s.right,
+        s.wrong,
+        s.unknown,
+        s.faults,
+        verdicts.join(" ")
+    );
+    std::process::exit(if s.wrong == 0 { 0 } else { 1 });
+}
+
+struct Runner {
+    rng: StdRng,
+    world: World,
+    score: Score,
+    netns: bool,
+    seed: u64,
+    omdb: PathBuf,
+}
+
+impl Runner {
+    async fn run(
+        &mut self,
+        stack: &mut Stack,
+        history: &mut History,
+        args: &Args,
+        stop: &AtomicBool,
+    ) -> anyhow::Result<()> {
+        // A few names in each group to ask about.
+        for group in [DnsGroup::Internal, DnsGroup::External] {
+            for _ in 0..3 {
+                self.change(stack, history, 0, group).await?;
+            }
+        }
+        let started = Instant::now();
+        let limit = Duration::from_secs(args.duration);
+        let mut step = 0;
+        while !stop.load(Ordering::SeqCst) {
+            step += 1;
+            if args.replay_to.is_none_or(|last| step > last) && started.elapsed() >= limit {
+                break;
+            }
+            if args.replay_to.is_some_and(|last| step > last) {
+                break;
+            }
+            let last = args.replay_to == Some(step);
+            let can_change = self.world.frozen_nexus().len() < stack.nexus.len();
+            let draw = self.rng.random_range(0..100);
+            match draw {
+                0..12 if self.world.faults.len() < 2 => self.inject(stack, history, step).await?,
+                12..22 if !self.world.faults.is_empty() => self.heal(stack, history, step).await?,
+                22..42 if can_change => {
+                    let group = self.group();
+                    self.change(stack, history, step, group).await?
+                }
+                _ => self.ask(stack, history, step, last).await?,
+            }
+        }
+        // Put everything back before the stack is torn down (a frozen
+        // process must be thawed to stop cleanly).
+        while !self.world.faults.is_empty() {
+            let fault = self.world.faults.remove(0);
+            self.undo(stack, &fault).await?;
+        }
+        Ok(())
+    }
+
+    fn group(&mut self) -> DnsGroup {
+        if self.rng.random_bool(0.5) { DnsGroup::Internal } else { DnsGroup::External }
+    }
+
+    /// A change through a Nexus that is not frozen: a new name, a name
+    /// removed, or a name's address changed.
+    async fn change(
+        &mut self,
+        stack: &Stack,
+        history: &mut History,
+        step: u64,
+        group: DnsGroup,
+    ) -> anyhow::Result<()> {
+        let live: Vec<String> = self.world.live_names(group).into_iter().cloned().collect();
+        let what = if live.len() < 3 { 0 } else { self.rng.random_range(0..4) };
+        let mut change = DnsChange {
+            idempotency_key: Some(format!("chaos-{}-{step}-{}", self.seed, self.world.next_name)),
+            comment: format!("chaos step {step}"),
+            add: vec![],
+            remove: vec![],
+        };
+        let (name, records) = match what {
+            // Remove one.
+            1 => {
+                let name = pick(&mut self.rng, &live).unwrap().clone();
+                change.remove.push(NameRemoval { name: name.clone(), records: None });
+                (name, None)
+            }
+            // Change its address.
+            2 => {
+                let name = pick(&mut self.rng, &live).unwrap().clone();
+                let records = vec![address(&mut self.rng)];
+                change.remove.push(NameRemoval { name: name.clone(), records: None });
+                change.add.push(NameRecords { name: name.clone(), records: records.clone() });
+                (name, Some(records))
+            }
+            _ => {
+                self.world.next_name += 1;
+                let name = format!("c{}", self.world.next_name);
+                let records = vec![address(&mut self.rng)];
+                change.add.push(NameRecords { name: name.clone(), records: records.clone() });
+                (name, Some(records))
+            }
+        };
+        let frozen = self.world.frozen_nexus();
+        let live_nexus: Vec<usize> =
+            (0..stack.nexus.len()).filter(|n| !frozen.contains(n)).collect();
+        let through = *pick(&mut self.rng, &live_nexus).context("no Nexus to change through")?;
+        let version = send_change(&stack.nexus[through].client(), group, &change).await?;
+        let key = (group, name.clone());
+        match records {
+            Some(records) => {
+                self.world.removed.remove(&key);
+                self.world.names.insert(key, records);
+            }
+            None => {
+                self.world.names.remove(&key);
+                self.world.removed.insert(key);
+            }
+        }
+        // A change through Nexus makes every Nexus load the latest: a
+        // direct write of that group is no longer unnoticed.
+        self.world
+            .faults
+            .retain(|f| !matches!(f, Fault::DirectWrite { group: g, .. } if *g == group));
+        let settled = settle(stack, &live_nexus, group, version).await;
+        history.record(
+            step,
+            "change",
+            serde_json::json!({
+                "group": group, "through": stack.nexus[through].name, "change": change,
+                "generation": version, "settled": settled,
+            }),
+        );
+        Ok(())
+    }
+
+    async fn inject(
+        &mut self,
+        stack: &mut Stack,
+        history: &mut History,
+        step: u64,
+    ) -> anyhow::Result<()> {
+        // Servers that may be faulted: every one but the first internal
+        // server, which omdb and Nexus find everything through.
+        let servers: Vec<usize> = (0..stack.dns_servers.len())
+            .filter(|i| stack.dns_servers[*i].name != "dns-internal-0")
+            .collect();
+        let mut kinds = vec!["server-down", "server-hung", "nexus-hung", "bogus-generation"];
+        kinds.push("direct-write");
+        if self.netns {
+            kinds.extend(["cut", "filter-dns", "loss"]);
+        }
+        for _ in 0..10 {
+            let kind = *pick(&mut self.rng, &kinds).unwrap();
+            let server = *pick(&mut self.rng, &servers).unwrap();
+            let nexus = self.rng.random_range(0..stack.nexus.len());
+            let group = self.group();
+            // A placeholder of the drawn kind, to check compatibility
+            // before anything is done.
+            let candidate = match kind {
+                "server-down" => Fault::ServerDown { server },
+                "server-hung" => Fault::ServerHung { server },
+                "nexus-hung" => Fault::NexusHung { nexus },
+                "bogus-generation" => {
+                    Fault::BogusGeneration { server, generation: 0, digest: String::new() }
+                }
+                "direct-write" => {
+                    Fault::DirectWrite { group, generation: 0, noticed_by: BTreeSet::new() }
+                }
+                "cut" => Fault::Cut { nexus, server, number: 0 },
+                "filter-dns" => Fault::FilterDns { server, numbers: [0, 0] },
+                _ => Fault::Loss { server, number: 0 },
+            };
+            if !self.world.faults.iter().all(|f| candidate.compatible(f)) {
+                continue;
+            }
+            let fault = self.put_in(stack, candidate).await?;
+            *self.score.fault_kinds.entry(fault.kind()).or_default() += 1;
+            self.score.faults += 1;
+            history.record(step, "inject", serde_json::to_value(&fault)?);
+            self.world.faults.push(fault);
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    async fn put_in(&mut self, stack: &mut Stack, fault: Fault) -> anyhow::Result<Fault> {
+        Ok(match fault {
+            Fault::ServerDown { server } => {
+                stack.dns_servers[server].stop().await;
+                fault
+            }
+            Fault::ServerHung { server } => {
+                stack.dns_servers[server].freeze()?;
+                fault
+            }
+            Fault::NexusHung { nexus } => {
+                stack.nexus[nexus].process.as_ref().context("Nexus not running")?.freeze()?;
+                fault
+            }
+            Fault::BogusGeneration { server, .. } => {
+                let s = &stack.dns_servers[server];
+                let config = stack.datastore.dns_config_read(s.group, None).await?;
+                let bogus = faults::bogus_config(config, 1000);
+                let digest = dns_types::config_digest(&bogus);
+                let generation = bogus.generation;
+                server_client(stack, s.http_address).config_put().body(bogus).send().await?;
+                Fault::BogusGeneration { server, generation, digest }
+            }
+            Fault::DirectWrite { group, .. } => {
+                self.world.next_name += 1;
+                let name = format!("d{}", self.world.next_name);
+                let records = vec![address(&mut self.rng)];
+                let change = DnsChange {
+                    idempotency_key: None,
+                    comment: "written straight to the database".into(),
+                    add: vec![NameRecords { name: name.clone(), records: records.clone() }],
+                    remove: vec![],
+                };
+                let version = stack
+                    .datastore
+                    .dns_change_commit(group, "chaos-direct-writer", &change)
+                    .await?;
+                self.world.names.insert((group, name), records);
+                Fault::DirectWrite {
+                    group,
+                    generation: version.generation,
+                    noticed_by: BTreeSet::new(),
+                }
+            }
+            Fault::Cut { nexus, server, .. } => {
+                let said = stack.fault(&[
+                    "cut",
+                    &stack.nexus[nexus].name.clone(),
+                    &stack.dns_servers[server].name.clone(),
+                ])?;
+                Fault::Cut { nexus, server, number: fault_number(&said)? }
+            }
+            Fault::FilterDns { server, .. } => {
+                let name = stack.dns_servers[server].name.clone();
+                let port = stack.dns_servers[server].dns_address.port().to_string();
+                let udp = stack.fault(&["filter", &name, "udp", &port])?;
+                let tcp = stack.fault(&["filter", &name, "tcp", &port])?;
+                Fault::FilterDns { server, numbers: [fault_number(&udp)?, fault_number(&tcp)?] }
+            }
+            Fault::Loss { server, .. } => {
+                let said = stack.fault(&["drop", &stack.dns_servers[server].name.clone(), "30"])?;
+                Fault::Loss { server, number: fault_number(&said)? }
+            }
+        })
+    }
+
+    async fn heal(
+        &mut self,
+        stack: &mut Stack,
+        history: &mut History,
+        step: u64,
+    ) -> anyhow::Result<()> {
+        let index = self.rng.random_range(0..self.world.faults.len());
+        let fault = self.world.faults.remove(index);
+        self.undo(stack, &fault).await?;
+        history.record(step, "heal", serde_json::to_value(&fault)?);
+        Ok(())
+    }
+
+    /// Puts `fault` back and lets every Nexus that is not frozen bring the
+    /// stack current again.
+    async fn undo(&mut self, stack: &mut Stack, fault: &Fault) -> anyhow::Result<()> {
+        match fault {
+            Fault::ServerDown { server } => stack.dns_servers[*server].restart().await?,
+            Fault::ServerHung { server } => stack.dns_servers[*server].thaw()?,
+            Fault::NexusHung { nexus } => {
+                stack.nexus[*nexus].process.as_ref().context("Nexus not running")?.thaw()?
+            }
+            Fault::BogusGeneration { server, generation, digest } => {
+                let s = &stack.dns_servers[*server];
+                let config = stack.datastore.dns_config_read(s.group, None).await?;
+                let repair = dns_server_client::types::ConfigRepair {
+                    replaces: dns_server_client::types::ServedIdentity {
+                        generation: *generation,
+                        digest: Some(digest.clone()),
+                    },
+                    config,
+                    reason: "chaos: the bogus generation healed".into(),
+                };
+                server_client(stack, s.http_address).config_repair().body(repair).send().await?;
+            }
+            Fault::DirectWrite { .. } => {}
+            Fault::Cut { number, .. } | Fault::Loss { number, .. } => {
+                stack.fault(&["heal", &number.to_string()])?;
+            }
+            Fault::FilterDns { numbers, .. } => {
+                for number in numbers {
+                    stack.fault(&["heal", &number.to_string()])?;
+                }
+            }
+        }
+        // Every Nexus not frozen pushes what it has; a Nexus thawed, or a
+        // direct write healed, also loads the latest from the database
+        // (which is when a Nexus notices a direct write, and only then).
+        let frozen = self.world.frozen_nexus();
+        for (i, nexus) in stack.nexus.iter().enumerate() {
+            if frozen.contains(&i) {
+                continue;
+            }
+            let loads = match fault {
+                Fault::NexusHung { nexus } => *nexus == i,
+                Fault::DirectWrite { .. } => true,
+                _ => false,
+            };
+            let mut tasks = Vec::new();
+            for group in [DnsGroup::Internal, DnsGroup::External] {
+                if loads {
+                    tasks.push(nexus_types::task_name::DnsTaskName::config(group).to_string());
+                }
+                tasks.push(nexus_types::task_name::DnsTaskName::propagation(group).to_string());
+            }
+            activate(&nexus.client(), tasks).await?;
+            if loads {
+                for f in &mut self.world.faults {
+                    if let Fault::DirectWrite { noticed_by, .. } = f {
+                        noticed_by.insert(i);
+                    }
+                }
+            }
+        }
+        let all = stack.nexus.len();
+        self.world.faults.retain(
+            |f| !matches!(f, Fault::DirectWrite { noticed_by, .. } if noticed_by.len() == all),
+        );
+        Ok(())
+    }
+
+    async fn ask(
+        &mut self,
+        stack: &Stack,
+        history: &mut History,
+        step: u64,
+        last: bool,
+    ) -> anyhow::Result<()> {
+        let group = self.group();
+        let live: Vec<String> = self.world.live_names(group).into_iter().cloned().collect();
+        let removed: Vec<String> = self
+            .world
+            .removed
+            .iter()
+            .filter(|(g, n)| *g == group && !self.world.names.contains_key(&(*g, n.clone())))
+            .map(|(_, n)| n.clone())
+            .collect();
+        let servers: Vec<SocketAddr> = stack.servers(group).map(|s| s.dns_address).collect();
+        let some_live = pick(&mut self.rng, &live).cloned().unwrap_or_else(|| "c1".into());
+        let mut q = Question {
+            group,
+            name: some_live.clone(),
+            kind: "live",
+            record_type: None,
+            server: None,
+        };
+        let mut accepted: BTreeSet<Stage> = BTreeSet::new();
+        match self.rng.random_range(0..100) {
+            0..10 if !removed.is_empty() => {
+                q.kind = "removed";
+                q.name = pick(&mut self.rng, &removed).unwrap().clone();
+                accepted.insert(Stage::Database);
+            }
+            10..20 => {
+                q.kind = "never-added";
+                q.name = format!("never{}", self.rng.random_range(0..1000));
+                accepted.insert(Stage::Database);
+            }
+            20..30 if !live.is_empty() => {
+                q.kind = "wrong-type";
+                q.record_type = Some("AAAA".into());
+                accepted.insert(Stage::Database);
+            }
+            30..40 if !live.is_empty() => {
+                // An address where nothing of ours answers.
+                q.kind = "unknown-server";
+                q.server = Some("127.0.0.1:9".parse().unwrap());
+                accepted.insert(Stage::ServerList);
+            }
+            40..55 if !live.is_empty() => {
+                q.server = pick(&mut self.rng, &servers).copied();
+            }
+            _ if !live.is_empty() => {}
+            _ => {
+                q.kind = "never-added";
+                q.name = format!("never{}", self.rng.random_range(0..1000));
+                accepted.insert(Stage::Database);
+            }
+        }
+        for fault in &self.world.faults {
+            accepted.extend(fault.stages(stack, group));
+        }
+        if accepted.is_empty() {
+            accepted.insert(Stage::Healthy);
+        }
+        let fqdn = format!("{}.{}", q.name, zone(group));
+        let mut command = std::process::Command::new(&self.omdb);
+        command.args(["dns", "explain", &fqdn]);
+        if let Some(t) = &q.record_type {
+            command.args(["--type", t]);
+        }
+        if let Some(s) = q.server {
+            command.args(["--server", &s.to_string()]);
+        }
+        let dns: Vec<String> =
+            stack.internal_dns_addresses().iter().map(|a| a.to_string()).collect();
+        command
+            .env("OMDB_DNS_SERVER", dns.join(","))
+            .env_remove("OMDB_NEXUS_URL")
+            .env_remove("OMDB_DB_URL");
+        let text = last.then(|| command.output());
+        let output = command.arg("--json").output().context("running omdb")?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let report: Option<serde_json::Value> = serde_json::from_str(&stdout).ok();
+        let verdict: Option<Stage> = report
+            .as_ref()
+            .and_then(|r| serde_json::from_value(r["verdict"]["stage"].clone()).ok());
+        self.score.questions += 1;
+        let outcome = match verdict {
+            Some(Stage::Unknown) => {
+                self.score.unknown += 1;
+                "unknown"
+            }
+            Some(v) if accepted.contains(&v) => {
+                self.score.right += 1;
+                "right"
+            }
+            _ => {
+                self.score.wrong += 1;
+                self.score.wrong_steps.push(step);
+                "wrong"
+            }
+        };
+        if let Some(v) = verdict {
+            *self.score.verdicts.entry(v).or_default() += 1;
+        }
+        let faults: Vec<&Fault> = self.world.faults.iter().collect();
+        let mut details = serde_json::json!({"question": q, "outcome": outcome, "faults": faults});
+        if outcome == "wrong" {
+            details["summary"] = report
+                .as_ref()
+                .map(|r| r["verdict"]["summary"].clone())
+                .unwrap_or_else(|| String::from_utf8_lossy(&output.stderr).into_owned().into());
+            println!(
+                "step {step}: WRONG: {fqdn}{} gave {} where {:?} was right; replay: chaos --seed \
+                 {} --replay-to {step}",
+                q.server.map(|s| format!(" at {s}")).unwrap_or_default(),
+                verdict.map(Stage::as_str).unwrap_or("no verdict"),
+                accepted.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                self.seed
+            );
+        }
+        history.record_check(step, "ask", details, Some((verdict, &accepted)));
+        if let Some(text) = text {
+            let text = text?;
+            println!("step {step}: accepted {:?}", accepted);
+            println!("{}", String::from_utf8_lossy(&text.stdout));
+        }
+        Ok(())
+    }
+}
+
+fn fault_number(said: &str) -> anyhow::Result<u32> {
+    said.strip_prefix("fault ")
+        .and_then(|s| s.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no fault number in {said:?}"))
+}
+
+/// A client of the DNS server at `address` that sends the stack's token.
+fn server_client(stack: &Stack, address: SocketAddr) -> dns_server_client::Client {
+    let http = stack
+        .api_token
+        .client_builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("an HTTP client with a timeout builds");
+    dns_server_client::Client::new_with_client(&format!("http://{address}"), http)
+}
+
+async fn send_change(
+    nexus: &nexus_client::Client,
+    group: DnsGroup,
+    change: &DnsChange,
+) -> anyhow::Result<u64> {
+    // The key makes a retry safe; a Nexus busy with a hung server answers
+    // late, never twice.
+    let mut last_error = None;
+    for _ in 0..5 {
+        match nexus.dns_change().group(group).body(change.clone()).send().await {
+            Ok(version) => return Ok(version.into_inner().generation),
+            Err(e) => last_error = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("a change through Nexus failed 5 times: {:?}", last_error)
+}
+
+async fn activate(nexus: &nexus_client::Client, names: Vec<String>) -> anyhow::Result<()> {
+    nexus
+        .bgtask_activate()
+        .body(nexus_client::types::BackgroundTasksActivateRequest {
+            bgtask_names: names,
+            wait: true,
+        })
+        .send()
+        .await
+        .context("activating tasks")?;
+    Ok(())
+}
+
+/// Waits (at most 20 s) until each of `nexus` has finished a propagation
+/// of `generation` of `group` (whatever its outcome): the verdict's inputs
+/// are then in place.  Whether it got there.
+async fn settle(stack: &Stack, nexus: &[usize], group: DnsGroup, generation: u64) -> bool {
+    use nexus_types::task_status::PropagationReport;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let name = nexus_types::task_name::DnsTaskName::propagation(group).to_string();
+    for n in nexus {
+        let client = stack.nexus[*n].client();
+        loop {
+            let done = match client.bgtask_view().bgtask_name(&name).send().await {
+                Ok(view) => match view.into_inner().last {
+                    background_task_types::LastActivation::Completed(record) => {
+                        matches!(
+                            serde_json::from_value::<PropagationReport>(record.details),
+                            Ok(PropagationReport::Done(status)) if status.generation >= generation
+                        )
+                    }
+                    _ => false,
+                },
+                Err(_) => false,
+            };
+            if done {
+                break;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    true
+}

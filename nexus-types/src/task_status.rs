@@ -276,6 +276,9 @@ pub enum PropagationOutcome {
     Repaired,
     /// The push failed: see the message.
     Failed,
+    /// A push to a server whose last attempt found it unreachable has not
+    /// ended yet: it runs on in the background (an error until it ends).
+    InFlight,
 }
 
 impl std::fmt::Display for PropagationOutcome {
@@ -288,6 +291,7 @@ impl std::fmt::Display for PropagationOutcome {
             PropagationOutcome::ServerDiverged => "server diverged",
             PropagationOutcome::Repaired => "repaired",
             PropagationOutcome::Failed => "failed",
+            PropagationOutcome::InFlight => "in flight",
         })
     }
 }

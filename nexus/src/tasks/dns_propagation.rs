@@ -3,7 +3,11 @@
 //! `dns_servers_<group>`).
 //!
 //! All servers are handled at once, each under its own time limit, so a dead
-//! or hung server delays nobody else by more than that limit.  For each
+//! or hung server delays nobody else by more than that limit, and once it is
+//! known unreachable (its last attempt found no answer) not at all: the push
+//! to it runs on in the background, the activation waits for it only a
+//! moment ([`DETACHED_GRACE`]) and reports it as still in flight, and no
+//! second push to it starts while one runs.  For each
 //! server the task first asks what it serves, classifies that against the
 //! config (`dns_types::sync::classify`, the one classification every
 //! component uses) and pushes only when the server is behind.  Failed
@@ -38,7 +42,7 @@ use nexus_types::task_status::{
     PropagationProgress, PropagationReport, PropagationResult, PushKind, PushRecord, ServerHistory,
     ServerRepair, ServerResult, ServersSource,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -69,8 +73,51 @@ pub struct DnsPropagationTask {
     config_activator: Activator,
     clients: HashMap<SocketAddr, dns_server_client::Client>,
     histories: HashMap<SocketAddr, ServerHistory>,
+    /// Servers whose last completed attempt found no answer at all.
+    unreachable: HashSet<SocketAddr>,
+    /// Pushes to such servers still running past the activation that
+    /// began them.
+    in_flight: HashMap<SocketAddr, InFlight>,
     /// Where every push attempt is recorded, if anywhere.
     history: Option<crate::history::PropagationHistory>,
+}
+
+/// How long an activation waits for a push to a server known unreachable
+/// before it reports the push as still in flight and goes on.
+pub const DETACHED_GRACE: Duration = Duration::from_millis(250);
+
+/// A push left running by an activation.
+struct InFlight {
+    generation: u64,
+    started_at: chrono::DateTime<Utc>,
+    handle: tokio::task::JoinHandle<ServerResult>,
+}
+
+/// What one server's part of an activation came to: a result, or a push
+/// still in flight; with, maybe, the result of an earlier push of another
+/// generation that ended since.
+struct Step {
+    address: SocketAddr,
+    now: Result<ServerResult, InFlight>,
+    earlier: Option<(u64, ServerResult)>,
+}
+
+/// Waits at most [`DETACHED_GRACE`] for `push`'s result.
+async fn within_grace(mut push: InFlight) -> Result<ServerResult, InFlight> {
+    match tokio::time::timeout(DETACHED_GRACE, &mut push.handle).await {
+        Ok(joined) => Ok(joined.unwrap_or_else(|e| ServerResult {
+            result: PropagationResult::Error,
+            outcome: PropagationOutcome::Failed,
+            message: format!("the push task ended without a result: {e}"),
+            unreachable: false,
+            server_generation: None,
+            started_at: Some(push.started_at),
+            completed_at: Utc::now(),
+            push: None,
+            history: ServerHistory::default(),
+        })),
+        Err(_) => Err(push),
+    }
 }
 
 impl DnsPropagationTask {
@@ -91,6 +138,8 @@ impl DnsPropagationTask {
             config_activator,
             clients: HashMap::new(),
             histories: HashMap::new(),
+            unreachable: HashSet::new(),
+            in_flight: HashMap::new(),
             history: None,
         }
     }
@@ -122,6 +171,27 @@ impl DnsPropagationTask {
         let client = dns_server_client::Client::new_with_client(&format!("http://{address}"), http);
         self.clients.insert(address, client.clone());
         Ok(client)
+    }
+
+    /// The result reported for a server whose push is still running.
+    fn still_in_flight(&self, address: SocketAddr, running: &InFlight) -> ServerResult {
+        ServerResult {
+            result: PropagationResult::Error,
+            outcome: PropagationOutcome::InFlight,
+            message: format!(
+                "no answer yet to the push of generation {} begun at {} (its last attempt found \
+                 it unreachable, so that push runs on in the background and no other starts \
+                 meanwhile)",
+                running.generation,
+                running.started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            ),
+            unreachable: true,
+            server_generation: None,
+            started_at: Some(running.started_at),
+            completed_at: Utc::now(),
+            push: None,
+            history: self.histories.get(&address).cloned().unwrap_or_default(),
+        }
     }
 
     /// Folds one result into the server's remembered history.
@@ -183,28 +253,56 @@ impl Task for DnsPropagationTask {
                 config.generation()
             ));
         }
-        // Forget servers that left the list.
+        // Forget servers that left the list (and stop pushing to them).
         let listed = |address: &SocketAddr| servers.servers.iter().any(|s| s.address == *address);
         self.clients.retain(|address, _| listed(address));
         self.histories.retain(|address, _| listed(address));
+        self.unreachable.retain(listed);
+        self.in_flight.retain(|address, push| {
+            if !listed(address) {
+                push.handle.abort();
+            }
+            listed(address)
+        });
 
+        let generation = config.generation();
         let mut pushes = futures::stream::FuturesUnordered::new();
         // The whole config is built (and sized) at most once per activation,
         // only if some server needs it.
         let full = FullConfig::default();
         for server in &servers.servers {
-            let client = self.client(server.address)?;
+            let address = server.address;
+            let client = self.client(address)?;
             let config = config.clone();
             let full = full.clone();
             let timeout = self.options.timeout;
             let datastore = self.datastore.clone();
             let repair = self.options.repair;
+            let new_push = move || push(group, client, config, full, timeout, datastore, repair);
+            let running = self.in_flight.remove(&address);
+            let detach = self.unreachable.contains(&address);
             pushes.push(async move {
-                let push = push(group, client, config, full, timeout, datastore, repair).await;
-                (server.address, push)
+                // A push still running from an earlier activation: its
+                // result, if it comes now; no second push meanwhile.
+                let mut earlier = None;
+                if let Some(running) = running {
+                    let of = running.generation;
+                    match within_grace(running).await {
+                        Ok(result) if of != generation => earlier = Some((of, result)),
+                        now => return Step { address, now, earlier: None },
+                    }
+                }
+                if !detach {
+                    return Step { address, now: Ok(new_push().await), earlier };
+                }
+                let running = InFlight {
+                    generation,
+                    started_at: Utc::now(),
+                    handle: tokio::spawn(new_push()),
+                };
+                Step { address, now: within_grace(running).await, earlier }
             });
         }
-        let generation = config.generation();
         let mut progress = PropagationProgress {
             generation,
             pending: servers.servers.iter().map(|s| s.address.to_string()).collect(),
@@ -212,8 +310,31 @@ impl Task for DnsPropagationTask {
         };
         activation.report_progress(&progress);
         let mut results: BTreeMap<String, ServerResult> = BTreeMap::new();
-        while let Some((address, mut result)) = pushes.next().await {
-            self.remember(address, &mut result);
+        // Attempts of earlier generations that finished during this one.
+        let mut earlier_attempts: BTreeMap<u64, Vec<(SocketAddr, ServerResult)>> = BTreeMap::new();
+        while let Some(Step { address, now, earlier }) = pushes.next().await {
+            let mut result = match now {
+                Ok(result) => {
+                    if result.unreachable {
+                        self.unreachable.insert(address);
+                    } else {
+                        self.unreachable.remove(&address);
+                    }
+                    result
+                }
+                Err(running) => {
+                    let result = self.still_in_flight(address, &running);
+                    self.in_flight.insert(address, running);
+                    result
+                }
+            };
+            if let Some((earlier_generation, mut earlier)) = earlier {
+                self.remember(address, &mut earlier);
+                earlier_attempts.entry(earlier_generation).or_default().push((address, earlier));
+            }
+            if result.outcome != PropagationOutcome::InFlight {
+                self.remember(address, &mut result);
+            }
             if result.result == PropagationResult::Error {
                 tracing::warn!(%group, server = %address, message = ?result.message, "DNS propagation failed");
             }
@@ -233,18 +354,18 @@ impl Task for DnsPropagationTask {
             results.insert(address.to_string(), result);
         }
         if let Some(history) = &self.history {
+            for (earlier_generation, attempts) in earlier_attempts {
+                let attempts =
+                    attempts.iter().map(|(server, r)| attempt(&server.to_string(), r)).collect();
+                history.pushes(group, earlier_generation, attempts).await;
+            }
+        }
+        if let Some(history) = &self.history {
+            // A push still in flight is recorded when it ends.
             let attempts = results
                 .iter()
-                .map(|(server, r)| PushAttempt {
-                    server: server.clone(),
-                    started_at: r.started_at.unwrap_or(r.completed_at),
-                    ended_at: r.completed_at,
-                    result: r.result,
-                    outcome: r.outcome,
-                    sent: r.push.as_ref().map(|p| p.kind),
-                    server_generation: r.server_generation,
-                    message: r.message.clone(),
-                })
+                .filter(|(_, r)| r.outcome != PropagationOutcome::InFlight)
+                .map(|(server, r)| attempt(server, r))
                 .collect();
             history.pushes(group, generation, attempts).await;
         }
@@ -270,6 +391,20 @@ impl Task for DnsPropagationTask {
 }
 
 type Outcome = (PropagationResult, PropagationOutcome, Option<u64>, String);
+
+/// One attempt as the propagation history records it.
+fn attempt(server: &str, r: &ServerResult) -> PushAttempt {
+    PushAttempt {
+        server: server.to_string(),
+        started_at: r.started_at.unwrap_or(r.completed_at),
+        ended_at: r.completed_at,
+        result: r.result,
+        outcome: r.outcome,
+        sent: r.push.as_ref().map(|p| p.kind),
+        server_generation: r.server_generation,
+        message: r.message.clone(),
+    }
+}
 
 /// What to do with one server, decided from what it reported and what the
 /// database holds: no I/O, so every case is a row of a table test.

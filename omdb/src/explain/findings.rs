@@ -13,7 +13,7 @@ use dns_types::sync::{ServerClaim, SyncState, Wanted, classify};
 use dns_types::{DnsRecord, DnsVersion};
 use internal_dns::wire::WireAnswer;
 use nexus_types::task_name::DnsTaskName;
-use nexus_types::task_status::PropagationResult;
+use nexus_types::task_status::{PropagationOutcome, PropagationResult};
 use nexus_types::task_view::DnsTaskView;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -698,12 +698,23 @@ fn nexus_findings(
                         ),
                         _ => String::new(),
                     };
-                    let summary = format!(
-                        "{subject}'s push of generation {} to {address} failed at {}: {}{since}",
-                        p.generation.unwrap_or_default(),
-                        timestamp(result.completed_at),
-                        result.message
-                    );
+                    let summary = if result.outcome == PropagationOutcome::InFlight {
+                        format!(
+                            "{subject}'s push to {address} has had no answer since {}, as of its \
+                             propagation of generation {} at {}: {}{since}",
+                            result.started_at.map(timestamp).unwrap_or("?".into()),
+                            p.generation.unwrap_or_default(),
+                            timestamp(result.completed_at),
+                            result.message
+                        )
+                    } else {
+                        format!(
+                            "{subject}'s push of generation {} to {address} failed at {}: {}{since}",
+                            p.generation.unwrap_or_default(),
+                            timestamp(result.completed_at),
+                            result.message
+                        )
+                    };
                     // The server is current now (another Nexus, or this
                     // one's retry, brought it there): the failure is past.
                     let now_current = servers.iter().find(|s| {

@@ -445,6 +445,28 @@ fn cases() -> Vec<(&'static str, Fault, Stage, &'static str)> {
              between Nexus",
         ),
         (
+            "a push to a hung server still in flight",
+            |o| {
+                let mut n = nexus(2, &[1, 2]);
+                let p = &mut n.tasks[2];
+                let LastActivation::Completed(r) = &mut p.last else { unreachable!() };
+                let mut pending = push_result(false, "no answer yet to the push of generation 2");
+                pending["outcome"] = json!("in_flight");
+                pending["unreachable"] = json!(true);
+                pending["started_at"] = json!(t0() - Duration::seconds(30));
+                r.details["servers"][api(2).to_string()] = pending;
+                o.nexus = Ok(vec![n]);
+                o.servers[1] = server(2, 1, "d1");
+                o.servers[1].status = None;
+                o.servers[1].error = Some("no answer within 3s".into());
+                o.servers[1].soa.clear();
+                o.wire.retain(|w| w.dns_address != dns(2));
+            },
+            Stage::Propagation,
+            "push to 127.0.0.1:8002 has had no answer since 2026-12-03T10:30:30.000Z, as of its \
+             propagation of generation 2",
+        ),
+        (
             "a stuck propagation",
             |o| {
                 let mut n = nexus(2, &[1, 2]);

@@ -130,6 +130,52 @@ async fn a_frozen_server_costs_the_others_no_more_than_the_timeout() {
     }
 }
 
+/// Once a server is known unreachable (its last attempt found no answer),
+/// the next change's propagation does not wait for it at all: the push to
+/// it runs on in the background, is reported as in flight, and no second
+/// push starts while it runs; thawed, the server is brought current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_known_unreachable_delays_the_next_change_not_at_all() {
+    let t = TestStack::start(3, 0, 1).await;
+    let nexus = t.nexus(0);
+    let frozen = &t.stack.dns_servers[0];
+    let frozen_address = frozen.http_address.to_string();
+    frozen.freeze().unwrap();
+    let first =
+        change(&nexus, INTERNAL, add_change("hung 1", "test4", vec![a("192.0.2.41")])).await;
+    let status = propagation_of(&nexus, INTERNAL, first.generation).await;
+    let hung = &status.servers[&frozen_address];
+    assert!(hung.unreachable && hung.outcome == PropagationOutcome::Failed, "{hung:?}");
+
+    let second =
+        change(&nexus, INTERNAL, add_change("hung 2", "test5", vec![a("192.0.2.42")])).await;
+    let status = propagation_of(&nexus, INTERNAL, second.generation).await;
+    let hung = &status.servers[&frozen_address];
+    assert_eq!(hung.outcome, PropagationOutcome::InFlight, "{hung:?}");
+    assert!(hung.unreachable, "{hung:?}");
+    assert!(
+        hung.message
+            .contains(&format!("no answer yet to the push of generation {}", second.generation)),
+        "{}",
+        hung.message
+    );
+    for (address, result) in status.servers.iter().filter(|(a, _)| **a != frozen_address) {
+        assert_eq!(result.outcome, PropagationOutcome::Applied, "{address}");
+    }
+    // A third change: again not waited for (the push in flight is the
+    // second's, or, if that one has given up meanwhile, the third's).
+    let third =
+        change(&nexus, INTERNAL, add_change("hung 3", "test6", vec![a("192.0.2.43")])).await;
+    let status = propagation_of(&nexus, INTERNAL, third.generation).await;
+    let hung = &status.servers[&frozen_address];
+    assert_eq!(hung.outcome, PropagationOutcome::InFlight, "{hung:?}");
+
+    frozen.thaw().unwrap();
+    activate(&nexus, &["dns_propagation_internal"]).await;
+    t.stack.wait_until_converged(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(answers(frozen, "test6").await.unwrap().len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_is_reported_and_recovered_from_without_restarting_nexus() {
     let mut t = TestStack::start(1, 0, 1).await;

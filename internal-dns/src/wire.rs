@@ -115,8 +115,13 @@ pub async fn ask(
         let provider = TokioRuntimeProvider::default();
         let client = match transport {
             Transport::Udp => {
-                let stream =
-                    UdpClientStream::builder(server, provider).with_timeout(Some(timeout)).build();
+                // One datagram, never sent again: what one question gets is
+                // the evidence (hickory would otherwise resend it within the
+                // timeout and hide a lossy path).
+                let stream = UdpClientStream::builder(server, provider)
+                    .with_timeout(Some(timeout))
+                    .with_max_retries(0)
+                    .build();
                 let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
                 tokio::spawn(background);
                 client

@@ -117,9 +117,12 @@ impl Discovery {
     }
 
     async fn nexus_urls_from_dns(&self) -> anyhow::Result<Vec<String>> {
-        let addresses = self
+        let mut addresses = self
             .registered(ServiceName::Nexus, "Nexus", "--nexus-internal-url (OMDB_NEXUS_URL)")
             .await?;
+        // By address, whatever order DNS answered in: every command lists
+        // them the same way, run after run.
+        addresses.sort();
         Ok(addresses.iter().map(|addr| format!("http://{addr}")).collect())
     }
 

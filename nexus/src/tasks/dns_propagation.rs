@@ -286,9 +286,14 @@ impl Task for DnsPropagationTask {
                 // result, if it comes now; no second push meanwhile.
                 let mut earlier = None;
                 if let Some(running) = running {
+                    // One that ended before this activation began is an
+                    // earlier attempt (a failure is tried again now); one
+                    // that ends within the grace is this activation's, if
+                    // it carries this generation.
                     let of = running.generation;
+                    let ended = running.handle.is_finished();
                     match within_grace(running).await {
-                        Ok(result) if of != generation => earlier = Some((of, result)),
+                        Ok(result) if ended || of != generation => earlier = Some((of, result)),
                         now => return Step { address, now, earlier: None },
                     }
                 }

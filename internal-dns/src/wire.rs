@@ -117,9 +117,10 @@ pub async fn ask(
             Transport::Udp => {
                 // One datagram, never sent again: what one question gets is
                 // the evidence (hickory would otherwise resend it within the
-                // timeout and hide a lossy path).
+                // timeout and hide a lossy path).  Its own limit is set past
+                // ours, so that no answer in time is always our `Timeout`.
                 let stream = UdpClientStream::builder(server, provider)
-                    .with_timeout(Some(timeout))
+                    .with_timeout(Some(timeout + Duration::from_secs(1)))
                     .with_max_retries(0)
                     .build();
                 let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);

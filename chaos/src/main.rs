@@ -103,6 +103,9 @@ struct Question {
     record_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     server: Option<SocketAddr>,
+    /// Whose DNS address `server` is (the stack's name), or "nobody".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_name: Option<String>,
 }
 
 #[derive(Default)]
@@ -592,7 +595,8 @@ impl Runner {
             .filter(|(g, n)| *g == group && !self.world.names.contains_key(&(*g, n.clone())))
             .map(|(_, n)| n.clone())
             .collect();
-        let servers: Vec<SocketAddr> = stack.servers(group).map(|s| s.dns_address).collect();
+        let servers: Vec<(SocketAddr, String)> =
+            stack.servers(group).map(|s| (s.dns_address, s.name.clone())).collect();
         let some_live = pick(&mut self.rng, &live).cloned().unwrap_or_else(|| "c1".into());
         let mut q = Question {
             group,
@@ -600,6 +604,7 @@ impl Runner {
             kind: "live",
             record_type: None,
             server: None,
+            server_name: None,
         };
         let mut accepted: BTreeSet<Stage> = BTreeSet::new();
         match self.rng.random_range(0..100) {
@@ -622,10 +627,13 @@ impl Runner {
                 // An address where nothing of ours answers.
                 q.kind = "unknown-server";
                 q.server = Some("127.0.0.1:9".parse().unwrap());
+                q.server_name = Some("nobody".into());
                 accepted.insert(Stage::ServerList);
             }
             40..55 if !live.is_empty() => {
-                q.server = pick(&mut self.rng, &servers).copied();
+                let (address, name) = pick(&mut self.rng, &servers).unwrap().clone();
+                q.server = Some(address);
+                q.server_name = Some(name);
             }
             _ if !live.is_empty() => {}
             _ => {

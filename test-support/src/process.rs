@@ -199,6 +199,8 @@ fn build_binaries(dir: &Path, visibly: bool) -> Result<(), String> {
         "omdb",
         "-p",
         "devstack",
+        "-p",
+        "chaos",
     ]);
     if release {
         command.arg("--release");

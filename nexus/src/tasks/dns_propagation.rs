@@ -84,7 +84,7 @@ pub struct DnsPropagationTask {
 
 /// How long an activation waits for a push to a server known unreachable
 /// before it reports the push as still in flight and goes on.
-pub const DETACHED_GRACE: Duration = Duration::from_millis(250);
+pub const DETACHED_GRACE: Duration = Duration::from_millis(50);
 
 /// A push left running by an activation.
 struct InFlight {

@@ -4,6 +4,7 @@
 
 mod alerts;
 mod architecture;
+mod chaos;
 mod common;
 mod devstack;
 mod devstack_db_url;

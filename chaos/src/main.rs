@@ -29,17 +29,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// Every verdict a question can be given, for the score's coverage.
-const VERDICTS: [Stage; 7] = [
-    Stage::Healthy,
-    Stage::Database,
-    Stage::Nexus,
-    Stage::ServerList,
-    Stage::Propagation,
-    Stage::Server,
-    Stage::Wire,
-];
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Hosts {
     Loopback,
@@ -233,8 +222,9 @@ async fn main() -> anyhow::Result<()> {
             "wrong verdict at step {step}: replay with chaos --seed {seed} --replay-to {step}"
         );
     }
-    let verdicts: Vec<String> = VERDICTS
-        .iter()
+    // Every verdict a question can be given, in the contract's order.
+    let verdicts: Vec<String> = std::iter::once(&Stage::Healthy)
+        .chain(Stage::PIPELINE.iter())
         .map(|v| format!("{}={}", v.as_str(), s.verdicts.get(v).copied().unwrap_or(0)))
         .collect();
     println!(

@@ -23,6 +23,16 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// The stages at which a fault can lie, in pipeline order.
+    pub const PIPELINE: [Stage; 6] = [
+        Stage::Database,
+        Stage::Nexus,
+        Stage::ServerList,
+        Stage::Propagation,
+        Stage::Server,
+        Stage::Wire,
+    ];
+
     pub fn exit_code(self) -> u8 {
         match self {
             Stage::Healthy => 0,

@@ -442,7 +442,7 @@ impl Runner {
                 let bogus = faults::bogus_config(config, 1000);
                 let digest = dns_types::config_digest(&bogus);
                 let generation = bogus.generation;
-                server_client(stack, s.http_address).config_put().body(bogus).send().await?;
+                server_client(stack, server)?.config_put().body(bogus).send().await?;
                 Fault::BogusGeneration { server, generation, digest }
             }
             Fault::DirectWrite { group, .. } => {
@@ -521,7 +521,7 @@ impl Runner {
                     config,
                     reason: "chaos: the bogus generation healed".into(),
                 };
-                server_client(stack, s.http_address).config_repair().body(repair).send().await?;
+                server_client(stack, *server)?.config_repair().body(repair).send().await?;
             }
             Fault::DirectWrite { .. } => {}
             Fault::Cut { number, .. } | Fault::Loss { number, .. } => {
@@ -712,15 +712,9 @@ fn fault_number(said: &str) -> anyhow::Result<u32> {
         .with_context(|| format!("no fault number in {said:?}"))
 }
 
-/// A client of the DNS server at `address` that sends the stack's token.
-fn server_client(stack: &Stack, address: SocketAddr) -> dns_server_client::Client {
-    let http = stack
-        .api_token
-        .client_builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("an HTTP client with a timeout builds");
-    dns_server_client::Client::new_with_client(&format!("http://{address}"), http)
+/// A client of server `index`'s config API that sends the stack's token.
+fn server_client(stack: &Stack, index: usize) -> anyhow::Result<dns_server_client::Client> {
+    devstack::stack::dns_server_client(&stack.dns_servers[index], &stack.api_token)
 }
 
 async fn send_change(

@@ -41,6 +41,9 @@ pub struct StackOptions {
     pub task_period_secs: u64,
     /// Nexus's limit for one push to one DNS server.
     pub server_timeout_secs: f64,
+    /// How long a propagation waits, past the last server's answer, for
+    /// the servers that have not answered (then their pushes run on).
+    pub detach_after_secs: f64,
     /// Whether Nexus repairs a server ahead of the database or diverged
     /// from it (else it only reports it).
     pub repair_servers: bool,
@@ -68,6 +71,7 @@ impl StackOptions {
             nexus_instances: 2,
             task_period_secs: 60,
             server_timeout_secs: 5.0,
+            detach_after_secs: 0.25,
             repair_servers: true,
             http_idle_timeout_secs: 30.0,
             dns_history_events: None,
@@ -621,6 +625,7 @@ impl Stack {
         config.internal_dns.zone = o.internal_zone.clone();
         config.tasks.period_secs = o.task_period_secs;
         config.tasks.server_timeout_secs = o.server_timeout_secs;
+        config.tasks.detach_after_secs = o.detach_after_secs;
         config.tasks.repair_servers = o.repair_servers;
         config.history.dir = Some(history_dir.to_path_buf());
         config

@@ -21,6 +21,7 @@ use uuid::Uuid;
 /// [tasks]
 /// period_secs = 60
 /// server_timeout_secs = 5
+/// detach_after_secs = 0.25
 /// repair_servers = true
 /// ```
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -92,6 +93,12 @@ pub struct TasksConfig {
     /// Limit for one push to one DNS server (and for one DNS query).
     #[serde(default = "default_server_timeout")]
     pub server_timeout_secs: f64,
+    /// Once some servers have answered a push, how long the activation
+    /// waits past the last answer for the others before it reports them
+    /// in flight and lets their pushes run on in the background (so a hung
+    /// server delays neither the others nor the next change).
+    #[serde(default = "default_detach_after")]
+    pub detach_after_secs: f64,
     /// Whether propagation repairs a server that is ahead of the database
     /// or diverged from it (`true`, the default), or only reports it.
     #[serde(default = "default_repair")]
@@ -103,6 +110,7 @@ impl Default for TasksConfig {
         TasksConfig {
             period_secs: default_period(),
             server_timeout_secs: default_server_timeout(),
+            detach_after_secs: default_detach_after(),
             repair_servers: default_repair(),
         }
     }
@@ -114,6 +122,9 @@ impl TasksConfig {
     }
     pub fn server_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.server_timeout_secs.max(0.01))
+    }
+    pub fn detach_after(&self) -> Duration {
+        Duration::from_secs_f64(self.detach_after_secs.clamp(0.0, 3600.0))
     }
 }
 
@@ -128,6 +139,9 @@ fn default_period() -> u64 {
 }
 fn default_server_timeout() -> f64 {
     5.0
+}
+fn default_detach_after() -> f64 {
+    0.25
 }
 fn default_idle_timeout() -> f64 {
     30.0

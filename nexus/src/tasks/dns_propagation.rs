@@ -2,12 +2,15 @@
 //! `dns_config_<group>`) to every server of the latest list (from
 //! `dns_servers_<group>`).
 //!
-//! All servers are handled at once, each under its own time limit, so a dead
-//! or hung server delays nobody else by more than that limit, and once it is
-//! known unreachable (its last attempt found no answer) not at all: the push
-//! to it runs on in the background, the activation waits for it only a
-//! moment ([`DETACHED_GRACE`]) and reports it as still in flight, and no
-//! second push to it starts while one runs.  For each
+//! All servers are handled at once, each push a task of its own under its
+//! own time limit, and a dead or hung server delays neither the others nor
+//! the next change: once the other servers have answered, the activation
+//! waits for the rest only `detach_after` past the last answer (250 ms by
+//! default), and for a server already known unreachable (its last attempt
+//! found no answer) only a moment ([`DETACHED_GRACE`]); then it reports
+//! them as still in flight and their pushes run on in the background, their
+//! results remembered and recorded when they end.  No second push to a
+//! server starts while one runs.  For each
 //! server the task first asks what it serves, classifies that against the
 //! config (`dns_types::sync::classify`, the one classification every
 //! component uses) and pushes only when the server is behind.  Failed
@@ -42,7 +45,7 @@ use nexus_types::task_status::{
     PropagationProgress, PropagationReport, PropagationResult, PushKind, PushRecord, ServerHistory,
     ServerRepair, ServerResult, ServersSource,
 };
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -60,6 +63,10 @@ pub struct PushOptions {
     pub repair: bool,
     /// Where propagation latency is recorded.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// How long an activation waits, past the last server's answer, for
+    /// the servers that have not answered before it lets their pushes run
+    /// on in the background.
+    pub detach_after: Duration,
 }
 
 pub struct DnsPropagationTask {
@@ -74,12 +81,16 @@ pub struct DnsPropagationTask {
     clients: HashMap<SocketAddr, dns_server_client::Client>,
     histories: HashMap<SocketAddr, ServerHistory>,
     /// Servers whose last completed attempt found no answer at all.
-    unreachable: HashSet<SocketAddr>,
+    unreachable: HashMap<SocketAddr, NoAnswer>,
     /// Pushes to such servers still running past the activation that
     /// began them.
     in_flight: HashMap<SocketAddr, InFlight>,
     /// Where every push attempt is recorded, if anywhere.
     history: Option<crate::history::PropagationHistory>,
+    /// This task's own activator: a push let run on activates the task when
+    /// it ends, so its result is taken in (and a failure tried again) at
+    /// once rather than at the next period.
+    own_activator: Option<Activator>,
 }
 
 /// How long an activation waits for a push to a server known unreachable
@@ -91,6 +102,63 @@ struct InFlight {
     generation: u64,
     started_at: chrono::DateTime<Utc>,
     handle: tokio::task::JoinHandle<ServerResult>,
+    /// Why the activation stopped waiting for it.
+    why: Detached,
+    /// Whether an activation still waits for it.
+    waiter: std::sync::Arc<std::sync::Mutex<Waiter>>,
+}
+
+/// Who takes in a push's result: the activation that began it, or (once
+/// that has let it run on) the next one, which its end asks for.  Decided
+/// under one lock, so a push that ends just as it is let go is neither
+/// lost nor taken in twice.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Waiter {
+    Activation,
+    LetGo,
+    Ended,
+}
+
+impl InFlight {
+    /// The activation stops waiting: `Err(self)` to run on, or the result
+    /// if the push has just ended.
+    async fn let_go(mut self) -> Result<ServerResult, InFlight> {
+        let ended = {
+            let mut waiter = self.waiter.lock().unwrap_or_else(|e| e.into_inner());
+            if *waiter == Waiter::Ended {
+                true
+            } else {
+                *waiter = Waiter::LetGo;
+                false
+            }
+        };
+        if ended { Ok(joined((&mut self.handle).await, self.started_at)) } else { Err(self) }
+    }
+}
+
+/// An attempt that found no answer at all: when it ended, and what it met.
+#[derive(Clone)]
+struct NoAnswer {
+    at: chrono::DateTime<Utc>,
+    message: String,
+}
+
+impl NoAnswer {
+    fn of(result: &ServerResult) -> Option<NoAnswer> {
+        result
+            .unreachable
+            .then(|| NoAnswer { at: result.completed_at, message: result.message.clone() })
+    }
+}
+
+/// Why an activation let a push run on without it.
+#[derive(Clone)]
+enum Detached {
+    /// The server's last attempt found no answer at all.
+    KnownUnreachable(NoAnswer),
+    /// The other servers had answered and this one had not within this
+    /// long of the last of them.
+    Straggler(Duration),
 }
 
 /// What one server's part of an activation came to: a result, or a push
@@ -102,22 +170,48 @@ struct Step {
     earlier: Option<(u64, ServerResult)>,
 }
 
+/// A push's result once its task has ended.
+fn joined(
+    joined: Result<ServerResult, tokio::task::JoinError>,
+    started_at: chrono::DateTime<Utc>,
+) -> ServerResult {
+    joined.unwrap_or_else(|e| ServerResult {
+        result: PropagationResult::Error,
+        outcome: PropagationOutcome::Failed,
+        message: format!("the push task ended without a result: {e}"),
+        unreachable: false,
+        server_generation: None,
+        started_at: Some(started_at),
+        completed_at: Utc::now(),
+        push: None,
+        history: ServerHistory::default(),
+    })
+}
+
 /// Waits at most [`DETACHED_GRACE`] for `push`'s result.
 async fn within_grace(mut push: InFlight) -> Result<ServerResult, InFlight> {
     match tokio::time::timeout(DETACHED_GRACE, &mut push.handle).await {
-        Ok(joined) => Ok(joined.unwrap_or_else(|e| ServerResult {
-            result: PropagationResult::Error,
-            outcome: PropagationOutcome::Failed,
-            message: format!("the push task ended without a result: {e}"),
-            unreachable: false,
-            server_generation: None,
-            started_at: Some(push.started_at),
-            completed_at: Utc::now(),
-            push: None,
-            history: ServerHistory::default(),
-        })),
-        Err(_) => Err(push),
+        Ok(result) => Ok(joined(result, push.started_at)),
+        Err(_) => push.let_go().await,
     }
+}
+
+/// Waits for `push`'s result until the activation stops waiting for the
+/// servers that have not answered (`cut` turns true).
+async fn until_cut(
+    mut push: InFlight,
+    mut cut: watch::Receiver<bool>,
+) -> Result<ServerResult, InFlight> {
+    let cut = async move {
+        // A dropped sender also means nobody waits any more.
+        let _ = cut.wait_for(|cut| *cut).await;
+    };
+    tokio::select! {
+        biased;
+        result = &mut push.handle => return Ok(joined(result, push.started_at)),
+        () = cut => {}
+    }
+    push.let_go().await
 }
 
 impl DnsPropagationTask {
@@ -138,10 +232,18 @@ impl DnsPropagationTask {
             config_activator,
             clients: HashMap::new(),
             histories: HashMap::new(),
-            unreachable: HashSet::new(),
+            unreachable: HashMap::new(),
             in_flight: HashMap::new(),
             history: None,
+            own_activator: None,
         }
+    }
+
+    /// Lets a push that ran on past its activation activate this task when
+    /// it ends (`own` must be the task's activator).
+    pub fn with_own_activator(mut self, own: Activator) -> Self {
+        self.own_activator = Some(own);
+        self
     }
 
     /// Records every push attempt in `history`.
@@ -175,13 +277,23 @@ impl DnsPropagationTask {
 
     /// The result reported for a server whose push is still running.
     fn still_in_flight(&self, address: SocketAddr, running: &InFlight) -> ServerResult {
+        let why = match &running.why {
+            Detached::KnownUnreachable(last) => format!(
+                "its last attempt, which ended at {}, found no answer: {}",
+                last.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                last.message
+            ),
+            Detached::Straggler(after) => format!(
+                "the other servers had answered and it had not within {after:?} of the last of \
+                 them"
+            ),
+        };
         ServerResult {
             result: PropagationResult::Error,
             outcome: PropagationOutcome::InFlight,
             message: format!(
-                "no answer yet to the push of generation {} begun at {} (its last attempt found \
-                 it unreachable, so that push runs on in the background and no other starts \
-                 meanwhile)",
+                "no answer yet to the push of generation {} begun at {} ({why}; so that push \
+                 runs on in the background, and no other starts meanwhile)",
                 running.generation,
                 running.started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             ),
@@ -257,7 +369,7 @@ impl Task for DnsPropagationTask {
         let listed = |address: &SocketAddr| servers.servers.iter().any(|s| s.address == *address);
         self.clients.retain(|address, _| listed(address));
         self.histories.retain(|address, _| listed(address));
-        self.unreachable.retain(listed);
+        self.unreachable.retain(|address, _| listed(address));
         self.in_flight.retain(|address, push| {
             if !listed(address) {
                 push.handle.abort();
@@ -267,6 +379,10 @@ impl Task for DnsPropagationTask {
 
         let generation = config.generation();
         let mut pushes = futures::stream::FuturesUnordered::new();
+        // Turns true when the activation stops waiting for the servers that
+        // have not answered.
+        let (cut, cut_rx) = watch::channel(false);
+        let detach_after = self.options.detach_after;
         // The whole config is built (and sized) at most once per activation,
         // only if some server needs it.
         let full = FullConfig::default();
@@ -278,9 +394,31 @@ impl Task for DnsPropagationTask {
             let timeout = self.options.timeout;
             let datastore = self.datastore.clone();
             let repair = self.options.repair;
-            let new_push = move || push(group, client, config, full, timeout, datastore, repair);
+            let own = self.own_activator.clone();
+            let new_push = move |why| {
+                let waiter = std::sync::Arc::new(std::sync::Mutex::new(Waiter::Activation));
+                let waiting = waiter.clone();
+                let handle = tokio::spawn(async move {
+                    let result =
+                        push(group, client, config, full, timeout, datastore, repair).await;
+                    let mut waiter = waiting.lock().unwrap_or_else(|e| e.into_inner());
+                    if *waiter == Waiter::LetGo
+                        && let Some(own) = own
+                    {
+                        own.activate(format!(
+                            "the push of generation {generation} to {address}, left running by \
+                             an earlier activation, ended ({})",
+                            result.outcome
+                        ));
+                    }
+                    *waiter = Waiter::Ended;
+                    result
+                });
+                InFlight { generation, started_at: Utc::now(), handle, why, waiter }
+            };
             let running = self.in_flight.remove(&address);
-            let detach = self.unreachable.contains(&address);
+            let known_unreachable = self.unreachable.get(&address).cloned();
+            let cut_rx = cut_rx.clone();
             pushes.push(async move {
                 // A push still running from an earlier activation: its
                 // result, if it comes now; no second push meanwhile.
@@ -297,15 +435,16 @@ impl Task for DnsPropagationTask {
                         now => return Step { address, now, earlier: None },
                     }
                 }
-                if !detach {
-                    return Step { address, now: Ok(new_push().await), earlier };
-                }
-                let running = InFlight {
-                    generation,
-                    started_at: Utc::now(),
-                    handle: tokio::spawn(new_push()),
+                let unreachable = match &earlier {
+                    Some((_, result)) => NoAnswer::of(result),
+                    None => known_unreachable,
                 };
-                Step { address, now: within_grace(running).await, earlier }
+                let now = if let Some(last) = unreachable {
+                    within_grace(new_push(Detached::KnownUnreachable(last))).await
+                } else {
+                    until_cut(new_push(Detached::Straggler(detach_after)), cut_rx).await
+                };
+                Step { address, now, earlier }
             });
         }
         let mut progress = PropagationProgress {
@@ -317,14 +456,39 @@ impl Task for DnsPropagationTask {
         let mut results: BTreeMap<String, ServerResult> = BTreeMap::new();
         // Attempts of earlier generations that finished during this one.
         let mut earlier_attempts: BTreeMap<u64, Vec<(SocketAddr, ServerResult)>> = BTreeMap::new();
-        while let Some(Step { address, now, earlier }) = pushes.next().await {
+        // When to stop waiting for the servers that have not answered:
+        // `detach_after` past the last answer (none yet: not before the
+        // pushes' own time limit).
+        let mut cut_at: Option<tokio::time::Instant> = None;
+        loop {
+            let never = tokio::time::Instant::now() + self.options.timeout * 4;
+            let step = tokio::select! {
+                biased;
+                step = pushes.next() => match step {
+                    Some(step) => step,
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(cut_at.unwrap_or(never)), if cut_at.is_some() => {
+                    cut.send_replace(true);
+                    cut_at = None;
+                    continue;
+                }
+            };
+            let Step { address, now, earlier } = step;
+            if now.is_ok() && !*cut.borrow() {
+                cut_at = Some(tokio::time::Instant::now() + detach_after);
+            }
+            // What ended first is taken in first.
+            if let Some((earlier_generation, mut earlier)) = earlier {
+                self.remember(address, &mut earlier);
+                earlier_attempts.entry(earlier_generation).or_default().push((address, earlier));
+            }
             let mut result = match now {
                 Ok(result) => {
-                    if result.unreachable {
-                        self.unreachable.insert(address);
-                    } else {
-                        self.unreachable.remove(&address);
-                    }
+                    match NoAnswer::of(&result) {
+                        Some(last) => self.unreachable.insert(address, last),
+                        None => self.unreachable.remove(&address),
+                    };
                     result
                 }
                 Err(running) => {
@@ -333,10 +497,6 @@ impl Task for DnsPropagationTask {
                     result
                 }
             };
-            if let Some((earlier_generation, mut earlier)) = earlier {
-                self.remember(address, &mut earlier);
-                earlier_attempts.entry(earlier_generation).or_default().push((address, earlier));
-            }
             if result.outcome != PropagationOutcome::InFlight {
                 self.remember(address, &mut result);
             }
@@ -925,6 +1085,7 @@ mod tests {
                 writer: "test-nexus".into(),
                 repair,
                 metrics: Default::default(),
+                detach_after: Duration::from_millis(250),
             },
             datastore,
             activator.clone(),

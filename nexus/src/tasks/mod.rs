@@ -83,6 +83,9 @@ pub fn register(
             .with_deadline(Duration::from_secs(60)),
         )?;
 
+        // The task's own activator, so a push it let run on can ask for
+        // the activation that takes its result in.
+        let own = Activator::new();
         let propagation = dns_propagation::DnsPropagationTask::new(
             group,
             config_rx.clone(),
@@ -93,11 +96,13 @@ pub fn register(
                 writer: nexus_id.to_string(),
                 repair: config.repair_servers,
                 metrics: metrics.clone(),
+                detach_after: config.detach_after(),
             },
             datastore.clone(),
             activator,
         )
-        .with_history(history.clone());
+        .with_history(history.clone())
+        .with_own_activator(own.clone());
         builder.register(
             TaskDefinition::new(
                 DnsTaskName::propagation(group).to_string(),
@@ -108,6 +113,7 @@ pub fn register(
                 period,
                 propagation,
             )
+            .with_activator(own)
             .watching(config_name.to_string(), config_rx)
             .watching(servers_name.to_string(), servers_rx)
             // Every push has its own limit; this only catches a bug.

@@ -466,7 +466,13 @@ fn render_raw(out: &mut String, details: &serde_json::Value) {
 }
 
 fn render_propagation(out: &mut String, s: &DnsPropagationStatus) {
-    let failed = s.servers.values().filter(|r| r.result == PropagationResult::Error).count();
+    let in_flight = s
+        .servers
+        .values()
+        .filter(|r| r.outcome == nexus_types::task_status::PropagationOutcome::InFlight)
+        .count();
+    let failed =
+        s.servers.values().filter(|r| r.result == PropagationResult::Error).count() - in_flight;
     let _ = writeln!(out, "    attempt to propagate generation: {}", s.generation);
     let _ = writeln!(
         out,
@@ -482,13 +488,23 @@ fn render_propagation(out: &mut String, s: &DnsPropagationStatus) {
         s.servers_source.task.to_string(),
         timestamp(s.servers_source.discovered_at)
     );
-    let _ = writeln!(
-        out,
-        "      all servers done by {}: {} succeeded, {} failed",
-        timestamp(s.all_done_at),
-        s.servers.len() - failed,
-        failed
-    );
+    let succeeded = s.servers.len() - failed - in_flight;
+    if in_flight == 0 {
+        let _ = writeln!(
+            out,
+            "      all servers done by {}: {succeeded} succeeded, {failed} failed",
+            timestamp(s.all_done_at),
+        );
+    } else {
+        // Not "all done": those pushes run on, and their results come in
+        // with a later activation.
+        let _ = writeln!(
+            out,
+            "      by {}: {succeeded} succeeded, {failed} failed, {in_flight} still in flight \
+             (running on in the background)",
+            timestamp(s.all_done_at),
+        );
+    }
     let mut whole = Vec::new();
     let rows: Vec<PropagationRow> = s
         .servers
@@ -502,10 +518,14 @@ fn render_propagation(out: &mut String, s: &DnsPropagationStatus) {
             whole.extend(cut.map(|m| format!("      {address}: {m}")));
             PropagationRow {
                 address: address.clone(),
-                result: match r.result {
-                    PropagationResult::Success => "success".into(),
-                    PropagationResult::Error => "error".into(),
+                result: match (r.result, r.outcome) {
+                    (_, nexus_types::task_status::PropagationOutcome::InFlight) => {
+                        "in flight".into()
+                    }
+                    (PropagationResult::Success, _) => "success".into(),
+                    (PropagationResult::Error, _) => "error".into(),
                 },
+                // Of a push in flight: when the activation reported it.
                 completed_at: timestamp(r.completed_at),
                 detail,
             }

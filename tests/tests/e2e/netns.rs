@@ -122,9 +122,20 @@ async fn a_nexus_cut_off_from_a_server_is_told_from_a_server_that_is_down() {
     assert_eq!(out.matches("the failure lies between").count(), 3, "{out}");
     assert_eq!(code, 13, "{out}");
     // What the connection attempt ran into (a connect timeout, or no
-    // complete answer in time) races; the rest is what the doc shows.
+    // complete answer in time), and which push is in flight and why (the
+    // last change's, let go once the other server answered, or an earlier
+    // one's, still running) race; the rest is what the doc shows.
     let attempt = regex::Regex::new(r"failed at (\S+): .*?; from here").unwrap();
-    let shown = |line: &str| attempt.replace(line, "failed at $1: <ERROR>; from here").into_owned();
+    let in_flight = regex::Regex::new(
+        r"no answer yet to the push of generation \d+ begun at (\S+) \(.*? meanwhile\)",
+    )
+    .unwrap();
+    let shown = |line: &str| {
+        let line = attempt.replace(line, "failed at $1: <ERROR>; from here");
+        in_flight
+            .replace(&line, "no answer yet to the push of generation <G> begun at $1 (<WHY>)")
+            .into_owned()
+    };
     doc_line_matches("explain:partition", "verdict: ", &shown(verdict), shown);
 
     // Healed: the next activation brings the server current.
@@ -190,4 +201,33 @@ async fn thirty_percent_loss_on_a_servers_link_is_never_healthy() {
         ),
         "{out}"
     );
+}
+
+/// A hung server on a host of its own, asked about by its DNS address
+/// (which it cannot report while hung): its registration names it, so the
+/// verdict is `propagation` naming its config API, not `server-list`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_server_asked_by_its_dns_address_is_named_from_its_registration() {
+    let ts = TestStack::start_with(1, 2, 1, |o| o.netns_subnet = Some(214)).await;
+    let server = ts.stack.servers(DnsGroup::External).nth(1).unwrap();
+    let (api, dns) = (server.http_address.to_string(), server.dns_address.to_string());
+    assert!(dns.starts_with("[fd00:1122:3344:"), "{dns}");
+    server.freeze().unwrap();
+    let version = change(
+        &ts.nexus(0),
+        DnsGroup::External,
+        add_change("cart opens", "cart", vec![a("192.0.2.20")]),
+    )
+    .await;
+    propagation_of(&ts.nexus(0), DnsGroup::External, version.generation).await;
+    let (code, out, err) =
+        run_omdb(&ts, &["dns", "explain", "cart.example.test", "--server", &dns]);
+    server.thaw().unwrap();
+    let verdict = out.lines().next().unwrap_or_default();
+    assert!(verdict.starts_with("verdict: propagation: "), "{out}\n{err}");
+    assert!(verdict.contains(&api), "{verdict}");
+    assert!(!out.contains("[server-list]"), "{out}");
+    assert_eq!(code, 13, "{out}");
+    // What did not answer in time is named by both of its addresses.
+    assert!(out.contains(&format!("config API {api}; DNS {dns} over UDP and TCP")), "{out}");
 }

@@ -16,7 +16,11 @@ fn omdb(ts: &TestStack, args: &[&str]) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activate_wait_tells_still_running_from_unreachable() {
-    let ts = TestStack::start_with(2, 0, 1, |o| o.server_timeout_secs = 60.0).await;
+    let ts = TestStack::start_with(2, 0, 1, |o| {
+        o.server_timeout_secs = 60.0;
+        o.detach_after_secs = 60.0;
+    })
+    .await;
     let hung = &ts.internal_servers()[1];
     hung.freeze().unwrap();
     let task = DnsTaskName::propagation(DnsGroup::Internal).to_string();

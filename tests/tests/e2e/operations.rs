@@ -265,7 +265,11 @@ async fn changes_wait_for_receipts_from_every_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_propagation_stuck_on_a_hung_server_is_linted() {
-    let ts = TestStack::start_with(2, 0, 1, |o| o.server_timeout_secs = 30.0).await;
+    let ts = TestStack::start_with(2, 0, 1, |o| {
+        o.server_timeout_secs = 30.0;
+        o.detach_after_secs = 30.0;
+    })
+    .await;
     let hung = ts.internal_servers()[1];
     hung.freeze().unwrap();
     ts.nexus(0)

@@ -402,6 +402,8 @@ async fn idle_and_half_sent_connections_are_closed() {
     let ts = TestStack::start_with(2, 0, 1, |o| {
         o.http_idle_timeout_secs = 1.0;
         o.server_timeout_secs = 3.0;
+        // The activation waits for the hung server below (a long request).
+        o.detach_after_secs = 3.0;
     })
     .await;
     let server = ts.internal_servers()[0].http_address;

@@ -33,6 +33,11 @@ pub enum Fault {
     FilterDns { server: usize, numbers: [u32; 2] },
     /// 30 % of the server's packets dropped, both ways (hosts only).
     Loss { server: usize, number: u32 },
+    /// The database stopped: connections refused.
+    DatabaseDown,
+    /// The database frozen (SIGSTOP): connections open, nothing answers
+    /// (a black hole).
+    DatabaseHung,
 }
 
 impl Fault {
@@ -47,6 +52,8 @@ impl Fault {
             Fault::Cut { .. } => "cut",
             Fault::FilterDns { .. } => "filter-dns",
             Fault::Loss { .. } => "loss",
+            Fault::DatabaseDown => "database-down",
+            Fault::DatabaseHung => "database-hung",
         }
     }
 
@@ -59,7 +66,10 @@ impl Fault {
             | Fault::Cut { server, .. }
             | Fault::FilterDns { server, .. }
             | Fault::Loss { server, .. } => Some(*server),
-            Fault::NexusHung { .. } | Fault::DirectWrite { .. } => None,
+            Fault::NexusHung { .. }
+            | Fault::DirectWrite { .. }
+            | Fault::DatabaseDown
+            | Fault::DatabaseHung => None,
         }
     }
 
@@ -71,8 +81,16 @@ impl Fault {
         }
     }
 
+    /// Whether it takes the database away: then no change can be made,
+    /// and omdb cannot check anything against the source of truth.
+    pub fn database(&self) -> bool {
+        matches!(self, Fault::DatabaseDown | Fault::DatabaseHung)
+    }
+
     /// The verdicts this fault allows for a question about a name of
-    /// `group` (empty: it does not touch such a question).
+    /// `group` (empty: it does not touch such a question).  With the
+    /// database away explain can give none: "could not run the check,
+    /// naming the database" is the only right answer (`unknown`).
     pub fn stages(&self, stack: &Stack, group: DnsGroup) -> BTreeSet<Stage> {
         let of_group = |server: &usize| stack.dns_servers[*server].group == group;
         match self {
@@ -106,6 +124,11 @@ impl Fault {
     /// the same Nexus frozen once; one direct write per group).
     pub fn compatible(&self, other: &Fault) -> bool {
         if self.server().is_some() && self.server() == other.server() {
+            return false;
+        }
+        // With the database away nothing else can be put in (most faults
+        // read it) or told apart: it is in force alone.
+        if self.database() || other.database() {
             return false;
         }
         match (self, other) {

@@ -274,7 +274,8 @@ impl Runner {
                 break;
             }
             let last = args.replay_to == Some(step);
-            let can_change = self.world.frozen_nexus().len() < stack.nexus.len();
+            let can_change = self.world.frozen_nexus().len() < stack.nexus.len()
+                && !self.world.faults.iter().any(Fault::database);
             let draw = self.rng.random_range(0..100);
             match draw {
                 0..12 if self.world.faults.len() < 2 => self.inject(stack, history, step).await?,
@@ -384,7 +385,7 @@ impl Runner {
             .filter(|i| stack.dns_servers[*i].name != "dns-internal-0")
             .collect();
         let mut kinds = vec!["server-down", "server-hung", "nexus-hung", "bogus-generation"];
-        kinds.push("direct-write");
+        kinds.extend(["direct-write", "database-down", "database-hung"]);
         if self.netns {
             kinds.extend(["cut", "filter-dns", "loss"]);
         }
@@ -405,6 +406,8 @@ impl Runner {
                 "direct-write" => {
                     Fault::DirectWrite { group, generation: 0, noticed_by: BTreeSet::new() }
                 }
+                "database-down" => Fault::DatabaseDown,
+                "database-hung" => Fault::DatabaseHung,
                 "cut" => Fault::Cut { nexus, server, number: 0 },
                 "filter-dns" => Fault::FilterDns { server, numbers: [0, 0] },
                 _ => Fault::Loss { server, number: 0 },
@@ -485,6 +488,14 @@ impl Runner {
                 let said = stack.fault(&["drop", &stack.dns_servers[server].name.clone(), "30"])?;
                 Fault::Loss { server, number: fault_number(&said)? }
             }
+            Fault::DatabaseDown => {
+                local_database(stack)?.stop_temporarily();
+                fault
+            }
+            Fault::DatabaseHung => {
+                local_database(stack)?.suspend()?;
+                fault
+            }
         })
     }
 
@@ -532,6 +543,8 @@ impl Runner {
                     stack.fault(&["heal", &number.to_string()])?;
                 }
             }
+            Fault::DatabaseDown => local_database(stack)?.start_again()?,
+            Fault::DatabaseHung => local_database(stack)?.resume()?,
         }
         // Every Nexus not frozen pushes what it has; a Nexus thawed, or a
         // direct write healed, also loads the latest from the database
@@ -543,9 +556,15 @@ impl Runner {
             }
             let loads = match fault {
                 Fault::NexusHung { nexus } => *nexus == i,
-                Fault::DirectWrite { .. } => true,
+                Fault::DirectWrite { .. } | Fault::DatabaseDown | Fault::DatabaseHung => true,
                 _ => false,
             };
+            if fault.database() {
+                // Its pool finds the database again on its own; until a
+                // config activation has read it, the last one's error
+                // stands (a `nexus` finding, true but past).
+                reloaded(&nexus.client()).await?;
+            }
             let mut tasks = Vec::new();
             for group in [DnsGroup::Internal, DnsGroup::External] {
                 if loads {
@@ -661,8 +680,19 @@ impl Runner {
             .as_ref()
             .and_then(|r| serde_json::from_value(r["verdict"]["stage"].clone()).ok());
         self.score.questions += 1;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // With the database away omdb cannot check anything: saying so
+        // (exit 1, an error naming the database) is the only honest answer.
+        let database_away = self.world.faults.iter().any(Fault::database);
         let outcome = match verdict {
             Some(Stage::Unknown) => {
+                self.score.unknown += 1;
+                "unknown"
+            }
+            None if database_away
+                && output.status.code() == Some(1)
+                && stderr.contains("database") =>
+            {
                 self.score.unknown += 1;
                 "unknown"
             }
@@ -710,6 +740,50 @@ fn fault_number(said: &str) -> anyhow::Result<u32> {
         .and_then(|s| s.split(':').next())
         .and_then(|n| n.parse().ok())
         .with_context(|| format!("no fault number in {said:?}"))
+}
+
+/// The stack's own database (the chaos stack always has one).
+fn local_database(stack: &mut Stack) -> anyhow::Result<&mut local_postgres::LocalPostgres> {
+    match &mut stack.database {
+        devstack::stack::Database::Local(pg) => Ok(pg),
+        _ => bail!("the database faults need the stack's own single database"),
+    }
+}
+
+/// Activates `nexus`'s config tasks until both have read the database
+/// (at most 30 s): after an outage its first attempts may still fail.
+async fn reloaded(nexus: &nexus_client::Client) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for group in [DnsGroup::Internal, DnsGroup::External] {
+        let name = nexus_types::task_name::DnsTaskName::config(group).to_string();
+        loop {
+            let ticket = nexus
+                .bgtask_activate()
+                .body(nexus_client::types::BackgroundTasksActivateRequest {
+                    bgtask_names: vec![name.clone()],
+                    wait: true,
+                })
+                .send()
+                .await;
+            let ok = ticket.is_ok()
+                && match nexus.bgtask_view().bgtask_name(&name).send().await {
+                    Ok(view) => matches!(
+                        &view.into_inner().last,
+                        background_task_types::LastActivation::Completed(record)
+                            if record.error().is_none()
+                    ),
+                    Err(_) => false,
+                };
+            if ok {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{name} did not read the database again within 30 s of its return");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
 }
 
 /// A client of server `index`'s config API that sends the stack's token.

@@ -16,7 +16,11 @@ use std::net::SocketAddr;
 use uuid::Uuid;
 
 /// The API's version, as published in the OpenAPI document.
-pub const API_VERSION: semver::Version = semver::Version::new(1, 2, 0);
+/// 2.0.0: `PUT /config/diff` answers 200 with what the write did
+/// ([`WriteResult`]) instead of 204, so a writer can tell its write from
+/// one that found the generation already there.  (`PUT /config` answers
+/// 204 as the contract says.)
+pub const API_VERSION: semver::Version = semver::Version::new(2, 0, 0);
 
 /// Stable `error_code`s clients match on.
 pub mod error_codes {
@@ -81,7 +85,7 @@ pub trait DnsServerApi {
     async fn config_diff_put(
         rqctx: RequestContext<Self::Context>,
         diff: StrictJson<ConfigDiff>,
-    ) -> Result<HttpResponseUpdatedNoContent, HttpError>;
+    ) -> Result<HttpResponseOk<WriteResult>, HttpError>;
 
     /// Replaces what the server serves with `config` whatever the
     /// generations, but only when the server serves exactly `replaces`
@@ -188,6 +192,25 @@ pub struct ConfigRepair {
     pub config: DnsConfig,
     /// Why, in words: kept with the repair's record.
     pub reason: String,
+}
+
+/// What a config write that succeeded did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteOutcome {
+    /// The server serves the written generation from this write on.
+    Applied,
+    /// It already served exactly that generation with that content (an
+    /// earlier write, maybe another writer's): nothing changed.
+    AlreadyApplied,
+}
+
+/// The answer to a config write that succeeded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WriteResult {
+    pub outcome: WriteOutcome,
+    /// The generation served now: the one written.
+    pub generation: u64,
 }
 
 /// What a repair did, kept by the server (until it restarts) and reported

@@ -5,7 +5,7 @@ use crate::state::{ServerState, UpdateError, UpdateOutcome};
 use api_json::StrictJson;
 use dns_server_api::{
     AppliedConfig, ConfigRepair, DnsServerApi, DnsServerStatus, Health, HistoryQuery, Readiness,
-    RepairRecord, ZoneStatus, error_codes,
+    RepairRecord, WriteOutcome, WriteResult, ZoneStatus, error_codes,
 };
 use dns_types::apply_history::ServerHistory;
 use dns_types::{ConfigDiff, DnsConfig};
@@ -51,13 +51,15 @@ impl DnsServerApi for DnsServerApiImpl {
         let generation = config.generation;
         let state = rqctx.context();
         let writer = writer(&rqctx);
-        timed_write(state, ApplyKind::Put, generation, state.update(config, writer)).await
+        timed_write(state, ApplyKind::Put, generation, state.update(config, writer))
+            .await
+            .map(|_| HttpResponseUpdatedNoContent())
     }
 
     async fn config_diff_put(
         rqctx: RequestContext<Self::Context>,
         diff: StrictJson<ConfigDiff>,
-    ) -> Result<HttpResponseUpdatedNoContent, HttpError> {
+    ) -> Result<HttpResponseOk<WriteResult>, HttpError> {
         let _busy = rqctx.context().in_flight.enter(rqctx.request.remote_addr());
         rqctx.context().api_token.authorize(rqctx.request.headers())?;
         let diff = diff.into_inner();
@@ -173,7 +175,7 @@ async fn timed_write(
     kind: ApplyKind,
     generation: u64,
     write: impl std::future::Future<Output = Result<UpdateOutcome, UpdateError>>,
-) -> Result<HttpResponseUpdatedNoContent, HttpError> {
+) -> Result<HttpResponseOk<WriteResult>, HttpError> {
     let started = std::time::Instant::now();
     let result = write.await;
     let outcome = match &result {
@@ -185,7 +187,11 @@ async fn timed_write(
     match result {
         Ok(outcome) => {
             tracing::debug!(generation, ?outcome, ?kind, "config written");
-            Ok(HttpResponseUpdatedNoContent())
+            let outcome = match outcome {
+                UpdateOutcome::Applied => WriteOutcome::Applied,
+                UpdateOutcome::AlreadyApplied => WriteOutcome::AlreadyApplied,
+            };
+            Ok(HttpResponseOk(WriteResult { outcome, generation }))
         }
         Err(error) => Err(to_http_error(generation, error)),
     }

@@ -8,6 +8,9 @@
 //!    p50, p99, max.
 //! 2. The same with one server hung (SIGSTOP): the time until the *other*
 //!    servers all answer, which the hung one must not delay.
+//!    Where the time of the healthy changes went, from both Nexus's
+//!    propagation histories: commit → a Nexus loads the generation → its
+//!    first push begins → the last server has it (medians).
 //! 3. **`omdb dns status external` and `omdb dns explain NAME`** wall time
 //!    (the release binary, as an operator runs it), `FLEET_RUNS` runs each
 //!    (default 11), healthy and with the hung server: median and range.
@@ -39,6 +42,7 @@ fn ms(d: Duration) -> String {
 /// 500 questions a second each must cost the servers' machine little, or
 /// they would measure themselves.
 async fn until_answered(address: SocketAddr, name: String) -> Instant {
+    let every = Duration::from_millis(env_or("FLEET_POLL_MS", 2) as u64);
     use hickory_proto::op::{Message, Query};
     use hickory_proto::rr::{Name, RecordType};
     use hickory_proto::serialize::binary::BinEncodable;
@@ -53,28 +57,28 @@ async fn until_answered(address: SocketAddr, name: String) -> Instant {
     let mut reply = vec![0u8; 1500];
     loop {
         socket.send(&bytes).await.unwrap();
-        if let Ok(Ok(n)) =
-            tokio::time::timeout(Duration::from_millis(2), socket.recv(&mut reply)).await
+        if let Ok(Ok(n)) = tokio::time::timeout(every, socket.recv(&mut reply)).await
             && let Ok(message) = Message::from_vec(&reply[..n])
             && message.metadata.id == query.metadata.id
             && !message.answers.is_empty()
         {
             return Instant::now();
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
 /// `count` one-name changes, each timed from its 200 until every server of
-/// `servers` answers it.
+/// `servers` answers it; and their generations.
 async fn changes(
     stack: &Stack,
     servers: &[SocketAddr],
     prefix: &str,
     count: usize,
-) -> Vec<Duration> {
+) -> (Vec<Duration>, Vec<u64>) {
     let nexus = stack.nexus[0].client();
     let mut samples = Vec::with_capacity(count);
+    let mut generations = Vec::with_capacity(count);
     for i in 0..count {
         let name = format!("{prefix}{i}");
         let change = DnsChange {
@@ -86,8 +90,10 @@ async fn changes(
             }],
             remove: vec![],
         };
-        nexus.dns_change().group(DnsGroup::External).body(change).send().await.unwrap();
+        let version =
+            nexus.dns_change().group(DnsGroup::External).body(change).send().await.unwrap();
         let committed = Instant::now();
+        generations.push(version.into_inner().generation);
         let fqdn = format!("{name}.example.test");
         let answered = futures::future::join_all(
             servers.iter().map(|a| until_answered(*a, fqdn.clone())).collect::<Vec<_>>(),
@@ -100,7 +106,81 @@ async fn changes(
             .unwrap();
         samples.push(last - committed);
     }
-    samples
+    (samples, generations)
+}
+
+/// Where the time of `generations`' propagation went, from both Nexus's
+/// histories (one clock: everything runs on this machine): the medians of
+/// commit → first loaded by a Nexus → first push begun → the last server's
+/// first successful push ended.
+async fn breakdown(stack: &Stack, generations: &[u64]) {
+    use nexus_types::task_status::PropagationResult;
+    let mut histories = Vec::new();
+    for nexus in &stack.nexus {
+        let history = nexus
+            .client()
+            .dns_history()
+            .group(DnsGroup::External)
+            .since_generation(generations[0])
+            .limit(generations.len() as u32 + 10)
+            .send()
+            .await
+            .unwrap()
+            .into_inner();
+        histories.push(history);
+    }
+    let (mut loaded, mut pushing, mut pushed) = (Vec::new(), Vec::new(), Vec::new());
+    // Each successful push's own duration, and how long after the first
+    // push the last one began.
+    let (mut each, mut spread) = (Vec::new(), Vec::new());
+    for generation in generations {
+        let records: Vec<_> = histories
+            .iter()
+            .flat_map(|h| h.generations.iter().filter(|r| r.generation == *generation))
+            .collect();
+        let Some(committed) = records.iter().find_map(|r| r.committed_at) else { continue };
+        let Some(seen) = records.iter().filter_map(|r| r.first_seen_at).min() else { continue };
+        let pushes: Vec<_> = records.iter().flat_map(|r| r.pushes.iter()).collect();
+        let Some(first_push) = pushes.iter().map(|p| p.started_at).min() else { continue };
+        let mut done = std::collections::BTreeMap::new();
+        for p in pushes.iter().filter(|p| p.result == PropagationResult::Success) {
+            let at = done.entry(p.server.clone()).or_insert(p.ended_at);
+            *at = (*at).min(p.ended_at);
+        }
+        let Some(last) = done.values().max() else { continue };
+        let successful: Vec<_> =
+            pushes.iter().filter(|p| p.result == PropagationResult::Success).collect();
+        each.extend(successful.iter().filter_map(|p| (p.ended_at - p.started_at).to_std().ok()));
+        if let Some(last_began) = successful.iter().map(|p| p.started_at).max() {
+            spread.push((last_began - first_push).to_std().unwrap_or_default());
+        }
+        let d = |a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>| {
+            (b - a).to_std().unwrap_or_default()
+        };
+        loaded.push(d(committed, seen));
+        pushing.push(d(seen, first_push));
+        pushed.push(d(first_push, *last));
+    }
+    if loaded.is_empty() {
+        println!("  breakdown: no generation found in the Nexus histories");
+        return;
+    }
+    println!(
+        "  where it went ({} changes, medians): commit -> loaded by a Nexus {}, -> first push \
+         begun {}, -> the last server's push ended {}",
+        loaded.len(),
+        ms(quantile(&loaded, 0.5)),
+        ms(quantile(&pushing, 0.5)),
+        ms(quantile(&pushed, 0.5)),
+    );
+    println!(
+        "  each push (status, then difference): p50 {}, p90 {}, max {}; the last push began {} \
+         after the first (median)",
+        ms(quantile(&each, 0.5)),
+        ms(quantile(&each, 0.9)),
+        ms(quantile(&each, 1.0)),
+        ms(quantile(&spread, 0.5)),
+    );
 }
 
 /// Wall time of `omdb ARGS`, `runs` times; the exit statuses seen.
@@ -124,6 +204,72 @@ fn omdb(stack: &Stack, args: &[&str], runs: usize) -> (Vec<Duration>, Vec<i32>) 
     codes.sort();
     codes.dedup();
     (times, codes)
+}
+
+/// User + system CPU time of process `pid` so far, in clock ticks (0 if
+/// it is gone).
+fn cpu_ticks(pid: i32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
+    // The command may hold spaces: the fields follow its closing paren.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("").split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the whole line (11 and 12
+    // after the command).
+    field(11) + field(12)
+}
+
+/// The processes whose parent is `pid` (PostgreSQL's backends).
+fn children(pid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        if rest.split_whitespace().nth(1).and_then(|p| p.parse::<i32>().ok()) == Some(pid) {
+            found.push(child);
+        }
+    }
+    found
+}
+
+/// CPU time so far, in ticks, of: the external DNS servers (together),
+/// each Nexus, the database (with its backends), and this bench (its
+/// pollers).
+fn cpu_by_part(stack: &Stack) -> Vec<(String, u64)> {
+    let pid = |p: &Option<test_support::process::ChildProcess>| {
+        p.as_ref().and_then(|p| p.pid()).map(|p| p.as_raw()).unwrap_or(0)
+    };
+    let mut parts = vec![(
+        "external DNS servers".to_string(),
+        stack.servers(DnsGroup::External).map(|s| cpu_ticks(pid(&s.process))).sum(),
+    )];
+    for nexus in &stack.nexus {
+        parts.push((nexus.name.clone(), cpu_ticks(pid(&nexus.process))));
+    }
+    if let devstack::stack::Database::Local(pg) = &stack.database {
+        let postmaster = pg.pid().as_raw();
+        let total =
+            cpu_ticks(postmaster) + children(postmaster).into_iter().map(cpu_ticks).sum::<u64>();
+        parts.push(("PostgreSQL".to_string(), total));
+    }
+    parts.push(("the bench (pollers)".to_string(), cpu_ticks(std::process::id() as i32)));
+    parts
+}
+
+/// CPU per change of each part between `before` and `after`.
+fn report_cpu(before: &[(String, u64)], after: &[(String, u64)], changes: usize) {
+    let tick_ms = 1000.0
+        / nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100)
+            as f64;
+    let parts: Vec<String> = before
+        .iter()
+        .zip(after)
+        .map(|((name, b), (_, a))| {
+            format!("{name} {:.1} ms", (a - b) as f64 * tick_ms / changes as f64)
+        })
+        .collect();
+    println!("  CPU per change: {}", parts.join(", "));
 }
 
 fn report_changes(what: &str, samples: &[Duration]) {
@@ -165,8 +311,12 @@ async fn main() {
 
     // A warm-up change, not counted (first connections, first diff).
     changes(&stack, &servers, "warm", 1).await;
-    let healthy = changes(&stack, &servers, "fleet", count).await;
+    let before = cpu_by_part(&stack);
+    let (healthy, generations) = changes(&stack, &servers, "fleet", count).await;
+    let after = cpu_by_part(&stack);
     report_changes(&format!("one-name change until all {size} answer over UDP"), &healthy);
+    breakdown(&stack, &generations).await;
+    report_cpu(&before, &after, count);
     let name = "fleet0.example.test";
     report_omdb(
         "omdb dns status external, healthy",
@@ -182,7 +332,7 @@ async fn main() {
     hung.freeze().unwrap();
     let others: Vec<SocketAddr> =
         servers.iter().copied().filter(|a| *a != hung.dns_address).collect();
-    let with_hung = changes(&stack, &others, "hung", count).await;
+    let (with_hung, _) = changes(&stack, &others, "hung", count).await;
     report_changes(
         &format!("one server hung: a one-name change until the other {} answer", size - 1),
         &with_hung,

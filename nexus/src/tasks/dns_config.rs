@@ -312,7 +312,13 @@ impl DnsConfigTask {
     ) -> anyhow::Result<Result<LoadedConfig, NoDifference>> {
         let group = self.group;
         let (from, to) = (previous.generation(), latest.generation);
-        let diff = self.datastore.dns_diff(group, from, to).await.with_context(|| {
+        // Both are of generation `to`, which never changes: read at once
+        // (one round trip to the database, not two, on every change).
+        let (diff, stored) = tokio::join!(
+            self.datastore.dns_diff(group, from, to),
+            self.datastore.dns_digest_state(group, to)
+        );
+        let diff = diff.with_context(|| {
             format!("reading the {group} DNS names changed from generation {from} to {to}")
         })?;
         let changed: usize = diff.zones.iter().map(|z| z.names.len()).sum();
@@ -325,7 +331,7 @@ impl DnsConfigTask {
         // A stored state that cannot be read (damaged) is a doubt like any
         // other: read in full.  (An unreachable database fails that read
         // too, with its own error.)
-        let stored = match self.datastore.dns_digest_state(group, to).await {
+        let stored = match stored {
             Ok(stored) => stored,
             Err(e) => {
                 return Ok(Err(NoDifference(format!(

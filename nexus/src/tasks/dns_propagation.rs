@@ -82,6 +82,10 @@ pub struct DnsPropagationTask {
     histories: HashMap<SocketAddr, ServerHistory>,
     /// Servers whose last completed attempt found no answer at all.
     unreachable: HashMap<SocketAddr, NoAnswer>,
+    /// What each server served when this Nexus last heard from it (its
+    /// own push, or the server's answer): the base the next difference
+    /// can be sent from without asking first.
+    served: HashMap<SocketAddr, ServedState>,
     /// Pushes to such servers still running past the activation that
     /// began them.
     in_flight: HashMap<SocketAddr, InFlight>,
@@ -96,6 +100,9 @@ pub struct DnsPropagationTask {
 /// How long an activation waits for a push to a server known unreachable
 /// before it reports the push as still in flight and goes on.
 pub const DETACHED_GRACE: Duration = Duration::from_millis(50);
+
+/// How often, at most, an activation publishes its progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(25);
 
 /// A push left running by an activation.
 struct InFlight {
@@ -233,6 +240,7 @@ impl DnsPropagationTask {
             clients: HashMap::new(),
             histories: HashMap::new(),
             unreachable: HashMap::new(),
+            served: HashMap::new(),
             in_flight: HashMap::new(),
             history: None,
             own_activator: None,
@@ -370,6 +378,7 @@ impl Task for DnsPropagationTask {
         self.clients.retain(|address, _| listed(address));
         self.histories.retain(|address, _| listed(address));
         self.unreachable.retain(|address, _| listed(address));
+        self.served.retain(|address, _| listed(address));
         self.in_flight.retain(|address, push| {
             if !listed(address) {
                 push.handle.abort();
@@ -395,12 +404,14 @@ impl Task for DnsPropagationTask {
             let datastore = self.datastore.clone();
             let repair = self.options.repair;
             let own = self.own_activator.clone();
+            let known = self.served.get(&address).cloned();
             let new_push = move |why| {
                 let waiter = std::sync::Arc::new(std::sync::Mutex::new(Waiter::Activation));
                 let waiting = waiter.clone();
                 let handle = tokio::spawn(async move {
-                    let result =
-                        push(group, client, config, full, timeout, datastore, repair).await;
+                    let job =
+                        PushJob { group, client, config, full, timeout, datastore, repair, known };
+                    let result = push(job).await;
                     let mut waiter = waiting.lock().unwrap_or_else(|e| e.into_inner());
                     if *waiter == Waiter::LetGo
                         && let Some(own) = own
@@ -460,6 +471,11 @@ impl Task for DnsPropagationTask {
         // `detach_after` past the last answer (none yet: not before the
         // pushes' own time limit).
         let mut cut_at: Option<tokio::time::Instant> = None;
+        // Progress is published at most every PROGRESS_EVERY (each report
+        // serializes every result so far: per server, that would cost the
+        // square of the fleet), and always within it of the last change.
+        let mut reported_at = tokio::time::Instant::now();
+        let mut unreported = false;
         loop {
             let never = tokio::time::Instant::now() + self.options.timeout * 4;
             let step = tokio::select! {
@@ -471,6 +487,11 @@ impl Task for DnsPropagationTask {
                 _ = tokio::time::sleep_until(cut_at.unwrap_or(never)), if cut_at.is_some() => {
                     cut.send_replace(true);
                     cut_at = None;
+                    continue;
+                }
+                _ = tokio::time::sleep_until(reported_at + PROGRESS_EVERY), if unreported => {
+                    activation.report_progress(&progress);
+                    (reported_at, unreported) = (tokio::time::Instant::now(), false);
                     continue;
                 }
             };
@@ -489,6 +510,17 @@ impl Task for DnsPropagationTask {
                         Some(last) => self.unreachable.insert(address, last),
                         None => self.unreachable.remove(&address),
                     };
+                    // Serving this generation with this content, by its
+                    // own account or by this push; anything else: ask
+                    // first next time.
+                    if result.result == PropagationResult::Success
+                        && result.server_generation == Some(generation)
+                    {
+                        let digest = Some(config.digest.clone());
+                        self.served.insert(address, ServedState { generation, digest });
+                    } else {
+                        self.served.remove(&address);
+                    }
                     result
                 }
                 Err(running) => {
@@ -515,7 +547,11 @@ impl Task for DnsPropagationTask {
             }
             progress.pending.retain(|p| *p != address.to_string());
             progress.done.insert(address.to_string(), result.clone());
-            activation.report_progress(&progress);
+            unreported = true;
+            if reported_at.elapsed() >= PROGRESS_EVERY {
+                activation.report_progress(&progress);
+                (reported_at, unreported) = (tokio::time::Instant::now(), false);
+            }
             results.insert(address.to_string(), result);
         }
         if let Some(history) = &self.history {
@@ -623,10 +659,8 @@ pub fn plan(
     if repair { Plan::Repair { at, outcome, reason } } else { Plan::Report { at, outcome, reason } }
 }
 
-/// Brings one server to `config`'s generation, within `timeout`; repairs it
-/// when its own state is wrong and `repair` allows.  Asks, plans
-/// ([`plan`]), then carries the plan out.
-async fn push(
+/// One server's push: everything [`push`] needs.
+struct PushJob {
     group: DnsGroup,
     client: dns_server_client::Client,
     config: LoadedConfig,
@@ -634,9 +668,23 @@ async fn push(
     timeout: Duration,
     datastore: Datastore,
     repair: bool,
-) -> ServerResult {
+    /// What this Nexus last saw the server serve (its own successful
+    /// push, or the server's answer), if anything.
+    known: Option<ServedState>,
+}
+
+/// Brings one server to `config`'s generation, within `timeout`; repairs it
+/// when its own state is wrong and `repair` allows.  Asks, plans
+/// ([`plan`]), then carries the plan out.  When this Nexus last saw the
+/// server serve exactly the base of the difference at hand (the common
+/// case: one change after another), it sends the difference at once, one
+/// exchange instead of two: the server applies it only if it still serves
+/// exactly that base, and says whether it was already there; if not, the
+/// push asks and plans as ever.
+async fn push(job: PushJob) -> ServerResult {
     use PropagationOutcome::*;
     use PropagationResult::{Error, Success};
+    let PushJob { group, client, config, full, timeout, datastore, repair, known } = job;
     let started_at = Utc::now();
     let generation = config.generation();
     let mut repaired = None;
@@ -645,6 +693,18 @@ async fn push(
     // from a server that answered with an error).
     let unreachable = std::sync::atomic::AtomicBool::new(false);
     let work = async {
+        if let (Some(known), Some(diff)) = (&known, &config.diff_from_previous)
+            && known.generation == diff.from_generation
+            && known.digest.as_deref() == Some(diff.from_digest.as_str())
+        {
+            let (sent, record) = send_difference(&client, diff, generation).await;
+            if let Ok(outcome) = sent {
+                return delivered(outcome, diff.from_generation, record, &mut pushed);
+            }
+            // Refused (no longer at that base: another writer, a restart),
+            // or not delivered at all: ask what it serves, and say what
+            // that meets.
+        }
         let status = match client.status_get().send().await {
             Ok(status) => status.into_inner(),
             Err(e) => {
@@ -787,6 +847,7 @@ impl FullConfig {
 }
 
 /// What a server said it serves.
+#[derive(Clone)]
 struct ServedState {
     generation: u64,
     digest: Option<String>,
@@ -810,32 +871,17 @@ async fn deliver(
     datastore: &Datastore,
     pushed: &mut Option<PushRecord>,
 ) -> Outcome {
-    use PropagationOutcome::{Applied, Failed};
-    use PropagationResult::{Error, Success};
+    use PropagationOutcome::Failed;
+    use PropagationResult::Error;
     let generation = config.generation();
     let at = from.generation;
     let why_full = match difference_for(group, config, &from, datastore).await {
         Ok(None) => None,
         Err(reason) => Some(reason),
         Ok(Some(diff)) => {
-            let bytes = serde_json::to_vec(&*diff).map(|b| b.len() as u64).unwrap_or_default();
-            let started = Instant::now();
-            let sent = client.config_diff_put().body((*diff).clone()).send().await;
-            let record = PushRecord {
-                kind: PushKind::Difference,
-                from_generation: Some(at),
-                generation,
-                names: diff.name_count() as u64,
-                bytes,
-                duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-                why_full: None,
-            };
+            let (sent, record) = send_difference(client, &diff, generation).await;
             match sent {
-                Ok(_) => {
-                    let message = format!("updated from generation {at} to {generation}: {record}");
-                    *pushed = Some(record);
-                    return (Success, Applied, Some(generation), message);
-                }
+                Ok(outcome) => return delivered(outcome, at, record, pushed),
                 // The server said no: not at the base it claimed, the result
                 // would not have the digest, or it could not store the
                 // difference (a broken journal takes a whole config to
@@ -874,19 +920,81 @@ async fn deliver(
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         why_full,
     };
-    let result = match sent {
-        Ok(_) => (
-            Success,
-            Applied,
-            Some(generation),
-            format!("updated from generation {at} to {generation}: {record}"),
-        ),
+    match sent {
+        // `PUT /config` answers 204 whether it applied the config or found
+        // it there already (the contract): applied, as far as can be told.
+        Ok(_) => {
+            let outcome = dns_server_client::types::WriteResult {
+                outcome: dns_server_client::types::WriteOutcome::Applied,
+                generation,
+            };
+            delivered(outcome, at, record, pushed)
+        }
         Err(e) => {
+            *pushed = Some(record);
             (Error, Failed, Some(at), format!("pushing generation {generation}: {}", describe(e)))
         }
+    }
+}
+
+/// Sends `diff` to the server: what it answered, and the record of what
+/// was sent.
+async fn send_difference(
+    client: &dns_server_client::Client,
+    diff: &ConfigDiff,
+    generation: u64,
+) -> (
+    Result<
+        dns_server_client::types::WriteResult,
+        dns_server_client::Error<dns_server_client::types::Error>,
+    >,
+    PushRecord,
+) {
+    let bytes = serde_json::to_vec(diff).map(|b| b.len() as u64).unwrap_or_default();
+    let started = Instant::now();
+    let sent = client.config_diff_put().body(diff.clone()).send().await;
+    let record = PushRecord {
+        kind: PushKind::Difference,
+        from_generation: Some(diff.from_generation),
+        generation,
+        names: diff.name_count() as u64,
+        bytes,
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        why_full: None,
     };
-    *pushed = Some(record);
-    result
+    (sent.map(|r| r.into_inner()), record)
+}
+
+/// A write the server accepted: applied by it (recorded as this push), or
+/// found already there (another writer got there first; nothing applied).
+fn delivered(
+    outcome: dns_server_client::types::WriteResult,
+    at: u64,
+    record: PushRecord,
+    pushed: &mut Option<PushRecord>,
+) -> Outcome {
+    use dns_server_client::types::WriteOutcome;
+    let generation = outcome.generation;
+    match outcome.outcome {
+        WriteOutcome::Applied => {
+            let message = format!("updated from generation {at} to {generation}: {record}");
+            *pushed = Some(record);
+            (PropagationResult::Success, PropagationOutcome::Applied, Some(generation), message)
+        }
+        WriteOutcome::AlreadyApplied => (
+            PropagationResult::Success,
+            PropagationOutcome::AlreadyCurrent,
+            Some(generation),
+            format!(
+                "already at generation {generation} when this Nexus's {} arrived (another \
+                 writer got there first)",
+                match record.kind {
+                    PushKind::Difference => "difference",
+                    PushKind::Full => "whole config",
+                }
+            ),
+        ),
+    }
 }
 
 /// The difference that leads a server serving `from` to `config`:
@@ -1341,5 +1449,86 @@ mod tests {
         let again = done(task.activate(&activation).await.unwrap());
         let history = &again.servers[&far_behind.http_address().to_string()].history;
         assert_eq!(history.last_push.as_ref().map(|p| p.kind), Some(PushKind::Difference));
+    }
+
+    /// A server this Nexus last saw at the difference's base gets the
+    /// difference without being asked first; what the server answers
+    /// tells a write of its own from one that found the generation there
+    /// already (another writer's), and a server that is no longer at that
+    /// base is asked and planned for as ever (here: diverged, repaired).
+    #[tokio::test]
+    async fn a_server_last_seen_at_the_base_gets_the_difference_at_once() {
+        let db = database_at(5).await;
+        let tokens = TokenDir::new();
+        let (config_task, config_rx) =
+            crate::tasks::dns_config::DnsConfigTask::new(DnsGroup::Internal, db.datastore.clone());
+        let mut config_task = config_task;
+        let activation = Activation::new(1, ActivationReason::Timer);
+        config_task.activate(&activation).await.unwrap();
+        let (plain, _d1) = server(&tokens).await;
+        let (beaten, _d2) = server(&tokens).await;
+        let (moved, _d3) = server(&tokens).await;
+        let servers = [&plain, &beaten, &moved];
+        let addresses: Vec<SocketAddr> = servers.iter().map(|s| s.http_address()).collect();
+        let (mut task, _) = make_task(
+            DnsGroup::Internal,
+            None,
+            Some(addresses),
+            db.datastore.clone(),
+            &tokens,
+            true,
+        );
+        // Every server brought to 5 by this task: it has seen them there.
+        task.config = config_rx.clone();
+        let first = done(task.activate(&activation).await.unwrap());
+        assert!(first.servers.values().all(|r| r.outcome == PropagationOutcome::Applied));
+
+        db.datastore
+            .dns_change_commit(
+                DnsGroup::Internal,
+                "t",
+                &dns_types::DnsChange {
+                    idempotency_key: None,
+                    comment: "six".into(),
+                    add: vec![dns_types::NameRecords {
+                        name: "six".into(),
+                        records: vec![DnsRecord::A("192.0.2.6".parse().unwrap())],
+                    }],
+                    remove: vec![],
+                },
+            )
+            .await
+            .unwrap();
+        config_task.activate(&activation).await.unwrap();
+        let six = db.datastore.dns_config_read(DnsGroup::Internal, Some(6)).await.unwrap();
+        // Another writer brings one to 6 first; another gets a 6 of its own.
+        beaten.apply(six.clone()).await.unwrap();
+        let mut other = six;
+        other.zones[0]
+            .names
+            .insert("extra".into(), vec![DnsRecord::A("192.0.2.99".parse().unwrap())]);
+        moved.apply(other).await.unwrap();
+
+        let status = done(task.activate(&activation).await.unwrap());
+        let result =
+            |s: &dns_server::RunningServer| status.servers[&s.http_address().to_string()].clone();
+        let applied = result(&plain);
+        assert_eq!(applied.outcome, PropagationOutcome::Applied, "{applied:?}");
+        assert!(
+            applied.message.starts_with("updated from generation 5 to 6: difference 5 → 6, 1 name"),
+            "{}",
+            applied.message
+        );
+        let there = result(&beaten);
+        assert_eq!(there.outcome, PropagationOutcome::AlreadyCurrent, "{there:?}");
+        assert!(there.message.contains("another writer got there first"), "{}", there.message);
+        assert_eq!(there.push, None, "nothing of this Nexus's was applied: {there:?}");
+        let repaired = result(&moved);
+        assert_eq!(repaired.outcome, PropagationOutcome::Repaired, "{repaired:?}");
+        let digest = config_rx.borrow().as_ref().unwrap().digest.clone();
+        for s in servers {
+            assert_eq!(s.generation(), 6);
+            assert_eq!(s.digest(), Some(digest.clone()));
+        }
     }
 }

@@ -711,6 +711,10 @@ impl Runner {
         }
         let faults: Vec<&Fault> = self.world.faults.iter().collect();
         let mut details = serde_json::json!({"question": q, "outcome": outcome, "faults": faults});
+        if verdict.is_none() {
+            // What omdb said instead of a verdict (its `error:` line).
+            details["error"] = stderr.lines().rev().find(|l| l.starts_with("error:")).into();
+        }
         if outcome == "wrong" {
             details["summary"] = report
                 .as_ref()

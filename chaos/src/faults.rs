@@ -33,6 +33,10 @@ pub enum Fault {
     FilterDns { server: usize, numbers: [u32; 2] },
     /// 30 % of the server's packets dropped, both ways (hosts only).
     Loss { server: usize, number: u32 },
+    /// The server's registration taken out of internal DNS (its SRV
+    /// records for its config API and its DNS address), through Nexus;
+    /// healed by putting them back.  The server runs on, unknown.
+    Unregistered { server: usize },
     /// The database stopped: connections refused.
     DatabaseDown,
     /// The database frozen (SIGSTOP): connections open, nothing answers
@@ -52,6 +56,7 @@ impl Fault {
             Fault::Cut { .. } => "cut",
             Fault::FilterDns { .. } => "filter-dns",
             Fault::Loss { .. } => "loss",
+            Fault::Unregistered { .. } => "unregistered",
             Fault::DatabaseDown => "database-down",
             Fault::DatabaseHung => "database-hung",
         }
@@ -65,7 +70,8 @@ impl Fault {
             | Fault::BogusGeneration { server, .. }
             | Fault::Cut { server, .. }
             | Fault::FilterDns { server, .. }
-            | Fault::Loss { server, .. } => Some(*server),
+            | Fault::Loss { server, .. }
+            | Fault::Unregistered { server } => Some(*server),
             Fault::NexusHung { .. }
             | Fault::DirectWrite { .. }
             | Fault::DatabaseDown
@@ -91,7 +97,13 @@ impl Fault {
     /// `group` (empty: it does not touch such a question).  With the
     /// database away explain can give none: "could not run the check,
     /// naming the database" is the only right answer (`unknown`).
-    pub fn stages(&self, stack: &Stack, group: DnsGroup) -> BTreeSet<Stage> {
+    /// `asked` is the DNS address the question names with `--server`.
+    pub fn stages(
+        &self,
+        stack: &Stack,
+        group: DnsGroup,
+        asked: Option<std::net::SocketAddr>,
+    ) -> BTreeSet<Stage> {
         let of_group = |server: &usize| stack.dns_servers[*server].group == group;
         match self {
             // Every Nexus is asked whatever the group.
@@ -111,6 +123,18 @@ impl Fault {
                 [Stage::Propagation, Stage::Healthy].into()
             }
             Fault::FilterDns { server, .. } if of_group(server) => [Stage::Wire].into(),
+            // Asked at its DNS address: a server that answers but is
+            // registered nowhere.  Otherwise: a Nexus that still lists it
+            // (or does not yet list it again) is told; once every list has
+            // caught up, the server is simply not part of the group, and
+            // the name is served by the others.
+            Fault::Unregistered { server } if of_group(server) => {
+                if asked == Some(stack.dns_servers[*server].dns_address) {
+                    [Stage::ServerList].into()
+                } else {
+                    [Stage::ServerList, Stage::Healthy].into()
+                }
+            }
             // Lost packets show on the wire (the loss probe), or as a push
             // that ran out of time.
             Fault::Loss { server, .. } if of_group(server) => {
@@ -137,6 +161,10 @@ impl Fault {
             // A cut to a frozen Nexus changes nothing it shows.
             (Fault::Cut { nexus: a, .. }, Fault::NexusHung { nexus: b })
             | (Fault::NexusHung { nexus: b }, Fault::Cut { nexus: a, .. }) => a != b,
+            // Registrations change through Nexus, and every Nexus must look
+            // again for the truth above to hold.
+            (Fault::Unregistered { .. }, Fault::NexusHung { .. })
+            | (Fault::NexusHung { .. }, Fault::Unregistered { .. }) => false,
             _ => true,
         }
     }

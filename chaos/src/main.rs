@@ -385,7 +385,7 @@ impl Runner {
             .filter(|i| stack.dns_servers[*i].name != "dns-internal-0")
             .collect();
         let mut kinds = vec!["server-down", "server-hung", "nexus-hung", "bogus-generation"];
-        kinds.extend(["direct-write", "database-down", "database-hung"]);
+        kinds.extend(["direct-write", "unregistered", "database-down", "database-hung"]);
         if self.netns {
             kinds.extend(["cut", "filter-dns", "loss"]);
         }
@@ -406,6 +406,7 @@ impl Runner {
                 "direct-write" => {
                     Fault::DirectWrite { group, generation: 0, noticed_by: BTreeSet::new() }
                 }
+                "unregistered" => Fault::Unregistered { server },
                 "database-down" => Fault::DatabaseDown,
                 "database-hung" => Fault::DatabaseHung,
                 "cut" => Fault::Cut { nexus, server, number: 0 },
@@ -488,6 +489,10 @@ impl Runner {
                 let said = stack.fault(&["drop", &stack.dns_servers[server].name.clone(), "30"])?;
                 Fault::Loss { server, number: fault_number(&said)? }
             }
+            Fault::Unregistered { server } => {
+                self.registration(stack, server, false).await?;
+                fault
+            }
             Fault::DatabaseDown => {
                 local_database(stack)?.stop_temporarily();
                 fault
@@ -543,6 +548,7 @@ impl Runner {
                     stack.fault(&["heal", &number.to_string()])?;
                 }
             }
+            Fault::Unregistered { server } => self.registration(stack, *server, true).await?,
             Fault::DatabaseDown => local_database(stack)?.start_again()?,
             Fault::DatabaseHung => local_database(stack)?.resume()?,
         }
@@ -585,6 +591,58 @@ impl Runner {
         self.world.faults.retain(
             |f| !matches!(f, Fault::DirectWrite { noticed_by, .. } if noticed_by.len() == all),
         );
+        Ok(())
+    }
+
+    /// Takes server `index`'s SRV records out of internal DNS, or puts
+    /// them back, through a Nexus; then has every Nexus look up its server
+    /// lists again and propagate (in that order, so that the propagation
+    /// works from the new lists).
+    async fn registration(
+        &mut self,
+        stack: &Stack,
+        index: usize,
+        present: bool,
+    ) -> anyhow::Result<()> {
+        let s = &stack.dns_servers[index];
+        let zone = zone(DnsGroup::Internal);
+        // The SRV records only: its host name may stay, pointing nowhere.
+        let records: Vec<NameRecords> =
+            s.registration(zone).into_iter().filter(|r| r.name.starts_with('_')).collect();
+        let mut change = DnsChange {
+            idempotency_key: None,
+            comment: format!(
+                "chaos: {} {}",
+                if present { "re-registers" } else { "unregisters" },
+                s.name
+            ),
+            add: vec![],
+            remove: vec![],
+        };
+        if present {
+            change.add = records;
+        } else {
+            change.remove = records
+                .into_iter()
+                .map(|r| NameRemoval { name: r.name, records: Some(r.records) })
+                .collect();
+        }
+        let version = send_change(&stack.nexus[0].client(), DnsGroup::Internal, &change).await?;
+        // Every Nexus loads the internal group now (a direct write to it is
+        // no longer unnoticed).
+        self.world
+            .faults
+            .retain(|f| !matches!(f, Fault::DirectWrite { group: DnsGroup::Internal, .. }));
+        let all: Vec<usize> = (0..stack.nexus.len()).collect();
+        settle(stack, &all, DnsGroup::Internal, version).await;
+        for nexus in &stack.nexus {
+            let servers = [DnsGroup::Internal, DnsGroup::External]
+                .map(|g| nexus_types::task_name::DnsTaskName::servers(g).to_string());
+            activate(&nexus.client(), servers.to_vec()).await?;
+            let propagation = [DnsGroup::Internal, DnsGroup::External]
+                .map(|g| nexus_types::task_name::DnsTaskName::propagation(g).to_string());
+            activate(&nexus.client(), propagation.to_vec()).await?;
+        }
         Ok(())
     }
 
@@ -652,7 +710,7 @@ impl Runner {
             }
         }
         for fault in &self.world.faults {
-            accepted.extend(fault.stages(stack, group));
+            accepted.extend(fault.stages(stack, group, q.server));
         }
         if accepted.is_empty() {
             accepted.insert(Stage::Healthy);

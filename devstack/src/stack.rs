@@ -190,6 +190,14 @@ impl DnsServer {
         self.process.as_ref().context("server not running")?.freeze()
     }
 
+    /// The records that register it in internal DNS (`zone`, relative
+    /// names): its config API and the DNS address it reports (`advertise`,
+    /// else the one it binds).
+    pub fn registration(&self, zone: &str) -> Vec<NameRecords> {
+        let dns = self.advertise.unwrap_or(self.dns_address);
+        Registration::dns_server(self.group, self.id, self.http_address, dns, zone)
+    }
+
     pub fn thaw(&self) -> anyhow::Result<()> {
         self.process.as_ref().context("server not running")?.thaw()
     }
@@ -503,15 +511,7 @@ impl Stack {
         let zone = &o.internal_zone;
         let mut internal = Vec::new();
         for server in &self.dns_servers {
-            // The DNS address it reports (`advertise`) is the one to register.
-            let dns = server.advertise.unwrap_or(server.dns_address);
-            internal.extend(Registration::dns_server(
-                server.group,
-                server.id,
-                server.http_address,
-                dns,
-                zone,
-            ));
+            internal.extend(server.registration(zone));
         }
         // Every node of a replicated database: a client connects to the one
         // that accepts writes (target_session_attrs=read-write).

@@ -278,7 +278,6 @@ async fn explain_at_a_moment_beyond_what_the_servers_keep_says_so() {
     let server = ts.stack.servers(DnsGroup::External).next().unwrap().http_address;
     let moment = applied_at(&ts, server, first.generation).await + Duration::milliseconds(50);
     until_past(moment + Duration::milliseconds(100)).await;
-    let mut last = first.generation;
     for i in 0..6 {
         let v = change(
             &ts.nexus(0),
@@ -286,10 +285,9 @@ async fn explain_at_a_moment_beyond_what_the_servers_keep_says_so() {
             add_change("more", &format!("n{i}"), vec![a("192.0.2.20")]),
         )
         .await;
-        last = v.generation;
         // One apply per change on each server (changes made faster than
         // they propagate reach a server together, as one).
-        served_everywhere(&ts, last).await;
+        served_everywhere(&ts, v.generation).await;
     }
     let (code, stdout, stderr) = run_omdb(&ts, &["dns", "explain", NAME, "--at", &rfc3339(moment)]);
     eprintln!("{}", verdict(&stdout));

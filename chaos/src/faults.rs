@@ -7,6 +7,7 @@ use dns_types::verdict::Stage;
 use dns_types::{DnsConfig, DnsGroup, DnsRecord};
 use serde::Serialize;
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 
 /// One fault of the catalogue, with its target (servers by index in
 /// `Stack::dns_servers`, Nexus by index in `Stack::nexus`).
@@ -42,6 +43,33 @@ pub enum Fault {
     /// The database frozen (SIGSTOP): connections open, nothing answers
     /// (a black hole).
     DatabaseHung,
+    /// The server's storage cannot take a new config: a directory where
+    /// its journal was (the journal kept aside) and where a new snapshot's
+    /// temporary file goes.  It serves on, and refuses every push with
+    /// `StorageFailed`.  `missed`: the names of its group changed since
+    /// (it serves them stale).
+    RejectingPushes { server: usize, missed: BTreeSet<String> },
+    /// The server stopped, its stored snapshot edited (one digit of the
+    /// config changed) and started again: it refuses to start on a
+    /// snapshot whose checksum does not match.  Healed by putting the
+    /// snapshot back and starting it.
+    StorageTampered {
+        server: usize,
+        #[serde(skip)]
+        original: Vec<u8>,
+    },
+    /// The server started again on other ports (config API and DNS) of
+    /// its host, its registration left as it was: nothing answers where it
+    /// is registered, and it answers where it is registered nowhere.
+    /// Healed by moving it back.
+    ServerMoved { server: usize, dns: SocketAddr, http: SocketAddr },
+    /// Another process answering at the server's registered DNS address
+    /// from the group's first generation (a stale copy left behind a
+    /// proxy), the server itself moved behind it (bound elsewhere, still
+    /// reporting the registered address): Nexus pushes to it as ever, and
+    /// clients get other answers.  Healed by stopping the impostor and
+    /// binding the server where it was.
+    WireDiffers { server: usize, dns: SocketAddr, impostor: SocketAddr },
 }
 
 impl Fault {
@@ -59,6 +87,10 @@ impl Fault {
             Fault::Unregistered { .. } => "unregistered",
             Fault::DatabaseDown => "database-down",
             Fault::DatabaseHung => "database-hung",
+            Fault::RejectingPushes { .. } => "rejecting-pushes",
+            Fault::StorageTampered { .. } => "storage-tampered",
+            Fault::ServerMoved { .. } => "server-moved",
+            Fault::WireDiffers { .. } => "wire-differs",
         }
     }
 
@@ -71,7 +103,11 @@ impl Fault {
             | Fault::Cut { server, .. }
             | Fault::FilterDns { server, .. }
             | Fault::Loss { server, .. }
-            | Fault::Unregistered { server } => Some(*server),
+            | Fault::Unregistered { server }
+            | Fault::RejectingPushes { server, .. }
+            | Fault::StorageTampered { server, .. }
+            | Fault::ServerMoved { server, .. }
+            | Fault::WireDiffers { server, .. } => Some(*server),
             Fault::NexusHung { .. }
             | Fault::DirectWrite { .. }
             | Fault::DatabaseDown
@@ -97,12 +133,14 @@ impl Fault {
     /// `group` (empty: it does not touch such a question).  With the
     /// database away explain can give none: "could not run the check,
     /// naming the database" is the only right answer (`unknown`).
-    /// `asked` is the DNS address the question names with `--server`.
+    /// `asked` is the DNS address the question names with `--server`;
+    /// `name` the name asked (relative to the zone).
     pub fn stages(
         &self,
         stack: &Stack,
         group: DnsGroup,
-        asked: Option<std::net::SocketAddr>,
+        name: &str,
+        asked: Option<SocketAddr>,
     ) -> BTreeSet<Stage> {
         let of_group = |server: &usize| stack.dns_servers[*server].group == group;
         match self {
@@ -113,8 +151,22 @@ impl Fault {
             {
                 [Stage::Nexus].into()
             }
-            Fault::ServerDown { server } | Fault::ServerHung { server } if of_group(server) => {
+            // A server that refuses to start on tampered storage is down.
+            Fault::ServerDown { server }
+            | Fault::ServerHung { server }
+            | Fault::StorageTampered { server, .. }
+                if of_group(server) =>
+            {
                 [Stage::Propagation].into()
+            }
+            // It serves what it had: only a push shows the refusal, and a
+            // name changed since is served stale.
+            Fault::RejectingPushes { server, missed } if of_group(server) => {
+                if missed.contains(name) {
+                    [Stage::Propagation].into()
+                } else {
+                    [Stage::Propagation, Stage::Healthy].into()
+                }
             }
             Fault::BogusGeneration { server, .. } if of_group(server) => [Stage::Server].into(),
             // A cut shows only once a push has met it; until then, every
@@ -135,10 +187,78 @@ impl Fault {
                     [Stage::ServerList, Stage::Healthy].into()
                 }
             }
+            // Where it is registered nothing answers (as if down); where it
+            // answers it is registered nowhere.
+            Fault::ServerMoved { server, .. } if of_group(server) => {
+                if asked == Some(stack.dns_servers[*server].dns_address) {
+                    [Stage::ServerList].into()
+                } else {
+                    [Stage::Propagation].into()
+                }
+            }
+            // Its registered DNS address answers other than its config (the
+            // SOA serial too, whatever the name).  Asked where it really
+            // answers: an address no server reports or registers.
+            Fault::WireDiffers { server, .. } if of_group(server) => {
+                if asked == Some(stack.dns_servers[*server].dns_address) {
+                    [Stage::ServerList, Stage::Wire].into()
+                } else {
+                    [Stage::Wire].into()
+                }
+            }
             // Lost packets show on the wire (the loss probe), or as a push
             // that ran out of time.
             Fault::Loss { server, .. } if of_group(server) => {
                 [Stage::Wire, Stage::Propagation].into()
+            }
+            _ => BTreeSet::new(),
+        }
+    }
+
+    /// The verdicts it allows for a question `--at` a moment it was in
+    /// force, asked later.  The histories keep which generation each
+    /// server served and what each Nexus had loaded; the wire and the
+    /// server lists are not kept, so a fault seen only there (a filtered
+    /// port, lost packets, a server registered nowhere) leaves `healthy`
+    /// (whose summary says answers are inferred), and a server that
+    /// missed nothing then (down, hung, cut, but no change meanwhile) was
+    /// serving the latest.  A part that cannot be asked now gives
+    /// `unknown`, counted apart.
+    pub fn past_stages(&self, stack: &Stack, group: DnsGroup) -> BTreeSet<Stage> {
+        let of_group = |server: &usize| stack.dns_servers[*server].group == group;
+        match self {
+            // Changes through the other Nexus were not loaded by it; within
+            // the stuck-after window a generation it loaded later counts as
+            // in flight.
+            Fault::NexusHung { .. } => [Stage::Nexus, Stage::Healthy].into(),
+            // Unloaded (or in flight), and so not pushed: the servers
+            // served the generation before, which matters only for names
+            // it changed.
+            Fault::DirectWrite { group: g, noticed_by, .. }
+                if *g == group && noticed_by.len() < stack.nexus.len() =>
+            {
+                [Stage::Nexus, Stage::Propagation, Stage::Healthy].into()
+            }
+            // Its apply history holds the generation the database never had.
+            Fault::BogusGeneration { server, .. } if of_group(server) => [Stage::Server].into(),
+            // Behind when a change for the name was made meanwhile.
+            Fault::ServerDown { server }
+            | Fault::ServerHung { server }
+            | Fault::StorageTampered { server, .. }
+            | Fault::RejectingPushes { server, .. }
+            | Fault::Cut { server, .. }
+            | Fault::Loss { server, .. }
+            | Fault::Unregistered { server }
+            | Fault::ServerMoved { server, .. }
+                if of_group(server) =>
+            {
+                [Stage::Propagation, Stage::Healthy].into()
+            }
+            // Only the wire showed it, and the wire is not kept.
+            Fault::FilterDns { server, .. } | Fault::WireDiffers { server, .. }
+                if of_group(server) =>
+            {
+                [Stage::Healthy].into()
             }
             _ => BTreeSet::new(),
         }

@@ -95,6 +95,17 @@ struct Question {
     /// Whose DNS address `server` is (the stack's name), or "nobody".
     #[serde(skip_serializing_if = "Option::is_none")]
     server_name: Option<String>,
+    /// Asked about this past moment (`--at`): the moment an earlier
+    /// question was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A question asked earlier, kept to be asked again `--at` the moment it
+/// was asked, with the verdicts the histories allow for that moment.
+struct PastQuestion {
+    question: Question,
+    accepted: BTreeSet<Stage>,
 }
 
 #[derive(Default)]
@@ -208,6 +219,9 @@ async fn main() -> anyhow::Result<()> {
         netns: hosts == Hosts::Netns,
         seed,
         omdb: test_support::process::binary("omdb")?,
+        past: Vec::new(),
+        scratch: dir.path().join("scratch"),
+        impostors: BTreeMap::new(),
     };
     let outcome = runner.run(&mut stack, &mut history, &args, &stop).await;
     stack.stop().await;
@@ -246,6 +260,11 @@ struct Runner {
     netns: bool,
     seed: u64,
     omdb: PathBuf,
+    past: Vec<PastQuestion>,
+    /// Where the impostors of `wire-differs` keep their storage.
+    scratch: PathBuf,
+    /// The impostor of each server under `wire-differs`.
+    impostors: BTreeMap<usize, test_support::process::ChildProcess>,
 }
 
 impl Runner {
@@ -278,9 +297,13 @@ impl Runner {
                 && !self.world.faults.iter().any(Fault::database);
             let draw = self.rng.random_range(0..100);
             match draw {
-                0..12 if self.world.faults.len() < 2 => self.inject(stack, history, step).await?,
-                12..22 if !self.world.faults.is_empty() => self.heal(stack, history, step).await?,
-                22..42 if can_change => {
+                // Faults come and go often (about one drawn per three
+                // questions), so that a run meets many of them, overlapping,
+                // and none stays long (a question meeting a hung part costs
+                // the 3 s deadline).
+                0..16 if self.world.faults.len() < 2 => self.inject(stack, history, step).await?,
+                16..34 if !self.world.faults.is_empty() => self.heal(stack, history, step).await?,
+                34..50 if can_change => {
                     let group = self.group();
                     self.change(stack, history, step, group).await?
                 }
@@ -356,6 +379,14 @@ impl Runner {
                 self.world.removed.insert(key);
             }
         }
+        // A server refusing pushes serves the name stale from now on.
+        for fault in &mut self.world.faults {
+            if let Fault::RejectingPushes { server, missed } = fault
+                && stack.dns_servers[*server].group == group
+            {
+                missed.insert(name.clone());
+            }
+        }
         // A change through Nexus makes every Nexus load the latest: a
         // direct write of that group is no longer unnoticed.
         self.world
@@ -386,6 +417,7 @@ impl Runner {
             .collect();
         let mut kinds = vec!["server-down", "server-hung", "nexus-hung", "bogus-generation"];
         kinds.extend(["direct-write", "unregistered", "database-down", "database-hung"]);
+        kinds.extend(["rejecting-pushes", "storage-tampered", "server-moved", "wire-differs"]);
         if self.netns {
             kinds.extend(["cut", "filter-dns", "loss"]);
         }
@@ -409,6 +441,16 @@ impl Runner {
                 "unregistered" => Fault::Unregistered { server },
                 "database-down" => Fault::DatabaseDown,
                 "database-hung" => Fault::DatabaseHung,
+                "rejecting-pushes" => Fault::RejectingPushes { server, missed: BTreeSet::new() },
+                "storage-tampered" => Fault::StorageTampered { server, original: Vec::new() },
+                "server-moved" => {
+                    let s = &stack.dns_servers[server];
+                    Fault::ServerMoved { server, dns: s.dns_address, http: s.http_address }
+                }
+                "wire-differs" => {
+                    let s = &stack.dns_servers[server];
+                    Fault::WireDiffers { server, dns: s.dns_address, impostor: s.http_address }
+                }
                 "cut" => Fault::Cut { nexus, server, number: 0 },
                 "filter-dns" => Fault::FilterDns { server, numbers: [0, 0] },
                 _ => Fault::Loss { server, number: 0 },
@@ -501,6 +543,59 @@ impl Runner {
                 local_database(stack)?.suspend()?;
                 fault
             }
+            Fault::RejectingPushes { server, .. } => {
+                let dir = &stack.dns_servers[server].storage_dir;
+                let journal = dir.join(storage::JOURNAL);
+                if journal.exists() {
+                    std::fs::rename(&journal, dir.join(storage::JOURNAL_KEPT))?;
+                }
+                // Directories: neither can be written as a file, even by root.
+                std::fs::create_dir(&journal)?;
+                std::fs::create_dir(dir.join(storage::SNAPSHOT_TEMP))?;
+                fault
+            }
+            Fault::StorageTampered { server, .. } => {
+                let s = &mut stack.dns_servers[server];
+                s.stop().await;
+                let snapshot = s.storage_dir.join(storage::SNAPSHOT);
+                let original = std::fs::read(&snapshot)
+                    .with_context(|| format!("reading {}", snapshot.display()))?;
+                std::fs::write(&snapshot, storage::tampered(&original)?)?;
+                if s.restart().await.is_ok() {
+                    bail!(
+                        "{} started on a snapshot whose config was edited ({}): it must refuse",
+                        s.name,
+                        snapshot.display()
+                    );
+                }
+                Fault::StorageTampered { server, original }
+            }
+            Fault::ServerMoved { server, dns, http } => {
+                let s = &mut stack.dns_servers[server];
+                s.stop().await;
+                s.dns_address = SocketAddr::new(dns.ip(), devstack::stack::free_port()?);
+                s.http_address = SocketAddr::new(http.ip(), devstack::stack::free_port()?);
+                s.restart().await?;
+                Fault::ServerMoved { server, dns, http }
+            }
+            Fault::WireDiffers { server, dns, .. } => {
+                let s = &mut stack.dns_servers[server];
+                let behind = SocketAddr::new(dns.ip(), devstack::stack::free_port()?);
+                s.restart_behind(behind, dns).await?;
+                let dir = self.scratch.join(format!("impostor-{}", self.score.faults));
+                std::fs::create_dir_all(&dir)?;
+                let (process, impostor) = s.start_impostor(&dir).await?;
+                self.impostors.insert(server, process);
+                // The group's first generation: no name asked since is in
+                // it, and its SOA serial is not what the server reports.
+                let first = stack.datastore.dns_config_read(s.group, Some(1)).await?;
+                devstack::stack::dns_server_client_at(impostor, &stack.api_token)?
+                    .config_put()
+                    .body(first)
+                    .send()
+                    .await?;
+                Fault::WireDiffers { server, dns, impostor }
+            }
         })
     }
 
@@ -551,6 +646,34 @@ impl Runner {
             Fault::Unregistered { server } => self.registration(stack, *server, true).await?,
             Fault::DatabaseDown => local_database(stack)?.start_again()?,
             Fault::DatabaseHung => local_database(stack)?.resume()?,
+            Fault::RejectingPushes { server, .. } => {
+                let dir = &stack.dns_servers[*server].storage_dir;
+                std::fs::remove_dir(dir.join(storage::SNAPSHOT_TEMP))?;
+                std::fs::remove_dir(dir.join(storage::JOURNAL))?;
+                if dir.join(storage::JOURNAL_KEPT).exists() {
+                    std::fs::rename(dir.join(storage::JOURNAL_KEPT), dir.join(storage::JOURNAL))?;
+                }
+            }
+            Fault::StorageTampered { server, original } => {
+                let s = &mut stack.dns_servers[*server];
+                std::fs::write(s.storage_dir.join(storage::SNAPSHOT), original)?;
+                s.restart().await?;
+            }
+            Fault::ServerMoved { server, dns, http } => {
+                let s = &mut stack.dns_servers[*server];
+                s.stop().await;
+                (s.dns_address, s.http_address) = (*dns, *http);
+                s.restart().await?;
+            }
+            Fault::WireDiffers { server, dns, .. } => {
+                if let Some(impostor) = self.impostors.remove(server) {
+                    impostor.stop().await;
+                }
+                let s = &mut stack.dns_servers[*server];
+                s.stop().await;
+                (s.dns_address, s.advertise) = (*dns, None);
+                s.restart().await?;
+            }
         }
         // Every Nexus not frozen pushes what it has; a Nexus thawed, or a
         // direct write healed, also loads the latest from the database
@@ -587,10 +710,7 @@ impl Runner {
                 }
             }
         }
-        let all = stack.nexus.len();
-        self.world.faults.retain(
-            |f| !matches!(f, Fault::DirectWrite { noticed_by, .. } if noticed_by.len() == all),
-        );
+        self.spread_notice(stack).await;
         Ok(())
     }
 
@@ -643,7 +763,39 @@ impl Runner {
                 .map(|g| nexus_types::task_name::DnsTaskName::propagation(g).to_string());
             activate(&nexus.client(), propagation.to_vec()).await?;
         }
+        self.spread_notice(stack).await;
         Ok(())
+    }
+
+    /// A direct write also reaches a Nexus the runner did not have load:
+    /// once one Nexus has loaded it and pushed it, a push by another that
+    /// meets a server already serving it makes that one load the latest
+    /// too (`NewerGeneration`).  So after a round of activations, each
+    /// live Nexus not yet counted is asked what it has loaded, waiting
+    /// briefly (that load runs beside the activation that set it off).
+    /// Found by seed 62: the runner had counted only the Nexus it made
+    /// load, and called explain's (right) healthy wrong.
+    async fn spread_notice(&mut self, stack: &Stack) {
+        let frozen = self.world.frozen_nexus();
+        for fault in &mut self.world.faults {
+            let Fault::DirectWrite { group, generation, noticed_by } = fault else { continue };
+            // Nobody has loaded it, so nobody has pushed it.
+            if noticed_by.is_empty() {
+                continue;
+            }
+            for (i, nexus) in stack.nexus.iter().enumerate() {
+                if noticed_by.contains(&i) || frozen.contains(&i) {
+                    continue;
+                }
+                if loaded(&nexus.client(), *group, *generation, Duration::from_secs(2)).await {
+                    noticed_by.insert(i);
+                }
+            }
+        }
+        let all = stack.nexus.len();
+        self.world.faults.retain(
+            |f| !matches!(f, Fault::DirectWrite { noticed_by, .. } if noticed_by.len() == all),
+        );
     }
 
     async fn ask(
@@ -653,6 +805,14 @@ impl Runner {
         step: u64,
         last: bool,
     ) -> anyhow::Result<()> {
+        // Now and then a question asked before, again, about the moment
+        // it was asked.
+        if self.rng.random_range(0..100) < 15
+            && let Some(past) = pick(&mut self.rng, &self.past)
+        {
+            let (q, accepted) = (past.question.clone(), past.accepted.clone());
+            return self.check(stack, history, step, last, q, accepted).await;
+        }
         let group = self.group();
         let live: Vec<String> = self.world.live_names(group).into_iter().cloned().collect();
         let removed: Vec<String> = self
@@ -672,6 +832,7 @@ impl Runner {
             record_type: None,
             server: None,
             server_name: None,
+            at: None,
         };
         let mut accepted: BTreeSet<Stage> = BTreeSet::new();
         match self.rng.random_range(0..100) {
@@ -697,7 +858,21 @@ impl Runner {
                 q.server_name = Some("nobody".into());
                 accepted.insert(Stage::ServerList);
             }
-            40..55 if !live.is_empty() => {
+            40..45 if !live.is_empty() => {
+                // A DNS server of the other group: it serves other zones.
+                let other = match group {
+                    DnsGroup::Internal => DnsGroup::External,
+                    DnsGroup::External => DnsGroup::Internal,
+                };
+                let servers: Vec<(SocketAddr, String)> =
+                    stack.servers(other).map(|s| (s.dns_address, s.name.clone())).collect();
+                let (address, name) = pick(&mut self.rng, &servers).unwrap().clone();
+                q.kind = "other-group-server";
+                q.server = Some(address);
+                q.server_name = Some(name);
+                accepted.insert(Stage::ServerList);
+            }
+            45..55 if !live.is_empty() => {
                 let (address, name) = pick(&mut self.rng, &servers).unwrap().clone();
                 q.server = Some(address);
                 q.server_name = Some(name);
@@ -709,12 +884,50 @@ impl Runner {
                 accepted.insert(Stage::Database);
             }
         }
+        // A question the database answers, now and then asked at one of the
+        // group's servers too: the database's finding comes first whatever
+        // that server's state.
+        if accepted.contains(&Stage::Database)
+            && self.rng.random_bool(0.3)
+            && let Some((address, name)) = pick(&mut self.rng, &servers).cloned()
+        {
+            q.server = Some(address);
+            q.server_name = Some(name);
+        }
+        // What the histories will allow for this moment: the question's
+        // own stage, and the faults' as the histories keep them.
+        let mut past = accepted.clone();
         for fault in &self.world.faults {
-            accepted.extend(fault.stages(stack, group, q.server));
+            accepted.extend(fault.stages(stack, group, &q.name, q.server));
+            past.extend(fault.past_stages(stack, group));
         }
-        if accepted.is_empty() {
-            accepted.insert(Stage::Healthy);
+        for set in [&mut accepted, &mut past] {
+            if set.is_empty() {
+                set.insert(Stage::Healthy);
+            }
         }
+        // Only a question about the group's own servers is asked again (a
+        // past moment is answered from the histories of the servers it
+        // knows).
+        if q.server.is_none() {
+            let mut again = q.clone();
+            again.at = Some(chrono::Utc::now());
+            self.past.push(PastQuestion { question: again, accepted: past });
+        }
+        self.check(stack, history, step, last, q, accepted).await
+    }
+
+    /// Asks `q` and checks the verdict against `accepted`.
+    async fn check(
+        &mut self,
+        stack: &Stack,
+        history: &mut History,
+        step: u64,
+        last: bool,
+        q: Question,
+        accepted: BTreeSet<Stage>,
+    ) -> anyhow::Result<()> {
+        let group = q.group;
         let fqdn = format!("{}.{}", q.name, zone(group));
         let mut command = std::process::Command::new(&self.omdb);
         command.args(["dns", "explain", &fqdn]);
@@ -723,6 +936,9 @@ impl Runner {
         }
         if let Some(s) = q.server {
             command.args(["--server", &s.to_string()]);
+        }
+        if let Some(at) = q.at {
+            command.args(["--at", &at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)]);
         }
         let dns: Vec<String> =
             stack.internal_dns_addresses().iter().map(|a| a.to_string()).collect();
@@ -779,9 +995,10 @@ impl Runner {
                 .map(|r| r["verdict"]["summary"].clone())
                 .unwrap_or_else(|| String::from_utf8_lossy(&output.stderr).into_owned().into());
             println!(
-                "step {step}: WRONG: {fqdn}{} gave {} where {:?} was right; replay: chaos --seed \
-                 {} --replay-to {step}",
+                "step {step}: WRONG: {fqdn}{}{} gave {} where {:?} was right; replay: chaos \
+                 --seed {} --replay-to {step}",
                 q.server.map(|s| format!(" at {s}")).unwrap_or_default(),
+                q.at.map(|t| format!(" --at {}", t.to_rfc3339())).unwrap_or_default(),
                 verdict.map(Stage::as_str).unwrap_or("no verdict"),
                 accepted.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
                 self.seed
@@ -794,6 +1011,30 @@ impl Runner {
             println!("{}", String::from_utf8_lossy(&text.stdout));
         }
         Ok(())
+    }
+}
+
+/// A DNS server's storage directory, as the storage faults touch it
+/// (`dns-server/src/storage.rs` names these files).
+mod storage {
+    pub const SNAPSHOT: &str = "config.json";
+    pub const SNAPSHOT_TEMP: &str = "config.json.tmp";
+    pub const JOURNAL: &str = "journal.jsonl";
+    /// Where the journal is kept while a directory stands in its place.
+    pub const JOURNAL_KEPT: &str = "journal.jsonl.chaos";
+
+    /// `snapshot` with one digit of its config changed (the first after
+    /// `"zones"`): valid JSON, or not, either way not what was written.
+    pub fn tampered(snapshot: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let text = std::str::from_utf8(snapshot)?;
+        let zones = text.find("\"zones\"").ok_or_else(|| anyhow::anyhow!("no zones in it"))?;
+        let at = zones
+            + text[zones..]
+                .find(|c: char| c.is_ascii_digit())
+                .ok_or_else(|| anyhow::anyhow!("no digit in its zones"))?;
+        let mut bytes = snapshot.to_vec();
+        bytes[at] = if bytes[at] == b'9' { b'8' } else { bytes[at] + 1 };
+        Ok(bytes)
     }
 }
 
@@ -846,6 +1087,32 @@ async fn reloaded(nexus: &nexus_client::Client) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether `nexus` has loaded `generation` of `group` (or a later one),
+/// asking until `wait` has passed.
+async fn loaded(
+    nexus: &nexus_client::Client,
+    group: DnsGroup,
+    generation: u64,
+    wait: Duration,
+) -> bool {
+    let name = nexus_types::task_name::DnsTaskName::config(group).to_string();
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Ok(view) = nexus.bgtask_view().bgtask_name(&name).send().await
+            && let background_task_types::LastActivation::Completed(record) = view.into_inner().last
+            && let Ok(status) =
+                serde_json::from_value::<nexus_types::task_status::DnsConfigStatus>(record.details)
+            && status.generation >= generation
+        {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A client of server `index`'s config API that sends the stack's token.

@@ -186,6 +186,31 @@ impl DnsServer {
         self.restart().await
     }
 
+    /// Starts another DNS server process on this server's host, answering
+    /// where this server says it answers (its advertised DNS address, else
+    /// the one it binds, which must be free: move this one behind first),
+    /// with a config API on a free port and storage of its own under
+    /// `dir`: something else answering at this server's registered address
+    /// (a stale copy left behind a proxy).  Returns it and its config API.
+    pub async fn start_impostor(&self, dir: &Path) -> anyhow::Result<(ChildProcess, SocketAddr)> {
+        let http = SocketAddr::new(self.http_address.ip(), free_port()?);
+        let args = vec![
+            "--dns-address".into(),
+            self.advertise.unwrap_or(self.dns_address).to_string(),
+            "--http-address".into(),
+            http.to_string(),
+            "--storage-dir".into(),
+            dir.join("storage").display().to_string(),
+            "--api-token-file".into(),
+            self.api_token_file.display().to_string(),
+        ];
+        let (program, args) = on_host(self.netns.as_deref(), binary("dns-server")?, args);
+        let name = format!("impostor of {}", self.name);
+        let (process, _) =
+            ChildProcess::start(&name, &program, &args, &dir.join("dns-server.log")).await?;
+        Ok((process, http))
+    }
+
     pub fn freeze(&self) -> anyhow::Result<()> {
         self.process.as_ref().context("server not running")?.freeze()
     }
@@ -888,12 +913,20 @@ pub fn dns_server_client(
     server: &DnsServer,
     api_token: &ApiToken,
 ) -> anyhow::Result<dns_server_client::Client> {
+    dns_server_client_at(server.http_address, api_token)
+}
+
+/// A client of the DNS server config API at `address` that sends the token.
+pub fn dns_server_client_at(
+    address: SocketAddr,
+    api_token: &ApiToken,
+) -> anyhow::Result<dns_server_client::Client> {
     let http = api_token
         .client_builder_as("devstack")
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .build()?;
-    Ok(dns_server_client::Client::new_with_client(&format!("http://{}", server.http_address), http))
+    Ok(dns_server_client::Client::new_with_client(&format!("http://{address}"), http))
 }
 
 /// Every host of the database URL, as the addresses registered in internal

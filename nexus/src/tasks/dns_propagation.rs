@@ -1367,15 +1367,42 @@ mod tests {
     /// whose content at its generation is not the database's gets the
     /// whole config after refusing the difference, an empty one the whole
     /// config; every result says which, with its size.
+    /// The internal group's config task, having loaded the database's
+    /// latest once, and what it publishes.
+    async fn loaded_config_task(
+        db: &test_database::TestDatabase,
+        activation: &Activation,
+    ) -> (
+        crate::tasks::dns_config::DnsConfigTask,
+        tokio::sync::watch::Receiver<Option<crate::tasks::dns_config::LoadedConfig>>,
+    ) {
+        let (mut task, rx) =
+            crate::tasks::dns_config::DnsConfigTask::new(DnsGroup::Internal, db.datastore.clone());
+        task.activate(activation).await.unwrap();
+        (task, rx)
+    }
+
+    /// Commits internal generation 6 (one name added, `six`), as another
+    /// writer would.
+    async fn commit_six(db: &test_database::TestDatabase) {
+        let change = dns_types::DnsChange {
+            idempotency_key: None,
+            comment: "six".into(),
+            add: vec![dns_types::NameRecords {
+                name: "six".into(),
+                records: vec![DnsRecord::A("192.0.2.6".parse().unwrap())],
+            }],
+            remove: vec![],
+        };
+        db.datastore.dns_change_commit(DnsGroup::Internal, "t", &change).await.unwrap();
+    }
+
     #[tokio::test]
     async fn servers_get_differences_from_their_own_generation() {
         let db = database_at(5).await;
         let tokens = TokenDir::new();
-        let (config_task, config_rx) =
-            crate::tasks::dns_config::DnsConfigTask::new(DnsGroup::Internal, db.datastore.clone());
-        let mut config_task = config_task;
         let activation = Activation::new(1, ActivationReason::Timer);
-        config_task.activate(&activation).await.unwrap();
+        let (mut config_task, config_rx) = loaded_config_task(&db, &activation).await;
         let (one_behind, _d1) = server(&tokens).await;
         let (far_behind, _d2) = server(&tokens).await;
         let (wrong_base, _d3) = server(&tokens).await;
@@ -1389,22 +1416,7 @@ mod tests {
             .names
             .insert("extra".into(), vec![DnsRecord::A("192.0.2.99".parse().unwrap())]);
         wrong_base.apply(other).await.unwrap();
-        db.datastore
-            .dns_change_commit(
-                DnsGroup::Internal,
-                "t",
-                &dns_types::DnsChange {
-                    idempotency_key: None,
-                    comment: "six".into(),
-                    add: vec![dns_types::NameRecords {
-                        name: "six".into(),
-                        records: vec![DnsRecord::A("192.0.2.6".parse().unwrap())],
-                    }],
-                    remove: vec![],
-                },
-            )
-            .await
-            .unwrap();
+        commit_six(&db).await;
         config_task.activate(&activation).await.unwrap();
         let loaded = config_rx.borrow().clone().unwrap();
         assert_eq!(loaded.diff_from_previous.as_ref().unwrap().from_generation, 5);
@@ -1460,11 +1472,8 @@ mod tests {
     async fn a_server_last_seen_at_the_base_gets_the_difference_at_once() {
         let db = database_at(5).await;
         let tokens = TokenDir::new();
-        let (config_task, config_rx) =
-            crate::tasks::dns_config::DnsConfigTask::new(DnsGroup::Internal, db.datastore.clone());
-        let mut config_task = config_task;
         let activation = Activation::new(1, ActivationReason::Timer);
-        config_task.activate(&activation).await.unwrap();
+        let (mut config_task, config_rx) = loaded_config_task(&db, &activation).await;
         let (plain, _d1) = server(&tokens).await;
         let (beaten, _d2) = server(&tokens).await;
         let (moved, _d3) = server(&tokens).await;
@@ -1483,22 +1492,7 @@ mod tests {
         let first = done(task.activate(&activation).await.unwrap());
         assert!(first.servers.values().all(|r| r.outcome == PropagationOutcome::Applied));
 
-        db.datastore
-            .dns_change_commit(
-                DnsGroup::Internal,
-                "t",
-                &dns_types::DnsChange {
-                    idempotency_key: None,
-                    comment: "six".into(),
-                    add: vec![dns_types::NameRecords {
-                        name: "six".into(),
-                        records: vec![DnsRecord::A("192.0.2.6".parse().unwrap())],
-                    }],
-                    remove: vec![],
-                },
-            )
-            .await
-            .unwrap();
+        commit_six(&db).await;
         config_task.activate(&activation).await.unwrap();
         let six = db.datastore.dns_config_read(DnsGroup::Internal, Some(6)).await.unwrap();
         // Another writer brings one to 6 first; another gets a 6 of its own.

@@ -17,9 +17,14 @@ fn steps(history: &Path) -> Vec<serde_json::Value> {
             if let Some(details) = v["details"].as_object_mut() {
                 details.remove("settled");
             }
-            // Ports are picked at run time; the server's name says whose.
+            // Ports are picked at run time (the server's name says whose),
+            // and a past moment is when an earlier question was asked; that
+            // the moment is there (a question `--at`) is kept.
             if let Some(question) = v["details"]["question"].as_object_mut() {
                 question.remove("server");
+                if let Some(at) = question.get_mut("at") {
+                    *at = true.into();
+                }
             }
             v
         })

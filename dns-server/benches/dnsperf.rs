@@ -9,6 +9,10 @@
 //! `DNSPERF_MODE=axfr` measures instead zone transfers beside slow readers
 //! (`AXFR_SIZES`, default `100000,1000000`; see [`axfr`]).
 //!
+//! `DNSPERF_MODE=cpu` measures instead CPU time per answered query, ours
+//! against Knot (one worker, and one per core) and a do-nothing responder
+//! (the floor on this machine), three alternating rounds (see [`cpu`]).
+//!
 //! `DNSPERF_MODE=metrics` measures instead what Prometheus scraping costs:
 //! our server alone with 1,000 names, dnsperf runs alternating between no
 //! scraping and a scrape of `/metrics` every 100 ms (150 times Prometheus's
@@ -21,6 +25,8 @@
 //! (`dnsperf -m tcp`).  Then a config of the same size is applied to our
 //! server while dnsperf runs, and dnsperf's lost queries and response codes
 //! during it are printed.
+
+mod cpu;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -270,6 +276,9 @@ fn start_nsd(dir: &Path, names: usize) -> (Process, u16) {
 
 #[tokio::main]
 async fn main() {
+    if let Some(port) = std::env::var("DNSPERF_ECHO_PORT").ok().and_then(|p| p.parse().ok()) {
+        cpu::respond(port);
+    }
     if !std::env::args().any(|a| a == "--bench") {
         println!("dnsperf: run with `cargo bench -p dns-server --bench dnsperf`");
         return;
@@ -281,6 +290,7 @@ async fn main() {
     match std::env::var("DNSPERF_MODE").as_deref() {
         Ok("metrics") => return metrics_cost(&tokens, &http, seconds).await,
         Ok("axfr") => return axfr(&tokens, &http).await,
+        Ok("cpu") => return cpu::cpu_per_query(&tokens, &http, seconds).await,
         _ => {}
     }
     println!(

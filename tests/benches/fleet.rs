@@ -15,6 +15,14 @@
 //!    (the release binary, as an operator runs it), `FLEET_RUNS` runs each
 //!    (default 11), healthy and with the hung server: median and range.
 //!
+//! With `FLEET_PRELOAD=N`, first N names are loaded through Nexus's API
+//! in changes of 20,000 (`FLEET_PRELOAD_CHANGE`): the load rate, the time
+//! until every server serves the last of them, each DNS server's and each
+//! Nexus's resident memory, the database's size, and whether every
+//! server's digest equals the database's (it must); then the above, at
+//! that size.  `FLEET_SERVERS=2 FLEET_PRELOAD=1000000` is the million-name
+//! bench.
+//!
 //! Run: `cargo bench -p tests --bench fleet` (`FLEET_SERVERS` sets the
 //! fleet's size; figures in docs/PERFORMANCE.md).
 
@@ -272,6 +280,96 @@ fn report_cpu(before: &[(String, u64)], after: &[(String, u64)], changes: usize)
     println!("  CPU per change: {}", parts.join(", "));
 }
 
+/// Loads `names` names (`preN`, one A record each) through Nexus in
+/// changes of `per_change`, and reports what that cost and left behind.
+async fn preload(stack: &Stack, names: usize, per_change: usize) {
+    let nexus = stack.nexus[0].client();
+    let started = Instant::now();
+    let mut generation = 0;
+    let mut commits = Vec::new();
+    for first in (0..names).step_by(per_change) {
+        let add = (first..(first + per_change).min(names))
+            .map(|i| NameRecords {
+                name: format!("pre{i}"),
+                records: vec![DnsRecord::A(std::net::Ipv4Addr::from(0xC633_6400 + i as u32))],
+            })
+            .collect();
+        let change = DnsChange {
+            idempotency_key: None,
+            comment: format!("fleet bench preload from {first}"),
+            add,
+            remove: vec![],
+        };
+        let sent = Instant::now();
+        let version =
+            nexus.dns_change().group(DnsGroup::External).body(change).send().await.unwrap();
+        commits.push(sent.elapsed());
+        generation = version.into_inner().generation;
+    }
+    let loaded = started.elapsed();
+    println!(
+        "preload: {names} names in {} changes of {per_change}: {:.1} s, {:.0} names/s; a change's \
+         commit: p50 {}, max {}",
+        commits.len(),
+        loaded.as_secs_f64(),
+        names as f64 / loaded.as_secs_f64(),
+        ms(quantile(&commits, 0.5)),
+        ms(quantile(&commits, 1.0))
+    );
+    for server in stack.servers(DnsGroup::External) {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while stack.server_generation(server).await.unwrap_or(0) < generation {
+            assert!(Instant::now() < deadline, "{} did not reach {generation}", server.name);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    println!(
+        "  every external server serves generation {generation} {:.1} s after the first change",
+        started.elapsed().as_secs_f64()
+    );
+    // Correctness at this size: each server's digest is the database's.
+    let state = stack
+        .datastore
+        .dns_digest_state(DnsGroup::External, generation)
+        .await
+        .unwrap()
+        .expect("the database keeps each generation's digest state");
+    let wanted = state.digest(generation);
+    for server in stack.servers(DnsGroup::External) {
+        let status = devstack::stack::dns_server_client(server, &stack.api_token)
+            .unwrap()
+            .status_get()
+            .send()
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(status.generation, generation, "{}", server.name);
+        assert_eq!(
+            status.applied_config_digest.as_deref(),
+            Some(wanted.as_str()),
+            "{}'s digest",
+            server.name
+        );
+    }
+    println!("  every server's digest equals the database's ({wanted})");
+    let pid = |p: &Option<test_support::process::ChildProcess>| {
+        p.as_ref().and_then(|p| p.pid()).map(|p| p.as_raw() as u32).unwrap_or(0)
+    };
+    let mib = |pid: u32| test_support::process::rss_kib(pid) as f64 / 1024.0;
+    let servers: Vec<String> = stack
+        .servers(DnsGroup::External)
+        .map(|s| format!("{} {:.0} MiB", s.name, mib(pid(&s.process))))
+        .collect();
+    let nexus: Vec<String> =
+        stack.nexus.iter().map(|n| format!("{} {:.0} MiB", n.name, mib(pid(&n.process)))).collect();
+    println!("  RSS: {}; {}", servers.join(", "), nexus.join(", "));
+    let (client, connection) =
+        tokio_postgres::connect(&stack.db_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let row = client.query_one("SELECT pg_database_size(current_database())", &[]).await.unwrap();
+    println!("  database size: {:.0} MiB", row.get::<_, i64>(0) as f64 / 1024.0 / 1024.0);
+}
+
 fn report_changes(what: &str, samples: &[Duration]) {
     println!(
         "{what}: {} changes: p50 {}, p99 {}, max {}",
@@ -308,6 +406,10 @@ async fn main() {
     let servers: Vec<SocketAddr> =
         stack.servers(DnsGroup::External).map(|s| s.dns_address).collect();
     assert_eq!(servers.len(), size);
+    let names = env_or("FLEET_PRELOAD", 0);
+    if names > 0 {
+        preload(&stack, names, env_or("FLEET_PRELOAD_CHANGE", 20_000)).await;
+    }
 
     // A warm-up change, not counted (first connections, first diff).
     changes(&stack, &servers, "warm", 1).await;

@@ -97,6 +97,7 @@ const UNSAFE_ALLOWED: &[(&str, &str)] = &[
     ("dns-server/src/udp.rs", "recvmmsg/sendmmsg"),
     ("dns-server/src/state.rs", "malloc_trim"),
     ("dns-server/src/dns.rs", "the zone transfer thread's priority"),
+    ("dns-server/benches/cpu/mod.rs", "the do-nothing responder's recvmmsg/sendmmsg; clock ticks"),
     ("http-idle/src/lib.rs", "getsockopt(TCP_INFO)"),
     ("test-support/src/process.rs", "a child's parent-death signal"),
     ("local-postgres/src/lib.rs", "the parent-death signal of PostgreSQL, Patroni and etcd"),

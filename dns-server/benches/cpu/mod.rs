@@ -1,0 +1,290 @@
+//! `DNSPERF_MODE=cpu`: CPU time per answered query, ours against Knot, and
+//! the machine's floor.
+//!
+//! Queries per second on a shared 2-core machine mostly say who got the
+//! cores; the CPU a server process spends per answered query (its user +
+//! system time over the run, from `/proc/PID/stat`, divided by the
+//! queries dnsperf saw answered) says how much work it does for each.  The
+//! floor is a do-nothing responder (this bench binary again, started with
+//! `DNSPERF_ECHO_PORT`): it sends each datagram back with the QR bit set,
+//! batched as our server batches (up to 32 per `recvmmsg`/`sendmmsg`, one
+//! socket, one loop per core), and over TCP writes each message back as it
+//! reads it.  Nothing can answer a query for less than that here.
+//!
+//! For each zone size and transport: three rounds, each running dnsperf
+//! against ours, knotd with one worker, knotd with one per core and the
+//! responder, one after the other (so that drift in the machine hits all
+//! alike); medians and the spread are printed, and ours is compared with
+//! Knot's better configuration for each figure (the higher q/s, the lower
+//! CPU per query).
+
+use super::{
+    ZONE, free_port, peer_dir, put_config, query_file, start_ours, wait_for_port, wait_for_zone,
+};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use test_support::TokenDir;
+
+/// What dnsperf's "-c 10 -q 100" run measured, and the server's CPU
+/// time meanwhile.
+struct Run {
+    qps: f64,
+    completed: u64,
+    cpu: Duration,
+}
+
+impl Run {
+    fn cpu_per_query_us(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.completed.max(1) as f64
+    }
+}
+
+/// A process's user + system time so far (all its threads).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/stat: {e}"));
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    #[allow(unsafe_code)]
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_secs_f64(ticks as f64 / per_second as f64)
+}
+
+fn dnsperf_cpu(pid: u32, port: u16, queries: &Path, seconds: u64, mode: &str) -> Run {
+    let before = cpu_time(pid);
+    let output = Command::new("dnsperf")
+        .args(["-s", "127.0.0.1", "-p", &port.to_string(), "-l", &seconds.to_string()])
+        .args(["-c", "10", "-q", "100", "-T", "1", "-t", "2", "-m", mode, "-d"])
+        .arg(queries)
+        .output()
+        .expect("running dnsperf (apt-get install -y dnsperf)");
+    let cpu = cpu_time(pid) - before;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let field = |label: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+            .unwrap_or_else(|| panic!("no {label:?} from dnsperf:\n{text}"))
+    };
+    Run {
+        qps: field("Queries per second:").parse().unwrap(),
+        completed: field("Queries completed:").parse().unwrap(),
+        cpu,
+    }
+}
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// knotd serving the bench zone with `workers` UDP and TCP workers.
+fn start_knot(dir: &Path, names: usize, workers: usize) -> (Process, u16) {
+    let (knot, port) = peer_dir(dir, &format!("knot-{workers}"), names);
+    let conf = knot.join("knot.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "server:\n    listen: 127.0.0.1@{port}\n    rundir: {d}\n    udp-workers: {workers}\n    tcp-workers: {workers}\n    background-workers: 1\n\
+             database:\n    storage: {d}\n\
+             template:\n  - id: default\n    storage: {d}\n    semantic-checks: off\n    zonefile-sync: -1\n    journal-content: none\n\
+             zone:\n  - domain: {ZONE}\n    file: zone.zone\n",
+            d = knot.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("knotd")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(knot.join("knotd.log")).unwrap())
+        .spawn()
+        .expect("running knotd (apt-get install -y knot)");
+    let process = Process(child);
+    wait_for_zone(port, &knot.join("knotd.log"));
+    (process, port)
+}
+
+/// This bench binary as the do-nothing responder on a free port.
+fn start_responder() -> (Process, u16) {
+    let port = free_port();
+    let child = Command::new(std::env::current_exe().unwrap())
+        .env("DNSPERF_ECHO_PORT", port.to_string())
+        .spawn()
+        .expect("starting the do-nothing responder");
+    let process = Process(child);
+    wait_for_port(port);
+    (process, port)
+}
+
+/// The do-nothing responder (in the child process): UDP datagrams and TCP
+/// messages sent back with the QR bit set; runs until killed.
+pub fn respond(port: u16) -> ! {
+    let udp = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    let tcp = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    for _ in 0..cores {
+        let socket = udp.try_clone().unwrap();
+        std::thread::spawn(move || echo_datagrams(&socket));
+    }
+    for stream in tcp.incoming().flatten() {
+        std::thread::spawn(move || echo_stream(stream));
+    }
+    unreachable!("the listener never ends")
+}
+
+/// Up to 32 datagrams per call each way, as our server's loops do.
+#[allow(unsafe_code)]
+fn echo_datagrams(socket: &std::net::UdpSocket) {
+    use std::os::fd::AsRawFd;
+    const BATCH: usize = 32;
+    let fd = socket.as_raw_fd();
+    let mut buffers = vec![[0u8; 512]; BATCH];
+    // SAFETY: plain C structs, all-zero is a valid value for each.
+    let mut addresses: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; BATCH];
+    let mut iovecs: Vec<libc::iovec> = buffers
+        .iter_mut()
+        .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
+        .collect();
+    // SAFETY: as above.
+    let mut messages: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
+    loop {
+        for i in 0..BATCH {
+            iovecs[i].iov_len = 512;
+            let header = &mut messages[i].msg_hdr;
+            header.msg_name = (&mut addresses[i] as *mut libc::sockaddr_storage).cast();
+            header.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            header.msg_iov = &mut iovecs[i];
+            header.msg_iovlen = 1;
+        }
+        // SAFETY: every header points at live buffers of the stated sizes.
+        let got = unsafe {
+            libc::recvmmsg(fd, messages.as_mut_ptr(), BATCH as u32, 0, std::ptr::null_mut())
+        };
+        if got <= 0 {
+            continue;
+        }
+        let got = got as usize;
+        for i in 0..got {
+            let len = messages[i].msg_len as usize;
+            if len > 2 {
+                buffers[i][2] |= 0x80;
+            }
+            iovecs[i].iov_len = len;
+        }
+        // SAFETY: as above; lengths are what was received.
+        unsafe { libc::sendmmsg(fd, messages.as_mut_ptr(), got as u32, 0) };
+    }
+}
+
+fn echo_stream(mut stream: std::net::TcpStream) {
+    let mut message = vec![0u8; 65_535];
+    loop {
+        let mut length = [0u8; 2];
+        if stream.read_exact(&mut length).is_err() {
+            return;
+        }
+        let n = u16::from_be_bytes(length) as usize;
+        if stream.read_exact(&mut message[..n]).is_err() {
+            return;
+        }
+        if n > 2 {
+            message[2] |= 0x80;
+        }
+        let mut out = Vec::with_capacity(n + 2);
+        out.extend_from_slice(&length);
+        out.extend_from_slice(&message[..n]);
+        if stream.write_all(&out).is_err() {
+            return;
+        }
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// "median (min-max)".
+fn spread(values: &[f64], digits: usize) -> String {
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{:.digits$} ({lo:.digits$}-{hi:.digits$})", median(values.to_vec()))
+}
+
+pub async fn cpu_per_query(tokens: &TokenDir, http: &reqwest::Client, seconds: u64) {
+    let sizes: Vec<usize> = std::env::var("DNSPERF_SIZES")
+        .ok()
+        .map(|s| s.split(',').map(|n| n.trim().parse().expect("DNSPERF_SIZES: numbers")).collect())
+        .unwrap_or(vec![1_000, 100_000]);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!(
+        "| names | via | ours q/s | Knot q/s (1 worker / {cores}) | ours CPU µs/q | Knot CPU µs/q (1 worker / {cores}) | responder CPU µs/q | q/s ours / Knot's best | CPU ours / Knot's best | CPU ours / responder |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for names in sizes {
+        let dir = tempfile::tempdir().unwrap();
+        let queries = dir.path().join("queries.txt");
+        std::fs::write(&queries, query_file(names)).unwrap();
+        let (ours, dns, api) = start_ours(dir.path(), &tokens.token_file()).await;
+        put_config(http, api, names).await;
+        let ours_pid = ours.pid().unwrap().as_raw() as u32;
+        let (knot1, knot1_port) = start_knot(dir.path(), names, 1);
+        let (knot_n, knot_n_port) = start_knot(dir.path(), names, cores);
+        let (responder, responder_port) = start_responder();
+        let targets = [
+            (ours_pid, dns.port()),
+            (knot1.0.id(), knot1_port),
+            (knot_n.0.id(), knot_n_port),
+            (responder.0.id(), responder_port),
+        ];
+        for mode in ["udp", "tcp"] {
+            let mut runs: Vec<Vec<Run>> = (0..targets.len()).map(|_| Vec::new()).collect();
+            for _round in 0..3 {
+                for (i, (pid, port)) in targets.iter().enumerate() {
+                    let queries = queries.clone();
+                    let (pid, port) = (*pid, *port);
+                    let run = tokio::task::spawn_blocking(move || {
+                        dnsperf_cpu(pid, port, &queries, seconds, mode)
+                    })
+                    .await
+                    .unwrap();
+                    runs[i].push(run);
+                }
+            }
+            let qps: Vec<Vec<f64>> =
+                runs.iter().map(|r| r.iter().map(|r| r.qps).collect()).collect();
+            let cpu: Vec<Vec<f64>> =
+                runs.iter().map(|r| r.iter().map(Run::cpu_per_query_us).collect()).collect();
+            let m = |v: &Vec<f64>| median(v.clone());
+            let best_qps = m(&qps[1]).max(m(&qps[2]));
+            let best_cpu = m(&cpu[1]).min(m(&cpu[2]));
+            println!(
+                "| {names} | {} | {} | {} / {} | {} | {} / {} | {} | {:.2} | {:.2} | {:.2} |",
+                mode.to_uppercase(),
+                spread(&qps[0], 0),
+                spread(&qps[1], 0),
+                spread(&qps[2], 0),
+                spread(&cpu[0], 2),
+                spread(&cpu[1], 2),
+                spread(&cpu[2], 2),
+                spread(&cpu[3], 2),
+                m(&qps[0]) / best_qps,
+                m(&cpu[0]) / best_cpu,
+                m(&cpu[0]) / m(&cpu[3]),
+            );
+            let _ = std::io::stdout().flush();
+        }
+        drop((ours, knot1, knot_n, responder));
+    }
+}

@@ -24,7 +24,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -190,7 +190,9 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
+    sweep_killed_runs();
     let dir = tempfile::Builder::new().prefix("chaos-").tempdir()?;
+    std::fs::write(dir.path().join(RUNNER_PID), std::process::id().to_string())?;
     let mut options = StackOptions::new(dir.path().join("run"));
     options.internal_dns_servers = 2;
     options.external_dns_servers = 2;
@@ -1035,6 +1037,29 @@ mod storage {
         let mut bytes = snapshot.to_vec();
         bytes[at] = if bytes[at] == b'9' { b'8' } else { bytes[at] + 1 };
         Ok(bytes)
+    }
+}
+
+/// In each run directory: the process id of the runner it belongs to.
+const RUNNER_PID: &str = "runner.pid";
+
+/// Removes the run directories of runners that are gone: a runner killed
+/// outright (SIGKILL) cannot remove its own, and its processes died with it
+/// (parent-death signal), its namespaces are swept by the next stack.
+fn sweep_killed_runs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !entry.file_name().to_string_lossy().starts_with("chaos-") || !path.is_dir() {
+            continue;
+        }
+        let pid = std::fs::read_to_string(path.join(RUNNER_PID)).ok();
+        if let Some(pid) = pid.and_then(|p| p.trim().parse::<u32>().ok())
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            eprintln!("chaos: removing {}, left by a runner that was killed", path.display());
+            let _ = std::fs::remove_dir_all(&path);
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! The chaos runner, briefly and on loopback: every verdict it checks is
 //! right, its last line is the score in the contract's form, the same seed
 //! replays the same steps (what `--replay-to` relies on), and it leaves no
-//! run directory behind.
+//! run directory behind; killed outright, its processes die with it and
+//! the next runner removes its run directory.
 
 use std::path::Path;
 use std::process::Command;
@@ -31,22 +32,28 @@ fn steps(history: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn run_dirs() -> usize {
-    std::fs::read_dir(std::env::temp_dir())
+/// The runners' run directories in `tmp` (each test gives its runners a
+/// temporary directory of their own, `TMPDIR`, so that tests side by side
+/// do not see each other's).
+fn run_dirs(tmp: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(tmp)
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("chaos-"))
-        .count()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("chaos-"))
+        .collect()
 }
 
 #[test]
 fn the_same_seed_replays_the_same_steps_and_every_verdict_is_right() {
     let chaos = test_support::process::binary("chaos").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let before = run_dirs();
+    let tmp = tempfile::tempdir().unwrap();
+    let before = run_dirs(tmp.path());
     let run = |name: &str| {
         let history = dir.path().join(name);
         let output = Command::new(&chaos)
+            .env("TMPDIR", tmp.path())
             .args(["--seed", "7", "--duration", "600", "--replay-to", "14", "--hosts", "loopback"])
             .arg("--history")
             .arg(&history)
@@ -74,5 +81,71 @@ fn the_same_seed_replays_the_same_steps_and_every_verdict_is_right() {
     assert!(a.iter().any(|s| s["step"] == 14), "the run stops at step 14: {a:?}");
     assert!(a.iter().all(|s| s["step"].as_u64().unwrap() <= 14));
     assert_eq!(a, b, "the same seed drew other steps");
-    assert_eq!(run_dirs(), before, "a run directory was left behind");
+    // (A killed runner's may have been swept meanwhile.)
+    let left: Vec<String> = run_dirs(tmp.path()).difference(&before).cloned().collect();
+    assert!(left.is_empty(), "run directories left behind: {left:?}");
+}
+
+/// The processes whose command line mentions `text`.
+fn processes_mentioning(text: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline
+                .contains(text)
+                .then(|| format!("{}: {cmdline}", e.file_name().to_string_lossy()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_runner_killed_outright_leaves_nothing_behind() {
+    let chaos = test_support::process::binary("chaos").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("killed.jsonl");
+    let tmp = tempfile::tempdir().unwrap();
+    let before = run_dirs(tmp.path());
+    let mut runner = Command::new(&chaos)
+        .env("TMPDIR", tmp.path())
+        .args(["--seed", "7", "--duration", "600", "--hosts", "loopback", "--history"])
+        .arg(&history)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Its stack is up once it has made its first changes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::fs::read_to_string(&history).unwrap_or_default().lines().count() < 3 {
+        assert!(std::time::Instant::now() < deadline, "the runner made no change in 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let ours: Vec<String> = run_dirs(tmp.path()).difference(&before).cloned().collect();
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    let run_dir = tmp.path().join(&ours[0]);
+    assert!(!processes_mentioning(&ours[0]).is_empty(), "no process of the stack found");
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    // Its processes die with it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let left = processes_mentioning(&ours[0]);
+        if left.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "processes outlived the runner: {left:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Its run directory could not be removed by it; the next runner does.
+    assert!(run_dir.exists());
+    let output = Command::new(&chaos)
+        .env("TMPDIR", tmp.path())
+        .args(["--seed", "7", "--duration", "600", "--replay-to", "1", "--hosts", "loopback"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!run_dir.exists(), "{} was left", run_dir.display());
 }

@@ -180,13 +180,19 @@ fn peer_dir(dir: &Path, peer: &str, names: usize) -> (std::path::PathBuf, u16) {
     (path, free_port())
 }
 
-fn start_knot(dir: &Path, names: usize) -> (Process, u16) {
-    let (knot, port) = peer_dir(dir, "knot", names);
+/// knotd serving the bench zone on a free port, with `workers` UDP and
+/// TCP workers (default: Knot's, one per core).
+fn start_knot(dir: &Path, names: usize, workers: Option<usize>) -> (Process, u16) {
+    let peer = workers.map(|w| format!("knot-{w}")).unwrap_or("knot".into());
+    let (knot, port) = peer_dir(dir, &peer, names);
     let conf = knot.join("knot.conf");
+    let workers = workers
+        .map(|w| format!("    udp-workers: {w}\n    tcp-workers: {w}\n"))
+        .unwrap_or_default();
     std::fs::write(
         &conf,
         format!(
-            "server:\n    listen: 127.0.0.1@{port}\n    rundir: {d}\n\
+            "server:\n    listen: 127.0.0.1@{port}\n    rundir: {d}\n{workers}\
              database:\n    storage: {d}\n\
              template:\n  - id: default\n    storage: {d}\n    semantic-checks: off\n    zonefile-sync: -1\n    journal-content: none\n\
              acl:\n  - id: transfer\n    address: 127.0.0.1\n    action: transfer\n\
@@ -376,7 +382,7 @@ async fn main() {
             dnsperf_rss(restarted_pid, restarted_dns.port(), &queries, seconds.div_ceil(2));
         drop(restarted);
 
-        let (knot, knot_port) = start_knot(dir.path(), names);
+        let (knot, knot_port) = start_knot(dir.path(), names, None);
         let (knot_qps, knot_lost, knot_loaded) =
             dnsperf_rss(knot.0.id(), knot_port, &queries, seconds);
         let (knot_tcp, _, _) = dnsperf_over(knot_port, &queries, seconds, "tcp");
@@ -586,7 +592,7 @@ async fn axfr(tokens: &TokenDir, http: &reqwest::Client) {
         let row = tokio::task::spawn_blocking(move || axfr_row(dns)).await.unwrap();
         println!("| {names} | dns-server | {row}");
         drop(ours);
-        let (knot, port) = start_knot(dir.path(), names);
+        let (knot, port) = start_knot(dir.path(), names, None);
         let row =
             tokio::task::spawn_blocking(move || axfr_row(SocketAddr::from(([127, 0, 0, 1], port))))
                 .await

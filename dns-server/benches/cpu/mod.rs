@@ -18,12 +18,10 @@
 //! Knot's better configuration for each figure (the higher q/s, the lower
 //! CPU per query).
 
-use super::{
-    ZONE, free_port, peer_dir, put_config, query_file, start_ours, wait_for_port, wait_for_zone,
-};
+use super::{Process, free_port, put_config, query_file, start_knot, start_ours, wait_for_port};
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use test_support::TokenDir;
 
@@ -77,42 +75,6 @@ fn dnsperf_cpu(pid: u32, port: u16, queries: &Path, seconds: u64, mode: &str) ->
         completed: field("Queries completed:").parse().unwrap(),
         cpu,
     }
-}
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// knotd serving the bench zone with `workers` UDP and TCP workers.
-fn start_knot(dir: &Path, names: usize, workers: usize) -> (Process, u16) {
-    let (knot, port) = peer_dir(dir, &format!("knot-{workers}"), names);
-    let conf = knot.join("knot.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "server:\n    listen: 127.0.0.1@{port}\n    rundir: {d}\n    udp-workers: {workers}\n    tcp-workers: {workers}\n    background-workers: 1\n\
-             database:\n    storage: {d}\n\
-             template:\n  - id: default\n    storage: {d}\n    semantic-checks: off\n    zonefile-sync: -1\n    journal-content: none\n\
-             zone:\n  - domain: {ZONE}\n    file: zone.zone\n",
-            d = knot.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("knotd")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(knot.join("knotd.log")).unwrap())
-        .spawn()
-        .expect("running knotd (apt-get install -y knot)");
-    let process = Process(child);
-    wait_for_zone(port, &knot.join("knotd.log"));
-    (process, port)
 }
 
 /// This bench binary as the do-nothing responder on a free port.
@@ -239,8 +201,8 @@ pub async fn cpu_per_query(tokens: &TokenDir, http: &reqwest::Client, seconds: u
         let (ours, dns, api) = start_ours(dir.path(), &tokens.token_file()).await;
         put_config(http, api, names).await;
         let ours_pid = ours.pid().unwrap().as_raw() as u32;
-        let (knot1, knot1_port) = start_knot(dir.path(), names, 1);
-        let (knot_n, knot_n_port) = start_knot(dir.path(), names, cores);
+        let (knot1, knot1_port) = start_knot(dir.path(), names, Some(1));
+        let (knot_n, knot_n_port) = start_knot(dir.path(), names, Some(cores));
         let (responder, responder_port) = start_responder();
         let targets = [
             (ours_pid, dns.port()),

@@ -16,7 +16,6 @@ pub mod metrics;
 pub mod plain;
 pub mod policy;
 pub mod query_log;
-mod shared_map;
 pub mod state;
 pub mod storage;
 mod udp;

@@ -7,11 +7,11 @@
 //! either compiled whole or derived from this one by a difference, sharing
 //! every unchanged name with it.
 
-use crate::shared_map::SharedMap;
 use chrono::{DateTime, Utc};
 use dns_types::{ConfigDiff, DigestState, DnsConfig, DnsRecord, names};
 use hickory_proto::rr::rdata::{self, SOA, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use shared_map::SharedMap;
 use std::borrow::Borrow;
 use std::sync::Arc;
 

@@ -39,6 +39,17 @@ impl Deadline {
         self.budget
     }
 
+    /// This deadline, or a new one with the same budget when less than
+    /// `least` is left: for parts that could only be asked once a slow
+    /// one had answered.
+    pub fn or_fresh_when_below(self, least: Duration) -> Deadline {
+        if self.at.saturating_duration_since(tokio::time::Instant::now()) < least {
+            Deadline::starting_now(self.budget)
+        } else {
+            self
+        }
+    }
+
     /// `work`'s result, or `None` when the deadline came first.
     pub async fn within<T>(&self, work: impl Future<Output = T>) -> Option<T> {
         tokio::time::timeout_at(self.at, work).await.ok()

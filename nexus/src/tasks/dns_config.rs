@@ -18,9 +18,11 @@ use anyhow::Context;
 use background_tasks::{Activation, Task};
 use chrono::{DateTime, Utc};
 use db_model::Datastore;
-use dns_types::{ConfigDiff, DigestState, DnsConfig, DnsGroup, DnsRecord, DnsVersion};
+use dns_types::{
+    ConfigDiff, DigestState, DnsConfig, DnsConfigZone, DnsGroup, DnsRecord, DnsVersion,
+};
 use nexus_types::task_status::{ConfigLoad, DnsConfigStatus};
-use std::collections::BTreeMap;
+use shared_map::SharedMap;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
@@ -76,56 +78,67 @@ impl LoadedConfig {
     }
 }
 
-/// A config's names, shared between generations: a base config and the
-/// names changed since (empty records: removed).  Deriving the next
-/// generation copies only the changes; they are folded into a new base once
-/// they are many, so the copy stays small.
+/// A config's names, shared between generations: per zone, a map whose
+/// copies share every shard a difference does not touch.  Deriving the next
+/// generation copies the shards holding the changed names (a few thousand
+/// entries at a million names), never the whole config; the config as one
+/// value is built only when a server needs it whole.
 #[derive(Clone, Debug)]
 pub struct ConfigContent {
-    base: Arc<DnsConfig>,
-    changes: Arc<BTreeMap<(String, String), Vec<DnsRecord>>>,
+    zones: Vec<ZoneContent>,
+}
+
+#[derive(Clone, Debug)]
+struct ZoneContent {
+    zone_name: String,
+    ttl_seconds: u32,
+    names: SharedMap<String, Arc<[DnsRecord]>>,
 }
 
 impl ConfigContent {
     fn new(config: DnsConfig) -> ConfigContent {
-        ConfigContent { base: Arc::new(config), changes: Arc::default() }
+        let zones = config
+            .zones
+            .into_iter()
+            .map(|zone| {
+                let mut names = SharedMap::with_capacity(zone.names.len());
+                for (name, records) in zone.names {
+                    names.insert(name, Arc::from(records));
+                }
+                ZoneContent { zone_name: zone.zone_name, ttl_seconds: zone.ttl_seconds, names }
+            })
+            .collect();
+        ConfigContent { zones }
     }
 
     /// The records of one name (empty: absent).
     fn records(&self, zone: &str, name: &str) -> &[DnsRecord] {
-        if let Some(records) = self.changes.get(&(zone.to_string(), name.to_string())) {
-            return records;
-        }
-        self.base
-            .zones
+        self.zones
             .iter()
             .find(|z| z.zone_name == zone)
             .and_then(|z| z.names.get(name))
-            .map(Vec::as_slice)
+            .map(|records| &records[..])
             .unwrap_or_default()
     }
 
+    /// This content with `diff` applied.  A zone the content does not have
+    /// cannot be in a difference that passed the digest check
+    /// (`DigestState::replace_name` refuses it), so it is skipped.
     fn with_diff(&self, diff: &ConfigDiff) -> ConfigContent {
-        let mut changes = (*self.changes).clone();
-        for zone in &diff.zones {
-            for name in &zone.names {
-                changes.insert((zone.zone_name.clone(), name.name.clone()), name.records.clone());
+        let mut next = self.clone();
+        for change in &diff.zones {
+            let Some(zone) = next.zones.iter_mut().find(|z| z.zone_name == change.zone_name) else {
+                continue;
+            };
+            for name in &change.names {
+                if name.records.is_empty() {
+                    zone.names.remove(name.name.as_str());
+                } else {
+                    zone.names.insert(name.name.clone(), Arc::from(name.records.as_slice()));
+                }
             }
         }
-        ConfigContent { base: self.base.clone(), changes: Arc::new(changes) }
-    }
-
-    /// Whether the changes are many enough to fold into a new base: one
-    /// copy of the config now and then, instead of a growing copy of the
-    /// changes with every generation.
-    fn wants_fold(&self) -> bool {
-        self.changes.len() > 1024.max(self.base.name_count() / 8)
-    }
-
-    /// The same content as one base.  Costs a copy of the config.
-    fn folded(&self) -> ConfigContent {
-        let b = &self.base;
-        ConfigContent::new(self.materialize(b.generation, b.time_created, &b.creator, &b.comment))
+        next
     }
 
     fn materialize(
@@ -135,21 +148,21 @@ impl ConfigContent {
         creator: &str,
         comment: &str,
     ) -> DnsConfig {
-        let mut config = (*self.base).clone();
-        config.generation = generation;
-        config.time_created = time_created;
-        config.creator = creator.to_string();
-        config.comment = comment.to_string();
-        for ((zone, name), records) in self.changes.iter() {
-            if let Some(zone) = config.zones.iter_mut().find(|z| z.zone_name == *zone) {
-                if records.is_empty() {
-                    zone.names.remove(name);
-                } else {
-                    zone.names.insert(name.clone(), records.clone());
-                }
-            }
+        DnsConfig {
+            generation,
+            time_created,
+            creator: creator.to_string(),
+            comment: comment.to_string(),
+            zones: self
+                .zones
+                .iter()
+                .map(|zone| DnsConfigZone {
+                    zone_name: zone.zone_name.clone(),
+                    ttl_seconds: zone.ttl_seconds,
+                    names: zone.names.iter().map(|(n, r)| (n.clone(), r.to_vec())).collect(),
+                })
+                .collect(),
         }
-        config
     }
 }
 
@@ -157,11 +170,6 @@ pub struct DnsConfigTask {
     group: DnsGroup,
     datastore: Datastore,
     publisher: watch::Sender<Option<LoadedConfig>>,
-    /// The published content folded into one base, for that generation:
-    /// built on a blocking thread after publishing, so that the copy is
-    /// never on the way of a change, and used by the next derivation when
-    /// it is ready.
-    fold: Option<(u64, tokio::task::JoinHandle<ConfigContent>)>,
     /// Where "first seen" is recorded, if anywhere.
     history: Option<crate::history::PropagationHistory>,
 }
@@ -172,7 +180,7 @@ impl DnsConfigTask {
         datastore: Datastore,
     ) -> (DnsConfigTask, watch::Receiver<Option<LoadedConfig>>) {
         let (publisher, receiver) = watch::channel(None);
-        (DnsConfigTask { group, datastore, publisher, fold: None, history: None }, receiver)
+        (DnsConfigTask { group, datastore, publisher, history: None }, receiver)
     }
 
     /// Records each generation's first sighting in `history`.
@@ -274,12 +282,6 @@ impl DnsConfigTask {
         if let Some(history) = &self.history {
             history.seen(&loaded.version, loaded.first_seen_at).await;
         }
-        self.fold = None;
-        if loaded.content.wants_fold() {
-            let content = loaded.content.clone();
-            let handle = tokio::task::spawn_blocking(move || content.folded());
-            self.fold = Some((loaded.generation(), handle));
-        }
         Ok(status_of(group, &loaded, true))
     }
 
@@ -305,7 +307,7 @@ impl DnsConfigTask {
     /// The config at `latest` from `previous` and the names that changed in
     /// between, checked against the database's digest state.
     async fn derive(
-        &mut self,
+        &self,
         previous: &LoadedConfig,
         latest: &DnsVersion,
         started: Instant,
@@ -346,15 +348,7 @@ impl DnsConfigTask {
                  schema 1.1.0), so a derived config could not be checked"
             ))));
         };
-        let content = match self.fold.take() {
-            Some((generation, handle)) if generation == from && handle.is_finished() => {
-                handle.await.unwrap_or_else(|_| previous.content.clone())
-            }
-            other => {
-                self.fold = other;
-                previous.content.clone()
-            }
-        };
+        let content = &previous.content;
         // Our own records of each changed name go out of the digest, the
         // database's new ones in: the result matches the database's state
         // only if what we had matched it too.

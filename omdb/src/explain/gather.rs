@@ -139,41 +139,17 @@ pub async fn gather(args: &ExplainArgs, discovery: &Discovery) -> anyhow::Result
             Err(e) => Err(format!("{e:#}")),
         }
     };
-    let (nodes, nexus) = futures::join!(nodes, nexus);
-    if nodes.is_some() {
-        database.node = datastore.connection_report().node.map(|n| n.node);
-        database.nodes = nodes;
-    }
 
-    // Every server: registered, or listed by a Nexus.
-    let mut known: BTreeMap<SocketAddr, BTreeSet<String>> = BTreeMap::new();
-    for address in &database.registered_servers {
-        known
-            .entry(*address)
-            .or_default()
-            .insert(format!("registered in internal generation {}", database.internal_generation));
-    }
-    for n in nexus.iter().flatten() {
-        if let Some(DnsTaskView::Servers { status: Some(list), .. }) =
-            n.view(DnsTaskName::servers(group))
-        {
-            for entry in &list.servers {
-                known
-                    .entry(entry.address)
-                    .or_default()
-                    .insert(format!("listed by Nexus {}", nexus_label(n)));
-            }
-        }
-    }
-    // Everything known before any server answers is asked at once: each
-    // server's status (with the zone's SOA) and recent history, and the
-    // name at every DNS address registered or given, with a loss probe.
-    // Everything asked of the servers shares one deadline, so a hung server
-    // costs one timeout, not one per step.
+    // The registered servers are known before any Nexus answers, so they
+    // are asked beside the Nexus: each server's status (with the zone's
+    // SOA) and recent history, and the name at every DNS address
+    // registered or given, with a loss probe.  Everything asked of them
+    // shares one deadline, so a hung server costs one timeout, not one per
+    // step, and a hung Nexus does not add its own to it.
     let deadline = observe::Deadline::starting_now(crate::discovery::TIMEOUT);
     let types = question_types(args.rtype.as_deref(), &database);
     let fqdn = database.fqdn.clone();
-    let ask_all = |addresses: &BTreeSet<SocketAddr>| {
+    let ask_all = |addresses: &BTreeSet<SocketAddr>, deadline: observe::Deadline| {
         let mut questions = Vec::new();
         for address in addresses {
             for transport in [Transport::Udp, Transport::Tcp] {
@@ -184,25 +160,76 @@ pub async fn gather(args: &ExplainArgs, discovery: &Discovery) -> anyhow::Result
         }
         futures::future::join_all(questions)
     };
-    let registered: BTreeSet<SocketAddr> = known
+    let registered_label =
+        format!("registered in internal generation {}", database.internal_generation);
+    let registered_servers: BTreeMap<SocketAddr, BTreeSet<String>> = database
+        .registered_servers
+        .iter()
+        .map(|address| (*address, BTreeSet::from([registered_label.clone()])))
+        .collect();
+    let registered: BTreeSet<SocketAddr> = registered_servers
         .keys()
         .flat_map(|a| database.registered_dns.get(a).into_iter().flatten().copied())
         .collect();
     let mut early = registered.clone();
     early.extend(args.servers.iter().copied());
-    let known_addresses: Vec<SocketAddr> = known.keys().copied().collect();
+    let registered_addresses: Vec<SocketAddr> = registered_servers.keys().copied().collect();
     let zone = database.zone.clone();
-    let probe_all = |addresses: &BTreeSet<SocketAddr>| {
+    let probe_all = |addresses: &BTreeSet<SocketAddr>, deadline: observe::Deadline| {
         futures::future::join_all(
             addresses.iter().map(|a| observe::probe_loss(*a, &zone, deadline)).collect::<Vec<_>>(),
         )
     };
-    let (mut servers, mut histories, mut wire, mut loss) = futures::join!(
-        observe::observe_servers(known, Some(&zone), deadline),
-        observe::recent_histories(&known_addresses, taken_at - observe::RECENT, deadline),
-        ask_all(&early),
-        probe_all(&early),
-    );
+    let servers_asked = async {
+        futures::join!(
+            observe::observe_servers(registered_servers, Some(&zone), deadline),
+            observe::recent_histories(&registered_addresses, taken_at - observe::RECENT, deadline),
+            ask_all(&early, deadline),
+            probe_all(&early, deadline),
+        )
+    };
+    let (nodes, nexus, (mut servers, mut histories, mut wire, mut loss)) =
+        futures::join!(nodes, nexus, servers_asked);
+    if nodes.is_some() {
+        database.node = datastore.connection_report().node.map(|n| n.node);
+        database.nodes = nodes;
+    }
+
+    // Every server: registered, or listed by a Nexus.  Those only a Nexus
+    // lists are asked now, with a deadline of their own when a slow Nexus
+    // left the shared one too little (as for the DNS addresses servers
+    // report, below): a part is never called silent for want of time it
+    // was not given.
+    let mut listed: BTreeMap<SocketAddr, BTreeSet<String>> = BTreeMap::new();
+    for n in nexus.iter().flatten() {
+        if let Some(DnsTaskView::Servers { status: Some(list), .. }) =
+            n.view(DnsTaskName::servers(group))
+        {
+            for entry in &list.servers {
+                listed
+                    .entry(entry.address)
+                    .or_default()
+                    .insert(format!("listed by Nexus {}", nexus_label(n)));
+            }
+        }
+    }
+    for server in &mut servers {
+        if let Some(labels) = listed.remove(&server.config_address) {
+            server.known_from.extend(labels);
+            server.known_from.sort();
+        }
+    }
+    let deadline = deadline.or_fresh_when_below(crate::discovery::TIMEOUT / 2);
+    if !listed.is_empty() {
+        let only_listed: Vec<SocketAddr> = listed.keys().copied().collect();
+        let (more, more_histories) = futures::join!(
+            observe::observe_servers(listed, Some(&zone), deadline),
+            observe::recent_histories(&only_listed, taken_at - observe::RECENT, deadline),
+        );
+        servers.extend(more);
+        servers.sort_by_key(|s| s.config_address);
+        histories.extend(more_histories);
+    }
     for server in &mut servers {
         server.recent = histories.remove(&server.config_address);
     }
@@ -223,8 +250,8 @@ pub async fn gather(args: &ExplainArgs, discovery: &Discovery) -> anyhow::Result
         .filter(|a| !reported.contains(a) && !registered.contains(a))
         .collect();
     let (late_wire, late_loss, unclaimed_soa) = futures::join!(
-        ask_all(&late),
-        probe_all(&late),
+        ask_all(&late, deadline),
+        probe_all(&late, deadline),
         futures::future::join_all(unclaimed.iter().map(|a| observe::ask_soa(*a, &zone, deadline)))
     );
     wire.extend(late_wire);

@@ -272,6 +272,10 @@ async fn a_propagation_stuck_on_a_hung_server_is_linted() {
     .await;
     let hung = ts.internal_servers()[1];
     hung.freeze().unwrap();
+    // A new generation, so that there is something the frozen server must
+    // be sent: activating alone may find every server already at the
+    // latest (it did once under CI's load) and finish without a push.
+    change(&ts.nexus(0), DnsGroup::Internal, add_change("stuck", "s1", vec![a("192.0.2.9")])).await;
     ts.nexus(0)
         .bgtask_activate()
         .body(nexus_client::types::BackgroundTasksActivateRequest {

@@ -1,7 +1,8 @@
-//! A hash map whose copies share their contents: the compiled zone of one
-//! generation and the next differ in a few names, so a new generation is a
-//! copy of the previous one (a few hundred pointer copies, not 100,000
-//! names) with only the shards holding changed names rebuilt.
+//! A hash map whose copies share their contents.  One generation of a DNS
+//! config and the next differ in a few names, so the next is a copy of the
+//! previous one (a few hundred pointer copies, not a million names) with
+//! only the shards holding changed names rebuilt: the DNS server's compiled
+//! zones and Nexus's loaded config are both kept this way.
 //!
 //! The map is split into a fixed number of shards, each behind an `Arc`; a
 //! write clones just the shard it touches when that shard is shared
@@ -52,6 +53,12 @@ type Shard<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 pub struct SharedMap<K, V> {
     shards: Vec<Arc<Shard<K, V>>>,
     len: usize,
+}
+
+impl<K, V> std::fmt::Debug for SharedMap<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMap").field("len", &self.len).finish_non_exhaustive()
+    }
 }
 
 impl<K, V> Clone for SharedMap<K, V> {
@@ -134,6 +141,10 @@ impl<K: Hash + Eq + Clone, V: Clone> SharedMap<K, V> {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// Entries in no particular order.

@@ -352,6 +352,19 @@ async fn preload(stack: &Stack, names: usize, per_change: usize) {
         );
     }
     println!("  every server's digest equals the database's ({wanted})");
+    report_rss(stack, "after the load").await;
+    let (client, connection) =
+        tokio_postgres::connect(&stack.db_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let row = client.query_one("SELECT pg_database_size(current_database())", &[]).await.unwrap();
+    println!("  database size: {:.0} MiB", row.get::<_, i64>(0) as f64 / 1024.0 / 1024.0);
+}
+
+/// Each external server's and each Nexus's resident memory, a few seconds
+/// after the last change (a server frees the generation it replaced, and
+/// returns the memory, on a thread of its own after the swap).
+async fn report_rss(stack: &Stack, when: &str) {
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let pid = |p: &Option<test_support::process::ChildProcess>| {
         p.as_ref().and_then(|p| p.pid()).map(|p| p.as_raw() as u32).unwrap_or(0)
     };
@@ -362,12 +375,7 @@ async fn preload(stack: &Stack, names: usize, per_change: usize) {
         .collect();
     let nexus: Vec<String> =
         stack.nexus.iter().map(|n| format!("{} {:.0} MiB", n.name, mib(pid(&n.process)))).collect();
-    println!("  RSS: {}; {}", servers.join(", "), nexus.join(", "));
-    let (client, connection) =
-        tokio_postgres::connect(&stack.db_url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    let row = client.query_one("SELECT pg_database_size(current_database())", &[]).await.unwrap();
-    println!("  database size: {:.0} MiB", row.get::<_, i64>(0) as f64 / 1024.0 / 1024.0);
+    println!("  RSS {when}: {}; {}", servers.join(", "), nexus.join(", "));
 }
 
 fn report_changes(what: &str, samples: &[Duration]) {
@@ -419,6 +427,9 @@ async fn main() {
     report_changes(&format!("one-name change until all {size} answer over UDP"), &healthy);
     breakdown(&stack, &generations).await;
     report_cpu(&before, &after, count);
+    if names > 0 {
+        report_rss(&stack, &format!("after {count} more changes")).await;
+    }
     let name = "fleet0.example.test";
     report_omdb(
         "omdb dns status external, healthy",

@@ -92,7 +92,8 @@ pub struct ConfigContent {
 struct ZoneContent {
     zone_name: String,
     ttl_seconds: u32,
-    names: SharedMap<String, Arc<[DnsRecord]>>,
+    /// Names shared (`Arc`) too: copying a shard then allocates nothing.
+    names: SharedMap<Arc<str>, Arc<[DnsRecord]>>,
 }
 
 impl ConfigContent {
@@ -103,7 +104,7 @@ impl ConfigContent {
             .map(|zone| {
                 let mut names = SharedMap::with_capacity(zone.names.len());
                 for (name, records) in zone.names {
-                    names.insert(name, Arc::from(records));
+                    names.insert(Arc::from(name), Arc::from(records));
                 }
                 ZoneContent { zone_name: zone.zone_name, ttl_seconds: zone.ttl_seconds, names }
             })
@@ -134,7 +135,8 @@ impl ConfigContent {
                 if name.records.is_empty() {
                     zone.names.remove(name.name.as_str());
                 } else {
-                    zone.names.insert(name.name.clone(), Arc::from(name.records.as_slice()));
+                    zone.names
+                        .insert(Arc::from(name.name.as_str()), Arc::from(name.records.as_slice()));
                 }
             }
         }
@@ -159,7 +161,7 @@ impl ConfigContent {
                 .map(|zone| DnsConfigZone {
                     zone_name: zone.zone_name.clone(),
                     ttl_seconds: zone.ttl_seconds,
-                    names: zone.names.iter().map(|(n, r)| (n.clone(), r.to_vec())).collect(),
+                    names: zone.names.iter().map(|(n, r)| (n.to_string(), r.to_vec())).collect(),
                 })
                 .collect(),
         }

@@ -88,34 +88,47 @@ pub async fn gather(
         },
     )?;
     let current_then = versions.first().filter(|v| v.time_created <= at).map(|v| v.generation);
-    let nexus = match discovery.all_nexus_urls().await {
-        Ok(urls) => {
-            let which = Generations {
-                since_generation: current_then.map(|g| g.saturating_sub(1)),
-                limit: 10_000,
-                ..Default::default()
-            };
-            Ok(futures::future::join_all(urls.iter().map(|u| nexus_history(u, group, which))).await)
-        }
-        Err(e) => Err(format!("{e:#}")),
-    };
-    let mut addresses: BTreeSet<SocketAddr> =
-        registered_instances(&internal, &discovery.zone, ServiceName::dns_servers_of(group))
-            .iter()
-            .filter_map(|i| i.socket_addr())
-            .collect();
-    for n in nexus.iter().flatten() {
-        for record in n.history.iter().flat_map(|h| &h.generations) {
-            addresses
-                .extend(record.pushes.iter().filter_map(|p| p.server.parse::<SocketAddr>().ok()));
-        }
-    }
     let windows = [
         Window { since: None, until: Some(at), limit: 200 },
         Window { since: Some(at), until: None, limit: 2_000 },
     ];
-    let servers =
-        futures::future::join_all(addresses.iter().map(|a| server_history(*a, &windows))).await;
+    // The registered servers are asked beside the Nexus instances (a hung
+    // Nexus does not hold them up); servers only a Nexus's pushes name are
+    // asked once it has answered.
+    let registered: BTreeSet<SocketAddr> =
+        registered_instances(&internal, &discovery.zone, ServiceName::dns_servers_of(group))
+            .iter()
+            .filter_map(|i| i.socket_addr())
+            .collect();
+    let nexus = async {
+        match discovery.all_nexus_urls().await {
+            Ok(urls) => {
+                let which = Generations {
+                    since_generation: current_then.map(|g| g.saturating_sub(1)),
+                    limit: 10_000,
+                    ..Default::default()
+                };
+                Ok(futures::future::join_all(urls.iter().map(|u| nexus_history(u, group, which)))
+                    .await)
+            }
+            Err(e) => Err(format!("{e:#}")),
+        }
+    };
+    let (nexus, mut servers) = futures::join!(
+        nexus,
+        futures::future::join_all(registered.iter().map(|a| server_history(*a, &windows)))
+    );
+    let pushed_to: BTreeSet<SocketAddr> = nexus
+        .iter()
+        .flatten()
+        .flat_map(|n| n.history.iter().flat_map(|h| &h.generations))
+        .flat_map(|record| record.pushes.iter().filter_map(|p| p.server.parse().ok()))
+        .filter(|a| !registered.contains(a))
+        .collect();
+    servers.extend(
+        futures::future::join_all(pushed_to.iter().map(|a| server_history(*a, &windows))).await,
+    );
+    servers.sort_by_key(|s| s.config_address);
     let mut digests = BTreeMap::new();
     if let Some(g) = current_then {
         digests.insert(g, observe::database_digest(&datastore, group, g).await);

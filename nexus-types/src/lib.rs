@@ -30,6 +30,12 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use uuid::Uuid;
 
+/// Longest `POST /bgtasks/activate` with `wait` blocks; after that the
+/// statuses are returned as they are.  An answer sooner means every
+/// activation the request asked for has completed (a task shown running
+/// then is in a later activation, started by something else).
+pub const ACTIVATE_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// `n` and `noun`, plural unless `n` is 1: "1 name", "3 names", "0 servers".
 /// Every count a person reads goes through here, so none says "1 names".
 pub fn count(n: impl Into<u64>, noun: &str) -> String {

@@ -23,10 +23,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Longest `POST /bgtasks/activate` with `wait` blocks; after that the
-/// statuses are returned as they are (a task still running shows so).
-const ACTIVATE_WAIT_LIMIT: Duration = Duration::from_secs(60);
-
 pub struct ApiContext {
     pub id: Uuid,
     pub started_at: DateTime<Utc>,
@@ -169,7 +165,7 @@ impl NexusInternalApi for NexusInternalApiImpl {
             .map_err(unknown_task)?;
         if request.wait {
             let waits = futures::future::join_all(tickets.into_iter().map(|(_, t)| t.wait()));
-            let _ = tokio::time::timeout(ACTIVATE_WAIT_LIMIT, waits).await;
+            let _ = tokio::time::timeout(nexus_types::ACTIVATE_WAIT_LIMIT, waits).await;
         }
         let statuses = request
             .bgtask_names

@@ -7,7 +7,7 @@
 
 use crate::metrics::{QueryLabels, QueryType, Transport};
 use crate::state::ServerState;
-use crate::zone::Answer;
+use crate::zone::{Answer, RecordRef, UndecodableRecord};
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, ResponseCode};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
 use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
@@ -85,10 +85,22 @@ impl RequestHandler for DnsHandler {
                 // IXFR over UDP: the current SOA alone tells the client to
                 // come back over TCP (RFC 1995 section 4).
                 Some(soa) if allowed && udp && query.query_type() == RecordType::IXFR => {
-                    metadata.authoritative = true;
-                    let none: [&Record; 0] = [];
-                    let response = builder.build(metadata, [soa], none, none, none);
-                    response_handle.send_response(response).await
+                    match soa.to_record() {
+                        Ok(soa) => {
+                            metadata.authoritative = true;
+                            let none: [&Record; 0] = [];
+                            let response = builder.build(metadata, [&soa], none, none, none);
+                            response_handle.send_response(response).await
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "SERVFAIL");
+                            response_handle
+                                .send_response(
+                                    builder.build_no_records(refuse(ResponseCode::ServFail)),
+                                )
+                                .await
+                        }
+                    }
                 }
                 Some(_) if allowed && !udp => {
                     let busy_refusal = refuse(ResponseCode::Refused);
@@ -130,21 +142,29 @@ impl RequestHandler for DnsHandler {
             let identity = (query.query_class() == DNSClass::CH)
                 .then(|| state.chaos_answer(query.name(), query.query_type()))
                 .flatten();
-            let answer = if let Some(record) = &identity {
-                Answer::Found { answers: vec![record], additionals: vec![] }
-            } else if matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) {
-                // QCLASS ANY (RFC 1035 3.2.5) finds the class IN data we
-                // serve, as Knot and NSD answer it.
-                served.lookup(crate::zone::WireBuf::of(query.name()).as_bytes(), query.query_type())
-            } else {
-                // We are authoritative for class IN only.
-                Answer::Refused
-            };
+            let answer =
+                if let Some(record) = identity.clone() {
+                    Ok(FullAnswer::Found { answers: vec![record], additionals: vec![] })
+                } else if matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) {
+                    // QCLASS ANY (RFC 1035 3.2.5) finds the class IN data we
+                    // serve, as Knot and NSD answer it.
+                    FullAnswer::of(served.lookup(
+                        crate::zone::WireBuf::of(query.name()).as_bytes(),
+                        query.query_type(),
+                    ))
+                } else {
+                    // We are authoritative for class IN only.
+                    Ok(FullAnswer::Refused)
+                };
+            let answer = answer.unwrap_or_else(|error| {
+                tracing::error!(%error, name = %query.name(), "SERVFAIL");
+                FullAnswer::ServFail
+            });
             // RFC 8482: ANY gets one RRset of the name, not
             // every record, over UDP and TCP alike, as Knot answers: a
             // small question must not draw a large answer.
             let answer = match answer {
-                Answer::Found { mut answers, mut additionals }
+                FullAnswer::Found { mut answers, mut additionals }
                     if query.query_type() == RecordType::ANY && identity.is_none() =>
                 {
                     // At the apex, the NS set (with its glue) rather than
@@ -160,17 +180,22 @@ impl RequestHandler for DnsHandler {
                             additionals.clear();
                         }
                     }
-                    Answer::Found { answers, additionals }
+                    FullAnswer::Found { answers, additionals }
                 }
                 other => other,
             };
             match answer {
-                Answer::Refused => {
+                FullAnswer::Refused => {
                     response_handle
                         .send_response(builder.build_no_records(refuse(ResponseCode::Refused)))
                         .await
                 }
-                Answer::Found { mut answers, mut additionals } => {
+                FullAnswer::ServFail => {
+                    response_handle
+                        .send_response(builder.build_no_records(refuse(ResponseCode::ServFail)))
+                        .await
+                }
+                FullAnswer::Found { mut answers, mut additionals } => {
                     metadata.authoritative = crate::policy::authoritative(query.query_class());
                     let edns = response_edns.as_ref();
                     // Header, question, OPT with an NSID at most.
@@ -211,34 +236,24 @@ impl RequestHandler for DnsHandler {
                     // the case it was asked in (as Knot and NSD answer,
                     // which resolvers using 0x20 randomization expect).
                     let asked = query.original().name();
-                    let renamed: Vec<Record>;
-                    let answers: Vec<&Record> = if has_upper_case(asked) {
-                        renamed = answers
-                            .iter()
-                            .map(|r| {
-                                let mut r = (*r).clone();
-                                if r.name == *asked {
-                                    r.name = asked.clone();
-                                }
-                                r
-                            })
-                            .collect();
-                        renamed.iter().collect()
-                    } else {
-                        answers
-                    };
-                    let response = builder.build(metadata, answers, none, none, additionals);
+                    if has_upper_case(asked) {
+                        for record in answers.iter_mut().filter(|r| r.name == *asked) {
+                            record.name = asked.clone();
+                        }
+                    }
+                    let response =
+                        builder.build(metadata, answers.iter(), none, none, additionals.iter());
                     response_handle.send_response(response).await
                 }
-                Answer::NoData { soa } => {
+                FullAnswer::NoData(soa) => {
                     metadata.authoritative = true;
-                    let response = builder.build(metadata, none, none, [soa], none);
+                    let response = builder.build(metadata, none, none, [&soa], none);
                     response_handle.send_response(response).await
                 }
-                Answer::NxDomain { soa } => {
+                FullAnswer::NxDomain(soa) => {
                     metadata.authoritative = true;
                     metadata.response_code = ResponseCode::NXDomain;
-                    let response = builder.build(metadata, none, none, [soa], none);
+                    let response = builder.build(metadata, none, none, [&soa], none);
                     response_handle.send_response(response).await
                 }
             }
@@ -426,6 +441,36 @@ impl ResponseHandler for Capture {
     }
 }
 
+/// An answer with records of hickory's own, as the full path builds
+/// responses from them.
+enum FullAnswer {
+    Refused,
+    /// A served record did not decode ([`UndecodableRecord`]).
+    ServFail,
+    Found {
+        answers: Vec<Record>,
+        additionals: Vec<Record>,
+    },
+    NoData(Record),
+    NxDomain(Record),
+}
+
+impl FullAnswer {
+    fn of(answer: Answer<'_>) -> Result<FullAnswer, UndecodableRecord> {
+        let all = |records: Vec<RecordRef<'_>>| {
+            records.iter().map(RecordRef::to_record).collect::<Result<Vec<_>, _>>()
+        };
+        Ok(match answer {
+            Answer::Refused => FullAnswer::Refused,
+            Answer::Found { answers, additionals } => {
+                FullAnswer::Found { answers: all(answers)?, additionals: all(additionals)? }
+            }
+            Answer::NoData { soa } => FullAnswer::NoData(soa.to_record()?),
+            Answer::NxDomain { soa } => FullAnswer::NxDomain(soa.to_record()?),
+        })
+    }
+}
+
 /// Whether a name has an upper-case letter.
 fn has_upper_case(name: &hickory_proto::rr::Name) -> bool {
     name.iter().any(|label| label.iter().any(u8::is_ascii_uppercase))
@@ -435,7 +480,7 @@ fn has_upper_case(name: &hickory_proto::rr::Name) -> bool {
 /// `before` names already written: as the encoder writes them, each owner
 /// compressed to a pointer while the encoder still compresses names
 /// (`dns_types::limits::COMPRESSED_OWNERS`), in full after that.
-fn section_size(records: &[&Record], before: usize) -> usize {
+fn section_size(records: &[Record], before: usize) -> usize {
     records
         .iter()
         .enumerate()
@@ -536,15 +581,27 @@ fn spawn_transfer<R: ResponseHandler>(
         else {
             return;
         };
-        let Some(records) = served.transfer(&apex) else { return };
+        let Some(transfer) = served.transfer(&apex) else { return };
         let started = std::time::Instant::now();
-        match send_transfer(&mut handle, &queries, edns.as_ref(), metadata, &records).await {
-            Ok(_) => tracing::debug!(%src, records = records.len(), took = ?started.elapsed(), "zone transferred"),
+        let mut sent = 0;
+        match send_transfer(
+            &mut handle,
+            &queries,
+            edns.as_ref(),
+            metadata,
+            transfer.records(),
+            &mut sent,
+        )
+        .await
+        {
+            Ok(_) => {
+                tracing::debug!(%src, records = sent, took = ?started.elapsed(), "zone transferred")
+            }
             // The client went away or was too slow for the connection's
             // idle limit: it has an incomplete transfer (no closing SOA),
             // which it can tell.
             Err(error) => tracing::warn!(
-                %src, %error, records = records.len(), took = ?started.elapsed(),
+                %src, %error, records = sent, took = ?started.elapsed(),
                 "zone transfer cut short"
             ),
         }
@@ -561,7 +618,9 @@ const MAX_TRANSFER_MESSAGE: usize = 16 * 1024;
 const TRANSFER_STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A zone transfer over TCP: `records` (SOA ... SOA) in as many messages as
-/// it takes, each whole records only (RFC 5936 section 2.2).  A message
+/// it takes, each whole records only (RFC 5936 section 2.2), counted in
+/// `sent` as they go.  Each message's records are decoded into hickory's
+/// form as it is built, so a large zone is never held in that form whole.  A message
 /// the connection cannot queue yet (its reader is slow) is retried with
 /// backoff, for up to [`TRANSFER_STALL_LIMIT`] without progress; each
 /// message yields to the other transfers, so that one reader's transfer
@@ -571,29 +630,32 @@ async fn send_transfer<R: ResponseHandler>(
     queries: &hickory_server::zone_handler::Queries,
     edns: Option<&Edns>,
     metadata: Metadata,
-    records: &[&Record],
+    records: impl Iterator<Item = RecordRef<'_>>,
+    sent: &mut usize,
 ) -> Result<ResponseInfo, hickory_server::net::NetError> {
     let none: [&Record; 0] = [];
-    let mut start = 0;
+    let mut records = records.peekable();
     let mut last = None;
-    while start < records.len() {
-        let mut end = start;
+    let mut message = Vec::new();
+    while records.peek().is_some() {
+        message.clear();
         let mut bytes = 0;
-        while end < records.len() {
-            // An upper bound without encoding: the owner written in full.
-            let size = wire_size(records[end]) + records[end].name.len() + 1 - 2;
-            if end > start && bytes + size > MAX_TRANSFER_MESSAGE {
+        while let Some(record) = records.peek() {
+            // An upper bound without encoding: nothing compressed.
+            let size = record.wire_len();
+            if !message.is_empty() && bytes + size > MAX_TRANSFER_MESSAGE {
                 break;
             }
             bytes += size;
-            end += 1;
+            message.push(record.to_record().map_err(|e| e.to_string())?);
+            records.next();
         }
         let mut waited = std::time::Duration::ZERO;
         let mut backoff = std::time::Duration::from_millis(1);
         let info = loop {
             let response = MessageResponseBuilder::new(queries, edns).build(
                 metadata,
-                records[start..end].iter().copied(),
+                message.iter(),
                 none,
                 none,
                 none,
@@ -605,8 +667,7 @@ async fn send_transfer<R: ResponseHandler>(
                 Err(error) if error.to_string().contains("full") => {
                     if waited >= TRANSFER_STALL_LIMIT {
                         return Err(format!(
-                            "the client read nothing for {TRANSFER_STALL_LIMIT:?} ({start} of {} records sent)",
-                            records.len()
+                            "the client read nothing for {TRANSFER_STALL_LIMIT:?} ({sent} records sent)"
                         )
                         .into());
                     }
@@ -618,7 +679,7 @@ async fn send_transfer<R: ResponseHandler>(
             }
         };
         last = Some(info);
-        start = end;
+        *sent += message.len();
         tokio::task::yield_now().await;
     }
     Ok(last.expect("a transfer has at least the SOA"))

@@ -16,9 +16,9 @@
 //! check that both give the same answer.
 
 use crate::metrics::{QueryLabels, QueryType, Transport};
-use crate::zone::{Answer, Served, suffix_at};
+use crate::zone::{Answer, RecordRef, Served, suffix_at, wire_name_len};
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::RecordType;
 
 /// Where the question starts.
 const HEADER: usize = 12;
@@ -147,9 +147,7 @@ pub fn answer(served: &Served, query: &PlainQuery<'_>) -> Option<(Vec<u8>, Query
         Answer::Found { answers, additionals } => {
             // A CNAME in an answer to another type means a chain: records
             // whose owner is not the question's name.
-            if qtype != RecordType::CNAME
-                && answers.iter().any(|r| r.record_type() == RecordType::CNAME)
-            {
+            if qtype != RecordType::CNAME && answers.iter().any(|r| r.rtype == RecordType::CNAME) {
                 return None;
             }
             out.push(0);
@@ -157,7 +155,7 @@ pub fn answer(served: &Served, query: &PlainQuery<'_>) -> Option<(Vec<u8>, Query
             out.extend_from_slice(&query.bytes[HEADER..query.name_end + 4]);
             // Where each SRV or NS target was written, so that its address
             // records point to it.
-            let mut targets: Vec<(&Name, u16)> = Vec::new();
+            let mut targets: Vec<(&[u8], u16)> = Vec::new();
             for record in &answers {
                 out.extend_from_slice(&TO_QNAME);
                 let target = record_after_owner(&mut out, record, qname)?;
@@ -166,9 +164,9 @@ pub fn answer(served: &Served, query: &PlainQuery<'_>) -> Option<(Vec<u8>, Query
                 }
             }
             for record in &additionals {
-                match targets.iter().find(|(name, _)| **name == record.name) {
+                match targets.iter().find(|(name, _)| *name == record.owner) {
                     Some((_, at)) => out.extend_from_slice(&(0xc000 | at).to_be_bytes()),
-                    None => compressed(&mut out, &record.name, qname),
+                    None => compressed(&mut out, record.owner, qname),
                 }
                 record_after_owner(&mut out, record, qname)?;
             }
@@ -202,15 +200,15 @@ fn negative(
     out: &mut Vec<u8>,
     query: &PlainQuery<'_>,
     qname: &[u8],
-    soa: &Record,
+    soa: RecordRef<'_>,
     rcode: ResponseCode,
 ) -> Option<ResponseCode> {
     out.push(rcode.low());
     counts(out, 0, 1, 0, query);
     out.extend_from_slice(&query.bytes[HEADER..query.name_end + 4]);
     // The SOA's owner is the zone's apex: the end of the question's name.
-    compressed(out, &soa.name, qname);
-    record_after_owner(out, soa, qname)?;
+    compressed(out, soa.owner, qname);
+    record_after_owner(out, &soa, qname)?;
     Some(rcode)
 }
 
@@ -228,21 +226,10 @@ fn counts(
     }
 }
 
-/// A name's labels as stored, uncompressed.
-fn name_bytes(out: &mut Vec<u8>, name: &Name) {
-    for label in name.iter() {
-        out.push(label.len() as u8);
-        out.extend_from_slice(label);
-    }
-    out.push(0);
-}
-
 /// A name in record data: its labels until the rest is a suffix of the
 /// question's name (`qname`, wire form, lower case), then a pointer to it
 /// there (RFC 1035 section 4.1.4).
-fn compressed(out: &mut Vec<u8>, name: &Name, qname: &[u8]) {
-    let wire = crate::zone::WireBuf::of(name);
-    let bytes = wire.as_bytes();
+fn compressed(out: &mut Vec<u8>, bytes: &[u8], qname: &[u8]) {
     let mut from = 0;
     while let Some(&len) = bytes.get(from).filter(|len| **len > 0) {
         if let Some(at) = suffix_at(qname, &bytes[from..]) {
@@ -257,52 +244,43 @@ fn compressed(out: &mut Vec<u8>, name: &Name, qname: &[u8]) {
 }
 
 /// A record after its owner: type, class, TTL, data.  Returns, for an SRV
-/// or NS record, its target and where it was written; `None` for data of
-/// a kind this path does not write.  Names in NS, CNAME and SOA data are
+/// or NS record, its target and where it was written; `None` for data that
+/// does not read as its type says.  Names in NS, CNAME and SOA data are
 /// compressed against the question's name `qname`; SRV targets never are
 /// (RFC 2782).
 fn record_after_owner<'r>(
     out: &mut Vec<u8>,
-    record: &'r Record,
+    record: &RecordRef<'r>,
     qname: &[u8],
-) -> Option<Option<(&'r Name, u16)>> {
-    out.extend_from_slice(&u16::from(record.record_type()).to_be_bytes());
+) -> Option<Option<(&'r [u8], u16)>> {
+    out.extend_from_slice(&u16::from(record.rtype).to_be_bytes());
     out.extend_from_slice(&1u16.to_be_bytes());
     out.extend_from_slice(&record.ttl.to_be_bytes());
     let length_at = out.len();
     out.extend_from_slice(&[0, 0]);
+    let data = record.data;
     let mut target = None;
-    match &record.data {
-        RData::A(a) => out.extend_from_slice(&a.0.octets()),
-        RData::AAAA(a) => out.extend_from_slice(&a.0.octets()),
-        RData::SRV(srv) => {
-            for word in [srv.priority, srv.weight, srv.port] {
-                out.extend_from_slice(&word.to_be_bytes());
-            }
-            target = Some((&srv.target, u16::try_from(out.len()).ok()?));
-            name_bytes(out, &srv.target);
+    match record.rtype {
+        RecordType::SRV => {
+            let name = data.get(6..)?;
+            out.extend_from_slice(&data[..6]);
+            target = Some((name, u16::try_from(out.len()).ok()?));
+            out.extend_from_slice(name);
         }
-        RData::NS(ns) => {
-            target = Some((&ns.0, u16::try_from(out.len()).ok()?));
-            compressed(out, &ns.0, qname);
+        RecordType::NS => {
+            target = Some((data, u16::try_from(out.len()).ok()?));
+            compressed(out, data, qname);
         }
-        RData::CNAME(cname) => compressed(out, &cname.0, qname),
-        RData::TXT(txt) => {
-            for string in txt.txt_data.iter() {
-                out.push(u8::try_from(string.len()).ok()?);
-                out.extend_from_slice(string);
-            }
+        RecordType::CNAME => compressed(out, data, qname),
+        RecordType::SOA => {
+            let mname = wire_name_len(data)?;
+            let rname = wire_name_len(&data[mname..])?;
+            compressed(out, &data[..mname], qname);
+            compressed(out, &data[mname..mname + rname], qname);
+            out.extend_from_slice(data.get(mname + rname..)?);
         }
-        RData::SOA(soa) => {
-            compressed(out, &soa.mname, qname);
-            compressed(out, &soa.rname, qname);
-            out.extend_from_slice(&soa.serial.to_be_bytes());
-            for timer in [soa.refresh, soa.retry, soa.expire] {
-                out.extend_from_slice(&timer.to_be_bytes());
-            }
-            out.extend_from_slice(&soa.minimum.to_be_bytes());
-        }
-        _ => return None,
+        // A, AAAA, TXT: as stored.
+        _ => out.extend_from_slice(data),
     }
     let length = u16::try_from(out.len() - length_at - 2).ok()?;
     out[length_at..length_at + 2].copy_from_slice(&length.to_be_bytes());

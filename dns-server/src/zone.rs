@@ -2,15 +2,15 @@
 //!
 //! A [`Served`] is built from one [`DnsConfig`] off to the side and then
 //! swapped in whole, so every answer comes from exactly one generation.  It
-//! holds ready-made DNS records keyed by lower-case name, plus the empty
-//! non-terminals and each zone's synthesized SOA.  The next generation is
-//! either compiled whole or derived from this one by a difference, sharing
-//! every unchanged name with it.
+//! holds each name's records in wire form keyed by the lower-case name,
+//! plus the empty non-terminals and each zone's synthesized SOA.  The next
+//! generation is either compiled whole or derived from this one by a
+//! difference, sharing every unchanged name with it.
 
 use chrono::{DateTime, Utc};
 use dns_types::{ConfigDiff, DigestState, DnsConfig, DnsRecord, names};
-use hickory_proto::rr::rdata::{self, SOA, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, Restrict};
 use shared_map::SharedMap;
 use std::borrow::Borrow;
 use std::sync::Arc;
@@ -19,9 +19,9 @@ use std::sync::Arc;
 const MAX_CNAME_CHAIN: usize = 8;
 /// SOA timers (seconds).  Nothing transfers our zones, so only the negative
 /// caching TTL (`minimum`, set to the zone TTL) matters in practice.
-const SOA_REFRESH: i32 = 3600;
-const SOA_RETRY: i32 = 600;
-const SOA_EXPIRE: i32 = 86400;
+const SOA_REFRESH: u32 = 3600;
+const SOA_RETRY: u32 = 600;
+const SOA_EXPIRE: u32 = 86400;
 
 /// Most bytes of additional records in one response.
 const MAX_ADDITIONAL_BYTES: usize = 32 * 1024;
@@ -41,7 +41,7 @@ pub struct Served {
 }
 
 /// A zone's names in canonical order, each with its records.
-type TransferOrder = Arc<[Arc<[Record]>]>;
+type TransferOrder = Arc<[(WireName, Records)]>;
 
 pub struct Applied {
     pub generation: u64,
@@ -59,10 +59,11 @@ struct Zone {
     name: String,
     apex: WireName,
     ttl: u32,
-    soa: Record,
+    /// The data of the zone's SOA record at this generation (wire form).
+    soa: Arc<[u8]>,
     /// Records shared between generations too: copying a shard copies
     /// pointers, not records.
-    names: SharedMap<WireName, Arc<[Record]>>,
+    names: SharedMap<WireName, Records>,
     /// For each name below the apex that has names below it: how many.
     /// Those without records of their own are the empty non-terminals
     /// (NODATA, not NXDOMAIN); the count says when one stops being one.
@@ -84,6 +85,14 @@ impl WireName {
         WireName(WireBuf::of(name).as_bytes().into())
     }
 
+    /// The wire form of a canonical name (validated, lower case, no
+    /// trailing dot).
+    fn of_text(name: &str) -> Result<WireName, CompileError> {
+        let mut bytes = Vec::with_capacity(name.len() + 2);
+        wire_name(&mut bytes, name)?;
+        Ok(WireName(bytes.into()))
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
@@ -96,15 +105,7 @@ impl WireName {
     /// by label is what makes sorting a million names take a fraction of a
     /// second.
     pub fn canonical_key(&self) -> Vec<u8> {
-        let mut labels = Vec::new();
-        let mut at = 0;
-        while let Some(&len) = self.0.get(at)
-            && len != 0
-        {
-            let end = (at + 1 + usize::from(len)).min(self.0.len());
-            labels.push(&self.0[at + 1..end]);
-            at = end;
-        }
+        let labels: Vec<&[u8]> = labels(&self.0).collect();
         let mut key = Vec::with_capacity(self.0.len());
         for label in labels.iter().rev() {
             key.extend_from_slice(label);
@@ -117,6 +118,32 @@ impl WireName {
 impl Borrow<[u8]> for WireName {
     fn borrow(&self) -> &[u8] {
         &self.0
+    }
+}
+
+/// The labels of a name in wire form, up to the root (or to where the
+/// bytes are cut short).
+fn labels(wire: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let len = usize::from(*wire.get(at).filter(|len| **len != 0)?);
+        let end = (at + 1 + len).min(wire.len());
+        let label = &wire[at + 1..end];
+        at = end;
+        Some(label)
+    })
+}
+
+/// The length of the name in wire form (uncompressed) that `bytes` starts
+/// with, root label included; `None` if they hold no whole name.
+pub fn wire_name_len(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        match *bytes.get(at)? {
+            0 => return Some(at + 1),
+            len @ 1..=63 => at += 1 + usize::from(len),
+            _ => return None,
+        }
     }
 }
 
@@ -164,6 +191,92 @@ pub fn suffix_at(name: &[u8], suffix: &[u8]) -> Option<usize> {
     None
 }
 
+/// One name's records as served, in one allocation: for each record its
+/// type (2 bytes), its data's length (2) and its data in wire form, names
+/// in the data uncompressed (as the config has them: lower case).  The
+/// owner is the key the records are stored under and the TTL is the
+/// zone's, so neither is repeated: an AAAA record takes 20 bytes, where a
+/// hickory `Record` took 272 (docs/PERFORMANCE.md, "A million names").
+/// The UDP path writes answers from these bytes; the full path and zone
+/// transfers decode them into hickory's records with hickory's decoder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Records(Arc<[u8]>);
+
+impl Records {
+    fn compile(records: &[DnsRecord]) -> Result<Records, String> {
+        let mut bytes = Vec::with_capacity(records.len() * 24);
+        for record in records {
+            encode(&mut bytes, record)?;
+        }
+        Ok(Records(bytes.into()))
+    }
+
+    /// Each record's type and data.
+    fn iter(&self) -> impl Iterator<Item = (RecordType, &[u8])> + '_ {
+        let bytes: &[u8] = &self.0;
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let header = bytes.get(at..at + 4)?;
+            let rtype = RecordType::from(u16::from_be_bytes([header[0], header[1]]));
+            let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+            let data = bytes.get(at + 4..at + 4 + len)?;
+            at += 4 + len;
+            Some((rtype, data))
+        })
+    }
+}
+
+/// One record of an answer, borrowed from what is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// The owner's wire form, lower case.
+    pub owner: &'a [u8],
+    pub rtype: RecordType,
+    pub ttl: u32,
+    /// The data in wire form, names uncompressed.
+    pub data: &'a [u8],
+}
+
+/// A served record that hickory's decoder does not take: a bug in
+/// [`encode`], never input from a client.
+#[derive(Debug, thiserror::Error)]
+#[error("a served {rtype} record does not decode: {reason}")]
+pub struct UndecodableRecord {
+    rtype: RecordType,
+    reason: String,
+}
+
+impl<'a> RecordRef<'a> {
+    pub fn record_type(&self) -> RecordType {
+        self.rtype
+    }
+
+    /// The name an SRV, NS or CNAME record points to (wire form).
+    pub fn target(&self) -> Option<&'a [u8]> {
+        match self.rtype {
+            RecordType::SRV => self.data.get(6..),
+            RecordType::NS | RecordType::CNAME => Some(self.data),
+            _ => None,
+        }
+    }
+
+    /// Its size in a message with nothing compressed: an upper bound.
+    pub fn wire_len(&self) -> usize {
+        self.owner.len() + 10 + self.data.len()
+    }
+
+    /// The record as hickory holds it, for the full path and transfers.
+    pub fn to_record(&self) -> Result<Record, UndecodableRecord> {
+        let fail = |reason: String| UndecodableRecord { rtype: self.rtype, reason };
+        let owner =
+            Name::read(&mut BinDecoder::new(self.owner)).map_err(|e| fail(e.to_string()))?;
+        let len = u16::try_from(self.data.len()).map_err(|e| fail(e.to_string()))?;
+        let data = RData::read(&mut BinDecoder::new(self.data), self.rtype, Restrict::new(len))
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(Record::from_rdata(owner, self.ttl, data))
+    }
+}
+
 /// How to answer one question.
 #[derive(Debug, PartialEq)]
 pub enum Answer<'a> {
@@ -171,11 +284,28 @@ pub enum Answer<'a> {
     Refused,
     /// Records for the question (`answers`), and addresses of SRV targets
     /// that we also serve (`additionals`).
-    Found { answers: Vec<&'a Record>, additionals: Vec<&'a Record> },
+    Found { answers: Vec<RecordRef<'a>>, additionals: Vec<RecordRef<'a>> },
     /// The name exists, but has no records of the requested type.
-    NoData { soa: &'a Record },
+    NoData { soa: RecordRef<'a> },
     /// The name does not exist.
-    NxDomain { soa: &'a Record },
+    NxDomain { soa: RecordRef<'a> },
+}
+
+/// A zone's records as a zone transfer sends them: the SOA, every name's
+/// records in canonical order, the SOA again (RFC 5936).
+pub struct Transfer<'a> {
+    zone: &'a Zone,
+    names: &'a [(WireName, Records)],
+}
+
+impl<'a> Transfer<'a> {
+    pub fn records(&self) -> impl Iterator<Item = RecordRef<'a>> + 'a {
+        let zone = self.zone;
+        let soa = zone.soa_record();
+        std::iter::once(soa)
+            .chain(self.names.iter().flat_map(move |(owner, records)| zone.records(owner, records)))
+            .chain(std::iter::once(soa))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,63 +326,86 @@ pub enum ApplyDiffError {
 
 impl Zone {
     fn new(zone_name: &str, ttl: u32, generation: u64, names: usize) -> Result<Zone, CompileError> {
-        let apex_name = fqdn(zone_name)?;
         Ok(Zone {
             name: zone_name.to_string(),
-            apex: WireName::of(&apex_name),
+            apex: WireName::of_text(zone_name)?,
             ttl,
-            soa: soa_record(&apex_name, zone_name, ttl, generation)?,
+            soa: soa_data(zone_name, ttl, generation)?,
             names: SharedMap::with_capacity(names),
             below: SharedMap::default(),
         })
     }
 
+    fn soa_record(&self) -> RecordRef<'_> {
+        RecordRef { owner: &self.apex.0, rtype: RecordType::SOA, ttl: self.ttl, data: &self.soa }
+    }
+
+    /// `records` of `owner` as answers give them.
+    fn records<'a>(
+        &'a self,
+        owner: &'a WireName,
+        records: &'a Records,
+    ) -> impl Iterator<Item = RecordRef<'a>> + 'a {
+        records.iter().map(move |(rtype, data)| RecordRef {
+            owner: &owner.0,
+            rtype,
+            ttl: self.ttl,
+            data,
+        })
+    }
+
     /// Adds or replaces one name's records.
     fn set(&mut self, relative: &str, records: &[DnsRecord]) -> Result<(), CompileError> {
-        let name = fqdn(&names::absolute(relative, &self.name))?;
-        let compiled = records
-            .iter()
-            .map(|r| to_record(&name, self.ttl, r))
-            .collect::<Result<Arc<[Record]>, _>>()?;
-        if self.names.insert(WireName::of(&name), compiled).is_none() {
-            self.count_below(&name, true);
+        let absolute = names::absolute(relative, &self.name);
+        let name = WireName::of_text(&absolute)?;
+        let compiled =
+            Records::compile(records).map_err(|reason| CompileError { name: absolute, reason })?;
+        if self.names.insert(name.clone(), compiled).is_none() {
+            self.count_below(name.as_bytes(), true);
         }
         Ok(())
     }
 
     fn remove(&mut self, relative: &str) -> Result<(), CompileError> {
-        let name = fqdn(&names::absolute(relative, &self.name))?;
-        if self.names.remove(WireBuf::of(&name).as_bytes()).is_some() {
-            self.count_below(&name, false);
+        let name = WireName::of_text(&names::absolute(relative, &self.name))?;
+        if self.names.remove(name.as_bytes()).is_some() {
+            self.count_below(name.as_bytes(), false);
         }
         Ok(())
     }
 
-    /// Counts `name` in (or out of) each of its ancestors below the apex.
-    fn count_below(&mut self, name: &Name, added: bool) {
-        let mut parent = name.base_name();
-        while parent.num_labels() > self.soa.name.num_labels() {
-            let key = WireName::of(&parent);
+    /// Counts `name` (wire form, inside this zone) in (or out of) each of
+    /// its ancestors below the apex.
+    fn count_below(&mut self, name: &[u8], added: bool) {
+        let mut parent = name.get(1 + usize::from(name[0])..).unwrap_or_default();
+        while parent.len() > self.apex.0.len() {
             if added {
-                *self.below.get_mut_or(key, || 0) += 1;
-            } else if let Some(count) = self.below.get(key.as_bytes()).copied() {
+                *self.below.get_mut_or(WireName(parent.into()), || 0) += 1;
+            } else if let Some(count) = self.below.get(parent).copied() {
                 if count <= 1 {
-                    self.below.remove(key.as_bytes());
+                    self.below.remove(parent);
                 } else {
-                    self.below.insert(key, count - 1);
+                    self.below.insert(WireName(parent.into()), count - 1);
                 }
             }
-            parent = parent.base_name();
+            parent = parent.get(1 + usize::from(parent[0])..).unwrap_or_default();
         }
     }
 
     /// The records of `relative` as the config had them.
     fn config_records(&self, relative: &str) -> Result<Vec<DnsRecord>, CompileError> {
-        let name = fqdn(&names::absolute(relative, &self.name))?;
-        self.names
-            .get(WireBuf::of(&name).as_bytes())
-            .map(|records| records.iter().map(from_record).collect())
-            .unwrap_or_else(|| Ok(Vec::new()))
+        let absolute = names::absolute(relative, &self.name);
+        let name = WireName::of_text(&absolute)?;
+        let Some(records) = self.names.get(name.as_bytes()) else { return Ok(Vec::new()) };
+        records
+            .iter()
+            .map(|(rtype, data)| {
+                decode(rtype, data).ok_or_else(|| CompileError {
+                    name: absolute.clone(),
+                    reason: format!("a compiled {rtype} record does not read back"),
+                })
+            })
+            .collect()
     }
 }
 
@@ -341,7 +494,7 @@ impl Served {
             );
         }
         for zone in &mut zones {
-            zone.soa = soa_record(&zone.soa.name, &zone.name, zone.ttl, diff.generation)?;
+            zone.soa = soa_data(&zone.name, zone.ttl, diff.generation)?;
         }
         let applied = Applied {
             generation: diff.generation,
@@ -370,52 +523,47 @@ impl Served {
             return Answer::Refused;
         };
         let mut answers = Vec::new();
-        // Only a CNAME's target is a name of our own making.
-        let mut target: WireBuf;
         let mut current = qname;
         let mut current_zone = zone;
         for _ in 0..MAX_CNAME_CHAIN {
             let is_apex = *current == *current_zone.apex.0;
-            let records = current_zone.names.get(current);
-            if records.is_none() && !is_apex {
-                if !answers.is_empty() {
+            let (owner, records) = match current_zone.names.get_key_value(current) {
+                Some((owner, records)) => (owner, Some(records)),
+                None if is_apex => (&current_zone.apex, None),
+                None if !answers.is_empty() => {
                     // A CNAME into a hole: the chain so far is the answer.
                     break;
                 }
-                return if current_zone.below.contains_key(current) {
-                    Answer::NoData { soa: &current_zone.soa }
-                } else {
-                    Answer::NxDomain { soa: &current_zone.soa }
-                };
-            }
-            let records = records.map(|r| &r[..]).unwrap_or_default();
+                None if current_zone.below.contains_key(current) => {
+                    return Answer::NoData { soa: current_zone.soa_record() };
+                }
+                None => return Answer::NxDomain { soa: current_zone.soa_record() },
+            };
+            let records =
+                || records.into_iter().flat_map(|records| current_zone.records(owner, records));
             let before = answers.len();
             if is_apex && matches!(qtype, RecordType::SOA | RecordType::ANY) {
-                answers.push(&current_zone.soa);
+                answers.push(current_zone.soa_record());
             }
-            answers.extend(
-                records.iter().filter(|r| qtype == RecordType::ANY || r.record_type() == qtype),
-            );
+            answers.extend(records().filter(|r| qtype == RecordType::ANY || r.rtype == qtype));
             if answers.len() > before || qtype == RecordType::CNAME {
                 break;
             }
             // Follow a CNAME when the question is for another type.
-            let Some(cname) = records.iter().find(|r| r.record_type() == RecordType::CNAME) else {
+            let Some(cname) = records().find(|r| r.rtype == RecordType::CNAME) else {
                 break;
             };
             answers.push(cname);
-            let RData::CNAME(rdata::CNAME(to)) = &cname.data else { break };
-            target = WireBuf::of(to);
-            match self.zone_for(target.as_bytes()) {
+            match self.zone_for(cname.data) {
                 Some(zone) => {
-                    current = target.as_bytes();
+                    current = cname.data;
                     current_zone = zone;
                 }
                 None => break,
             }
         }
         if answers.is_empty() {
-            return Answer::NoData { soa: &zone.soa };
+            return Answer::NoData { soa: zone.soa_record() };
         }
         let additionals = self.additionals_for(&answers);
         Answer::Found { answers, additionals }
@@ -432,23 +580,20 @@ impl Served {
     /// Additional records are optional: they stop at [`MAX_ADDITIONAL_BYTES`]
     /// so that, with answers bounded by `dns_types::limits`, every response
     /// fits one TCP message.
-    fn additionals_for<'a>(&'a self, answers: &[&'a Record]) -> Vec<&'a Record> {
+    fn additionals_for<'a>(&'a self, answers: &[RecordRef<'a>]) -> Vec<RecordRef<'a>> {
         let mut additionals = Vec::new();
         let mut bytes = 0;
         for record in answers {
             // The addresses of SRV targets and of name servers (glue).
-            let target = match &record.data {
-                RData::SRV(srv) => WireBuf::of(&srv.target),
-                RData::NS(ns) => WireBuf::of(&ns.0),
-                _ => continue,
-            };
-            let target = target.as_bytes();
-            let Some(records) = self.zone_for(target).and_then(|z| z.names.get(target)) else {
+            if !matches!(record.rtype, RecordType::SRV | RecordType::NS) {
                 continue;
-            };
-            for address in records
-                .iter()
-                .filter(|r| matches!(r.record_type(), RecordType::A | RecordType::AAAA))
+            }
+            let Some(target) = record.target() else { continue };
+            let Some(zone) = self.zone_for(target) else { continue };
+            let Some((owner, records)) = zone.names.get_key_value(target) else { continue };
+            for address in zone
+                .records(owner, records)
+                .filter(|r| matches!(r.rtype, RecordType::A | RecordType::AAAA))
             {
                 // Owner (uncompressed, at worst), fixed fields, address.
                 bytes += target.len() + 1 + 10 + 16;
@@ -461,113 +606,137 @@ impl Served {
         additionals
     }
 
-    /// The whole zone whose apex is `apex`, as a zone transfer sends it:
-    /// the SOA, every record, the SOA again (RFC 5936).  `None` when we
-    /// serve no zone with that apex.
     /// The SOA of the zone whose apex is `apex`, if it is served (what a
     /// transfer starts with; found without walking the zone).
-    pub fn zone_soa(&self, apex: &LowerName) -> Option<&Record> {
+    pub fn zone_soa(&self, apex: &LowerName) -> Option<RecordRef<'_>> {
         let apex = WireBuf::of(apex);
-        self.zones.iter().find(|z| *z.apex.0 == *apex.as_bytes()).map(|z| &z.soa)
+        self.zones.iter().find(|z| *z.apex.0 == *apex.as_bytes()).map(Zone::soa_record)
     }
 
-    pub fn transfer(&self, apex: &LowerName) -> Option<Vec<&Record>> {
+    /// The whole zone whose apex is `apex`, as a zone transfer sends it.
+    /// `None` when we serve no zone with that apex.
+    pub fn transfer(&self, apex: &LowerName) -> Option<Transfer<'_>> {
         let apex = WireBuf::of(apex);
         let index = self.zones.iter().position(|z| *z.apex.0 == *apex.as_bytes())?;
         let zone = &self.zones[index];
         let names = self.transfer_order[index].get_or_init(|| {
             // In canonical order (RFC 4034 section 6.1), as Knot sends them.
-            let mut names: Vec<(Vec<u8>, &Arc<[Record]>)> =
-                zone.names.iter().map(|(name, records)| (name.canonical_key(), records)).collect();
+            let mut names: Vec<(Vec<u8>, (WireName, Records))> = zone
+                .names
+                .iter()
+                .map(|(name, records)| (name.canonical_key(), (name.clone(), records.clone())))
+                .collect();
             names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            names.into_iter().map(|(_, records)| records.clone()).collect()
+            names.into_iter().map(|(_, entry)| entry).collect()
         });
-        let mut records = Vec::with_capacity(names.len() + 2);
-        records.push(&zone.soa);
-        records.extend(names.iter().flat_map(|records| records.iter()));
-        records.push(&zone.soa);
-        Some(records)
+        Some(Transfer { zone, names })
     }
 }
 
-/// The absolute `Name` of a canonical name (validated, lower case, no
-/// trailing dot).  Built from its labels as raw bytes: the names were checked
-/// by `DnsConfig::validate`, so the text parser's escapes and IDNA handling
-/// would only cost time (a quarter of compiling a large config).
-fn fqdn(name: &str) -> Result<Name, CompileError> {
-    Name::from_labels(name.split('.').map(str::as_bytes))
-        .map_err(|e| CompileError { name: name.into(), reason: e.to_string() })
+/// Appends the wire form of a canonical name (validated, lower case, no
+/// trailing dot), checking what the wire form allows.
+fn wire_name(out: &mut Vec<u8>, name: &str) -> Result<(), CompileError> {
+    let fail = |reason: &str| CompileError { name: name.into(), reason: reason.into() };
+    let start = out.len();
+    for label in name.split('.') {
+        let len = u8::try_from(label.len())
+            .ok()
+            .filter(|len| (1..=63).contains(len))
+            .ok_or_else(|| fail("a label is empty or longer than 63 bytes"))?;
+        out.push(len);
+        out.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
+    }
+    out.push(0);
+    if out.len() - start > 255 {
+        return Err(fail("longer than 255 bytes in wire form"));
+    }
+    Ok(())
 }
 
-/// The synthesized SOA of a zone at `generation`.
-fn soa_record(
-    apex: &Name,
-    zone_name: &str,
-    ttl: u32,
-    generation: u64,
-) -> Result<Record, CompileError> {
-    Ok(Record::from_rdata(
-        apex.clone(),
-        ttl,
-        RData::SOA(SOA::new(
-            fqdn(&format!("ns.{zone_name}"))?,
-            fqdn(&format!("admin.{zone_name}"))?,
-            // SOA serials are 32 bits; generations beyond that are refused
-            // (`dns_types::limits::MAX_GENERATION`).
-            generation as u32,
-            SOA_REFRESH,
-            SOA_RETRY,
-            SOA_EXPIRE,
-            ttl,
-        )),
-    ))
+/// The text of a name in wire form, without the trailing dot, as the
+/// config writes it.
+fn name_text(wire: &[u8]) -> Option<String> {
+    let labels = labels(wire).map(|l| std::str::from_utf8(l).ok()).collect::<Option<Vec<_>>>()?;
+    Some(labels.join("."))
 }
 
-/// The config record a compiled record was made from ([`to_record`]
-/// backwards), so that a difference can take a name's old records out of
-/// the digest without the config being kept in memory.
-fn from_record(record: &Record) -> Result<DnsRecord, CompileError> {
-    let target = |name: &Name| {
-        let text = name.to_ascii();
-        text.strip_suffix('.').unwrap_or(&text).to_string()
+/// The data of a zone's synthesized SOA at `generation`.
+fn soa_data(zone_name: &str, ttl: u32, generation: u64) -> Result<Arc<[u8]>, CompileError> {
+    let mut data = Vec::with_capacity(2 * zone_name.len() + 40);
+    wire_name(&mut data, &format!("ns.{zone_name}"))?;
+    wire_name(&mut data, &format!("admin.{zone_name}"))?;
+    // SOA serials are 32 bits; generations beyond that are refused
+    // (`dns_types::limits::MAX_GENERATION`).
+    for word in [generation as u32, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, ttl] {
+        data.extend_from_slice(&word.to_be_bytes());
+    }
+    Ok(data.into())
+}
+
+/// Appends one config record as [`Records`] hold it.
+fn encode(out: &mut Vec<u8>, record: &DnsRecord) -> Result<(), String> {
+    let rtype = match record {
+        DnsRecord::A(_) => RecordType::A,
+        DnsRecord::Aaaa(_) => RecordType::AAAA,
+        DnsRecord::Srv(_) => RecordType::SRV,
+        DnsRecord::Ns(_) => RecordType::NS,
+        DnsRecord::Cname(_) => RecordType::CNAME,
+        DnsRecord::Txt(_) => RecordType::TXT,
     };
-    Ok(match &record.data {
-        RData::A(a) => DnsRecord::A(a.0),
-        RData::AAAA(a) => DnsRecord::Aaaa(a.0),
-        RData::SRV(s) => DnsRecord::Srv(dns_types::SrvRecord {
-            prio: s.priority,
-            weight: s.weight,
-            port: s.port,
-            target: target(&s.target),
-        }),
-        RData::NS(ns) => DnsRecord::Ns(target(&ns.0)),
-        RData::CNAME(c) => DnsRecord::Cname(target(&c.0)),
-        RData::TXT(t) => {
-            let bytes: Vec<u8> = t.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
-            DnsRecord::Txt(String::from_utf8(bytes).map_err(|e| CompileError {
-                name: record.name.to_string(),
-                reason: format!("TXT data is not UTF-8: {e}"),
-            })?)
+    let start = out.len();
+    out.extend_from_slice(&u16::from(rtype).to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    let target = |out: &mut Vec<u8>, name: &str| wire_name(out, name).map_err(|e| e.to_string());
+    match record {
+        DnsRecord::A(a) => out.extend_from_slice(&a.octets()),
+        DnsRecord::Aaaa(a) => out.extend_from_slice(&a.octets()),
+        DnsRecord::Srv(s) => {
+            for word in [s.prio, s.weight, s.port] {
+                out.extend_from_slice(&word.to_be_bytes());
+            }
+            target(out, &s.target)?;
         }
-        other => {
-            return Err(CompileError {
-                name: record.name.to_string(),
-                reason: format!("unexpected record type {}", other.record_type()),
-            });
+        DnsRecord::Ns(name) | DnsRecord::Cname(name) => target(out, name)?,
+        DnsRecord::Txt(text) => {
+            for string in txt_strings(text) {
+                out.push(string.len() as u8);
+                out.extend_from_slice(string.as_bytes());
+            }
         }
+    }
+    let len = u16::try_from(out.len() - start - 4)
+        .map_err(|_| format!("its {rtype} record's data is longer than 65,535 bytes"))?;
+    out[start + 2..start + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// The config record that [`encode`] made `data` of type `rtype` from.
+fn decode(rtype: RecordType, data: &[u8]) -> Option<DnsRecord> {
+    Some(match rtype {
+        RecordType::A => DnsRecord::A(<[u8; 4]>::try_from(data).ok()?.into()),
+        RecordType::AAAA => DnsRecord::Aaaa(<[u8; 16]>::try_from(data).ok()?.into()),
+        RecordType::SRV => {
+            let word = |at: usize| Some(u16::from_be_bytes([*data.get(at)?, *data.get(at + 1)?]));
+            DnsRecord::Srv(dns_types::SrvRecord {
+                prio: word(0)?,
+                weight: word(2)?,
+                port: word(4)?,
+                target: name_text(data.get(6..)?)?,
+            })
+        }
+        RecordType::NS => DnsRecord::Ns(name_text(data)?),
+        RecordType::CNAME => DnsRecord::Cname(name_text(data)?),
+        RecordType::TXT => {
+            let mut text = Vec::with_capacity(data.len());
+            let mut at = 0;
+            while let Some(&len) = data.get(at) {
+                text.extend_from_slice(data.get(at + 1..at + 1 + usize::from(len))?);
+                at += 1 + usize::from(len);
+            }
+            DnsRecord::Txt(String::from_utf8(text).ok()?)
+        }
+        _ => return None,
     })
-}
-
-fn to_record(name: &Name, ttl: u32, record: &DnsRecord) -> Result<Record, CompileError> {
-    let rdata = match record {
-        DnsRecord::A(a) => RData::A(rdata::A(*a)),
-        DnsRecord::Aaaa(a) => RData::AAAA(rdata::AAAA(*a)),
-        DnsRecord::Srv(s) => RData::SRV(SRV::new(s.prio, s.weight, s.port, fqdn(&s.target)?)),
-        DnsRecord::Ns(t) => RData::NS(rdata::NS(fqdn(t)?)),
-        DnsRecord::Cname(t) => RData::CNAME(rdata::CNAME(fqdn(t)?)),
-        DnsRecord::Txt(t) => RData::TXT(TXT::new(txt_strings(t))),
-    };
-    Ok(Record::from_rdata(name.clone(), ttl, rdata))
 }
 
 /// Splits TXT data into character-strings of at most 255 bytes, on
@@ -645,7 +814,7 @@ mod tests {
         };
         assert_eq!(answers.len(), 200);
         assert!(!additionals.is_empty() && additionals.len() < 200 * 100, "{}", additionals.len());
-        let bytes: usize = additionals.iter().map(|r| r.name.len() + 2 + 10 + 16).sum();
+        let bytes: usize = additionals.iter().map(|r| r.owner.len() + 1 + 10 + 16).sum();
         assert!(bytes <= MAX_ADDITIONAL_BYTES, "{bytes}");
     }
 
@@ -738,10 +907,12 @@ mod tests {
     fn negative_answers() {
         let s = served();
         let soa_serial = |a: Answer<'_>| match a {
-            Answer::NoData { soa } | Answer::NxDomain { soa } => match &soa.data {
-                RData::SOA(soa) => soa.serial,
-                _ => panic!(),
-            },
+            Answer::NoData { soa } | Answer::NxDomain { soa } => {
+                match soa.to_record().unwrap().data {
+                    RData::SOA(soa) => soa.serial,
+                    _ => panic!(),
+                }
+            }
             other => panic!("{other:?}"),
         };
         assert!(matches!(
@@ -882,6 +1053,67 @@ mod diff_tests {
             records.sort();
             assert_eq!(back, records, "{name}");
         }
+    }
+
+    /// What is served decodes, with hickory's decoder, into the records
+    /// the config names: every kind, with its owner, TTL and data.
+    #[test]
+    fn served_records_decode_as_the_config_says() {
+        use hickory_proto::rr::rdata::{self, SRV, TXT};
+        let served = Served::compile(&config(1, every_kind()), Utc::now()).unwrap();
+        let name = |n: &str| Name::from_str(n).unwrap();
+        let decoded = |qname: &str, rtype| match served.lookup(q(qname).as_bytes(), rtype) {
+            Answer::Found { answers, .. } => {
+                answers.iter().map(|r| r.to_record().unwrap()).collect::<Vec<_>>()
+            }
+            other => panic!("{qname}: {other:?}"),
+        };
+        let record = |owner: &str, data| Record::from_rdata(name(owner), 30, data);
+        assert_eq!(
+            decoded("a.deep.tree.control-plane.internal.", RecordType::A),
+            [record("a.deep.tree.control-plane.internal.", RData::A("192.0.2.1".parse().unwrap()))]
+        );
+        assert_eq!(
+            decoded("v6.control-plane.internal.", RecordType::AAAA),
+            [record("v6.control-plane.internal.", RData::AAAA("fd00::1".parse().unwrap()))]
+        );
+        let target = name("v6.control-plane.internal.");
+        assert_eq!(
+            decoded("_s._tcp.control-plane.internal.", RecordType::SRV),
+            [record(
+                "_s._tcp.control-plane.internal.",
+                RData::SRV(SRV::new(1, 2, 3, target.clone()))
+            )]
+        );
+        assert_eq!(
+            decoded("alias.control-plane.internal.", RecordType::CNAME),
+            [record("alias.control-plane.internal.", RData::CNAME(rdata::CNAME(target)))]
+        );
+        assert_eq!(
+            decoded("control-plane.internal.", RecordType::NS),
+            [record(
+                "control-plane.internal.",
+                RData::NS(rdata::NS(name("ns1.control-plane.internal.")))
+            )]
+        );
+        let mut texts = decoded("t.control-plane.internal.", RecordType::TXT);
+        texts.sort_by_key(|r| r.data.to_string().len());
+        assert_eq!(
+            texts,
+            [
+                record("t.control-plane.internal.", RData::TXT(TXT::new(vec![String::new()]))),
+                record(
+                    "t.control-plane.internal.",
+                    RData::TXT(TXT::new(txt_strings(&"é".repeat(200))))
+                ),
+            ]
+        );
+        let soa = decoded("control-plane.internal.", RecordType::SOA);
+        let RData::SOA(soa) = &soa[0].data else { panic!("{soa:?}") };
+        assert_eq!(
+            (soa.mname.to_string(), soa.rname.to_string(), soa.serial, soa.minimum),
+            ("ns.control-plane.internal.".into(), "admin.control-plane.internal.".into(), 1, 30)
+        );
     }
 
     /// A difference gives what compiling the target gives: same digest,

@@ -101,6 +101,15 @@ impl<K: Hash + Eq + Clone, V: Clone> SharedMap<K, V> {
         self.shards[Self::shard_of(key)].get(key)
     }
 
+    /// The stored key with its value: a caller that needs a key's bytes
+    /// for as long as the map lives borrows them from here.
+    pub fn get_key_value<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<(&K, &V)>
+    where
+        K: Borrow<Q>,
+    {
+        self.shards[Self::shard_of(key)].get_key_value(key)
+    }
+
     pub fn contains_key<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,

@@ -350,12 +350,24 @@ async fn main() {
             }
             (answered, slowest)
         });
+        // The most memory the server holds while it applies a whole config
+        // (the decoded config, the new generation and the old one).
+        let pid = ours.pid().unwrap().as_raw() as u32;
+        let peak = std::thread::spawn(move || {
+            let mut most = rss_kib(pid);
+            while !PUT_DONE.load(std::sync::atomic::Ordering::SeqCst) {
+                most = most.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            most.max(rss_kib(pid))
+        });
         let started = Instant::now();
         let response = put(body).await.unwrap();
         let put_time = started.elapsed();
         PUT_DONE.store(true, std::sync::atomic::Ordering::SeqCst);
         assert!(response.status().is_success());
         let (answered, slowest) = probe.await.unwrap();
+        let peak = peak.join().unwrap();
         PUT_DONE.store(false, std::sync::atomic::Ordering::SeqCst);
 
         let rss = rss_kib(ours.pid().unwrap().as_raw() as u32);
@@ -410,6 +422,10 @@ async fn main() {
             "  PUT of {names} names under dnsperf load: {put_under_load:.2?}; {load_lost}; {load_codes}"
         );
         let mib = |kib: u64| kib as f64 / 1024.0;
+        eprintln!(
+            "  RSS while the second whole config was applied (most seen): dns-server {:.1} MiB",
+            mib(peak)
+        );
         eprintln!(
             "  RSS under load (most seen): dns-server {:.1} MiB (restarted from storage), knotd {:.1} MiB, nsd {:.1} MiB (main process)",
             mib(loaded_restarted),

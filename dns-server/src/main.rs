@@ -96,6 +96,7 @@ fn config(args: Args) -> anyhow::Result<Config> {
 
 #[tokio::main]
 async fn main() {
+    dns_server::state::tune_allocator();
     if let Err(error) = run().await {
         eprintln!("error: {error:#}");
         std::process::exit(1);

@@ -24,7 +24,8 @@
 //! bench.
 //!
 //! Run: `cargo bench -p tests --bench fleet` (`FLEET_SERVERS` sets the
-//! fleet's size; figures in docs/PERFORMANCE.md).
+//! fleet's size; figures in docs/PERFORMANCE.md; `FLEET_KEEP_DIR=1` keeps
+//! the stack's run directory afterwards).
 
 use devstack::{Stack, StackOptions};
 use dns_types::{DnsChange, DnsGroup, DnsRecord, NameRecords};
@@ -405,6 +406,15 @@ async fn main() {
     let runs = env_or("FLEET_RUNS", 11);
     let dir = tempfile::tempdir().unwrap();
     let mut options = StackOptions::new(dir.path().to_path_buf());
+    // FLEET_KEEP_DIR=1: the run directory (logs, each server's storage and
+    // apply history) stays, for a look afterwards.
+    let _dir = if std::env::var_os("FLEET_KEEP_DIR").is_some() {
+        let kept = dir.keep();
+        println!("run directory (kept): {}", kept.display());
+        None
+    } else {
+        Some(dir)
+    };
     options.external_dns_servers = size;
     let started = Instant::now();
     let stack = Stack::start(options).await.unwrap();

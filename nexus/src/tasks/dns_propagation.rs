@@ -705,104 +705,126 @@ async fn push(job: PushJob) -> ServerResult {
             // or not delivered at all: ask what it serves, and say what
             // that meets.
         }
-        let status = match client.status_get().send().await {
-            Ok(status) => status.into_inner(),
-            Err(e) => {
-                if matches!(e, dns_server_client::Error::CommunicationError(_)) {
-                    unreachable.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-                return (Error, Failed, None, format!("reading its status: {}", describe(e)));
-            }
-        };
-        let at = status.generation;
-        let mut wanted = Wanted {
-            generation,
-            digest: &config.digest,
-            database_latest: None,
-            digest_at_server_generation: None,
-        };
-        let claim = ServerClaim { generation: at, digest: status.applied_config_digest.as_deref() };
-        if at > generation {
-            // Newer than this Nexus: does the database have it?  (Asked
-            // after the server, so a generation committed and pushed in
-            // between is seen.)
-            match datastore.dns_version_latest(group).await {
-                Ok(latest) => wanted.database_latest = Some(latest.generation),
+        // Asked again when the server moved on (another Nexus's push) while
+        // a difference from what it served was on its way.
+        let mut asks_left = BASE_MOVED_ASKS;
+        loop {
+            let status = match client.status_get().send().await {
+                Ok(status) => status.into_inner(),
                 Err(e) => {
-                    let e = dns_types::error_chain(&e);
-                    return (
-                        Error,
-                        Failed,
-                        Some(at),
-                        format!(
-                            "server is at generation {at}, newer than this Nexus's {generation}, \
-                             and the database could not be asked whether it has it: {e}"
-                        ),
-                    );
-                }
-            }
-        }
-        let state = classify(claim, wanted);
-        let plan = plan(&state, at, claim.digest, &config.digest, repair);
-        match plan {
-            Plan::AlreadyCurrent { at } => {
-                (Success, AlreadyCurrent, Some(at), format!("already at generation {at}"))
-            }
-            Plan::NewerGeneration { at } => (
-                Success,
-                NewerGeneration,
-                Some(at),
-                format!(
-                    "server is at generation {at}, newer than this Nexus's {generation} \
-                     (the database has it; asked {} to look again)",
-                    DnsTaskName::config(group)
-                ),
-            ),
-            Plan::Deliver { at } => {
-                let from = ServedState { generation: at, digest: status.applied_config_digest };
-                deliver(group, &client, &config, &full, from, &datastore, &mut pushed).await
-            }
-            Plan::Report { at, outcome, reason } => {
-                (Error, outcome, Some(at), format!("{reason}; it needs a repair, not a push"))
-            }
-            Plan::Repair { at, outcome, reason } => {
-                let request = dns_server_client::types::ConfigRepair {
-                    replaces: dns_server_client::types::ServedIdentity {
-                        generation: at,
-                        digest: status.applied_config_digest.clone(),
-                    },
-                    config: full.get(&config).0.clone(),
-                    reason: reason.clone(),
-                };
-                match client.config_repair().body(request).send().await {
-                    Ok(record) => {
-                        let record = record.into_inner();
-                        repaired = Some(ServerRepair {
-                            repaired_at: record.repaired_at,
-                            replaced_generation: at,
-                            replaced_digest: status.applied_config_digest.clone(),
-                            generation,
-                            reason: reason.clone(),
-                        });
-                        tracing::warn!(%group, ?reason, generation, "REPAIRED a DNS server");
-                        (
-                            Success,
-                            Repaired,
-                            Some(generation),
-                            format!(
-                                "REPAIRED: {reason}; replaced with the database's generation \
-                                 {generation}"
-                            ),
-                        )
+                    if matches!(e, dns_server_client::Error::CommunicationError(_)) {
+                        unreachable.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
-                    Err(e) => (
-                        Error,
-                        outcome,
-                        Some(at),
-                        format!("{reason}; repairing it failed: {}", describe(e)),
-                    ),
+                    return (Error, Failed, None, format!("reading its status: {}", describe(e)));
+                }
+            };
+            let at = status.generation;
+            let mut wanted = Wanted {
+                generation,
+                digest: &config.digest,
+                database_latest: None,
+                digest_at_server_generation: None,
+            };
+            let claim =
+                ServerClaim { generation: at, digest: status.applied_config_digest.as_deref() };
+            if at > generation {
+                // Newer than this Nexus: does the database have it?  (Asked
+                // after the server, so a generation committed and pushed in
+                // between is seen.)
+                match datastore.dns_version_latest(group).await {
+                    Ok(latest) => wanted.database_latest = Some(latest.generation),
+                    Err(e) => {
+                        let e = dns_types::error_chain(&e);
+                        return (
+                            Error,
+                            Failed,
+                            Some(at),
+                            format!(
+                                "server is at generation {at}, newer than this Nexus's {generation}, \
+                             and the database could not be asked whether it has it: {e}"
+                            ),
+                        );
+                    }
                 }
             }
+            let state = classify(claim, wanted);
+            let plan = plan(&state, at, claim.digest, &config.digest, repair);
+            asks_left -= 1;
+            break match plan {
+                Plan::AlreadyCurrent { at } => {
+                    (Success, AlreadyCurrent, Some(at), format!("already at generation {at}"))
+                }
+                Plan::NewerGeneration { at } => (
+                    Success,
+                    NewerGeneration,
+                    Some(at),
+                    format!(
+                        "server is at generation {at}, newer than this Nexus's {generation} \
+                     (the database has it; asked {} to look again)",
+                        DnsTaskName::config(group)
+                    ),
+                ),
+                Plan::Deliver { at } => {
+                    let from = ServedState { generation: at, digest: status.applied_config_digest };
+                    let ask_again = asks_left > 0;
+                    match deliver(
+                        group,
+                        &client,
+                        &config,
+                        &full,
+                        from,
+                        &datastore,
+                        &mut pushed,
+                        ask_again,
+                    )
+                    .await
+                    {
+                        Delivery::Done(outcome) => outcome,
+                        Delivery::BaseMoved => continue,
+                    }
+                }
+                Plan::Report { at, outcome, reason } => {
+                    (Error, outcome, Some(at), format!("{reason}; it needs a repair, not a push"))
+                }
+                Plan::Repair { at, outcome, reason } => {
+                    let request = dns_server_client::types::ConfigRepair {
+                        replaces: dns_server_client::types::ServedIdentity {
+                            generation: at,
+                            digest: status.applied_config_digest.clone(),
+                        },
+                        config: full.get(&config).0.clone(),
+                        reason: reason.clone(),
+                    };
+                    match client.config_repair().body(request).send().await {
+                        Ok(record) => {
+                            let record = record.into_inner();
+                            repaired = Some(ServerRepair {
+                                repaired_at: record.repaired_at,
+                                replaced_generation: at,
+                                replaced_digest: status.applied_config_digest.clone(),
+                                generation,
+                                reason: reason.clone(),
+                            });
+                            tracing::warn!(%group, ?reason, generation, "REPAIRED a DNS server");
+                            (
+                                Success,
+                                Repaired,
+                                Some(generation),
+                                format!(
+                                    "REPAIRED: {reason}; replaced with the database's generation \
+                                 {generation}"
+                                ),
+                            )
+                        }
+                        Err(e) => (
+                            Error,
+                            outcome,
+                            Some(at),
+                            format!("{reason}; repairing it failed: {}", describe(e)),
+                        ),
+                    }
+                }
+            };
         }
     };
     let (result, outcome, server_generation, message): Outcome =
@@ -853,6 +875,21 @@ struct ServedState {
     digest: Option<String>,
 }
 
+/// How many times a push asks a server what it serves and plans from it:
+/// again when a difference from what it said was refused because it had
+/// moved on meanwhile (another Nexus pushed), rather than sending the
+/// whole config at once.  Measured at a million names: one such refusal
+/// sent ~100 MB that the server decoded only to refuse as older.
+const BASE_MOVED_ASKS: u32 = 3;
+
+/// What a delivery came to.
+enum Delivery {
+    Done(Outcome),
+    /// The server refused the difference: it no longer serves its base.
+    /// Ask it again.
+    BaseMoved,
+}
+
 /// Past this many generations behind, a server gets the whole config
 /// without a difference being read (the database would read every row
 /// changed in between).
@@ -861,7 +898,10 @@ const MAX_DIFFERENCE_GAP: u64 = 10_000;
 /// Brings a server that is behind to `config`'s generation: by a
 /// difference from what it serves when there is one and it is smaller
 /// than half the config, else (or when the server refuses it) by the
-/// whole config.  Records what was sent in `pushed`.
+/// whole config.  When the server refuses the difference because it no
+/// longer serves its base and `ask_again`, nothing more is sent: the
+/// caller asks it what it serves now.  Records what was sent in `pushed`.
+#[allow(clippy::too_many_arguments)]
 async fn deliver(
     group: DnsGroup,
     client: &dns_server_client::Client,
@@ -870,7 +910,8 @@ async fn deliver(
     from: ServedState,
     datastore: &Datastore,
     pushed: &mut Option<PushRecord>,
-) -> Outcome {
+    ask_again: bool,
+) -> Delivery {
     use PropagationOutcome::Failed;
     use PropagationResult::Error;
     let generation = config.generation();
@@ -881,7 +922,15 @@ async fn deliver(
         Ok(Some(diff)) => {
             let (sent, record) = send_difference(client, &diff, generation).await;
             match sent {
-                Ok(outcome) => return delivered(outcome, at, record, pushed),
+                Ok(outcome) => return Delivery::Done(delivered(outcome, at, record, pushed)),
+                Err(dns_server_client::Error::ErrorResponse(response))
+                    if ask_again
+                        && response.error_code.as_deref()
+                            == Some(dns_server_api::error_codes::DIFF_BASE_MISMATCH) =>
+                {
+                    *pushed = Some(record);
+                    return Delivery::BaseMoved;
+                }
                 // The server said no: not at the base it claimed, the result
                 // would not have the digest, or it could not store the
                 // difference (a broken journal takes a whole config to
@@ -894,7 +943,7 @@ async fn deliver(
                 )),
                 Err(e) => {
                     *pushed = Some(record);
-                    return (
+                    return Delivery::Done((
                         Error,
                         Failed,
                         Some(at),
@@ -903,7 +952,7 @@ async fn deliver(
                              {generation}): {}",
                             describe(e)
                         ),
-                    );
+                    ));
                 }
             }
         }
@@ -920,7 +969,7 @@ async fn deliver(
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         why_full,
     };
-    match sent {
+    Delivery::Done(match sent {
         // `PUT /config` answers 204 whether it applied the config or found
         // it there already (the contract): applied, as far as can be told.
         Ok(_) => {
@@ -934,7 +983,7 @@ async fn deliver(
             *pushed = Some(record);
             (Error, Failed, Some(at), format!("pushing generation {generation}: {}", describe(e)))
         }
-    }
+    })
 }
 
 /// Sends `diff` to the server: what it answered, and the record of what
@@ -1206,6 +1255,47 @@ mod tests {
             PropagationReport::Done(status) => status,
             other => panic!("expected a propagation, got {other:?}"),
         }
+    }
+
+    /// A difference from a generation the server has moved on from (another
+    /// Nexus pushed meanwhile) is refused; the push asks the server again
+    /// rather than sending the whole config, and sends the whole config
+    /// only when it may not ask again.
+    #[tokio::test]
+    async fn a_difference_refused_because_the_server_moved_on_is_not_followed_by_the_whole_config()
+    {
+        let db = database_at(6).await;
+        let tokens = TokenDir::new();
+        let (server, _dir) = server(&tokens).await;
+        let read = |generation| db.datastore.dns_config_read(DnsGroup::Internal, Some(generation));
+        let (at_3, at_6) = (read(3).await.unwrap(), read(6).await.unwrap());
+        server.apply(read(4).await.unwrap()).await.unwrap();
+        let client = dns_server_client::Client::new_with_client(
+            &format!("http://{}", server.http_address()),
+            tokens.token.client_builder_as("test-nexus").build().unwrap(),
+        );
+        let latest = loaded(at_6);
+        // What the push was told before another Nexus took the server to 4.
+        let stale = ServedState { generation: 3, digest: Some(dns_types::config_digest(&at_3)) };
+        let full = FullConfig::default();
+        let mut pushed = None;
+        let (group, store) = (DnsGroup::Internal, &db.datastore);
+        let delivery =
+            deliver(group, &client, &latest, &full, stale.clone(), store, &mut pushed, true).await;
+        assert!(matches!(delivery, Delivery::BaseMoved));
+        let sent = pushed.take().expect("the refused difference is recorded");
+        assert_eq!((sent.kind, sent.from_generation), (PushKind::Difference, Some(3)));
+        assert_eq!(server.generation(), 4, "nothing more was sent");
+
+        // Without another ask, the whole config, as before.
+        let delivery =
+            deliver(group, &client, &latest, &full, stale, store, &mut pushed, false).await;
+        let Delivery::Done((result, outcome, ..)) = delivery else { panic!("asked to ask again") };
+        assert_eq!((result, outcome), (PropagationResult::Success, PropagationOutcome::Applied));
+        let sent = pushed.expect("the whole config is recorded");
+        assert_eq!(sent.kind, PushKind::Full);
+        assert!(sent.why_full.unwrap().contains("refused the difference 3 → 6"));
+        assert_eq!(server.generation(), 6);
     }
 
     /// Each kind of per-server result: applied, already current, newer (the

@@ -188,10 +188,9 @@ async fn commit_breakdown(zone_size: usize) {
         )
         .await
         .unwrap();
-    client
-        .batch_execute("ALTER SYSTEM SET synchronous_commit = off; SELECT pg_reload_conf()")
-        .await
-        .unwrap();
+    // Two statements: ALTER SYSTEM may not run inside a transaction block.
+    client.batch_execute("ALTER SYSTEM SET synchronous_commit = off").await.unwrap();
+    client.batch_execute("SELECT pg_reload_conf()").await.unwrap();
     let mut asynchronous = commits(&ds, 20 + COUNT, COUNT).await;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(

@@ -156,13 +156,13 @@ async fn read_zones(
     what: &'static str,
     group: DnsGroup,
 ) -> Result<Vec<Zone>, DbError> {
-    let rows = txn
-        .query(
-            "SELECT id, zone_name, ttl_seconds FROM dns_zone WHERE dns_group = $1 ORDER BY zone_name",
-            &[&group.as_str()],
-        )
-        .await
-        .map_err(query_error(what, "reading the group's zones"))?;
+    let rows = crate::prepared::query(
+        txn,
+        "SELECT id, zone_name, ttl_seconds FROM dns_zone WHERE dns_group = $1 ORDER BY zone_name",
+        &[&group.as_str()],
+    )
+    .await
+    .map_err(query_error(what, "reading the group's zones"))?;
     rows.iter()
         .map(|row| {
             Ok(Zone { id: row.get(0), name: row.get(1), ttl_seconds: ttl_from_db(row.get(2))? })
@@ -175,16 +175,16 @@ async fn read_latest_version(
     what: &'static str,
     group: DnsGroup,
 ) -> Result<Option<DnsVersion>, DbError> {
-    let row = txn
-        .query_opt(
-            &format!(
-                "SELECT {VERSION_COLUMNS} FROM dns_version WHERE dns_group = $1 \
+    let row = crate::prepared::query_opt(
+        txn,
+        &format!(
+            "SELECT {VERSION_COLUMNS} FROM dns_version WHERE dns_group = $1 \
                  ORDER BY version DESC LIMIT 1"
-            ),
-            &[&group.as_str()],
-        )
-        .await
-        .map_err(query_error(what, "reading the latest version"))?;
+        ),
+        &[&group.as_str()],
+    )
+    .await
+    .map_err(query_error(what, "reading the latest version"))?;
     row.map(|r| version_from_row(group, &r)).transpose()
 }
 
@@ -194,15 +194,13 @@ async fn read_version(
     group: DnsGroup,
     generation: u64,
 ) -> Result<DnsVersion, DnsError> {
-    let row = txn
-        .query_opt(
-            &format!(
-                "SELECT {VERSION_COLUMNS} FROM dns_version WHERE dns_group = $1 AND version = $2"
-            ),
-            &[&group.as_str(), &generation_to_db(generation)],
-        )
-        .await
-        .map_err(query_error(what, "reading the version"))?;
+    let row = crate::prepared::query_opt(
+        txn,
+        &format!("SELECT {VERSION_COLUMNS} FROM dns_version WHERE dns_group = $1 AND version = $2"),
+        &[&group.as_str(), &generation_to_db(generation)],
+    )
+    .await
+    .map_err(query_error(what, "reading the version"))?;
     match row {
         Some(row) => Ok(version_from_row(group, &row)?),
         None => {
@@ -263,7 +261,8 @@ async fn write_names(
         let close: Vec<&str> =
             existing.iter().filter(|(z, _)| *z == index).map(|(_, n)| n.as_str()).collect();
         if !close.is_empty() {
-            txn.execute(
+            crate::prepared::execute(
+                txn,
                 "UPDATE dns_name SET version_removed = $3 \
                  WHERE dns_zone_id = $1 AND name = ANY($2) AND version_removed IS NULL",
                 &[&zone.id, &close, &generation],
@@ -277,7 +276,8 @@ async fn write_names(
             .map(|((_, n), records)| (n.as_str(), records_to_db(records)))
             .unzip();
         if !open_names.is_empty() {
-            txn.execute(
+            crate::prepared::execute(
+                txn,
                 "INSERT INTO dns_name (dns_zone_id, name, version_added, records) \
                  SELECT $1, t.name, $3, t.records::JSONB \
                  FROM unnest($2::TEXT[], $4::TEXT[]) AS t (name, records)",
@@ -300,17 +300,17 @@ async fn insert_version(
     digest_state: &DigestState,
 ) -> Result<DnsVersion, DbError> {
     let digest_state = serde_json::to_string(digest_state).expect("plain data serializes");
-    let row = txn
-        .query_one(
-            &format!(
-                "INSERT INTO dns_version \
+    let row = crate::prepared::query_one(
+        txn,
+        &format!(
+            "INSERT INTO dns_version \
                  (dns_group, version, time_created, creator, comment, digest_state) \
                  VALUES ($1, $2, now(), $3, $4, $5) RETURNING {VERSION_COLUMNS}"
-            ),
-            &[&group.as_str(), &generation_to_db(generation), &creator, &comment, &digest_state],
-        )
-        .await
-        .map_err(query_error(what, "recording the new version"))?;
+        ),
+        &[&group.as_str(), &generation_to_db(generation), &creator, &comment, &digest_state],
+    )
+    .await
+    .map_err(query_error(what, "recording the new version"))?;
     version_from_row(group, &row)
 }
 
@@ -343,13 +343,13 @@ async fn read_digest_state(
     group: DnsGroup,
     generation: u64,
 ) -> Result<Option<DigestState>, DbError> {
-    let row = txn
-        .query_opt(
-            "SELECT digest_state FROM dns_version WHERE dns_group = $1 AND version = $2",
-            &[&group.as_str(), &generation_to_db(generation)],
-        )
-        .await
-        .map_err(query_error(what, "reading the digest state"))?;
+    let row = crate::prepared::query_opt(
+        txn,
+        "SELECT digest_state FROM dns_version WHERE dns_group = $1 AND version = $2",
+        &[&group.as_str(), &generation_to_db(generation)],
+    )
+    .await
+    .map_err(query_error(what, "reading the digest state"))?;
     let Some(text) = row.and_then(|row| row.get::<_, Option<String>>(0)) else {
         return Ok(None);
     };
@@ -477,14 +477,14 @@ impl Datastore {
             // A change sent again with its key: answer with what the first
             // call committed (its outcome may never have reached the caller).
             if let Some(key) = &change.idempotency_key {
-                let row = txn
-                    .query_opt(
-                        "SELECT version, change_digest FROM dns_change_key \
+                let row = crate::prepared::query_opt(
+                    txn,
+                    "SELECT version, change_digest FROM dns_change_key \
                          WHERE dns_group = $1 AND idempotency_key = $2",
-                        &[&group.as_str(), key],
-                    )
-                    .await
-                    .map_err(query_error(WHAT, "looking up the idempotency key"))?;
+                    &[&group.as_str(), key],
+                )
+                .await
+                .map_err(query_error(WHAT, "looking up the idempotency key"))?;
                 if let Some(row) = row {
                     let generation = generation_from_db(row.get(0))?;
                     let digest: String = row.get(1);
@@ -504,15 +504,15 @@ impl Datastore {
             }
             // Claim the next generation first: concurrent writers of this
             // group conflict here, before doing any other work.
-            let row = txn
-                .query_opt(
-                    "UPDATE dns_group SET latest_version = latest_version + 1 \
+            let row = crate::prepared::query_opt(
+                txn,
+                "UPDATE dns_group SET latest_version = latest_version + 1 \
                      WHERE dns_group = $1 RETURNING latest_version",
-                    &[&group.as_str()],
-                )
-                .await
-                .map_err(query_error(WHAT, "claiming the next generation"))?
-                .ok_or(DnsError::GroupNotInitialized { group })?;
+                &[&group.as_str()],
+            )
+            .await
+            .map_err(query_error(WHAT, "claiming the next generation"))?
+            .ok_or(DnsError::GroupNotInitialized { group })?;
             let generation = generation_from_db(row.get(0))?;
             if generation > limits::MAX_GENERATION {
                 return Err(DnsError::GenerationsExhausted { group, latest: generation - 1 });
@@ -524,14 +524,14 @@ impl Datastore {
             let mut current = BTreeMap::new();
             for (index, touched) in resolved.touched() {
                 let touched: Vec<&str> = touched.iter().map(String::as_str).collect();
-                let rows = txn
-                    .query(
-                        "SELECT name, records::TEXT FROM dns_name \
+                let rows = crate::prepared::query(
+                    txn,
+                    "SELECT name, records::TEXT FROM dns_name \
                          WHERE dns_zone_id = $1 AND name = ANY($2) AND version_removed IS NULL",
-                        &[&zones[index].id, &touched],
-                    )
-                    .await
-                    .map_err(query_error(WHAT, "reading the names being changed"))?;
+                    &[&zones[index].id, &touched],
+                )
+                .await
+                .map_err(query_error(WHAT, "reading the names being changed"))?;
                 for row in rows {
                     let name: String = row.get(0);
                     let records = records_from_db(&name, row.get(1))?;
@@ -560,7 +560,8 @@ impl Datastore {
             )
             .await?;
             if let Some(key) = &change.idempotency_key {
-                txn.execute(
+                crate::prepared::execute(
+                    txn,
                     "INSERT INTO dns_change_key \
                      (dns_group, idempotency_key, version, change_digest, time_created) \
                      VALUES ($1, $2, $3, $4, now())",

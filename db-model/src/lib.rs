@@ -16,6 +16,7 @@
 pub mod cluster;
 pub mod dns;
 mod error;
+mod prepared;
 pub mod schema;
 mod transaction;
 

@@ -1,9 +1,10 @@
-//! Answering DNS queries: hickory-server does TCP and the wire format
-//! (including truncation to the client's UDP size and malformed packets,
-//! which get FORMERR or are dropped); `crate::udp` receives UDP queries,
-//! answers plain ones itself (`crate::plain`, checked against this path)
-//! and hands the rest to [`DnsHandler::answer_udp`]; this handler decides
-//! what to answer from the config being served.
+//! Answering DNS queries: the full path.  hickory does the wire format here
+//! (decoding, encoding, truncation to the client's UDP size, malformed
+//! packets, which get FORMERR or are dropped); `crate::udp` receives UDP
+//! queries and `crate::tcp` TCP messages, both answer plain ones
+//! themselves (`crate::plain`, checked against this path) and hand the
+//! rest to [`DnsHandler::answer_udp`] and [`DnsHandler::answer_tcp`]; this
+//! handler decides what to answer from the config being served.
 
 use crate::metrics::{QueryLabels, QueryType, Transport};
 use crate::state::ServerState;
@@ -309,38 +310,72 @@ impl DnsHandler {
         self.answer_bytes(bytes, src, Protocol::Udp).await
     }
 
+    /// One message received over a TCP connection, answered through
+    /// `responder` (which writes to that connection; a zone transfer
+    /// writes many messages through it, from the transfer thread).
+    pub async fn answer_tcp<R: ResponseHandler>(
+        &self,
+        bytes: &[u8],
+        src: std::net::SocketAddr,
+        responder: R,
+    ) {
+        self.respond(bytes, src, Protocol::Tcp, responder, |_| ()).await;
+    }
+
     /// One query as if received over `protocol` (UDP or TCP), answered by
     /// this handler and encoded as that transport encodes it: within the
     /// client's UDP size, or within one TCP message.  The UDP loops use it
-    /// with UDP; the fuzz target drives both through it (hickory-server's
-    /// TCP listener calls the handler itself).  For a zone transfer, the
-    /// last message sent.
+    /// with UDP; the fuzz target drives both through it.  For a zone
+    /// transfer, the last message sent.
     pub async fn answer_bytes(
         &self,
         bytes: &[u8],
         src: std::net::SocketAddr,
         protocol: Protocol,
     ) -> Option<(Vec<u8>, QueryLabels)> {
+        let capture = Capture::default();
+        let limit = capture.limit.clone();
+        let qtype = self
+            .respond(bytes, src, protocol, capture.clone(), move |to| {
+                limit.store(to, std::sync::atomic::Ordering::Relaxed)
+            })
+            .await?;
+        let (reply, rcode) = capture.take()?;
+        Some((reply, labels(protocol, qtype, rcode)))
+    }
+
+    /// Decodes `bytes` as hickory-server's listeners decode a message and
+    /// answers it through `responder`: nothing for what is shorter than a
+    /// header or is itself a response (`None`), FORMERR for what does not
+    /// decode, else this handler's answer, after telling `limit_to` the
+    /// most bytes the answer may take (the client's UDP size, or one TCP
+    /// message).  Returns the question's type, if it had one.
+    async fn respond<R: ResponseHandler>(
+        &self,
+        bytes: &[u8],
+        src: std::net::SocketAddr,
+        protocol: Protocol,
+        responder: R,
+        limit_to: impl FnOnce(usize),
+    ) -> Option<Option<RecordType>> {
         use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
-        let mut capture = Capture::default();
-        let qtype = match Request::from_bytes(bytes.to_vec(), src, protocol) {
+        match Request::from_bytes(bytes.to_vec(), src, protocol) {
             Ok(request) => {
                 if request.metadata.message_type == MessageType::Response {
                     // Never answer answers (reflection).
                     return None;
                 }
-                capture.limit = match protocol {
+                limit_to(match protocol {
                     Protocol::Udp => {
                         crate::policy::udp_limit(request.edns.as_ref().map(|e| e.max_payload()))
                     }
-                    _ => usize::from(u16::MAX),
-                };
+                    _ => crate::policy::MAX_TCP_MESSAGE,
+                });
                 self.handle_request::<_, hickory_server::net::runtime::TokioTime>(
-                    &request,
-                    capture.clone(),
+                    &request, responder,
                 )
                 .await;
-                request.queries.queries().first().map(|q| q.query_type())
+                Some(request.queries.queries().first().map(|q| q.query_type()))
             }
             Err(error) => {
                 // Without a header, no answer; a response that does not
@@ -356,13 +391,12 @@ impl DnsHandler {
                         .ok()?;
                 let response = MessageResponseBuilder::new(&queries, None)
                     .error_msg(&header.metadata, ResponseCode::FormErr);
-                capture.clone().send_response(response).await.ok()?;
+                let mut responder = responder;
+                responder.send_response(response).await.ok()?;
                 self.state.metrics.query(labels(protocol, None, ResponseCode::FormErr));
-                None
+                Some(None)
             }
-        };
-        let (reply, rcode) = capture.take()?;
-        Some((reply, labels(protocol, qtype, rcode)))
+        }
     }
 }
 
@@ -385,12 +419,13 @@ fn labels(protocol: Protocol, qtype: Option<RecordType>, rcode: ResponseCode) ->
 #[derive(Clone)]
 struct Capture {
     slot: Arc<std::sync::Mutex<Option<Encoded>>>,
-    limit: usize,
+    /// Set once the request is decoded (its UDP size).
+    limit: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Default for Capture {
     fn default() -> Self {
-        Capture { slot: Arc::default(), limit: 512 }
+        Capture { slot: Arc::default(), limit: Arc::new(512.into()) }
     }
 }
 
@@ -416,29 +451,46 @@ impl ResponseHandler for Capture {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, hickory_server::net::NetError> {
-        use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
-        let limit = self.limit as u16;
-        let request = *response.metadata();
-        let mut bytes = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut bytes);
-        encoder.set_max_size(limit);
-        let info = match response.destructive_emit(&mut encoder) {
-            Ok(info) => info,
-            Err(error) => {
-                tracing::warn!(%error, "encoding a DNS response failed; SERVFAIL instead");
-                let mut failed = request;
-                failed.response_code = ResponseCode::ServFail;
-                failed.authoritative = false;
-                failed.truncation = false;
-                let header = Header { metadata: failed, counts: HeaderCounts::default() };
-                bytes.clear();
-                header.emit(&mut BinEncoder::new(&mut bytes))?;
-                ResponseInfo::from(header)
-            }
-        };
+        let limit = self.limit.load(std::sync::atomic::Ordering::Relaxed);
+        let (bytes, info) = encode(response, limit)?;
         *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some((bytes, info.response_code));
         Ok(info)
     }
+}
+
+/// A response encoded as hickory-server's listeners encode one: within
+/// `limit` bytes; SERVFAIL if it cannot be encoded.
+pub fn encode<'a>(
+    response: hickory_server::zone_handler::MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    limit: usize,
+) -> Result<(Vec<u8>, ResponseInfo), hickory_server::net::NetError> {
+    use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+    let request = *response.metadata();
+    let mut bytes = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_max_size(u16::try_from(limit).unwrap_or(u16::MAX));
+    let info = match response.destructive_emit(&mut encoder) {
+        Ok(info) => info,
+        Err(error) => {
+            tracing::warn!(%error, "encoding a DNS response failed; SERVFAIL instead");
+            let mut failed = request;
+            failed.response_code = ResponseCode::ServFail;
+            failed.authoritative = false;
+            failed.truncation = false;
+            let header = Header { metadata: failed, counts: HeaderCounts::default() };
+            bytes.clear();
+            header.emit(&mut BinEncoder::new(&mut bytes))?;
+            ResponseInfo::from(header)
+        }
+    };
+    Ok((bytes, info))
 }
 
 /// An answer with records of hickory's own, as the full path builds
@@ -610,21 +662,17 @@ fn spawn_transfer<R: ResponseHandler>(
 }
 
 /// Largest zone-transfer message we build: 16 KiB, as Knot builds them.
-/// Smaller messages bound what a client that asked and does not read
-/// costs (the connection's queue of 32 fills with 512 KiB, not 2 MiB).
+/// Smaller messages bound what is built ahead of a reader that is slow.
 const MAX_TRANSFER_MESSAGE: usize = 16 * 1024;
-/// How long a transfer waits for a reader that stopped reading (its
-/// connection's queue full) before it gives up, saying so.
-const TRANSFER_STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A zone transfer over TCP: `records` (SOA ... SOA) in as many messages as
 /// it takes, each whole records only (RFC 5936 section 2.2), counted in
 /// `sent` as they go.  Each message's records are decoded into hickory's
-/// form as it is built, so a large zone is never held in that form whole.  A message
-/// the connection cannot queue yet (its reader is slow) is retried with
-/// backoff, for up to [`TRANSFER_STALL_LIMIT`] without progress; each
-/// message yields to the other transfers, so that one reader's transfer
-/// never waits for another's.
+/// form as it is built, so a large zone is never held in that form whole.
+/// Each message waits until the connection takes it (a reader that stops
+/// reading is let go by the connection's write limit, `crate::tcp`), and
+/// then yields to the other transfers, so that one reader's transfer never
+/// waits for another's.
 async fn send_transfer<R: ResponseHandler>(
     handle: &mut R,
     queries: &hickory_server::zone_handler::Queries,
@@ -650,35 +698,16 @@ async fn send_transfer<R: ResponseHandler>(
             message.push(record.to_record().map_err(|e| e.to_string())?);
             records.next();
         }
-        let mut waited = std::time::Duration::ZERO;
-        let mut backoff = std::time::Duration::from_millis(1);
-        let info = loop {
-            let response = MessageResponseBuilder::new(queries, edns).build(
-                metadata,
-                message.iter(),
-                none,
-                none,
-                none,
-            );
-            match handle.send_response(response).await {
-                Ok(info) => break info,
-                // hickory's queue says "full" (futures' `TrySendError`);
-                // anything else (the connection closed) ends the transfer.
-                Err(error) if error.to_string().contains("full") => {
-                    if waited >= TRANSFER_STALL_LIMIT {
-                        return Err(format!(
-                            "the client read nothing for {TRANSFER_STALL_LIMIT:?} ({sent} records sent)"
-                        )
-                        .into());
-                    }
-                    tokio::time::sleep(backoff).await;
-                    waited += backoff;
-                    backoff = (backoff * 2).min(std::time::Duration::from_millis(100));
-                }
-                Err(error) => return Err(error),
-            }
-        };
-        last = Some(info);
+        let response = MessageResponseBuilder::new(queries, edns).build(
+            metadata,
+            message.iter(),
+            none,
+            none,
+            none,
+        );
+        last = Some(handle.send_response(response).await.map_err(|error| {
+            hickory_server::net::NetError::from(format!("{error} ({sent} records sent)"))
+        })?);
         *sent += message.len();
         tokio::task::yield_now().await;
     }

@@ -1,7 +1,9 @@
 //! An authoritative DNS server whose data is pushed to it over HTTP.
 //!
-//! - DNS over UDP and TCP on one address (hickory-server), authoritative for
-//!   the zones of the current config ([`zone`], [`dns`]).
+//! - DNS over UDP and TCP on one address, authoritative for the zones of
+//!   the current config ([`zone`]): our own UDP loops and TCP connections
+//!   answer plain queries straight from the zone ([`plain`]), hickory the
+//!   rest ([`dns`]).
 //! - A config HTTP API (`dns-server-api`, Dropshot): `GET /config`,
 //!   `PUT /config` with generation rules, `GET /status` ([`http`]).
 //! - The applied config is kept in `--storage-dir` ([`storage`]) and served
@@ -18,6 +20,7 @@ pub mod policy;
 pub mod query_log;
 pub mod state;
 pub mod storage;
+mod tcp;
 mod udp;
 pub mod zone;
 
@@ -32,10 +35,9 @@ use uuid::Uuid;
 
 /// Largest `PUT /config` body: a 100,000-name config is about 10 MiB.
 pub const MAX_REQUEST_BODY_BYTES: usize = 128 * 1024 * 1024;
-/// A TCP DNS connection idle for this long is closed.
+/// A TCP DNS connection that sends no complete message for this long is
+/// closed.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Responses queued per TCP connection.
-const TCP_RESPONSE_BUFFER: usize = 32;
 
 /// How to run a server (also the keys of `--config-file`).
 #[derive(Clone, Debug, Deserialize)]
@@ -179,8 +181,8 @@ impl Config {
 /// A running server: DNS and HTTP.
 pub struct RunningServer {
     state: Arc<ServerState>,
-    /// TCP (hickory-server).
-    dns: hickory_server::Server<dns::DnsHandler>,
+    /// TCP (our own connections; see `tcp`).
+    _tcp: tcp::TcpListener,
     /// UDP (our own loops; see `udp`).
     _udp: udp::UdpListener,
     http: dropshot::HttpServer<Arc<ServerState>>,
@@ -225,9 +227,8 @@ impl RunningServer {
         }
         let state = Arc::new(state);
 
-        let mut dns = hickory_server::Server::new(dns::DnsHandler { state: state.clone() });
-        dns.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
         let handler = Arc::new(dns::DnsHandler { state: state.clone() });
+        let tcp = tcp::TcpListener::start(tcp, handler.clone(), TCP_IDLE_TIMEOUT);
         let udp = udp::UdpListener::start(udp, handler).context("serving DNS over UDP")?;
 
         let api = dns_server_api::dns_server_api_mod::api_description::<http::DnsServerApiImpl>()
@@ -257,7 +258,7 @@ impl RunningServer {
         );
         Ok(RunningServer {
             state,
-            dns,
+            _tcp: tcp,
             _udp: udp,
             http,
             _http_idle: http_idle,
@@ -299,11 +300,9 @@ impl RunningServer {
 
     /// Stops serving DNS and HTTP.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        let RunningServer { mut dns, http, _http_idle, _token_first, .. } = self;
-        let dns = dns.shutdown_gracefully().await;
-        let http = http.close().await;
-        dns.context("stopping DNS")?;
-        http.map_err(|e| anyhow::anyhow!("stopping HTTP: {e}"))
+        // DNS stops as the listeners are dropped.
+        let RunningServer { http, _http_idle, _token_first, .. } = self;
+        http.close().await.map_err(|e| anyhow::anyhow!("stopping HTTP: {e}"))
     }
 }
 

@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 use std::fmt::Write;
 use std::sync::atomic::AtomicU64;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Transport {
     Udp,
     Tcp,

@@ -1,17 +1,18 @@
-//! Plain UDP queries answered straight from the compiled zone.
+//! Plain queries answered straight from the compiled zone, over UDP and TCP.
 //!
 //! Nearly every query a DNS server of a control plane gets is plain: one
 //! question of class IN for an ordinary type, at most an OPT record
-//! without options.  For those the UDP loops skip hickory's decoding and
-//! encoding, which cost more than finding the answer: the name is looked
+//! without options.  For those the UDP loops and the TCP connections skip
+//! hickory's decoding and encoding, which cost more than finding the answer: the name is looked
 //! up by the question's own bytes (lower-cased), and the response is
 //! written byte by byte, with the question copied from the query (so its
 //! case is kept, as Knot and NSD keep it) and the answers' owner a pointer
 //! to it.
 //!
 //! Anything else returns `None` and takes the full path
-//! ([`crate::dns::DnsHandler::answer_udp`]): other classes and types,
-//! CNAME chains, refusals, answers that do not fit the client's size.  The
+//! ([`crate::dns::DnsHandler::answer_bytes`]): other classes and types,
+//! CNAME chains, refusals, answers that do not fit the client's UDP size
+//! (or, over TCP, one message).  The
 //! full path is the reference: tests and the `dns_message` fuzz target
 //! check that both give the same answer.
 
@@ -106,9 +107,14 @@ impl<'a> PlainQuery<'a> {
     }
 }
 
-/// The response to `query` from `served`, and the labels to count it
-/// under, or `None` when the full path must answer it.
-pub fn answer(served: &Served, query: &PlainQuery<'_>) -> Option<(Vec<u8>, QueryLabels)> {
+/// The response to `query` from `served` over `transport` (UDP or TCP),
+/// and the labels to count it under, or `None` when the full path must
+/// answer it.
+pub fn answer(
+    served: &Served,
+    query: &PlainQuery<'_>,
+    transport: Transport,
+) -> Option<(Vec<u8>, QueryLabels)> {
     if query.qclass != 1 || query.edns.as_ref().is_some_and(|e| e.version != 0) {
         return None;
     }
@@ -136,7 +142,10 @@ pub fn answer(served: &Served, query: &PlainQuery<'_>) -> Option<(Vec<u8>, Query
         *to = from.to_ascii_lowercase();
     }
     let qname = &*qname;
-    let limit = crate::policy::udp_limit(query.edns.as_ref().map(|e| e.payload));
+    let limit = match transport {
+        Transport::Udp => crate::policy::udp_limit(query.edns.as_ref().map(|e| e.payload)),
+        _ => crate::policy::MAX_TCP_MESSAGE,
+    };
 
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&query.bytes[..2]);
@@ -183,14 +192,11 @@ pub fn answer(served: &Served, query: &PlainQuery<'_>) -> Option<(Vec<u8>, Query
         out.extend_from_slice(&[0, 0, if edns.dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
     }
     if out.len() > limit {
-        // What does not fit is the full path's to decide (`policy::udp_fit`).
+        // What does not fit is the full path's to decide (`policy::udp_fit`,
+        // `policy::tcp_fit`).
         return None;
     }
-    let labels = QueryLabels {
-        transport: Transport::Udp,
-        qtype: QueryType::from(qtype),
-        rcode: rcode.into(),
-    };
+    let labels = QueryLabels { transport, qtype: QueryType::from(qtype), rcode: rcode.into() };
     Some((out, labels))
 }
 
@@ -294,6 +300,7 @@ mod tests {
     use crate::dns::DnsHandler;
     use crate::state::ServerState;
     use hickory_proto::op::Message;
+    use hickory_server::net::xfer::Protocol;
     use std::sync::Arc;
 
     /// A server state serving a zone with every kind of record we serve
@@ -351,13 +358,27 @@ mod tests {
         q
     }
 
-    /// What this path answers, if anything, and what the full path answers.
-    async fn both(handler: &DnsHandler, query: &[u8]) -> (Option<Vec<u8>>, Vec<u8>) {
+    /// What this path answers over `transport`, if anything, and what the
+    /// full path answers.
+    async fn both_over(
+        handler: &DnsHandler,
+        query: &[u8],
+        transport: Transport,
+    ) -> (Option<Vec<u8>>, Vec<u8>) {
         let served = handler.state.served();
-        let fast = PlainQuery::parse(query).and_then(|p| answer(&served, &p)).map(|(r, _)| r);
+        let fast =
+            PlainQuery::parse(query).and_then(|p| answer(&served, &p, transport)).map(|(r, _)| r);
         let src = "127.0.0.1:5353".parse().unwrap();
-        let (full, _) = handler.answer_udp(query, src).await.unwrap();
+        let protocol = match transport {
+            Transport::Udp => Protocol::Udp,
+            _ => Protocol::Tcp,
+        };
+        let (full, _) = handler.answer_bytes(query, src, protocol).await.unwrap();
         (fast, full)
+    }
+
+    async fn both(handler: &DnsHandler, query: &[u8]) -> (Option<Vec<u8>>, Vec<u8>) {
+        both_over(handler, query, Transport::Udp).await
     }
 
     /// Every plain question about our zones gets from this path the
@@ -390,16 +411,21 @@ mod tests {
         let types = [1, 2, 5, 6, 12, 15, 16, 28, 33, 255, 0, 41, 99];
         let edns =
             [None, Some((512, false)), Some((1232, true)), Some((4096, false)), Some((100, false))];
-        let mut answered_here = 0;
+        let (mut answered_here, mut over_tcp) = (0, 0);
         for name in names {
             for qtype in types {
                 for edns in edns {
-                    for rd in [false, true] {
+                    for (rd, transport) in [false, true]
+                        .into_iter()
+                        .flat_map(|rd| [(rd, Transport::Udp), (rd, Transport::Tcp)])
+                    {
                         let q = query(0x1234, rd, name, qtype, edns);
-                        let (fast, full) = both(&handler, &q).await;
+                        let (fast, full) = both_over(&handler, &q, transport).await;
                         let Some(fast) = fast else { continue };
                         answered_here += 1;
-                        let what = format!("{name} type {qtype} EDNS {edns:?} RD {rd}");
+                        over_tcp += usize::from(transport == Transport::Tcp);
+                        let what =
+                            format!("{name} type {qtype} EDNS {edns:?} RD {rd} {transport:?}");
                         let fast_message = Message::from_vec(&fast).expect(&what);
                         assert_eq!(fast_message, Message::from_vec(&full).unwrap(), "{what}");
                         // The question as asked, case included.
@@ -418,7 +444,8 @@ mod tests {
                 }
             }
         }
-        assert!(answered_here > 500, "only {answered_here} answered here");
+        assert!(answered_here > 1000, "only {answered_here} answered here");
+        assert!(over_tcp > 500, "only {over_tcp} answered here over TCP");
         // The ordinary questions are: found, NODATA, NXDOMAIN, with and
         // without EDNS.
         for (name, qtype) in [
@@ -471,7 +498,8 @@ mod tests {
     async fn leaves_the_rest_to_the_full_path() {
         let (handler, _dir) = handler().await;
         let served = handler.state.served();
-        let fast = |q: &[u8]| PlainQuery::parse(q).and_then(|p| answer(&served, &p));
+        let fast =
+            |q: &[u8]| PlainQuery::parse(q).and_then(|p| answer(&served, &p, Transport::Udp));
         // CNAME chains, refusals, ANY, meta types.
         assert!(fast(&query(1, false, "alias.control-plane.internal", 1, None)).is_none());
         assert!(fast(&query(1, false, "elsewhere.org", 1, None)).is_none());

@@ -318,7 +318,9 @@ async fn answer(
                 return Some(reply);
             }
         }
-        if let Some((reply, labels)) = crate::plain::answer(served, plain) {
+        if let Some((reply, labels)) =
+            crate::plain::answer(served, plain, crate::metrics::Transport::Udp)
+        {
             let counter = handler.state.metrics.query_counter(labels);
             counter.inc();
             if cached.is_some() {
@@ -338,7 +340,7 @@ async fn answer(
 /// address or an IPv4 broadcast address (as hickory-server's own UDP
 /// listener drops them): a forged source must not turn an answer into
 /// traffic for a whole network.
-fn answerable(src: SocketAddr) -> bool {
+pub(crate) fn answerable(src: SocketAddr) -> bool {
     let broadcast = match src.ip() {
         std::net::IpAddr::V4(ip) => ip.is_broadcast(),
         std::net::IpAddr::V6(_) => false,

@@ -1,16 +1,17 @@
 //! A DNS message from the network, as the server's UDP loops take it
 //! (`DnsHandler::answer_udp`: decoded as hickory-server decodes it, answered
 //! by the server's own handler, encoded within the client's size) and as
-//! its TCP listener would (`answer_bytes` with TCP: one message of at most
+//! its TCP connections do (`answer_bytes` with TCP: one message of at most
 //! 65,535 bytes), from a small zone with one name too large for UDP.
 //! Nothing may panic; a response (QR=1) is never answered; every answer
 //! must decode again and fit the size the client allowed; over TCP it is
-//! never truncated; a plain query's direct answer (`dns_server::plain`)
-//! must be the same message.
+//! never truncated; a plain query's direct answer (`dns_server::plain`),
+//! over either transport, must be the same message.
 
 #![no_main]
 
 use dns_server::dns::DnsHandler;
+use dns_server::metrics::Transport;
 use dns_server::plain::PlainQuery;
 use dns_server::state::ServerState;
 use hickory_server::net::xfer::Protocol;
@@ -46,6 +47,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(!response, "a response was answered over TCP");
         let message = Message::from_bytes(reply).expect("our TCP response decodes");
         assert!(!message.metadata.truncation, "TC over TCP");
+        if let Some(plain) = PlainQuery::parse(data)
+            && let Some((direct, _)) = dns_server::plain::answer(&state.served(), &plain, Transport::Tcp)
+        {
+            assert_eq!(Message::from_bytes(&direct).expect("a direct TCP answer decodes"), message);
+        }
     }
     // Exactly what the UDP loops do with a datagram (no answer is fine:
     // shorter than a header, or itself a response).
@@ -56,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
     let message = Message::from_bytes(&reply).expect("our response decodes");
     // A plain query the loops answer themselves gets the same message.
     if let Some(plain) = PlainQuery::parse(data)
-        && let Some((direct, _)) = dns_server::plain::answer(&state.served(), &plain)
+        && let Some((direct, _)) = dns_server::plain::answer(&state.served(), &plain, Transport::Udp)
     {
         assert_eq!(Message::from_bytes(&direct).expect("a direct answer decodes"), message);
         assert!(direct.len() <= reply.len(), "{} bytes, {} on the full path", direct.len(), reply.len());

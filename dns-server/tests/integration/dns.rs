@@ -359,12 +359,10 @@ async fn a_burst_of_queries_is_answered_one_by_one() {
     }
 }
 
-/// A message that is itself a response is never answered over UDP,
-/// decodable or not, nor over TCP when it decodes: answering answers lets
-/// two servers bounce packets at each other (Knot and NSD drop them too).
-/// (Over TCP, one that does not decode gets hickory-server's FORMERR before
-/// our handler sees it: a connection cannot be aimed at a third party.)
-/// The server still answers the next query.
+/// A message that is itself a response is never answered, over UDP or
+/// TCP, decodable or not: answering answers lets two servers bounce
+/// packets at each other (Knot and NSD drop them too).  The server still
+/// answers the next query.
 #[tokio::test]
 async fn responses_are_never_answered() {
     let s = server_with_records().await;
@@ -374,15 +372,103 @@ async fn responses_are_never_answered() {
     let mut decodable = encode(&Question::new(&format!("abc.host.{ZONE}."), RecordType::A), 0x4242);
     decodable[2] |= 0x80;
     for transport in [Transport::Udp, Transport::Tcp] {
-        let asked: &[&[u8]] = match transport {
-            Transport::Udp => &[&undecodable, &decodable],
-            Transport::Tcp => &[&decodable],
-        };
-        for bytes in asked {
+        for bytes in [&undecodable[..], &decodable] {
             let reply = exchange_raw_within(s.dns(), bytes, transport, short).await;
             assert_eq!(reply, None, "a response over {transport:?} was answered: {bytes:02x?}");
         }
         let m = query(s.dns(), &format!("abc.host.{ZONE}."), RecordType::AAAA, transport).await;
         assert_eq!(m.answers.len(), 1, "the next query is answered over {transport:?}");
     }
+}
+
+/// Over one TCP connection, queries sent without waiting (plain ones,
+/// answered straight from the zone, and ones the full path answers: with
+/// an EDNS option, malformed) are each answered once, in order, with their
+/// own ID; a client that stops in the middle of a message is let go after
+/// the idle limit (10 s), and one that never reads does not hold up others.
+#[tokio::test]
+async fn tcp_connections_answer_pipelined_queries_and_let_go_of_stalled_clients() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = server_with_records().await;
+    let mut stream = tokio::net::TcpStream::connect(s.dns()).await.unwrap();
+    let names = ["abc.host", "_nexus._tcp", "missing", "alias", "note"];
+    let mut sent = Vec::new();
+    let mut expected = Vec::new();
+    for id in 0..200u16 {
+        let i = usize::from(id) % names.len();
+        let name = format!("{}.{ZONE}.", names[i]);
+        let mut bytes = encode(&Question::new(&name, RecordType::ANY), id);
+        let kind = match id % 10 {
+            // A question cut in the middle of its name: FORMERR.
+            3 => {
+                bytes.truncate(20);
+                "malformed"
+            }
+            // ANY: the full path.
+            7 => "full",
+            _ => {
+                bytes = encode(
+                    &Question { edns: Some(1232), ..Question::new(&name, RecordType::A) },
+                    id,
+                );
+                "plain"
+            }
+        };
+        sent.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        sent.extend_from_slice(&bytes);
+        expected.push((id, name, kind));
+    }
+    stream.write_all(&sent).await.unwrap();
+    for (id, name, kind) in expected {
+        let read = async {
+            let length = stream.read_u16().await?;
+            let mut reply = vec![0; usize::from(length)];
+            stream.read_exact(&mut reply).await?;
+            Ok::<_, std::io::Error>(reply)
+        };
+        let reply = tokio::time::timeout(std::time::Duration::from_secs(10), read)
+            .await
+            .unwrap_or_else(|_| panic!("no answer to query {id}"))
+            .unwrap();
+        let reply = Message::from_vec(&reply).unwrap();
+        assert_eq!(reply.metadata.id, id, "answers in the order asked");
+        if kind == "malformed" {
+            assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
+            continue;
+        }
+        assert_eq!(reply.queries[0].name().to_string(), name, "{kind}");
+        let want = if name.starts_with("missing") {
+            ResponseCode::NXDomain
+        } else {
+            ResponseCode::NoError
+        };
+        assert_eq!(reply.metadata.response_code, want, "{name} {kind}");
+    }
+
+    // A client that never reads, its answers piling up, and one that stops
+    // half-way through a message: others are answered meanwhile.
+    let mut hoarder = tokio::net::TcpStream::connect(s.dns()).await.unwrap();
+    let one = encode(&Question::new(&format!("many.{ZONE}."), RecordType::AAAA), 1);
+    let mut many = Vec::new();
+    for _ in 0..2000 {
+        many.extend_from_slice(&(one.len() as u16).to_be_bytes());
+        many.extend_from_slice(&one);
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), hoarder.write_all(&many)).await;
+    let mut stalled = tokio::net::TcpStream::connect(s.dns()).await.unwrap();
+    stalled.write_all(&[0, 40, 0x12]).await.unwrap();
+    let started = std::time::Instant::now();
+    let m = query(s.dns(), &format!("abc.host.{ZONE}."), RecordType::AAAA, Transport::Tcp).await;
+    assert_eq!(m.answers.len(), 1, "answered beside the stalled clients");
+    let mut rest = Vec::new();
+    let closed =
+        tokio::time::timeout(std::time::Duration::from_secs(20), stalled.read_to_end(&mut rest))
+            .await
+            .expect("the stalled client was not let go");
+    assert!(closed.is_ok() && rest.is_empty(), "{closed:?} {rest:?}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(9),
+        "let go only after the idle limit"
+    );
+    drop(hoarder);
 }

@@ -261,8 +261,9 @@ async fn write_names(
         let close: Vec<&str> =
             existing.iter().filter(|(z, _)| *z == index).map(|(_, n)| n.as_str()).collect();
         if !close.is_empty() {
-            crate::prepared::execute(
-                txn,
+            // Not prepared: its plan depends on how many names (see
+            // `crate::prepared`).
+            txn.execute(
                 "UPDATE dns_name SET version_removed = $3 \
                  WHERE dns_zone_id = $1 AND name = ANY($2) AND version_removed IS NULL",
                 &[&zone.id, &close, &generation],
@@ -524,14 +525,16 @@ impl Datastore {
             let mut current = BTreeMap::new();
             for (index, touched) in resolved.touched() {
                 let touched: Vec<&str> = touched.iter().map(String::as_str).collect();
-                let rows = crate::prepared::query(
-                    txn,
-                    "SELECT name, records::TEXT FROM dns_name \
+                // Not prepared: its plan depends on how many names (see
+                // `crate::prepared`).
+                let rows = txn
+                    .query(
+                        "SELECT name, records::TEXT FROM dns_name \
                          WHERE dns_zone_id = $1 AND name = ANY($2) AND version_removed IS NULL",
-                    &[&zones[index].id, &touched],
-                )
-                .await
-                .map_err(query_error(WHAT, "reading the names being changed"))?;
+                        &[&zones[index].id, &touched],
+                    )
+                    .await
+                    .map_err(query_error(WHAT, "reading the names being changed"))?;
                 for row in rows {
                     let name: String = row.get(0);
                     let records = records_from_db(&name, row.get(1))?;

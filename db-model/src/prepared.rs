@@ -8,6 +8,14 @@
 //! half the round trips it made (docs/PERFORMANCE.md, "What bounds the
 //! commit path").  Statements here are fixed text, so the cache stays as
 //! small as the number of call sites.
+//!
+//! Not for a statement whose best plan depends on its parameters' size,
+//! such as `name = ANY($2)` over the names a change touches: after five
+//! runs PostgreSQL may keep one generic plan for every run, and the
+//! generic plan of that one filtered each of the zone's rows against the
+//! whole array.  A 20,000-name change at 800,000 names then ran for more
+//! than 30 s (the million-name bench, `fleet`); given as text, each run is
+//! planned for its own array.
 
 use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;

@@ -63,21 +63,7 @@ async fn bench(zone_size: usize) {
     ds.dns_group_initialize(DnsGroup::Internal, &zones, "bench", &initial).await.unwrap();
     let setup = started.elapsed();
 
-    let mut commits = Vec::with_capacity(COMMITS);
-    for i in 0..COMMITS {
-        let change = DnsChange {
-            idempotency_key: None,
-            comment: format!("bench change {i}"),
-            add: vec![NameRecords {
-                name: format!("new{i}"),
-                records: vec![DnsRecord::Aaaa("fd00::1".parse().unwrap())],
-            }],
-            remove: vec![],
-        };
-        let started = Instant::now();
-        ds.dns_change_commit(DnsGroup::Internal, "bench", &change).await.unwrap();
-        commits.push(started.elapsed());
-    }
+    let mut commit_times = commits(ds, 0, COMMITS).await;
 
     let mut reads = Vec::with_capacity(READS);
     for _ in 0..READS {
@@ -90,8 +76,8 @@ async fn bench(zone_size: usize) {
         "{zone_size:>7} names | initial load {:>9.1?} | one-name commit p50 {:>8.2?} p90 {:>8.2?} \
          | full read p50 {:>8.1?} max {:>8.1?}",
         setup,
-        percentile(&mut commits, 0.5),
-        percentile(&mut commits, 0.9),
+        percentile(&mut commit_times, 0.5),
+        percentile(&mut commit_times, 0.9),
         percentile(&mut reads, 0.5),
         percentile(&mut reads, 1.0),
     );

@@ -20,8 +20,11 @@ use hickory_proto::serialize::binary::BinDecodable;
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, LazyLock};
 
-/// A server state with a small zone, built once.
-static STATE: LazyLock<(Arc<ServerState>, tempfile::TempDir)> = LazyLock::new(|| {
+/// A server state with a small zone, built once.  Its storage directory is
+/// removed as soon as the zone is applied: answering queries reads nothing
+/// from it, and libFuzzer ends the process without running destructors,
+/// so a directory kept in this static was left behind in /tmp by every run.
+static STATE: LazyLock<Arc<ServerState>> = LazyLock::new(|| {
     let dir = tempfile::tempdir().unwrap();
     let storage = dns_server::storage::Storage::open(&dir.path().join("storage")).unwrap();
     let token = api_auth::ApiToken::generate();
@@ -30,11 +33,12 @@ static STATE: LazyLock<(Arc<ServerState>, tempfile::TempDir)> = LazyLock::new(||
     // Applying a config uses a blocking thread: it needs a runtime.
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     runtime.block_on(state.update(config, None)).unwrap();
-    (state, dir)
+    drop(dir);
+    state
 });
 
 fuzz_target!(|data: &[u8]| {
-    let (state, _) = &*STATE;
+    let state = &*STATE;
     let handler = DnsHandler { state: state.clone() };
     let src = "127.0.0.1:5353".parse().unwrap();
     // The QR bit: a response, never answered on either transport.

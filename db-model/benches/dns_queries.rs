@@ -49,9 +49,9 @@ fn names(count: usize) -> Vec<NameRecords> {
         .collect()
 }
 
-async fn bench(zone_size: usize) {
-    let db = TestDatabase::new().await;
-    let ds = &db.datastore;
+/// The internal group initialized with `zone_size` names in one
+/// transaction; how long that took.
+async fn initialize(ds: &db_model::Datastore, zone_size: usize) -> Duration {
     let initial = DnsChange {
         idempotency_key: None,
         comment: "benchmark setup".into(),
@@ -61,7 +61,13 @@ async fn bench(zone_size: usize) {
     let zones = [ZoneSpec { zone_name: "control-plane.internal".into(), ttl_seconds: 60 }];
     let started = Instant::now();
     ds.dns_group_initialize(DnsGroup::Internal, &zones, "bench", &initial).await.unwrap();
-    let setup = started.elapsed();
+    started.elapsed()
+}
+
+async fn bench(zone_size: usize) {
+    let db = TestDatabase::new().await;
+    let ds = &db.datastore;
+    let setup = initialize(ds, zone_size).await;
 
     let mut commit_times = commits(ds, 0, COMMITS).await;
 
@@ -154,14 +160,7 @@ async fn commit_breakdown(zone_size: usize) {
     client.batch_execute("CREATE EXTENSION pg_stat_statements").await.unwrap();
     let ds = db_model::Datastore::new(&url, db_model::DatastoreOptions::default()).unwrap();
     ds.initialize_schema().await.unwrap();
-    let initial = DnsChange {
-        idempotency_key: None,
-        comment: "benchmark setup".into(),
-        add: names(zone_size),
-        remove: vec![],
-    };
-    let zones = [ZoneSpec { zone_name: "control-plane.internal".into(), ttl_seconds: 60 }];
-    ds.dns_group_initialize(DnsGroup::Internal, &zones, "bench", &initial).await.unwrap();
+    initialize(&ds, zone_size).await;
     // Warm the pool and the caches, then count from zero.
     commits(&ds, 0, 20).await;
     client.batch_execute("SELECT pg_stat_statements_reset()").await.unwrap();

@@ -43,6 +43,29 @@ pub enum Fault {
     /// The database frozen (SIGSTOP): connections open, nothing answers
     /// (a black hole).
     DatabaseHung,
+    /// A Nexus's propagation stuck: the Nexus restarted with pushes that
+    /// wait up to ten minutes and are never let run on, one server of the
+    /// group frozen, and a change made through that Nexus: its
+    /// activation waits on the frozen server.  The Nexus takes no other
+    /// part until healed (thaw, the activation ends, the Nexus restarted
+    /// with its own config).  `generation`: the change's.
+    PropagationStuck {
+        nexus: usize,
+        server: usize,
+        generation: u64,
+        #[serde(skip)]
+        config: Vec<u8>,
+    },
+    /// The replicated database's primary killed (its machine dies:
+    /// Patroni and PostgreSQL, SIGKILL): Patroni promotes a synchronous
+    /// standby once the leader key expires.  `node`: its index in the
+    /// cluster's node list.  Healed by starting it again (it rejoins as a
+    /// standby) once a new primary commits.
+    PrimaryLost { node: usize },
+    /// Both standbys of the replicated database killed: the primary stays
+    /// primary, and in strict synchronous mode no commit can be
+    /// acknowledged.  Healed by starting them again.
+    StandbysLost { nodes: Vec<usize> },
     /// The server's storage cannot take a new config: a directory where
     /// its journal was (the journal kept aside) and where a new snapshot's
     /// temporary file goes.  It serves on, and refuses every push with
@@ -87,6 +110,9 @@ impl Fault {
             Fault::Unregistered { .. } => "unregistered",
             Fault::DatabaseDown => "database-down",
             Fault::DatabaseHung => "database-hung",
+            Fault::PropagationStuck { .. } => "propagation-stuck",
+            Fault::PrimaryLost { .. } => "primary-lost",
+            Fault::StandbysLost { .. } => "standbys-lost",
             Fault::RejectingPushes { .. } => "rejecting-pushes",
             Fault::StorageTampered { .. } => "storage-tampered",
             Fault::ServerMoved { .. } => "server-moved",
@@ -107,25 +133,43 @@ impl Fault {
             | Fault::RejectingPushes { server, .. }
             | Fault::StorageTampered { server, .. }
             | Fault::ServerMoved { server, .. }
-            | Fault::WireDiffers { server, .. } => Some(*server),
+            | Fault::WireDiffers { server, .. }
+            | Fault::PropagationStuck { server, .. } => Some(*server),
             Fault::NexusHung { .. }
             | Fault::DirectWrite { .. }
             | Fault::DatabaseDown
-            | Fault::DatabaseHung => None,
+            | Fault::DatabaseHung
+            | Fault::PrimaryLost { .. }
+            | Fault::StandbysLost { .. } => None,
         }
     }
 
     /// The Nexus frozen by it, if any.
     pub fn frozen_nexus(&self) -> Option<usize> {
         match self {
-            Fault::NexusHung { nexus } => Some(*nexus),
+            Fault::NexusHung { nexus } | Fault::PropagationStuck { nexus, .. } => Some(*nexus),
             _ => None,
         }
     }
 
-    /// Whether it takes the database away: then no change can be made,
-    /// and omdb cannot check anything against the source of truth.
+    /// Whether it is a fault of the database: then no change can be made
+    /// (none could commit, or none could be told apart from it), and omdb
+    /// may be unable to check anything against the source of truth.
     pub fn database(&self) -> bool {
+        matches!(
+            self,
+            Fault::DatabaseDown
+                | Fault::DatabaseHung
+                | Fault::PrimaryLost { .. }
+                | Fault::StandbysLost { .. }
+        )
+    }
+
+    /// Whether no node of the database answers (the single database down
+    /// or frozen): then omdb can check nothing against the source of truth
+    /// and saying so, with no verdict, is the right answer.  A replicated
+    /// database that lost its primary or its standbys still answers reads.
+    pub fn database_unreachable(&self) -> bool {
         matches!(self, Fault::DatabaseDown | Fault::DatabaseHung)
     }
 
@@ -146,6 +190,13 @@ impl Fault {
         match self {
             // Every Nexus is asked whatever the group.
             Fault::NexusHung { .. } => [Stage::Nexus].into(),
+            // While no node is primary, writes cannot commit (the
+            // database's finding, naming the failover); once a standby is
+            // promoted and another streams to it synchronously, nothing
+            // acknowledged was lost and the stack is healthy.
+            Fault::PrimaryLost { .. } => [Stage::Database, Stage::Healthy].into(),
+            // The data can be read, but no commit can be acknowledged.
+            Fault::StandbysLost { .. } => [Stage::Database].into(),
             Fault::DirectWrite { group: g, noticed_by, .. }
                 if *g == group && noticed_by.len() < stack.nexus.len() =>
             {
@@ -155,6 +206,7 @@ impl Fault {
             Fault::ServerDown { server }
             | Fault::ServerHung { server }
             | Fault::StorageTampered { server, .. }
+            | Fault::PropagationStuck { server, .. }
                 if of_group(server) =>
             {
                 [Stage::Propagation].into()
@@ -250,6 +302,7 @@ impl Fault {
             | Fault::Loss { server, .. }
             | Fault::Unregistered { server }
             | Fault::ServerMoved { server, .. }
+            | Fault::PropagationStuck { server, .. }
                 if of_group(server) =>
             {
                 [Stage::Propagation, Stage::Healthy].into()
@@ -285,6 +338,16 @@ impl Fault {
             // again for the truth above to hold.
             (Fault::Unregistered { .. }, Fault::NexusHung { .. })
             | (Fault::NexusHung { .. }, Fault::Unregistered { .. }) => false,
+            // A stuck propagation keeps its Nexus out of everything else
+            // (it is restarted twice, which loads the latest, and takes no
+            // activation meanwhile): only faults of other servers beside it.
+            (Fault::PropagationStuck { .. }, f) | (f, Fault::PropagationStuck { .. }) => {
+                f.frozen_nexus().is_none()
+                    && !matches!(
+                        f,
+                        Fault::DirectWrite { .. } | Fault::Cut { .. } | Fault::Unregistered { .. }
+                    )
+            }
             _ => true,
         }
     }

@@ -56,6 +56,17 @@ struct Args {
     /// netns as root, loopback otherwise.
     #[arg(long, value_enum)]
     hosts: Option<Hosts>,
+    /// The database: one PostgreSQL (whose faults are the database down
+    /// or hung) or three under Patroni (whose faults are the primary lost,
+    /// a failover, and both standbys lost; loopback only).
+    #[arg(long, value_enum, default_value = "single")]
+    db: Db,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Db {
+    Single,
+    Replicated,
 }
 
 /// The runner's model of what it did: the truth explain is checked
@@ -172,11 +183,19 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let seed = args.seed.unwrap_or_else(rand::random);
     let root = nix::unistd::geteuid().is_root();
-    let hosts = args.hosts.unwrap_or(if root { Hosts::Netns } else { Hosts::Loopback });
+    let replicated = args.db == Db::Replicated;
+    let hosts =
+        args.hosts.unwrap_or(if root && !replicated { Hosts::Netns } else { Hosts::Loopback });
     if hosts == Hosts::Netns && !root {
         bail!("--hosts netns needs root (network namespaces); use --hosts loopback");
     }
-    println!("chaos: seed {seed}, {}s, hosts {hosts:?}", args.duration);
+    if hosts == Hosts::Netns && replicated {
+        bail!(
+            "--db replicated runs on loopback only (devstack does not put the replicated \
+             database on hosts in namespaces yet); use --hosts loopback"
+        );
+    }
+    println!("chaos: seed {seed}, {}s, hosts {hosts:?}, db {:?}", args.duration, args.db);
     let stop = Arc::new(AtomicBool::new(false));
     for kind in
         [tokio::signal::unix::SignalKind::interrupt(), tokio::signal::unix::SignalKind::terminate()]
@@ -202,6 +221,7 @@ async fn main() -> anyhow::Result<()> {
     options.task_period_secs = 3600;
     options.server_timeout_secs = 2.0;
     options.repair_servers = false;
+    options.replicated_db = replicated;
     if hosts == Hosts::Netns {
         // Its own /56 (of 220-249, by process id), so that runs side by
         // side, and the tests' networks (210-219), do not meet.
@@ -325,6 +345,41 @@ impl Runner {
         if self.rng.random_bool(0.5) { DnsGroup::Internal } else { DnsGroup::External }
     }
 
+    /// What a change through Nexus did to the world: `name` now has
+    /// `records` (`None`: removed).
+    fn changed(
+        &mut self,
+        stack: &Stack,
+        group: DnsGroup,
+        name: &str,
+        records: Option<Vec<DnsRecord>>,
+    ) {
+        let key = (group, name.to_string());
+        match records {
+            Some(records) => {
+                self.world.removed.remove(&key);
+                self.world.names.insert(key, records);
+            }
+            None => {
+                self.world.names.remove(&key);
+                self.world.removed.insert(key);
+            }
+        }
+        // A server refusing pushes serves the name stale from now on.
+        for fault in &mut self.world.faults {
+            if let Fault::RejectingPushes { server, missed } = fault
+                && stack.dns_servers[*server].group == group
+            {
+                missed.insert(name.to_string());
+            }
+        }
+        // A change through Nexus makes every Nexus load the latest: a
+        // direct write of that group is no longer unnoticed.
+        self.world
+            .faults
+            .retain(|f| !matches!(f, Fault::DirectWrite { group: g, .. } if *g == group));
+    }
+
     /// A change through a Nexus that is not frozen: a new name, a name
     /// removed, or a name's address changed.
     async fn change(
@@ -370,30 +425,7 @@ impl Runner {
             (0..stack.nexus.len()).filter(|n| !frozen.contains(n)).collect();
         let through = *pick(&mut self.rng, &live_nexus).context("no Nexus to change through")?;
         let version = send_change(&stack.nexus[through].client(), group, &change).await?;
-        let key = (group, name.clone());
-        match records {
-            Some(records) => {
-                self.world.removed.remove(&key);
-                self.world.names.insert(key, records);
-            }
-            None => {
-                self.world.names.remove(&key);
-                self.world.removed.insert(key);
-            }
-        }
-        // A server refusing pushes serves the name stale from now on.
-        for fault in &mut self.world.faults {
-            if let Fault::RejectingPushes { server, missed } = fault
-                && stack.dns_servers[*server].group == group
-            {
-                missed.insert(name.clone());
-            }
-        }
-        // A change through Nexus makes every Nexus load the latest: a
-        // direct write of that group is no longer unnoticed.
-        self.world
-            .faults
-            .retain(|f| !matches!(f, Fault::DirectWrite { group: g, .. } if *g == group));
+        self.changed(stack, group, &name, records);
         let settled = settle(stack, &live_nexus, group, version).await;
         history.record(
             step,
@@ -418,8 +450,15 @@ impl Runner {
             .filter(|i| stack.dns_servers[*i].name != "dns-internal-0")
             .collect();
         let mut kinds = vec!["server-down", "server-hung", "nexus-hung", "bogus-generation"];
-        kinds.extend(["direct-write", "unregistered", "database-down", "database-hung"]);
+        kinds.extend(["direct-write", "unregistered"]);
+        match &stack.database {
+            devstack::stack::Database::Replicated(_) => {
+                kinds.extend(["primary-lost", "standbys-lost"])
+            }
+            _ => kinds.extend(["database-down", "database-hung"]),
+        }
         kinds.extend(["rejecting-pushes", "storage-tampered", "server-moved", "wire-differs"]);
+        kinds.push("propagation-stuck");
         if self.netns {
             kinds.extend(["cut", "filter-dns", "loss"]);
         }
@@ -443,6 +482,11 @@ impl Runner {
                 "unregistered" => Fault::Unregistered { server },
                 "database-down" => Fault::DatabaseDown,
                 "database-hung" => Fault::DatabaseHung,
+                "propagation-stuck" => {
+                    Fault::PropagationStuck { nexus, server, generation: 0, config: Vec::new() }
+                }
+                "primary-lost" => Fault::PrimaryLost { node: 0 },
+                "standbys-lost" => Fault::StandbysLost { nodes: Vec::new() },
                 "rejecting-pushes" => Fault::RejectingPushes { server, missed: BTreeSet::new() },
                 "storage-tampered" => Fault::StorageTampered { server, original: Vec::new() },
                 "server-moved" => {
@@ -544,6 +588,65 @@ impl Runner {
             Fault::DatabaseHung => {
                 local_database(stack)?.suspend()?;
                 fault
+            }
+            Fault::PropagationStuck { nexus, server, .. } => {
+                let group = stack.dns_servers[server].group;
+                let n = &mut stack.nexus[nexus];
+                let config = std::fs::read(&n.config_file)
+                    .with_context(|| format!("reading {}", n.config_file.display()))?;
+                let mut patient = nexus_types::config::Config::from_file(&n.config_file)?;
+                patient.tasks.server_timeout_secs = STUCK_FOR.as_secs_f64();
+                patient.tasks.detach_after_secs = STUCK_FOR.as_secs_f64();
+                std::fs::write(&n.config_file, patient.to_toml())?;
+                n.restart().await?;
+                stack.dns_servers[server].freeze()?;
+                self.world.next_name += 1;
+                let name = format!("s{}", self.world.next_name);
+                let records = vec![address(&mut self.rng)];
+                let change = DnsChange {
+                    idempotency_key: Some(format!("chaos-{}-{name}", self.seed)),
+                    comment: "chaos: a change whose propagation sticks".into(),
+                    add: vec![NameRecords { name: name.clone(), records: records.clone() }],
+                    remove: vec![],
+                };
+                let generation = send_change(&stack.nexus[nexus].client(), group, &change).await?;
+                self.changed(stack, group, &name, Some(records));
+                stuck(stack, nexus, group, generation, server).await?;
+                // The other Nexus brings it everywhere else.
+                let frozen = self.world.frozen_nexus();
+                let others: Vec<usize> =
+                    (0..stack.nexus.len()).filter(|n| *n != nexus && !frozen.contains(n)).collect();
+                settle(stack, &others, group, generation).await;
+                Fault::PropagationStuck { nexus, server, generation, config }
+            }
+            Fault::PrimaryLost { .. } => {
+                let (primary, _) = cluster_roles(stack).await?;
+                cluster(stack)?.kill_node(primary);
+                // Not waited for: the questions that follow meet the
+                // failover while it is under way.
+                Fault::PrimaryLost { node: primary }
+            }
+            Fault::StandbysLost { .. } => {
+                let (_, standbys) = cluster_roles(stack).await?;
+                for node in &standbys {
+                    cluster(stack)?.kill_node(*node);
+                }
+                // In force once the primary itself says no commit can be
+                // acknowledged (its walsenders see the standbys gone).
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let nodes =
+                        db_model::cluster::node_statuses(&stack.db_url, Duration::from_secs(2))
+                            .await?;
+                    if !db_model::cluster::writes(&nodes).can_commit {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        bail!("both standbys killed, yet the database still says writes commit");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Fault::StandbysLost { nodes: standbys }
             }
             Fault::RejectingPushes { server, .. } => {
                 let dir = &stack.dns_servers[server].storage_dir;
@@ -648,6 +751,36 @@ impl Runner {
             Fault::Unregistered { server } => self.registration(stack, *server, true).await?,
             Fault::DatabaseDown => local_database(stack)?.start_again()?,
             Fault::DatabaseHung => local_database(stack)?.resume()?,
+            Fault::PropagationStuck { nexus, server, config, .. } => {
+                stack.dns_servers[*server].thaw()?;
+                // The stuck activation ends, and the one asked for meanwhile
+                // runs; then the Nexus gets its own config back.
+                let group = stack.dns_servers[*server].group;
+                let latest = stack.datastore.dns_config_read(group, None).await?.generation;
+                settle(stack, &[*nexus], group, latest).await;
+                let n = &mut stack.nexus[*nexus];
+                std::fs::write(&n.config_file, config)
+                    .with_context(|| format!("writing {}", n.config_file.display()))?;
+                n.restart().await?;
+            }
+            Fault::PrimaryLost { node } => {
+                // A new primary first (the old one rejoins as its standby).
+                db_model::cluster::wait_until_writable(&stack.db_url, 1, REJOIN_LIMIT)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("after the primary was lost: {e}"))?;
+                cluster(stack)?.start_node(*node)?;
+                db_model::cluster::wait_until_writable(&stack.db_url, 2, REJOIN_LIMIT)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("the lost primary rejoining: {e}"))?;
+            }
+            Fault::StandbysLost { nodes } => {
+                for node in nodes {
+                    cluster(stack)?.start_node(*node)?;
+                }
+                db_model::cluster::wait_until_writable(&stack.db_url, 2, REJOIN_LIMIT)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("the standbys rejoining: {e}"))?;
+            }
             Fault::RejectingPushes { server, .. } => {
                 let dir = &stack.dns_servers[*server].storage_dir;
                 std::fs::remove_dir(dir.join(storage::SNAPSHOT_TEMP))?;
@@ -687,8 +820,8 @@ impl Runner {
             }
             let loads = match fault {
                 Fault::NexusHung { nexus } => *nexus == i,
-                Fault::DirectWrite { .. } | Fault::DatabaseDown | Fault::DatabaseHung => true,
-                _ => false,
+                Fault::DirectWrite { .. } => true,
+                f => f.database(),
             };
             if fault.database() {
                 // Its pool finds the database again on its own; until a
@@ -942,6 +1075,10 @@ impl Runner {
         if let Some(at) = q.at {
             command.args(["--at", &at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)]);
         }
+        // A propagation stuck is reported as such once it has run this long.
+        if self.world.faults.iter().any(|f| matches!(f, Fault::PropagationStuck { .. })) {
+            command.args(["--stuck-after", "1"]);
+        }
         let dns: Vec<String> =
             stack.internal_dns_addresses().iter().map(|a| a.to_string()).collect();
         command
@@ -959,7 +1096,7 @@ impl Runner {
         let stderr = String::from_utf8_lossy(&output.stderr);
         // With the database away omdb cannot check anything: saying so
         // (exit 1, an error naming the database) is the only honest answer.
-        let database_away = self.world.faults.iter().any(Fault::database);
+        let database_away = self.world.faults.iter().any(Fault::database_unreachable);
         let outcome = match verdict {
             Some(Stage::Unknown) => {
                 self.score.unknown += 1;
@@ -1071,6 +1208,74 @@ fn fault_number(said: &str) -> anyhow::Result<u32> {
 }
 
 /// The stack's own database (the chaos stack always has one).
+/// The push time limit of a Nexus whose propagation is made to stick.
+const STUCK_FOR: Duration = Duration::from_secs(600);
+
+/// Waits until `nexus`'s propagation of `group` is running generation
+/// `generation` with only `server` left to answer.
+async fn stuck(
+    stack: &Stack,
+    nexus: usize,
+    group: DnsGroup,
+    generation: u64,
+    server: usize,
+) -> anyhow::Result<()> {
+    let name = nexus_types::task_name::DnsTaskName::propagation(group).to_string();
+    let pending = serde_json::json!([stack.dns_servers[server].http_address.to_string()]);
+    let client = stack.nexus[nexus].client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(view) = client.bgtask_view().bgtask_name(&name).send().await
+            && let background_task_types::CurrentStatus::Running { progress: Some(p), .. } =
+                view.into_inner().current
+            && p["generation"] == generation
+            && p["pending"] == pending
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{}'s propagation of generation {generation} did not come to wait on {} alone",
+                stack.nexus[nexus].name,
+                stack.dns_servers[server].name
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How long a replicated database may take to elect a primary or take a
+/// node back.
+const REJOIN_LIMIT: Duration = Duration::from_secs(90);
+
+fn cluster(
+    stack: &mut Stack,
+) -> anyhow::Result<&mut local_postgres::replicated::ReplicatedPostgres> {
+    match &mut stack.database {
+        devstack::stack::Database::Replicated(cluster) => Ok(cluster),
+        _ => bail!("the replicated database's faults need the stack's replicated database"),
+    }
+}
+
+/// The replicated database's primary and its running standbys, by index in
+/// the cluster's node list.
+async fn cluster_roles(stack: &mut Stack) -> anyhow::Result<(usize, Vec<usize>)> {
+    let nodes = db_model::cluster::node_statuses(&stack.db_url, Duration::from_secs(2)).await?;
+    let (primary, _) = db_model::cluster::primary(&nodes)
+        .with_context(|| format!("no single primary among {nodes:?}"))?;
+    let address = primary.address.clone();
+    let cluster = cluster(stack)?;
+    let index = cluster
+        .nodes()
+        .iter()
+        .position(|n| n.postgres.to_string() == address)
+        .with_context(|| format!("the primary {address} is none of the cluster's nodes"))?;
+    let standbys = (0..cluster.nodes().len())
+        .filter(|i| *i != index && cluster.nodes()[*i].agent_pid().is_some())
+        .collect();
+    Ok((index, standbys))
+}
+
 fn local_database(stack: &mut Stack) -> anyhow::Result<&mut local_postgres::LocalPostgres> {
     match &mut stack.database {
         devstack::stack::Database::Local(pg) => Ok(pg),

@@ -347,6 +347,37 @@ pub async fn wait_until_writable(
     }
 }
 
+/// The standby that has replayed the most WAL, of those that answered:
+/// with no primary, the node whose data is the most complete (in strict
+/// synchronous mode, it has every acknowledged commit).
+pub fn furthest_standby(nodes: &[NodeStatus]) -> Option<&NodeStatus> {
+    nodes
+        .iter()
+        .filter_map(|n| match &n.state {
+            NodeState::Standby(s) => Some((n, s.replay_lsn.as_deref().and_then(parse_lsn)?)),
+            _ => None,
+        })
+        .max_by_key(|(_, lsn)| *lsn)
+        .map(|(n, _)| n)
+}
+
+/// `url` (a URL, not a `key=value` string) with its hosts replaced by the
+/// one node `address` (`host:port` as [`hosts_of`] gives it) and no
+/// `target_session_attrs`: a connection to that node whatever its role.
+pub fn node_url(url: &str, address: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let user = authority.rsplit_once('@').map(|(user, _)| format!("{user}@")).unwrap_or_default();
+    let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
+    let query: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("target_session_attrs="))
+        .collect();
+    let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+    Some(format!("{scheme}://{user}{address}{path}{query}"))
+}
+
 /// How many hosts `url` names (more than one: a replicated database).
 pub fn host_count(url: &str) -> usize {
     tokio_postgres::Config::from_str(url).map(|c| c.get_hosts().len()).unwrap_or(1)
@@ -376,4 +407,52 @@ pub fn hosts_of(config: &tokio_postgres::Config) -> Vec<(String, String, u16)> {
             (address, name, port)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn standby(address: &str, lsn: Option<&str>) -> NodeStatus {
+        NodeStatus {
+            address: address.into(),
+            state: NodeState::Standby(StandbyStatus {
+                timeline: Some(2),
+                replay_lsn: lsn.map(str::to_string),
+                replay_age_seconds: None,
+                upstream: None,
+                application_name: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn the_furthest_standby_is_the_one_that_replayed_the_most() {
+        let nodes = vec![
+            standby("127.0.0.1:1", Some("0/3000060")),
+            NodeStatus {
+                address: "127.0.0.1:2".into(),
+                state: NodeState::Unreachable { error: "refused".into() },
+            },
+            standby("127.0.0.1:3", Some("0/3000148")),
+            standby("127.0.0.1:4", None),
+        ];
+        assert_eq!(furthest_standby(&nodes).unwrap().address, "127.0.0.1:3");
+        assert!(furthest_standby(&nodes[1..2]).is_none());
+    }
+
+    #[test]
+    fn a_node_url_names_one_host_and_any_role() {
+        let url = "postgresql://root@127.0.0.1:5001,127.0.0.1:5002,[::1]:5003/control_plane\
+                   ?sslmode=disable&target_session_attrs=read-write";
+        assert_eq!(
+            node_url(url, "[::1]:5003").unwrap(),
+            "postgresql://root@[::1]:5003/control_plane?sslmode=disable"
+        );
+        assert_eq!(
+            node_url("postgres://a,b/db?target_session_attrs=read-write", "b:1").unwrap(),
+            "postgres://b:1/db"
+        );
+        assert_eq!(node_url("host=a port=1", "a:1"), None);
+    }
 }

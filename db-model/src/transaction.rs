@@ -52,6 +52,11 @@ pub struct DatastoreOptions {
     pub transaction_timeout: Duration,
     /// Attempts before a conflicting transaction gives up.
     pub max_attempts: u32,
+    /// The database is a hot standby, read while no node accepts writes:
+    /// reads run REPEATABLE READ (a standby refuses SERIALIZABLE; it
+    /// replays commits in order, so a snapshot of it is consistent), and
+    /// writes are refused by the standby itself.
+    pub standby_reads: bool,
 }
 
 impl Default for DatastoreOptions {
@@ -61,6 +66,7 @@ impl Default for DatastoreOptions {
             connect_timeout: Duration::from_secs(5),
             transaction_timeout: Duration::from_secs(30),
             max_attempts: 50,
+            standby_reads: false,
         }
     }
 }
@@ -298,7 +304,11 @@ impl Datastore {
         let run = async {
             let txn = client
                 .build_transaction()
-                .isolation_level(IsolationLevel::Serializable)
+                .isolation_level(if self.options.standby_reads {
+                    IsolationLevel::RepeatableRead
+                } else {
+                    IsolationLevel::Serializable
+                })
                 .read_only(mode == TxnMode::ReadOnly)
                 .start()
                 .await

@@ -71,7 +71,7 @@ impl StackOptions {
             nexus_instances: 2,
             task_period_secs: 60,
             server_timeout_secs: 5.0,
-            detach_after_secs: 0.25,
+            detach_after_secs: 0.1,
             repair_servers: true,
             http_idle_timeout_secs: 30.0,
             dns_history_events: None,

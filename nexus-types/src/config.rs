@@ -21,7 +21,7 @@ use uuid::Uuid;
 /// [tasks]
 /// period_secs = 60
 /// server_timeout_secs = 5
-/// detach_after_secs = 0.25
+/// detach_after_secs = 0.1
 /// repair_servers = true
 /// ```
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -141,7 +141,7 @@ fn default_server_timeout() -> f64 {
     5.0
 }
 fn default_detach_after() -> f64 {
-    0.25
+    0.1
 }
 fn default_idle_timeout() -> f64 {
     30.0

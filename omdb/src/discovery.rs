@@ -126,26 +126,63 @@ impl Discovery {
         Ok(addresses.iter().map(|addr| format!("http://{addr}")).collect())
     }
 
-    /// The database, as given or found through `_postgresql._tcp`.
+    /// The database, as given or found through `_postgresql._tcp`.  omdb
+    /// only reads it: when a replicated database has no node that accepts
+    /// writes (a failover under way), the standby furthest along is read
+    /// instead, and a note says so; what omdb shows of the database then
+    /// says that writes cannot commit.
     pub async fn datastore(&self) -> anyhow::Result<Datastore> {
         let url = self.db_url().await?;
         let datastore = self.datastore_at(&url)?;
-        datastore
-            .check_schema_version()
-            .await
-            .with_context(|| format!("checking the database at {}", datastore.address()))?;
-        Ok(datastore)
+        match datastore.check_schema_version().await {
+            Ok(()) => Ok(datastore),
+            Err(error) => {
+                let error = anyhow::Error::new(error)
+                    .context(format!("checking the database at {}", datastore.address()));
+                match self.standby(&url, datastore.address()).await {
+                    Some(standby) => Ok(standby),
+                    None => Err(error),
+                }
+            }
+        }
+    }
+
+    /// The standby furthest along of a replicated database none of whose
+    /// nodes is primary, if one answers.
+    async fn standby(&self, url: &str, address: &str) -> Option<Datastore> {
+        if db_model::cluster::host_count(url) < 2 {
+            return None;
+        }
+        let nodes = db_model::cluster::node_statuses(url, TIMEOUT).await.ok()?;
+        if db_model::cluster::primary(&nodes).is_some() {
+            return None;
+        }
+        let node = db_model::cluster::furthest_standby(&nodes)?;
+        let node_url = db_model::cluster::node_url(url, &node.address)?;
+        let options = DatastoreOptions { standby_reads: true, ..self.options() };
+        let datastore = Datastore::new(&node_url, options).ok()?;
+        datastore.check_schema_version().await.ok()?;
+        note(format!(
+            "no node of the database at {address} accepts writes: reading standby {} (of the \
+             nodes that answer, the one that has replayed the most)",
+            node.address
+        ));
+        Some(datastore)
     }
 
     /// A pool for `url`, not yet connected.
     pub fn datastore_at(&self, url: &str) -> anyhow::Result<Datastore> {
-        let options = DatastoreOptions {
+        Ok(Datastore::new(url, self.options())?)
+    }
+
+    fn options(&self) -> DatastoreOptions {
+        DatastoreOptions {
             max_connections: 4,
             connect_timeout: TIMEOUT,
             transaction_timeout: TIMEOUT * 2,
             max_attempts: 5,
-        };
-        Ok(Datastore::new(url, options)?)
+            standby_reads: false,
+        }
     }
 
     /// The addresses registered under `service` in internal DNS; none is

@@ -5,9 +5,10 @@
 //! All servers are handled at once, each push a task of its own under its
 //! own time limit, and a dead or hung server delays neither the others nor
 //! the next change: once the other servers have answered, the activation
-//! waits for the rest only `detach_after` past the last answer (250 ms by
+//! waits for the rest only `detach_after` past the last answer (100 ms by
 //! default), and for a server already known unreachable (its last attempt
-//! found no answer) only a moment ([`DETACHED_GRACE`]); then it reports
+//! found no answer) only a moment ([`DETACHED_GRACE`]), never past the
+//! last answer of the others; then it reports
 //! them as still in flight and their pushes run on in the background, their
 //! results remembered and recorded when they end.  No second push to a
 //! server starts while one runs.  For each
@@ -195,12 +196,23 @@ fn joined(
     })
 }
 
-/// Waits at most [`DETACHED_GRACE`] for `push`'s result.
-async fn within_grace(mut push: InFlight) -> Result<ServerResult, InFlight> {
-    match tokio::time::timeout(DETACHED_GRACE, &mut push.handle).await {
-        Ok(result) => Ok(joined(result, push.started_at)),
-        Err(_) => push.let_go().await,
+/// Waits for `push`'s result at most [`DETACHED_GRACE`], and not past the
+/// moment the activation stops waiting (`cut`): a server known unreachable
+/// never holds an activation longer than the servers that answer.
+async fn within_grace(
+    mut push: InFlight,
+    mut cut: watch::Receiver<bool>,
+) -> Result<ServerResult, InFlight> {
+    let cut = async move {
+        let _ = cut.wait_for(|cut| *cut).await;
+    };
+    tokio::select! {
+        biased;
+        result = &mut push.handle => return Ok(joined(result, push.started_at)),
+        _ = tokio::time::sleep(DETACHED_GRACE) => {}
+        () = cut => {}
     }
+    push.let_go().await
 }
 
 /// Waits for `push`'s result until the activation stops waiting for the
@@ -395,6 +407,9 @@ impl Task for DnsPropagationTask {
         // The whole config is built (and sized) at most once per activation,
         // only if some server needs it.
         let full = FullConfig::default();
+        // Servers known unreachable, or with a push still running: once
+        // every other server has answered, nothing waits for these.
+        let mut slow = std::collections::BTreeSet::new();
         for server in &servers.servers {
             let address = server.address;
             let client = self.client(address)?;
@@ -429,6 +444,9 @@ impl Task for DnsPropagationTask {
             };
             let running = self.in_flight.remove(&address);
             let known_unreachable = self.unreachable.get(&address).cloned();
+            if running.is_some() || known_unreachable.is_some() {
+                slow.insert(address);
+            }
             let cut_rx = cut_rx.clone();
             pushes.push(async move {
                 // A push still running from an earlier activation: its
@@ -441,7 +459,7 @@ impl Task for DnsPropagationTask {
                     // it carries this generation.
                     let of = running.generation;
                     let ended = running.handle.is_finished();
-                    match within_grace(running).await {
+                    match within_grace(running, cut_rx.clone()).await {
                         Ok(result) if ended || of != generation => earlier = Some((of, result)),
                         now => return Step { address, now, earlier: None },
                     }
@@ -451,7 +469,7 @@ impl Task for DnsPropagationTask {
                     None => known_unreachable,
                 };
                 let now = if let Some(last) = unreachable {
-                    within_grace(new_push(Detached::KnownUnreachable(last))).await
+                    within_grace(new_push(Detached::KnownUnreachable(last)), cut_rx).await
                 } else {
                     until_cut(new_push(Detached::Straggler(detach_after)), cut_rx).await
                 };
@@ -464,6 +482,8 @@ impl Task for DnsPropagationTask {
             done: BTreeMap::new(),
         };
         activation.report_progress(&progress);
+        let mut pending: std::collections::BTreeSet<SocketAddr> =
+            servers.servers.iter().map(|s| s.address).collect();
         let mut results: BTreeMap<String, ServerResult> = BTreeMap::new();
         // Attempts of earlier generations that finished during this one.
         let mut earlier_attempts: BTreeMap<u64, Vec<(SocketAddr, ServerResult)>> = BTreeMap::new();
@@ -546,6 +566,11 @@ impl Task for DnsPropagationTask {
                 ));
             }
             progress.pending.retain(|p| *p != address.to_string());
+            pending.remove(&address);
+            if !slow.contains(&address) && pending.is_subset(&slow) {
+                cut.send_replace(true);
+                cut_at = None;
+            }
             progress.done.insert(address.to_string(), result.clone());
             unreported = true;
             if reported_at.elapsed() >= PROGRESS_EVERY {

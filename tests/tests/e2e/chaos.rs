@@ -149,3 +149,53 @@ fn a_runner_killed_outright_leaves_nothing_behind() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(!run_dir.exists(), "{} was left", run_dir.display());
 }
+
+/// Found by the runner (seed 5, replicated database): with the primary
+/// killed and no node yet promoted, `omdb dns explain` gave no verdict at
+/// all ("database does not allow writes"), though both standbys answered
+/// reads.  It now reads the standby furthest along and says that writes
+/// cannot commit (`database`), or, asked about an earlier moment, what the
+/// histories say (step 52: `--at` a moment before the failover, healthy;
+/// steps 52 to 64 are all asked before the failover ends).
+#[test]
+fn explain_during_a_failover_reads_a_standby_and_gives_a_verdict() {
+    let chaos = test_support::process::binary("chaos").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let history = dir.path().join("h5.jsonl");
+    let output = Command::new(&chaos)
+        .env("TMPDIR", tmp.path())
+        .args(["--seed", "5", "--duration", "600", "--replay-to", "64"])
+        .args(["--db", "replicated", "--hosts", "loopback", "--history"])
+        .arg(&history)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let steps = steps(&history);
+    let failover = steps
+        .iter()
+        .position(|s| s["kind"] == "inject" && s["details"]["fault"] == "primary-lost")
+        .unwrap_or_else(|| panic!("seed 5 no longer loses its primary by step 52: {steps:#?}"));
+    let during: Vec<&serde_json::Value> = steps[failover..]
+        .iter()
+        .take_while(|s| s["kind"] != "heal")
+        .filter(|s| s["kind"] == "ask")
+        .collect();
+    assert!(during.iter().any(|s| s["step"] == 52), "step 52 is asked during the failover");
+    assert!(during.len() >= 5, "{during:#?}");
+    for ask in &during {
+        assert_eq!(ask["details"]["outcome"], "right", "{ask:#}");
+        assert!(!ask["verdict"].is_null(), "no verdict during the failover: {ask:#}");
+    }
+    // Asked about now, right after the kill (a promotion waits for the old
+    // primary's leader key to expire): writes cannot commit.
+    assert!(
+        during
+            .iter()
+            .any(|s| s["verdict"] == "database" && s["details"]["question"]["at"].is_null()),
+        "{during:#?}"
+    );
+    assert!(run_dirs(tmp.path()).is_empty());
+}

@@ -7,8 +7,9 @@
 //! the next change: once the other servers have answered, the activation
 //! waits for the rest only `detach_after` past the last answer (100 ms by
 //! default), and for a server already known unreachable (its last attempt
-//! found no answer) only a moment ([`DETACHED_GRACE`]), never past the
-//! last answer of the others; then it reports
+//! found no answer) only a moment ([`DETACHED_GRACE`]), and for one whose
+//! last attempt waited out its time limit not past the others' last answer;
+//! then it reports
 //! them as still in flight and their pushes run on in the background, their
 //! results remembered and recorded when they end.  No second push to a
 //! server starts while one runs.  For each
@@ -144,18 +145,25 @@ impl InFlight {
     }
 }
 
-/// An attempt that found no answer at all: when it ended, and what it met.
+/// An attempt that found no answer at all: when it ended, what it met, and
+/// whether it waited out its time limit (a hung server or a silent path)
+/// rather than failing at once (a refused connection: a server that comes
+/// back answers its next push at once, so that push is worth waiting for).
 #[derive(Clone)]
 struct NoAnswer {
     at: chrono::DateTime<Utc>,
     message: String,
+    waited_out: bool,
 }
 
 impl NoAnswer {
-    fn of(result: &ServerResult) -> Option<NoAnswer> {
-        result
-            .unreachable
-            .then(|| NoAnswer { at: result.completed_at, message: result.message.clone() })
+    fn of(result: &ServerResult, timeout: Duration) -> Option<NoAnswer> {
+        let took = result.started_at.map(|s| result.completed_at - s).unwrap_or_default();
+        result.unreachable.then(|| NoAnswer {
+            at: result.completed_at,
+            message: result.message.clone(),
+            waited_out: took.to_std().unwrap_or_default() >= timeout / 2,
+        })
     }
 }
 
@@ -407,8 +415,9 @@ impl Task for DnsPropagationTask {
         // The whole config is built (and sized) at most once per activation,
         // only if some server needs it.
         let full = FullConfig::default();
-        // Servers known unreachable, or with a push still running: once
-        // every other server has answered, nothing waits for these.
+        // Servers whose last attempt waited out its time limit, or with a
+        // push still running: once every other server has answered,
+        // nothing waits for these.
         let mut slow = std::collections::BTreeSet::new();
         for server in &servers.servers {
             let address = server.address;
@@ -444,7 +453,7 @@ impl Task for DnsPropagationTask {
             };
             let running = self.in_flight.remove(&address);
             let known_unreachable = self.unreachable.get(&address).cloned();
-            if running.is_some() || known_unreachable.is_some() {
+            if running.is_some() || known_unreachable.as_ref().is_some_and(|n| n.waited_out) {
                 slow.insert(address);
             }
             let cut_rx = cut_rx.clone();
@@ -465,7 +474,7 @@ impl Task for DnsPropagationTask {
                     }
                 }
                 let unreachable = match &earlier {
-                    Some((_, result)) => NoAnswer::of(result),
+                    Some((_, result)) => NoAnswer::of(result, timeout),
                     None => known_unreachable,
                 };
                 let now = if let Some(last) = unreachable {
@@ -526,7 +535,7 @@ impl Task for DnsPropagationTask {
             }
             let mut result = match now {
                 Ok(result) => {
-                    match NoAnswer::of(&result) {
+                    match NoAnswer::of(&result, self.options.timeout) {
                         Some(last) => self.unreachable.insert(address, last),
                         None => self.unreachable.remove(&address),
                     };

@@ -123,7 +123,7 @@ async fn a_frozen_server_holds_up_neither_the_others_nor_the_activation() {
     let hung = &status.servers[&frozen_address];
     assert_eq!(hung.outcome, PropagationOutcome::InFlight, "{hung:?}");
     assert!(
-        hung.message.contains("the other servers had answered and it had not within 250ms"),
+        hung.message.contains("the other servers had answered and it had not within 100ms"),
         "{}",
         hung.message
     );

@@ -340,12 +340,18 @@ impl Fault {
             | (Fault::NexusHung { .. }, Fault::Unregistered { .. }) => false,
             // A stuck propagation keeps its Nexus out of everything else
             // (it is restarted twice, which loads the latest, and takes no
-            // activation meanwhile): only faults of other servers beside it.
+            // activation meanwhile): only faults of other servers beside it,
+            // and none that would hold its patient pushes too (a second
+            // server that does not answer, or answers only some packets).
             (Fault::PropagationStuck { .. }, f) | (f, Fault::PropagationStuck { .. }) => {
                 f.frozen_nexus().is_none()
                     && !matches!(
                         f,
-                        Fault::DirectWrite { .. } | Fault::Cut { .. } | Fault::Unregistered { .. }
+                        Fault::DirectWrite { .. }
+                            | Fault::Cut { .. }
+                            | Fault::Unregistered { .. }
+                            | Fault::ServerHung { .. }
+                            | Fault::Loss { .. }
                     )
             }
             _ => true,

@@ -599,6 +599,17 @@ impl Runner {
                 patient.tasks.detach_after_secs = STUCK_FOR.as_secs_f64();
                 std::fs::write(&n.config_file, patient.to_toml())?;
                 n.restart().await?;
+                // Its first propagation after the start must be over before
+                // the server is frozen, or it is the one that sticks (on the
+                // generation before the change) and the change waits
+                // behind it.
+                let latest = stack.datastore.dns_version_latest(group).await?.generation;
+                if !settle(stack, &[nexus], group, latest).await {
+                    bail!(
+                        "{} did not propagate generation {latest} after its restart",
+                        stack.nexus[nexus].name
+                    );
+                }
                 stack.dns_servers[server].freeze()?;
                 self.world.next_name += 1;
                 let name = format!("s{}", self.world.next_name);
@@ -756,7 +767,7 @@ impl Runner {
                 // The stuck activation ends, and the one asked for meanwhile
                 // runs; then the Nexus gets its own config back.
                 let group = stack.dns_servers[*server].group;
-                let latest = stack.datastore.dns_config_read(group, None).await?.generation;
+                let latest = stack.datastore.dns_version_latest(group).await?.generation;
                 settle(stack, &[*nexus], group, latest).await;
                 let n = &mut stack.nexus[*nexus];
                 std::fs::write(&n.config_file, config)

@@ -20,7 +20,7 @@ pub mod policy;
 pub mod query_log;
 pub mod state;
 pub mod storage;
-mod tcp;
+pub mod tcp;
 mod udp;
 pub mod zone;
 

@@ -16,7 +16,7 @@
 //! is closed; a client that does not read its answers for [`WRITE_LIMIT`]
 //! is let go (a zone transfer to it ends, said in the log); at most
 //! [`MAX_CONNECTIONS`] at once, and one more is closed at once, said in
-//! the log.
+//! the log (at most once every [`REFUSAL_LOG_EVERY`], with how many).
 
 use crate::dns::DnsHandler;
 use crate::metrics::Transport;
@@ -64,9 +64,17 @@ impl TcpListener {
     }
 }
 
+/// At most one warning this often about connections closed at the limit
+/// (a flood of connections must not become a flood of log lines).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
 async fn accept(listener: tokio::net::TcpListener, handler: Arc<DnsHandler>, idle: Duration) {
     // Dropped (aborting every connection) when this task is aborted.
     let mut connections = tokio::task::JoinSet::new();
+    // Connections closed at the limit since the last warning, and when
+    // that was.
+    let mut refused: u64 = 0;
+    let mut refusal_logged: Option<tokio::time::Instant> = None;
     loop {
         let (stream, src) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -79,7 +87,16 @@ async fn accept(listener: tokio::net::TcpListener, handler: Arc<DnsHandler>, idl
         };
         while connections.try_join_next().is_some() {}
         if connections.len() >= MAX_CONNECTIONS {
-            tracing::warn!(%src, "{MAX_CONNECTIONS} DNS TCP connections are open; closed another");
+            refused += 1;
+            if refusal_logged.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY) {
+                tracing::warn!(
+                    %src,
+                    refused,
+                    "{MAX_CONNECTIONS} DNS TCP connections are open: closed {refused} more \
+                     since the last such warning (at most one every {REFUSAL_LOG_EVERY:?})"
+                );
+                (refused, refusal_logged) = (0, Some(tokio::time::Instant::now()));
+            }
             continue;
         }
         if !crate::udp::answerable(src) {

@@ -472,3 +472,59 @@ async fn tcp_connections_answer_pipelined_queries_and_let_go_of_stalled_clients(
     );
     drop(hoarder);
 }
+
+/// At most `MAX_CONNECTIONS` TCP connections are served at once: one more
+/// is closed at once (the client reads the end of the stream), the ones
+/// held are still answered, and once one of them ends a new one is served.
+#[tokio::test]
+async fn tcp_connections_beyond_the_limit_are_closed_at_once_and_the_others_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = server_with_records().await;
+    let question = encode(&Question::new(&format!("abc.host.{ZONE}."), RecordType::AAAA), 7);
+    let mut framed = (question.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&question);
+    // Asks on `stream` and reads the answer (none: the stream ended).
+    let ask = |mut stream: tokio::net::TcpStream| {
+        let framed = framed.clone();
+        async move {
+            let answered = async {
+                stream.write_all(&framed).await?;
+                let length = stream.read_u16().await?;
+                let mut reply = vec![0; usize::from(length)];
+                stream.read_exact(&mut reply).await?;
+                Ok::<_, std::io::Error>(reply)
+            };
+            let reply = tokio::time::timeout(std::time::Duration::from_secs(5), answered)
+                .await
+                .expect("neither an answer nor the end of the stream within 5 s");
+            (stream, reply.ok())
+        }
+    };
+    // Every connection held open, each answered once (so each is being
+    // served, not just accepted by the kernel).
+    let mut held = Vec::new();
+    for _ in 0..dns_server::tcp::MAX_CONNECTIONS {
+        let stream = tokio::net::TcpStream::connect(s.dns()).await.unwrap();
+        let (stream, reply) = ask(stream).await;
+        assert!(reply.is_some(), "connection {} not served", held.len() + 1);
+        held.push(stream);
+    }
+    let one_more = tokio::net::TcpStream::connect(s.dns()).await.unwrap();
+    let (_, reply) = ask(one_more).await;
+    assert_eq!(reply, None, "a connection beyond the limit is closed, not served");
+    // The held ones are still served.
+    let (stream, reply) = ask(held.pop().unwrap()).await;
+    assert!(reply.is_some());
+    // One ends: a new one is served in its place.
+    drop(stream);
+    let mut served = false;
+    for _ in 0..50 {
+        let stream = tokio::net::TcpStream::connect(s.dns()).await.unwrap();
+        if ask(stream).await.1.is_some() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(served, "no connection served after one of the held ones ended");
+}

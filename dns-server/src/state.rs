@@ -634,9 +634,11 @@ impl ServerState {
         // blocking thread, while queries keep being answered from the
         // current config.
         let this = self.clone();
+        let previous = self.served();
         let served = tokio::task::spawn_blocking(move || {
             let time_applied = Utc::now();
-            let served = Served::compile(&config, time_applied)?;
+            let served = Served::compile_beside(&config, time_applied, Some(&previous))?;
+            drop(previous);
             this.storage
                 .save(&config, time_applied)
                 .map_err(|source| UpdateError::Storage { current, source })?;

@@ -300,19 +300,29 @@ impl Storage {
         let mut journal = self.journal.lock().unwrap_or_else(|e| e.into_inner());
         let temp = self.dir.join(TEMP_NAME);
         let write_error = |source| StorageError::Write { path: temp.clone(), source };
-        let mut file = File::create(&temp).map_err(write_error)?;
-        let config = serde_json::value::to_raw_value(config).expect("configs always serialize");
-        let config_sha256 = sha256_hex(config.get().as_bytes());
+        let file = File::create(&temp).map_err(write_error)?;
         let epoch = uuid::Uuid::new_v4().to_string();
-        let bytes = serde_json::to_vec(&Snapshot {
-            config: &config,
+        // Written as it is serialized, the config hashed on its way out: a
+        // large config is never held as text (twice, as it once was) beside
+        // the config itself and the generations being swapped.  The bytes
+        // are those of `Snapshot`, whose `config` the loader hashes again.
+        let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
+        out.write_all(b"{\"config\":").map_err(write_error)?;
+        let mut hashing = HashingWriter { inner: &mut out, hasher: sha2::Sha256::default() };
+        serde_json::to_writer(&mut hashing, config).map_err(|e| write_error(e.into()))?;
+        let config_sha256 = hex(&sha2::Digest::finalize(hashing.hasher));
+        let rest = serde_json::to_vec(&SnapshotRest {
             config_sha256,
             time_applied,
             journal_epoch: Some(epoch.clone()),
         })
-        .expect("configs always serialize");
-        file.write_all(&bytes).map_err(write_error)?;
+        .expect("plain data serializes");
+        // `rest` is an object of its own: its fields follow the config's.
+        out.write_all(b",").map_err(write_error)?;
+        out.write_all(&rest[1..]).map_err(write_error)?;
+        let file = out.into_inner().map_err(|e| write_error(e.into_error()))?;
         file.sync_all().map_err(write_error)?;
+        let snapshot_bytes = file.metadata().map_err(write_error)?.len();
         drop(file);
         std::fs::rename(&temp, self.path()).map_err(write_error)?;
         sync_dir(&self.dir).map_err(write_error)?;
@@ -329,12 +339,8 @@ impl Storage {
         file.sync_all().map_err(write_error)?;
         std::fs::rename(&journal_temp, self.journal_path()).map_err(write_error)?;
         sync_dir(&self.dir).map_err(write_error)?;
-        *journal = Journal {
-            sized: true,
-            broken: false,
-            bytes: header.len() as u64,
-            snapshot_bytes: bytes.len() as u64,
-        };
+        *journal =
+            Journal { sized: true, broken: false, bytes: header.len() as u64, snapshot_bytes };
         Ok(())
     }
 
@@ -412,7 +418,37 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A snapshot's fields after its config, as [`Storage::save`] writes them.
+#[derive(serde::Serialize)]
+struct SnapshotRest {
+    config_sha256: String,
+    time_applied: DateTime<Utc>,
+    journal_epoch: Option<String>,
+}
+
+/// Passes writes on and hashes them.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: sha2::Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 #[cfg(test)]

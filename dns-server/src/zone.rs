@@ -203,12 +203,12 @@ pub fn suffix_at(name: &[u8], suffix: &[u8]) -> Option<usize> {
 struct Records(Arc<[u8]>);
 
 impl Records {
-    fn compile(records: &[DnsRecord]) -> Result<Records, String> {
-        let mut bytes = Vec::with_capacity(records.len() * 24);
+    /// Appends the wire form of `records` to `bytes`.
+    fn encode(records: &[DnsRecord], bytes: &mut Vec<u8>) -> Result<(), String> {
         for record in records {
-            encode(&mut bytes, record)?;
+            encode(bytes, record)?;
         }
-        Ok(Records(bytes.into()))
+        Ok(())
     }
 
     /// Each record's type and data.
@@ -354,12 +354,30 @@ impl Zone {
         })
     }
 
-    /// Adds or replaces one name's records.
-    fn set(&mut self, relative: &str, records: &[DnsRecord]) -> Result<(), CompileError> {
+    /// Adds or replaces one name's records.  Where `previous` (another
+    /// generation of this zone) has the name with the same records, its
+    /// allocations are shared instead of made anew: a whole config that
+    /// mostly repeats what is served then costs little more than the map.
+    /// `scratch` is a buffer reused from name to name.
+    fn set(
+        &mut self,
+        relative: &str,
+        records: &[DnsRecord],
+        previous: Option<&Zone>,
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), CompileError> {
         let absolute = names::absolute(relative, &self.name);
-        let name = WireName::of_text(&absolute)?;
-        let compiled =
-            Records::compile(records).map_err(|reason| CompileError { name: absolute, reason })?;
+        scratch.clear();
+        wire_name(scratch, &absolute)?;
+        let name_len = scratch.len();
+        Records::encode(records, scratch)
+            .map_err(|reason| CompileError { name: absolute, reason })?;
+        let (name, data) = scratch.split_at(name_len);
+        let (name, compiled) = match previous.and_then(|p| p.names.get_key_value(name)) {
+            Some((key, old)) if *old.0 == *data => (key.clone(), old.clone()),
+            Some((key, _)) => (key.clone(), Records(data.into())),
+            None => (WireName(name.into()), Records(data.into())),
+        };
         if self.names.insert(name.clone(), compiled).is_none() {
             self.count_below(name.as_bytes(), true);
         }
@@ -425,12 +443,27 @@ impl Served {
         config: &DnsConfig,
         time_applied: DateTime<Utc>,
     ) -> Result<Served, CompileError> {
+        Served::compile_beside(config, time_applied, None)
+    }
+
+    /// Compiles a validated config that replaces `previous`: names whose
+    /// records are the same share `previous`'s allocations (a whole config
+    /// pushed again, as after a server restarted or a difference refused,
+    /// mostly repeats what is served; building it all anew beside the
+    /// served generation doubled the memory the zone takes).
+    pub fn compile_beside(
+        config: &DnsConfig,
+        time_applied: DateTime<Utc>,
+        previous: Option<&Served>,
+    ) -> Result<Served, CompileError> {
         let mut zones = Vec::with_capacity(config.zones.len());
+        let mut scratch = Vec::with_capacity(512);
         for zone in &config.zones {
             let mut compiled =
                 Zone::new(&zone.zone_name, zone.ttl_seconds, config.generation, zone.names.len())?;
+            let before = previous.and_then(|p| p.zones.iter().find(|z| z.name == zone.zone_name));
             for (relative, records) in &zone.names {
-                compiled.set(relative, records)?;
+                compiled.set(relative, records, before, &mut scratch)?;
             }
             zones.push(compiled);
         }
@@ -471,6 +504,7 @@ impl Served {
         }
         let mut zones = self.zones.clone();
         let mut digest_state = self.digest_state.clone();
+        let mut scratch = Vec::new();
         for changes in &diff.zones {
             let Some(zone) = zones.iter_mut().find(|z| z.name == changes.zone_name) else {
                 return Err(DiffError::UnknownZone { zone: changes.zone_name.clone() }.into());
@@ -483,7 +517,7 @@ impl Served {
                 if change.records.is_empty() {
                     zone.remove(&change.name)?;
                 } else {
-                    zone.set(&change.name, &change.records)?;
+                    zone.set(&change.name, &change.records, None, &mut scratch)?;
                 }
             }
         }
@@ -1173,5 +1207,41 @@ mod diff_tests {
         lying.digest = dns_types::config_digest(&from);
         let Err(error) = base.apply_diff(&lying, Utc::now()) else { panic!() };
         assert!(error.to_string().contains("not the stated"), "{error}");
+    }
+
+    /// A whole config compiled beside the generation it replaces shares
+    /// the allocations of every name whose records did not change, and
+    /// serves exactly what a compilation from nothing serves.
+    #[test]
+    fn a_config_compiled_beside_the_served_one_shares_what_did_not_change() {
+        let before = config(1, every_kind());
+        let mut names = every_kind();
+        let changed = names.keys().next().unwrap().clone();
+        names.insert(changed.clone(), vec![DnsRecord::A("192.0.2.99".parse().unwrap())]);
+        names.insert("new".into(), vec![DnsRecord::A("192.0.2.98".parse().unwrap())]);
+        let after = config(2, names);
+        let served = Served::compile(&before, Utc::now()).unwrap();
+        let beside = Served::compile_beside(&after, Utc::now(), Some(&served)).unwrap();
+        let alone = Served::compile(&after, Utc::now()).unwrap();
+        let (old, new) = (&served.zones[0], &beside.zones[0]);
+        for relative in after.zones[0].names.keys() {
+            let key = WireName::of_text(&names::absolute(relative, &new.name)).unwrap();
+            let (new_key, new_records) = new.names.get_key_value(key.as_bytes()).unwrap();
+            assert_eq!(new_records.0, alone.zones[0].names.get(key.as_bytes()).unwrap().0);
+            match old.names.get_key_value(key.as_bytes()) {
+                Some((old_key, old_records)) => {
+                    assert!(Arc::ptr_eq(&old_key.0, &new_key.0), "{relative}: the name is shared");
+                    assert_eq!(
+                        Arc::ptr_eq(&old_records.0, &new_records.0),
+                        *relative != changed,
+                        "{relative}: records shared exactly when unchanged"
+                    );
+                }
+                None => assert_eq!(relative, "new"),
+            }
+        }
+        let digest = |s: &Served| s.applied.as_ref().unwrap().digest.clone();
+        assert_eq!(digest(&beside), digest(&alone));
+        assert_eq!(new.names.len(), alone.zones[0].names.len());
     }
 }

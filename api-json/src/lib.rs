@@ -2,9 +2,10 @@
 //!
 //! [`StrictJson`]: a request body extractor for the Dropshot API traits that
 //! behaves like `dropshot::TypedBody` (same OpenAPI description, same body
-//! size limit) but refuses a body with anything after the JSON value, and
+//! size limit) but refuses a body with anything after the JSON value,
 //! checks the bearer token the server requires (`api_auth::guard`) before
-//! it reads the body.
+//! it reads the body, and frees the body's chunks as the parser passes
+//! them (a large body is never held whole beside what it decodes to).
 //! [`metrics_response`]: a Prometheus scrape's answer.
 //! [`dropshot_logger`]: Dropshot's own log (one record per request, server
 //! start and stop) sent through `tracing`, target `dropshot`.
@@ -16,10 +17,13 @@
 
 use dropshot::{
     ApiEndpointBodyContentType, ExclusiveExtractor, ExtractorMetadata, HttpError, RequestContext,
-    ServerContext, TypedBody, UntypedBody,
+    ServerContext, StreamingBody, TypedBody,
 };
+use futures::StreamExt;
+use hyper::body::Bytes;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
+use std::collections::VecDeque;
 
 /// A JSON request body, parsed strictly.
 #[derive(Debug)]
@@ -53,8 +57,16 @@ where
         // Every body we take changes state: the token first, so that an
         // unauthenticated client never makes us read (and hold) its body.
         api_auth::guard::check(rqctx.server.local_addr, request.headers())?;
-        let body = UntypedBody::from_request(rqctx, request).await?;
-        parse(body.as_bytes()).map(StrictJson)
+        // Kept as the chunks it arrived in (the size limit is Dropshot's, as
+        // for `TypedBody`), so that the parser can free each once past it.
+        let body = StreamingBody::from_request(rqctx, request).await?;
+        let stream = body.into_stream();
+        futures::pin_mut!(stream);
+        let mut chunks = VecDeque::new();
+        while let Some(chunk) = stream.next().await {
+            chunks.push_back(chunk?);
+        }
+        parse_chunks(chunks).map(StrictJson)
     }
 
     fn metadata(content_type: ApiEndpointBodyContentType) -> ExtractorMetadata {
@@ -156,18 +168,86 @@ impl slog::Serializer for FieldText {
 
 /// `bytes` as one JSON value of type `T`, with only whitespace after it.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        let what = if e.to_string().starts_with("trailing characters") {
-            "unexpected bytes after the JSON value"
-        } else {
-            "unable to parse JSON body"
-        };
-        HttpError::for_bad_request(None, format!("{what}: {e}"))
-    })
+    serde_json::from_slice(bytes).map_err(parse_error)
+}
+
+/// A body's chunks, in order, as one JSON value of type `T` with only
+/// whitespace after it; each chunk is freed as soon as the parser is past
+/// it, so a large body (a whole DNS config of 100,000 names is ~8 MiB) is
+/// never held whole beside the value decoded from it.
+pub fn parse_chunks<T: DeserializeOwned>(mut chunks: VecDeque<Bytes>) -> Result<T, HttpError> {
+    if chunks.len() <= 1 {
+        return parse(chunks.pop_front().as_deref().unwrap_or_default());
+    }
+    let reader = std::io::BufReader::with_capacity(64 * 1024, Chunks(chunks));
+    let mut deserializer = serde_json::Deserializer::from_reader(reader);
+    T::deserialize(&mut deserializer)
+        .and_then(|value| deserializer.end().map(|()| value))
+        .map_err(parse_error)
+}
+
+fn parse_error(e: serde_json::Error) -> HttpError {
+    let what = if e.to_string().starts_with("trailing characters") {
+        "unexpected bytes after the JSON value"
+    } else {
+        "unable to parse JSON body"
+    };
+    HttpError::for_bad_request(None, format!("{what}: {e}"))
+}
+
+/// Reads a body's chunks in order, dropping each once read.
+struct Chunks(VecDeque<Bytes>);
+
+impl std::io::Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while let Some(front) = self.0.front_mut() {
+            let n = front.len().min(buf.len());
+            if n == 0 && !buf.is_empty() {
+                self.0.pop_front();
+                continue;
+            }
+            buf[..n].copy_from_slice(&front[..n]);
+            *front = front.slice(n..);
+            if front.is_empty() {
+                self.0.pop_front();
+            }
+            return Ok(n);
+        }
+        Ok(0)
+    }
 }
 
 #[cfg(test)]
 mod tests {
+
+    /// A body in chunks, cut anywhere (inside a string, a number, a
+    /// multibyte character), parses as the whole would, and what is wrong
+    /// with it is said the same way.
+    #[test]
+    fn a_body_in_chunks_parses_as_the_whole_would() {
+        let text = r#"{"name": "h\u00e9llo wörld", "n": [1, 22, 333], "t": true}"#;
+        let whole: serde_json::Value = parse(text.as_bytes()).unwrap();
+        for size in [1, 2, 3, 7, 16] {
+            let mut chunks: VecDeque<Bytes> =
+                text.as_bytes().chunks(size).map(Bytes::copy_from_slice).collect();
+            chunks.insert(1, Bytes::new());
+            let parsed: serde_json::Value = parse_chunks(chunks).unwrap();
+            assert_eq!(parsed, whole, "chunks of {size}");
+        }
+        let chunked = |text: &str| -> VecDeque<Bytes> {
+            text.as_bytes().chunks(3).map(Bytes::copy_from_slice).collect()
+        };
+        let error = parse_chunks::<serde_json::Value>(chunked(r#"{"a": 1} {"b": 2}"#)).unwrap_err();
+        assert!(
+            error.external_message.starts_with("unexpected bytes after the JSON value"),
+            "{}",
+            error.external_message
+        );
+        let error = parse_chunks::<serde_json::Value>(chunked(r#"{"a": 1"#)).unwrap_err();
+        assert!(error.external_message.starts_with("unable to parse JSON body"));
+        let empty = parse_chunks::<serde_json::Value>(VecDeque::new()).unwrap_err();
+        assert!(empty.external_message.starts_with("unable to parse JSON body"));
+    }
     use super::*;
 
     #[test]

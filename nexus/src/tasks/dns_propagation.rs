@@ -204,39 +204,30 @@ fn joined(
     })
 }
 
-/// Waits for `push`'s result at most [`DETACHED_GRACE`], and not past the
-/// moment the activation stops waiting (`cut`): a server known unreachable
-/// never holds an activation longer than the servers that answer.
-async fn within_grace(
-    mut push: InFlight,
-    mut cut: watch::Receiver<bool>,
-) -> Result<ServerResult, InFlight> {
-    let cut = async move {
-        let _ = cut.wait_for(|cut| *cut).await;
-    };
-    tokio::select! {
-        biased;
-        result = &mut push.handle => return Ok(joined(result, push.started_at)),
-        _ = tokio::time::sleep(DETACHED_GRACE) => {}
-        () = cut => {}
-    }
-    push.let_go().await
-}
-
 /// Waits for `push`'s result until the activation stops waiting for the
-/// servers that have not answered (`cut` turns true).
+/// servers that have not answered (`cut` turns true), and at most `grace`
+/// if given (a server known unreachable: [`DETACHED_GRACE`], so that it
+/// never holds an activation longer than the servers that answer).
 async fn until_cut(
     mut push: InFlight,
     mut cut: watch::Receiver<bool>,
+    grace: Option<Duration>,
 ) -> Result<ServerResult, InFlight> {
     let cut = async move {
         // A dropped sender also means nobody waits any more.
         let _ = cut.wait_for(|cut| *cut).await;
     };
+    let grace = async move {
+        match grace {
+            Some(grace) => tokio::time::sleep(grace).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         biased;
         result = &mut push.handle => return Ok(joined(result, push.started_at)),
         () = cut => {}
+        () = grace => {}
     }
     push.let_go().await
 }
@@ -468,7 +459,7 @@ impl Task for DnsPropagationTask {
                     // it carries this generation.
                     let of = running.generation;
                     let ended = running.handle.is_finished();
-                    match within_grace(running, cut_rx.clone()).await {
+                    match until_cut(running, cut_rx.clone(), Some(DETACHED_GRACE)).await {
                         Ok(result) if ended || of != generation => earlier = Some((of, result)),
                         now => return Step { address, now, earlier: None },
                     }
@@ -478,9 +469,14 @@ impl Task for DnsPropagationTask {
                     None => known_unreachable,
                 };
                 let now = if let Some(last) = unreachable {
-                    within_grace(new_push(Detached::KnownUnreachable(last)), cut_rx).await
+                    until_cut(
+                        new_push(Detached::KnownUnreachable(last)),
+                        cut_rx,
+                        Some(DETACHED_GRACE),
+                    )
+                    .await
                 } else {
-                    until_cut(new_push(Detached::Straggler(detach_after)), cut_rx).await
+                    until_cut(new_push(Detached::Straggler(detach_after)), cut_rx, None).await
                 };
                 Step { address, now, earlier }
             });

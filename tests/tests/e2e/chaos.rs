@@ -44,6 +44,23 @@ fn run_dirs(tmp: &Path) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+/// Runs the runner with `args`, its history to `history` and its
+/// temporary directories in `tmp`; it must succeed (no wrong verdict).
+/// Returns its stdout.
+fn replay(chaos: &Path, tmp: &Path, args: &[&str], history: &Path) -> String {
+    let output = Command::new(chaos)
+        .env("TMPDIR", tmp)
+        .args(args)
+        .arg("--history")
+        .arg(history)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    stdout
+}
+
 #[test]
 fn the_same_seed_replays_the_same_steps_and_every_verdict_is_right() {
     let chaos = test_support::process::binary("chaos").unwrap();
@@ -52,17 +69,8 @@ fn the_same_seed_replays_the_same_steps_and_every_verdict_is_right() {
     let before = run_dirs(tmp.path());
     let run = |name: &str| {
         let history = dir.path().join(name);
-        let output = Command::new(&chaos)
-            .env("TMPDIR", tmp.path())
-            .args(["--seed", "7", "--duration", "600", "--replay-to", "14", "--hosts", "loopback"])
-            .arg("--history")
-            .arg(&history)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "{stdout}\n{stderr}");
-        (stdout, history)
+        let args = ["--seed", "7", "--duration", "600", "--replay-to", "14", "--hosts", "loopback"];
+        (replay(&chaos, tmp.path(), &args, &history), history)
     };
     let (first, first_history) = run("first.jsonl");
     let (_, second_history) = run("second.jsonl");
@@ -163,16 +171,9 @@ fn explain_during_a_failover_reads_a_standby_and_gives_a_verdict() {
     let dir = tempfile::tempdir().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let history = dir.path().join("h5.jsonl");
-    let output = Command::new(&chaos)
-        .env("TMPDIR", tmp.path())
-        .args(["--seed", "5", "--duration", "600", "--replay-to", "64"])
-        .args(["--db", "replicated", "--hosts", "loopback", "--history"])
-        .arg(&history)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let args = ["--seed", "5", "--duration", "600", "--replay-to", "64"];
+    let args = [&args[..], &["--db", "replicated", "--hosts", "loopback"]].concat();
+    replay(&chaos, tmp.path(), &args, &history);
     let steps = steps(&history);
     let failover = steps
         .iter()

@@ -144,6 +144,48 @@ async fn a_hung_server_costs_one_timeout_and_is_named() {
     hung.process.thaw().unwrap();
 }
 
+/// Every lookup asks the server: an answer it gave before is never served
+/// again (hickory's cache is sized 0; its cache evicts lazily, so this
+/// checks that nothing stale is read back), and a server that is gone or
+/// frozen is never named as the one that answered.  Written while looking
+/// for the cause of a once-seen failure of
+/// `propagation::a_hung_internal_dns_server_costs_one_timeout_and_is_named`
+/// (the list said to come from the frozen server); this is not it.
+#[tokio::test]
+async fn an_earlier_answer_is_never_served_again_once_the_server_is_gone() {
+    let hung_dir = TokenDir::new();
+    let binary = test_support::process::binary("dns-server").unwrap();
+    let server =
+        test_support::process::DnsServerProcess::start_in(&binary, &hung_dir, &[]).await.unwrap();
+    let zone = ServiceName::Nexus.srv_name(ZONE);
+    // An empty server (it refuses every question: an answer all the same).
+    let resolver = Resolver::new(vec![server.dns_address], Duration::from_millis(500));
+    let a = server_at("127.0.0.1:0".parse().unwrap(), nexus_names()).await;
+    let resolver_a = Resolver::new(vec![a.dns_address()], Duration::from_millis(500));
+    for _ in 0..3 {
+        let answer = resolver_a.lookup_srv(&zone).await.unwrap();
+        assert_eq!(answer.server, a.dns_address());
+    }
+    let address = a.dns_address();
+    drop(a);
+    for attempt in 0..3 {
+        let result = resolver_a.lookup_srv(&zone).await;
+        assert!(
+            result.is_err(),
+            "attempt {attempt}: {address} is gone, yet the lookup answered: {result:?}"
+        );
+    }
+    // And a server that hangs after answering.
+    let _ = resolver.lookup_srv(&zone).await;
+    server.process.freeze().unwrap();
+    let result = resolver.lookup_srv(&zone).await;
+    server.process.thaw().unwrap();
+    assert!(
+        matches!(result, Err(ResolveError::AllFailed { .. })),
+        "a frozen server answered: {result:?}"
+    );
+}
+
 /// A forged reply (another id) that arrives before the real one is ignored,
 /// by the resolver and by the wire check.
 #[tokio::test]

@@ -783,6 +783,7 @@ impl Runner {
                 db_model::cluster::wait_until_writable(&stack.db_url, 2, REJOIN_LIMIT)
                     .await
                     .map_err(|e| anyhow::anyhow!("the lost primary rejoining: {e}"))?;
+                patroni_settled(stack).await?;
             }
             Fault::StandbysLost { nodes } => {
                 for node in nodes {
@@ -791,6 +792,7 @@ impl Runner {
                 db_model::cluster::wait_until_writable(&stack.db_url, 2, REJOIN_LIMIT)
                     .await
                     .map_err(|e| anyhow::anyhow!("the standbys rejoining: {e}"))?;
+                patroni_settled(stack).await?;
             }
             Fault::RejectingPushes { server, .. } => {
                 let dir = &stack.dns_servers[*server].storage_dir;
@@ -1265,6 +1267,51 @@ fn cluster(
     match &mut stack.database {
         devstack::stack::Database::Replicated(cluster) => Ok(cluster),
         _ => bail!("the replicated database's faults need the stack's replicated database"),
+    }
+}
+
+/// Waits until Patroni itself names a synchronous standby that runs
+/// (`GET /cluster`: a member `sync_standby`, `running` or `streaming`).  PostgreSQL may
+/// report a synchronous standby before Patroni has recorded it; a primary
+/// lost in between leaves no standby that strict synchronous mode lets
+/// take over (seed 47 met that: no promotion in 90 s), so a heal is done
+/// only once Patroni agrees.
+async fn patroni_settled(stack: &mut Stack) -> anyhow::Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Member {
+        role: String,
+        state: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Cluster {
+        members: Vec<Member>,
+    }
+    let apis: Vec<SocketAddr> = cluster(stack)?.nodes().iter().map(|n| n.patroni_api).collect();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let deadline = Instant::now() + REJOIN_LIMIT;
+    loop {
+        for api in &apis {
+            let Ok(response) = client.get(format!("http://{api}/cluster")).send().await else {
+                continue;
+            };
+            if let Ok(cluster) = response.json::<Cluster>().await
+                && cluster
+                    .members
+                    .iter()
+                    // Patroni 3.0 says `running` of a streaming standby;
+                    // later versions say `streaming`.
+                    .any(|m| {
+                        m.role == "sync_standby"
+                            && matches!(m.state.as_str(), "running" | "streaming")
+                    })
+            {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("Patroni named no running synchronous standby within {REJOIN_LIMIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -316,12 +316,6 @@ fn cases() -> Vec<(&'static str, Fault, Stage, &'static str)> {
             "writes cannot commit: primary 127.0.0.1:5001 requires a synchronous standby",
         ),
         (
-            "a Nexus still connected to a demoted node",
-            |o| replicated(o, true, Some("127.0.0.1:5002")),
-            Stage::Nexus,
-            "reach 127.0.0.1:5002, which is not the primary now (127.0.0.1:5001 is)",
-        ),
-        (
             "never existed",
             |o| {
                 o.database.stretches.clear();
@@ -554,6 +548,25 @@ fn every_stage_from_its_observations() {
             None => assert_eq!(stage, Stage::Healthy, "{label}"),
         }
     }
+}
+
+/// A Nexus still connected to a node that is not the primary (right after
+/// a failover, before its next database access) is a note: the name it is
+/// asked about is served everywhere, so the verdict is healthy (chaos seed
+/// 47 found explain saying `nexus` here).
+#[test]
+fn a_nexus_still_connected_to_a_demoted_node_is_a_note_not_the_verdict() {
+    let mut o = healthy();
+    replicated(&mut o, true, Some("127.0.0.1:5002"));
+    let report = evaluate(&o);
+    assert_eq!(report.verdict.stage, Stage::Healthy, "{:#?}", report.findings);
+    assert!(
+        report.notes.iter().any(|n| n
+            .summary
+            .contains("reach 127.0.0.1:5002, which is not the primary now (127.0.0.1:5001 is)")),
+        "{:#?}",
+        report.notes
+    );
 }
 
 /// A server that answered Nexus with an error is not "up, so the path":

@@ -163,8 +163,17 @@ fn wait_for_port(port: u16) {
 }
 
 async fn start_ours(dir: &Path, token_file: &Path) -> (ChildProcess, SocketAddr, SocketAddr) {
-    let binary = Path::new(env!("CARGO_BIN_EXE_dns-server"));
-    let (storage, log) = (dir.join("ours"), dir.join("ours.log"));
+    start_ours_from(Path::new(env!("CARGO_BIN_EXE_dns-server")), "ours", dir, token_file).await
+}
+
+/// `binary` (ours, or an earlier build of it) serving from `dir/name`.
+async fn start_ours_from(
+    binary: &Path,
+    name: &str,
+    dir: &Path,
+    token_file: &Path,
+) -> (ChildProcess, SocketAddr, SocketAddr) {
+    let (storage, log) = (dir.join(name), dir.join(format!("{name}.log")));
     let any = "127.0.0.1:0";
     let server =
         DnsServerProcess::start(binary, any, any, &storage, token_file, &log).await.unwrap();

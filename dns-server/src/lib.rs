@@ -204,7 +204,8 @@ impl RunningServer {
             Some(id) => id,
             None => stored_id(&config.storage_dir)?,
         };
-        // One UDP loop per core (one alone was 12-25 % slower on two cores).
+        // One UDP loop per core: the first receives, the others help it when
+        // it falls behind (see `udp`).
         let loops = std::thread::available_parallelism().map_or(2, |n| n.get());
         let (udp, tcp) = bind_dns(config.dns_address, loops).await?;
         let dns_address = udp[0].local_addr()?;

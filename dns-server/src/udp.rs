@@ -2,10 +2,15 @@
 //!
 //! hickory-server spawns a task for every UDP query, and decodes and
 //! encodes each one; on two cores at tens of thousands of queries per second
-//! that costs more than finding the answer.  Here one loop per worker thread
+//! that costs more than finding the answer.  Here one thread per core
 //! receives queries, answers them and sends the answers, spawning nothing;
 //! on Linux up to 32 datagrams each way per system call (`recvmmsg`,
 //! `sendmmsg`, as Knot does), so that under load the calls cost little.
+//! The threads block in `recvmmsg` itself (until one datagram is there,
+//! then taking what else is), rather than waiting in the async runtime's
+//! `epoll`: that is one system call per batch instead of two or three, and
+//! the kernel wakes one waiting thread per datagram where readiness woke
+//! every loop sharing the socket (measured in docs/PERFORMANCE.md).
 //!
 //! A plain query (one question of class IN, no EDNS options; see
 //! `crate::plain`) is answered straight from the compiled zone.  Each loop
@@ -21,10 +26,11 @@
 //!
 //! Everything else (decoding, EDNS options, truncation, malformed packets,
 //! the query log) goes through the same handler and hickory code as TCP,
-//! so the same tests cover both paths.
+//! so the same tests cover both paths; the loop runs it on the async
+//! runtime and waits for it, as it waits for nothing else.
 
-// recvmmsg/sendmmsg on arrays of iovecs and headers: each call with its
-// SAFETY note.
+// recvmmsg/sendmmsg on arrays of iovecs and headers, and shutdown: each
+// call with its SAFETY note.
 #![allow(unsafe_code)]
 
 use crate::dns::DnsHandler;
@@ -32,9 +38,10 @@ use crate::plain::PlainQuery;
 use crate::zone::Served;
 use prometheus_client::metrics::counter::Counter;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use tokio::net::UdpSocket;
+use std::time::Duration;
 
 /// Encoded answers kept per loop (about 100 bytes each plus the query).
 const CACHE_ENTRIES: usize = 8192;
@@ -46,31 +53,106 @@ const PAUSE_WINDOWS: u32 = 4;
 /// The UDP receive buffer asked for.
 const RECEIVE_BUFFER: usize = 4 << 20;
 
-/// The loops; stopped when dropped.
+/// How long a loop blocks in one call before it looks whether it should
+/// stop (stopping wakes it at once on Linux; this bounds it elsewhere), and
+/// how long it waits to send a batch before dropping it.
+const BLOCK_LIMIT: Duration = Duration::from_secs(1);
+
+/// The loops; stopped (and their threads joined, so the port is free)
+/// when dropped.
 pub struct UdpListener {
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    socket: Option<UdpSocket>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for UdpListener {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(socket) = &self.socket {
+            wake_receivers(socket);
+        }
+        for thread in &self.threads {
+            thread.thread().unpark();
+        }
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!("a UDP loop panicked");
+            }
         }
     }
 }
 
+/// Wakes the threads blocked receiving on `socket` (all its clones): on
+/// Linux a shutdown of an unconnected UDP socket fails with ENOTCONN but
+/// marks it shut for reading and wakes every waiter, whose call returns.
+#[cfg(target_os = "linux")]
+fn wake_receivers(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor; shutdown has no other precondition.
+    unsafe { libc::shutdown(socket.as_raw_fd(), libc::SHUT_RDWR) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn wake_receivers(_socket: &UdpSocket) {}
+
+/// Full batches in a row that make a loop wake its helper: one full batch
+/// is common under a steady load one loop keeps up with (a client's burst),
+/// several in a row mean the queue is growing.
+const BACKLOG: u32 = 4;
+
+/// How a loop waits for queries.
+#[derive(Clone, Copy, PartialEq)]
+enum Role {
+    /// Blocks in `recvmmsg` for the next datagram.  The first loop.
+    Receiver,
+    /// Parked until the loop before it takes [`BACKLOG`] full batches in a
+    /// row (more is waiting than one loop keeps up with), then takes
+    /// batches without blocking until one comes short.  Two loops both
+    /// blocking on the socket split a stream of queries between them: in
+    /// one dnsperf run here 4 datagrams per call and 232,000 context
+    /// switches, against 8 and 72,000 for one loop alone, for the same
+    /// queries (docs/PERFORMANCE.md).  A helper works only when one loop
+    /// is behind.
+    Helper,
+}
+
 impl UdpListener {
-    /// Serves `sockets` (from [`bind`]), one loop each.
+    /// Serves `sockets` (from [`bind`]), one loop (thread) each: the first
+    /// receives, each further one helps the one before it when that one
+    /// falls behind (see [`Role`]).  The full path runs on the current
+    /// async runtime.
     pub fn start(
-        sockets: Vec<std::net::UdpSocket>,
+        sockets: Vec<UdpSocket>,
         handler: Arc<DnsHandler>,
     ) -> std::io::Result<UdpListener> {
-        let mut tasks = Vec::with_capacity(sockets.len());
-        for socket in sockets {
-            let socket = Arc::new(UdpSocket::from_std(socket)?);
-            tasks.push(tokio::spawn(serve(socket, handler.clone())));
+        let runtime = tokio::runtime::Handle::current();
+        let stop = Arc::new(AtomicBool::new(false));
+        let waker = sockets.first().map(UdpSocket::try_clone).transpose()?;
+        let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::with_capacity(sockets.len());
+        // The last first, so that each loop knows the one it wakes.
+        for (index, socket) in sockets.into_iter().enumerate().rev() {
+            let role = if index == 0 { Role::Receiver } else { Role::Helper };
+            let next = threads.last().map(|t| t.thread().clone());
+            let (handler, runtime, halt) = (handler.clone(), runtime.clone(), stop.clone());
+            let thread =
+                std::thread::Builder::new().name(format!("dns-udp-{index}")).spawn(move || {
+                    // Freeing a replaced generation is handed to the
+                    // runtime's blocking pool (`state::retire`).
+                    let _runtime = runtime.enter();
+                    let mut lp = Loop { socket, role, next, handler: &handler, runtime: &runtime };
+                    lp.serve(&halt)
+                });
+            match thread {
+                Ok(thread) => threads.push(thread),
+                Err(error) => {
+                    // Stops those already started.
+                    drop(UdpListener { stop, socket: waker, threads });
+                    return Err(error);
+                }
+            }
         }
-        Ok(UdpListener { tasks })
+        Ok(UdpListener { stop, socket: waker, threads })
     }
 }
 
@@ -78,83 +160,118 @@ impl UdpListener {
 /// socket shared keeps the loops evenly loaded whatever the clients' ports
 /// (with a socket per loop and SO_REUSEPORT the kernel hashes each client
 /// to one loop; no faster here, measured, and a port picked by the kernel
-/// could then be shared with another process).
-pub fn bind(address: SocketAddr, loops: usize) -> std::io::Result<Vec<std::net::UdpSocket>> {
+/// could then be shared with another process).  Blocking, with time
+/// limits: the loops block in their calls.
+pub fn bind(address: SocketAddr, loops: usize) -> std::io::Result<Vec<UdpSocket>> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(address), Type::DGRAM, Some(Protocol::UDP))?;
     if let Err(error) = socket.set_recv_buffer_size(RECEIVE_BUFFER) {
         tracing::debug!(%error, "setting the UDP receive buffer size");
     }
     socket.bind(&address.into())?;
-    socket.set_nonblocking(true)?;
-    let socket: std::net::UdpSocket = socket.into();
+    socket.set_read_timeout(Some(BLOCK_LIMIT))?;
+    socket.set_write_timeout(Some(BLOCK_LIMIT))?;
+    let socket: UdpSocket = socket.into();
     (0..loops.max(1)).map(|_| socket.try_clone()).collect()
 }
 
-async fn serve(socket: Arc<UdpSocket>, handler: Arc<DnsHandler>) {
-    let mut batch = Batch::new();
-    let mut cache = Cache::default();
-    // What is served, as of which version (see
-    // `ServerState::served_version`); weakly, so that a replaced
-    // generation is freed by whoever replaced it, not by an idle loop.
-    let mut held: Option<(u64, Weak<Served>)> = None;
-    let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(BATCH);
-    loop {
-        let received = match batch.receive(&socket) {
-            Ok(received) => received,
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                if let Err(error) = socket.readable().await {
-                    tracing::debug!(%error, "waiting for DNS queries over UDP");
-                    tokio::task::yield_now().await;
+/// One loop's thread.
+struct Loop<'a> {
+    socket: UdpSocket,
+    role: Role,
+    /// The helper to wake when a batch comes full.
+    next: Option<std::thread::Thread>,
+    handler: &'a DnsHandler,
+    runtime: &'a tokio::runtime::Handle,
+}
+
+impl Loop<'_> {
+    fn serve(&mut self, stop: &AtomicBool) {
+        let mut batch = Batch::new();
+        let mut cache = Cache::default();
+        // What is served, as of which version (see
+        // `ServerState::served_version`); weakly, so that a replaced
+        // generation is freed by whoever replaced it, not by an idle loop.
+        let mut held: Option<(u64, Weak<Served>)> = None;
+        let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(BATCH);
+        let handler = self.handler;
+        let mut full_in_a_row = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let blocking = self.role == Role::Receiver;
+            let received = match batch.receive(&self.socket, blocking) {
+                Ok(received) => received,
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    if !blocking {
+                        std::thread::park_timeout(BLOCK_LIMIT);
+                    }
+                    continue;
                 }
-                continue;
+                Err(error) => {
+                    // An ICMP error for an earlier answer, or a transient
+                    // failure: nothing to answer.  Pause so that a
+                    // persistent error cannot spin.
+                    tracing::debug!(%error, "receiving DNS queries over UDP");
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+            };
+            if stop.load(Ordering::Relaxed) {
+                // Woken by `wake_receivers`: what was "received" is nothing.
+                break;
             }
-            Err(error) => {
-                // An ICMP error for an earlier answer, or a transient
-                // failure: nothing to answer.  Yield so that a persistent
-                // error cannot spin.
-                tracing::debug!(%error, "receiving DNS queries over UDP");
-                tokio::task::yield_now().await;
-                continue;
+            // A backlog: more is waiting than this loop takes in time.
+            full_in_a_row = if received == BATCH { full_in_a_row + 1 } else { 0 };
+            if full_in_a_row >= BACKLOG
+                && let Some(next) = &self.next
+            {
+                next.unpark();
             }
-        };
-        // One atomic read per batch while the config stays, rather than
-        // the lock and a reference count both cores share per query.
-        let version = handler.state.served_version();
-        let kept =
-            held.as_ref().filter(|(seen, _)| *seen == version).and_then(|(_, w)| w.upgrade());
-        let served = kept.unwrap_or_else(|| {
-            let served = handler.state.served();
-            held = Some((version, Arc::downgrade(&served)));
-            served
-        });
-        for (query, src) in batch.queries(received) {
-            if let Some(reply) = answer(&handler, &served, &mut cache, query, src).await {
-                replies.push((reply, src));
+            // One atomic read per batch while the config stays, rather than
+            // the lock and a reference count both cores share per query.
+            let version = handler.state.served_version();
+            let kept =
+                held.as_ref().filter(|(seen, _)| *seen == version).and_then(|(_, w)| w.upgrade());
+            let served = kept.unwrap_or_else(|| {
+                let served = handler.state.served();
+                held = Some((version, Arc::downgrade(&served)));
+                served
+            });
+            for (query, src) in batch.queries(received) {
+                if let Some(reply) = answer(handler, &served, &mut cache, query, src, self.runtime)
+                {
+                    replies.push((reply, src));
+                }
+            }
+            // Replaced during the batch: freeing it is not this loop's work.
+            if Arc::strong_count(&served) == 1 {
+                crate::state::retire(served);
+            }
+            send_all(&self.socket, &replies);
+            replies.clear();
+            if !blocking && received < BATCH {
+                // Caught up: back to waiting to be woken.
+                std::thread::park_timeout(BLOCK_LIMIT);
             }
         }
-        // Replaced during the batch: freeing it is not this loop's work.
-        if Arc::strong_count(&served) == 1 {
-            crate::state::retire(served);
-        }
-        send_all(&socket, &replies).await;
-        replies.clear();
     }
 }
 
-/// Sends `replies`, waiting while the socket's buffer is full; an answer
-/// that cannot be sent is dropped (the client asks again).
-async fn send_all(socket: &UdpSocket, replies: &[(Vec<u8>, SocketAddr)]) {
+/// Sends `replies`, waiting (up to [`BLOCK_LIMIT`] per call) while the
+/// socket's buffer is full; an answer that cannot be sent is dropped (the
+/// client asks again).
+fn send_all(socket: &UdpSocket, replies: &[(Vec<u8>, SocketAddr)]) {
     let mut sent = 0;
     while sent < replies.len() {
         match send_batch(socket, &replies[sent..]) {
             Ok(count) => sent += count.max(1),
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                if let Err(error) = socket.writable().await {
-                    tracing::debug!(%error, "waiting to send DNS answers over UDP");
-                    return;
-                }
-            }
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
             Err(error) => {
                 tracing::debug!(%error, src = %replies[sent].1, "sending a DNS answer over UDP");
                 sent += 1;
@@ -191,62 +308,59 @@ impl Batch {
             .map(|((len, src), buffer)| (&buffer[..*len], *src))
     }
 
-    /// Receives what is waiting, up to [`BATCH`] datagrams; `WouldBlock`
-    /// when nothing is.
+    /// Receives up to [`BATCH`] datagrams: what is waiting, and if
+    /// `blocking` and nothing is, the next one (`WouldBlock` when none comes
+    /// within [`BLOCK_LIMIT`]).
     #[cfg(target_os = "linux")]
-    fn receive(&mut self, socket: &UdpSocket) -> std::io::Result<usize> {
+    fn receive(&mut self, socket: &UdpSocket, blocking: bool) -> std::io::Result<usize> {
         use std::os::fd::AsRawFd;
         let fd = socket.as_raw_fd();
         let Batch { buffers, received } = self;
-        socket.try_io(tokio::io::Interest::READABLE, || {
-            let mut addresses: [socket2::SockAddrStorage; BATCH] =
-                std::array::from_fn(|_| socket2::SockAddrStorage::zeroed());
-            // SAFETY: all-zero is a valid value of these C structs.
-            let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-            let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-            for ((header, iovec), (buffer, address)) in
-                headers.iter_mut().zip(&mut iovecs).zip(buffers.iter_mut().zip(&mut addresses))
-            {
-                *iovec =
-                    libc::iovec { iov_base: buffer.as_mut_ptr().cast(), iov_len: buffer.len() };
-                header.msg_hdr.msg_namelen = address.size_of();
-                header.msg_hdr.msg_name = (address as *mut socket2::SockAddrStorage).cast();
-                header.msg_hdr.msg_iov = iovec;
-                header.msg_hdr.msg_iovlen = 1;
-            }
-            // SAFETY: each header points to a live buffer of the length
-            // given and to room for any socket address; the kernel writes
-            // no further.
-            let count = unsafe {
-                libc::recvmmsg(
-                    fd,
-                    headers.as_mut_ptr(),
-                    BATCH as u32,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
-            };
-            if count < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            received.clear();
-            for (header, address) in headers.iter().zip(addresses).take(count as usize) {
-                // SAFETY: the kernel wrote a socket address of this length.
-                let address =
-                    unsafe { socket2::SockAddr::new(address, header.msg_hdr.msg_namelen) };
-                // A source that is not an IP address (impossible on an IP
-                // socket) reads as port 0, which is never answered.
-                let src =
-                    address.as_socket().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-                received.push((header.msg_len as usize, src));
-            }
-            Ok(count as usize)
-        })
+        let mut addresses: [socket2::SockAddrStorage; BATCH] =
+            std::array::from_fn(|_| socket2::SockAddrStorage::zeroed());
+        // SAFETY: all-zero is a valid value of these C structs.
+        let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for ((header, iovec), (buffer, address)) in
+            headers.iter_mut().zip(&mut iovecs).zip(buffers.iter_mut().zip(&mut addresses))
+        {
+            *iovec = libc::iovec { iov_base: buffer.as_mut_ptr().cast(), iov_len: buffer.len() };
+            header.msg_hdr.msg_namelen = address.size_of();
+            header.msg_hdr.msg_name = (address as *mut socket2::SockAddrStorage).cast();
+            header.msg_hdr.msg_iov = iovec;
+            header.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: each header points to a live buffer of the length
+        // given and to room for any socket address; the kernel writes
+        // no further.
+        let count = unsafe {
+            libc::recvmmsg(
+                fd,
+                headers.as_mut_ptr(),
+                BATCH as u32,
+                if blocking { libc::MSG_WAITFORONE } else { libc::MSG_DONTWAIT },
+                std::ptr::null_mut(),
+            )
+        };
+        if count < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        received.clear();
+        for (header, address) in headers.iter().zip(addresses).take(count as usize) {
+            // SAFETY: the kernel wrote a socket address of this length.
+            let address = unsafe { socket2::SockAddr::new(address, header.msg_hdr.msg_namelen) };
+            // A source that is not an IP address (impossible on an IP
+            // socket) reads as port 0, which is never answered.
+            let src = address.as_socket().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            received.push((header.msg_len as usize, src));
+        }
+        Ok(count as usize)
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn receive(&mut self, socket: &UdpSocket) -> std::io::Result<usize> {
-        let (len, src) = socket.try_recv_from(&mut self.buffers[0])?;
+    fn receive(&mut self, socket: &UdpSocket, _blocking: bool) -> std::io::Result<usize> {
+        // Helpers block too here (the descriptors share one blocking mode).
+        let (len, src) = socket.recv_from(&mut self.buffers[0])?;
         self.received.clear();
         self.received.push((len, src));
         Ok(1)
@@ -260,45 +374,42 @@ fn send_batch(socket: &UdpSocket, replies: &[(Vec<u8>, SocketAddr)]) -> std::io:
     let fd = socket.as_raw_fd();
     let replies = &replies[..replies.len().min(BATCH)];
     let addresses: Vec<socket2::SockAddr> = replies.iter().map(|(_, to)| (*to).into()).collect();
-    socket.try_io(tokio::io::Interest::WRITABLE, || {
-        // SAFETY: all-zero is a valid value of these C structs.
-        let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-        let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for ((header, iovec), ((reply, _), address)) in
-            headers.iter_mut().zip(&mut iovecs).zip(replies.iter().zip(&addresses))
-        {
-            // The kernel only reads through these pointers.
-            *iovec =
-                libc::iovec { iov_base: reply.as_ptr() as *mut libc::c_void, iov_len: reply.len() };
-            header.msg_hdr.msg_name = address.as_ptr() as *mut libc::c_void;
-            header.msg_hdr.msg_namelen = address.len();
-            header.msg_hdr.msg_iov = iovec;
-            header.msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: each header points to a live reply and address of the
-        // lengths given, for the first `replies.len()` headers.
-        let count = unsafe {
-            libc::sendmmsg(fd, headers.as_mut_ptr(), replies.len() as u32, libc::MSG_DONTWAIT)
-        };
-        if count < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(count as usize)
-    })
+    // SAFETY: all-zero is a valid value of these C structs.
+    let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for ((header, iovec), ((reply, _), address)) in
+        headers.iter_mut().zip(&mut iovecs).zip(replies.iter().zip(&addresses))
+    {
+        // The kernel only reads through these pointers.
+        *iovec =
+            libc::iovec { iov_base: reply.as_ptr() as *mut libc::c_void, iov_len: reply.len() };
+        header.msg_hdr.msg_name = address.as_ptr() as *mut libc::c_void;
+        header.msg_hdr.msg_namelen = address.len();
+        header.msg_hdr.msg_iov = iovec;
+        header.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: each header points to a live reply and address of the
+    // lengths given, for the first `replies.len()` headers.
+    let count = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), replies.len() as u32, 0) };
+    if count < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(count as usize)
 }
 
 #[cfg(not(target_os = "linux"))]
 fn send_batch(socket: &UdpSocket, replies: &[(Vec<u8>, SocketAddr)]) -> std::io::Result<usize> {
     let (reply, to) = &replies[0];
-    socket.try_send_to(reply, *to).map(|_| 1)
+    socket.send_to(reply, *to).map(|_| 1)
 }
 
-async fn answer(
+fn answer(
     handler: &DnsHandler,
     served: &Arc<Served>,
     cache: &mut Cache,
     query: &[u8],
     src: SocketAddr,
+    runtime: &tokio::runtime::Handle,
 ) -> Option<Vec<u8>> {
     if !answerable(src) {
         return None;
@@ -329,7 +440,7 @@ async fn answer(
             return Some(reply);
         }
     }
-    let (reply, labels) = handler.answer_udp(query, src).await?;
+    let (reply, labels) = runtime.block_on(handler.answer_udp(query, src))?;
     if let Some(plain) = cached {
         cache.keep(plain.key(), &reply, handler.state.metrics.query_counter(labels));
     }

@@ -17,8 +17,16 @@
 //! alike); medians and the spread are printed, and ours is compared with
 //! Knot's better configuration for each figure (the higher q/s, the lower
 //! CPU per query).
+//!
+//! `DNSPERF_TRANSPORTS` (default `udp,tcp`) picks the transports;
+//! `DNSPERF_BASELINE=/path/to/dns-server` runs an earlier build of ours in
+//! the same rounds, printed as a second row ("baseline") against the same
+//! Knot and responder figures: a before/after from one run.
 
-use super::{Process, free_port, put_config, query_file, start_knot, start_ours, wait_for_port};
+use super::{
+    Process, free_port, put_config, query_file, start_knot, start_ours, start_ours_from,
+    wait_for_port,
+};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
@@ -189,6 +197,12 @@ pub async fn cpu_per_query(tokens: &TokenDir, http: &reqwest::Client, seconds: u
         .ok()
         .map(|s| s.split(',').map(|n| n.trim().parse().expect("DNSPERF_SIZES: numbers")).collect())
         .unwrap_or(vec![1_000, 100_000]);
+    let transports: Vec<String> = std::env::var("DNSPERF_TRANSPORTS")
+        .unwrap_or("udp,tcp".into())
+        .split(',')
+        .map(|t| t.trim().to_string())
+        .collect();
+    let baseline_binary = std::env::var("DNSPERF_BASELINE").ok();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!(
         "| names | via | ours q/s | Knot q/s (1 worker / {cores}) | ours CPU µs/q | Knot CPU µs/q (1 worker / {cores}) | responder CPU µs/q | q/s ours / Knot's best | CPU ours / Knot's best | CPU ours / responder |"
@@ -204,20 +218,30 @@ pub async fn cpu_per_query(tokens: &TokenDir, http: &reqwest::Client, seconds: u
         let (knot1, knot1_port) = start_knot(dir.path(), names, Some(1));
         let (knot_n, knot_n_port) = start_knot(dir.path(), names, Some(cores));
         let (responder, responder_port) = start_responder();
-        let targets = [
+        let mut targets = vec![
             (ours_pid, dns.port()),
             (knot1.0.id(), knot1_port),
             (knot_n.0.id(), knot_n_port),
             (responder.0.id(), responder_port),
         ];
-        for mode in ["udp", "tcp"] {
+        let mut baseline = None;
+        if let Some(binary) = &baseline_binary {
+            let token_file = tokens.token_file();
+            let (process, dns, api) =
+                start_ours_from(Path::new(binary), "baseline", dir.path(), &token_file).await;
+            put_config(http, api, names).await;
+            targets.push((process.pid().unwrap().as_raw() as u32, dns.port()));
+            baseline = Some(process);
+        }
+        for mode in &transports {
+            let mode = mode.as_str();
             let mut runs: Vec<Vec<Run>> = (0..targets.len()).map(|_| Vec::new()).collect();
             for _round in 0..3 {
                 for (i, (pid, port)) in targets.iter().enumerate() {
                     let queries = queries.clone();
-                    let (pid, port) = (*pid, *port);
+                    let (pid, port, mode) = (*pid, *port, mode.to_string());
                     let run = tokio::task::spawn_blocking(move || {
-                        dnsperf_cpu(pid, port, &queries, seconds, mode)
+                        dnsperf_cpu(pid, port, &queries, seconds, &mode)
                     })
                     .await
                     .unwrap();
@@ -231,22 +255,29 @@ pub async fn cpu_per_query(tokens: &TokenDir, http: &reqwest::Client, seconds: u
             let m = |v: &Vec<f64>| median(v.clone());
             let best_qps = m(&qps[1]).max(m(&qps[2]));
             let best_cpu = m(&cpu[1]).min(m(&cpu[2]));
-            println!(
-                "| {names} | {} | {} | {} / {} | {} | {} / {} | {} | {:.2} | {:.2} | {:.2} |",
-                mode.to_uppercase(),
-                spread(&qps[0], 0),
-                spread(&qps[1], 0),
-                spread(&qps[2], 0),
-                spread(&cpu[0], 2),
-                spread(&cpu[1], 2),
-                spread(&cpu[2], 2),
-                spread(&cpu[3], 2),
-                m(&qps[0]) / best_qps,
-                m(&cpu[0]) / best_cpu,
-                m(&cpu[0]) / m(&cpu[3]),
-            );
+            // Ours, then the baseline (if any) against the same peers.
+            for (row, label) in [(0, ""), (4, " (baseline)")] {
+                if row >= runs.len() {
+                    continue;
+                }
+                println!(
+                    "| {names} | {}{label} | {} | {} / {} | {} | {} / {} | {} | {:.2} | {:.2} | {:.2} |",
+                    mode.to_uppercase(),
+                    spread(&qps[row], 0),
+                    spread(&qps[1], 0),
+                    spread(&qps[2], 0),
+                    spread(&cpu[row], 2),
+                    spread(&cpu[1], 2),
+                    spread(&cpu[2], 2),
+                    spread(&cpu[3], 2),
+                    m(&qps[row]) / best_qps,
+                    m(&cpu[row]) / best_cpu,
+                    m(&cpu[row]) / m(&cpu[3]),
+                );
+            }
             let _ = std::io::stdout().flush();
         }
+        drop(baseline);
         drop((ours, knot1, knot_n, responder));
     }
 }

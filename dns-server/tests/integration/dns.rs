@@ -528,3 +528,76 @@ async fn tcp_connections_beyond_the_limit_are_closed_at_once_and_the_others_serv
     }
     assert!(served, "no connection served after one of the held ones ended");
 }
+
+/// The UDP loops are threads blocked in the kernel: stopping the server
+/// must wake them and close their socket, or a restart on the same port
+/// would fail until they noticed.
+#[tokio::test]
+async fn a_stopped_server_frees_its_udp_port_at_once() {
+    let s = server_with_records().await;
+    let address = s.dns();
+    let TestServer { server, dir, .. } = s;
+    server.shutdown().await.unwrap();
+    // Bound again at once, with no retry: the port is free.
+    std::net::UdpSocket::bind(address)
+        .unwrap_or_else(|e| panic!("binding {address} right after the server stopped: {e}"));
+    drop(dir);
+}
+
+/// Many queries in flight at once, well beyond one batch (and beyond what
+/// one loop takes before more arrive), from several sockets: every query is
+/// answered, each with its own ID and question.  Each socket keeps at most
+/// `WINDOW` queries unanswered, so that the burst fits the kernel's default
+/// socket buffers (a drop there would be the kernel's, not the server's).
+#[tokio::test]
+async fn many_udp_queries_in_flight_are_all_answered() {
+    const SOCKETS: usize = 4;
+    const PER_SOCKET: u16 = 250;
+    const WINDOW: u16 = 50;
+    let s = server_with_records().await;
+    let server = s.dns();
+    let names = ["abc.host", "alias", "note", "missing"];
+    let question = move |id: u16| format!("{}.{ZONE}.", names[usize::from(id) % names.len()]);
+    let mut clients = Vec::new();
+    for _ in 0..SOCKETS {
+        clients.push(tokio::spawn(async move {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let send = |id: u16| {
+                let bytes = encode(&Question::new(&question(id), RecordType::AAAA), id);
+                let socket = &socket;
+                async move { socket.send_to(&bytes, server).await.unwrap() }
+            };
+            let mut sent = 0;
+            while sent < WINDOW {
+                send(sent).await;
+                sent += 1;
+            }
+            let mut answered = std::collections::BTreeSet::new();
+            let mut buf = vec![0u8; 65_535];
+            while answered.len() < usize::from(PER_SOCKET) {
+                let Ok(Ok(len)) = tokio::time::timeout(TIMEOUT, socket.recv(&mut buf)).await else {
+                    break;
+                };
+                let m = Message::from_vec(&buf[..len]).unwrap();
+                let id = m.metadata.id;
+                assert_eq!(m.queries[0].name().to_string(), question(id));
+                let rcode = if question(id).starts_with("missing") {
+                    ResponseCode::NXDomain
+                } else {
+                    ResponseCode::NoError
+                };
+                assert_eq!(m.metadata.response_code, rcode, "{m:?}");
+                assert!(answered.insert(id), "answered twice: {id}");
+                if sent < PER_SOCKET {
+                    send(sent).await;
+                    sent += 1;
+                }
+            }
+            answered.len()
+        }));
+    }
+    for client in clients {
+        let answered = client.await.unwrap();
+        assert_eq!(answered, usize::from(PER_SOCKET), "answers to one socket's queries");
+    }
+}

@@ -68,13 +68,36 @@ impl TcpListener {
 /// (a flood of connections must not become a flood of log lines).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// Counts events and says when to report them: the first at once, then at
+/// most once every `every`, with how many there were since the last report.
+struct Throttle {
+    every: Duration,
+    /// Counted since the last report.
+    since: u64,
+    reported: Option<std::time::Instant>,
+}
+
+impl Throttle {
+    fn new(every: Duration) -> Throttle {
+        Throttle { every, since: 0, reported: None }
+    }
+
+    /// Counts one event at `now`: the number to report, if it is time.
+    fn count(&mut self, now: std::time::Instant) -> Option<u64> {
+        self.since += 1;
+        let due = self.reported.is_none_or(|at| now.saturating_duration_since(at) >= self.every);
+        if !due {
+            return None;
+        }
+        self.reported = Some(now);
+        Some(std::mem::take(&mut self.since))
+    }
+}
+
 async fn accept(listener: tokio::net::TcpListener, handler: Arc<DnsHandler>, idle: Duration) {
     // Dropped (aborting every connection) when this task is aborted.
     let mut connections = tokio::task::JoinSet::new();
-    // Connections closed at the limit since the last warning, and when
-    // that was.
-    let mut refused: u64 = 0;
-    let mut refusal_logged: Option<tokio::time::Instant> = None;
+    let mut refusals = Throttle::new(REFUSAL_LOG_EVERY);
     loop {
         let (stream, src) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -87,15 +110,13 @@ async fn accept(listener: tokio::net::TcpListener, handler: Arc<DnsHandler>, idl
         };
         while connections.try_join_next().is_some() {}
         if connections.len() >= MAX_CONNECTIONS {
-            refused += 1;
-            if refusal_logged.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY) {
+            if let Some(refused) = refusals.count(std::time::Instant::now()) {
                 tracing::warn!(
                     %src,
                     refused,
                     "{MAX_CONNECTIONS} DNS TCP connections are open: closed {refused} more \
                      since the last such warning (at most one every {REFUSAL_LOG_EVERY:?})"
                 );
-                (refused, refusal_logged) = (0, Some(tokio::time::Instant::now()));
             }
             continue;
         }
@@ -249,5 +270,21 @@ mod tests {
         assert!(!whole_message_buffered(&[0, 3, 1, 2]));
         assert!(whole_message_buffered(&[0, 3, 1, 2, 3]));
         assert!(whole_message_buffered(&[0, 1, 1, 0, 9]));
+    }
+
+    /// A flood of refused connections is one warning per period, each
+    /// with the count since the last, none lost.
+    #[test]
+    fn refusals_are_reported_at_most_once_a_period_with_their_count() {
+        let every = Duration::from_secs(10);
+        let start = std::time::Instant::now();
+        let mut throttle = Throttle::new(every);
+        assert_eq!(throttle.count(start), Some(1), "the first at once");
+        for i in 1..100 {
+            assert_eq!(throttle.count(start + Duration::from_millis(i * 10)), None);
+        }
+        assert_eq!(throttle.count(start + every), Some(100), "the 99 held back and this one");
+        assert_eq!(throttle.count(start + every + Duration::from_secs(1)), None);
+        assert_eq!(throttle.count(start + every * 3), Some(2), "after a quiet spell");
     }
 }

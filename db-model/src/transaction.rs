@@ -214,6 +214,13 @@ impl Datastore {
         &self.address
     }
 
+    /// Whether this reads a hot standby (see
+    /// [`DatastoreOptions::standby_reads`]): what it shows may lag the
+    /// primary to come, and nothing written through it can commit.
+    pub fn reads_a_standby(&self) -> bool {
+        self.options.standby_reads
+    }
+
     /// The node in use, failovers seen and failed writes by kind.
     pub fn connection_report(&self) -> ConnectionReport {
         ConnectionReport {

@@ -57,6 +57,11 @@ pub struct StatusReport {
     pub late: Vec<String>,
     /// That deadline, in seconds.
     pub deadline_secs: u64,
+    /// Set when no node of the database accepts writes and a standby was
+    /// read: each group's "latest" is that standby's, and no change can
+    /// commit until a node is primary again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -199,6 +204,10 @@ pub struct StatusObservations {
     /// The one deadline every server question had to meet (seconds).
     #[serde(default)]
     pub deadline_secs: u64,
+    /// The database node read, when it was a standby (no node accepted
+    /// writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby_read: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -278,6 +287,7 @@ pub async fn gather_status(
         taken_at,
         groups: observed,
         deadline_secs: deadline.budget().as_secs(),
+        standby_read: datastore.reads_a_standby().then(|| datastore.address().to_string()),
     })
 }
 
@@ -288,6 +298,13 @@ pub fn status_report(observations: &StatusObservations) -> StatusReport {
         problems: Vec::new(),
         late: Vec::new(),
         deadline_secs: observations.deadline_secs,
+        database: observations.standby_read.as_ref().map(|node| {
+            format!(
+                "no database node accepts writes (a failover under way, or no standby in sync): \
+                 read standby {node}; \"latest\" below is what it has replayed, and no change \
+                 can commit until a node is primary (omdb db status)"
+            )
+        }),
     };
     for g in &observations.groups {
         let mut servers: Vec<ServerStatus> =
@@ -452,6 +469,9 @@ struct StatusRow {
 
 fn render_status(report: &StatusReport) -> String {
     let mut out = String::new();
+    if let Some(database) = &report.database {
+        let _ = writeln!(out, "DATABASE: {database}");
+    }
     for g in &report.groups {
         let _ = writeln!(
             out,

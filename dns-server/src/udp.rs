@@ -263,15 +263,24 @@ impl Loop<'_> {
     }
 }
 
-/// Sends `replies`, waiting (up to [`BLOCK_LIMIT`] per call) while the
-/// socket's buffer is full; an answer that cannot be sent is dropped (the
-/// client asks again).
+/// Sends `replies`, waiting while the socket's buffer is full; an answer
+/// that cannot be sent is dropped (the client asks again).  When the buffer
+/// stays full for [`BLOCK_LIMIT`] the rest of the batch is dropped too,
+/// rather than waiting that long again for each answer.
 fn send_all(socket: &UdpSocket, replies: &[(Vec<u8>, SocketAddr)]) {
+    use std::io::ErrorKind;
     let mut sent = 0;
     while sent < replies.len() {
         match send_batch(socket, &replies[sent..]) {
             Ok(count) => sent += count.max(1),
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) if error.kind() == ErrorKind::Interrupted => {}
+            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                tracing::debug!(
+                    dropped = replies.len() - sent,
+                    "the UDP send buffer stayed full: DNS answers dropped"
+                );
+                return;
+            }
             Err(error) => {
                 tracing::debug!(%error, src = %replies[sent].1, "sending a DNS answer over UDP");
                 sent += 1;

@@ -238,6 +238,20 @@ fn matches(sample: &[String], actual: &[String]) -> bool {
     }
 }
 
+/// How many lines at the head of `sample` some head of `actual` matches:
+/// the line after them is the first the output cannot show. (Comparing
+/// line by line would point at the wrong line once a `...` has skipped.)
+fn shown_head(sample: &[String], actual: &[String]) -> usize {
+    (0..=sample.len())
+        .rev()
+        .find(|&k| {
+            let head: Vec<String> =
+                sample[..k].iter().cloned().chain(std::iter::once("...".to_string())).collect();
+            matches(&head, actual)
+        })
+        .unwrap_or(0)
+}
+
 /// Why `ran` does not show what `step` says, if it does not.
 fn mismatch(step: &Step, ran: &Ran) -> Option<String> {
     let shows_notes = step.sample.iter().any(|l| l.starts_with("note:"));
@@ -264,17 +278,13 @@ fn mismatch(step: &Step, ran: &Ran) -> Option<String> {
     if matches(&want, &got) {
         return None;
     }
-    let first = want.iter().zip(&got).position(|(w, g)| !line_matches(w, g) && w != "...");
+    let matched = shown_head(&want, &got);
+    let first = match want.get(matched) {
+        Some(line) => format!("sample line {} {line:?} is the first it cannot show", matched + 1),
+        None => "the output goes on past the sample's last line".to_string(),
+    };
     Some(format!(
-        "the output does not match the sample{}\n--- sample (normalized)\n{}\n--- output (normalized)\n{}\n--- output\n{}",
-        first
-            .map(|i| format!(
-                " (first difference at line {}: {:?} vs {:?})",
-                i + 1,
-                want[i],
-                got[i]
-            ))
-            .unwrap_or_default(),
+        "the output does not match the sample ({first})\n--- sample (normalized)\n{}\n--- output (normalized)\n{}\n--- output\n{}",
         want.join("\n"),
         got.join("\n"),
         ran.output.join("\n")
@@ -414,6 +424,12 @@ fn samples_match_with_gaps_and_sets() {
     assert!(!matches(&sample, &comparable(&lines("a\n  127.0.0.1:9 no\n  127.0.0.1:8 x\nz"))));
     assert!(!matches(&sample, &comparable(&lines("a\n  127.0.0.1:9 y\nz"))));
     assert!(!matches(&sample, &comparable(&lines("a\n  127.0.0.1:1 x\n  127.0.0.1:2 y\nz\nmore"))));
+    // A mismatch names the first sample line the output cannot show, past
+    // any gap: here the closing `z`, then nothing (the output runs on).
+    let sample = lines("a\n...\nc\nz");
+    assert_eq!(shown_head(&sample, &lines("a\nb\nc\nd")), 3);
+    assert_eq!(shown_head(&sample, &lines("a\nc\nz\nmore")), 4);
+    assert_eq!(shown_head(&sample, &lines("b")), 0);
     assert_eq!(
         normalize("ran for 4ms (510ms ago)  at 2026-12-04T03:42:02.030Z"),
         "ran for <DURATION> (<DURATION> ago) at <TIME>"

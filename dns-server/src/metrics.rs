@@ -1,8 +1,9 @@
 //! The server's Prometheus metrics (`GET /metrics`): queries by transport,
 //! type and response code; the generation served and when it was applied;
 //! config applies by kind and outcome, with their duration; the size of
-//! each zone.  Every label takes a bounded set of values: names, comments
-//! and addresses never become labels.
+//! each zone; how the UDP loops take their queries (batches, backlogs,
+//! answers dropped).  Every label takes a bounded set of values: names,
+//! comments and addresses never become labels.
 
 use crate::zone::Served;
 use hickory_proto::op::ResponseCode;
@@ -162,6 +163,24 @@ struct QueryLogLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UdpLoopLabels {
+    role: crate::udp::Role,
+}
+
+/// One UDP loop's counters, taken once when the loop starts (a batch
+/// costs an atomic add each, no lookup).
+pub struct UdpLoopCounters {
+    /// Calls that received at least one datagram.
+    pub batches: Counter,
+    /// Datagrams those calls received.
+    pub datagrams: Counter,
+    /// Times this loop took full batches enough in a row to wake the next.
+    pub backlogs: Counter,
+    /// Answers it could not send (shared by every loop).
+    pub dropped: Counter,
+}
+
 pub struct Metrics {
     /// One scrape at a time: the zone sizes are cleared and refilled for
     /// each, and two at once would see each other's half.
@@ -174,6 +193,10 @@ pub struct Metrics {
     generation: Gauge,
     applied_at: Gauge<f64, AtomicU64>,
     zone_names: Family<ZoneLabels, Gauge>,
+    udp_batches: Family<UdpLoopLabels, Counter>,
+    udp_datagrams: Family<UdpLoopLabels, Counter>,
+    udp_backlogs: Family<UdpLoopLabels, Counter>,
+    udp_answers_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -217,7 +240,37 @@ impl Metrics {
             "Lines of the query log since start, by what became of them (only with --query-log)",
             query_log_lines.clone(),
         );
+        let udp_batches = Family::<UdpLoopLabels, Counter>::default();
+        registry.register(
+            "udp_batches",
+            "System calls that received UDP queries, by the loop that made them (receiver: waits \
+             for the next query; helper: drains a backlog the loop before it fell behind on)",
+            udp_batches.clone(),
+        );
+        let udp_datagrams = Family::<UdpLoopLabels, Counter>::default();
+        registry.register(
+            "udp_datagrams",
+            "UDP datagrams received, by loop (over udp_batches: datagrams per call)",
+            udp_datagrams.clone(),
+        );
+        let udp_backlogs = Family::<UdpLoopLabels, Counter>::default();
+        registry.register(
+            "udp_backlogs",
+            "Times a UDP loop took full batches enough in a row to wake the next loop to help",
+            udp_backlogs.clone(),
+        );
+        let udp_answers_dropped = Counter::default();
+        registry.register(
+            "udp_answers_dropped",
+            "UDP answers not sent: the socket's send buffer stayed full, or sending failed (the \
+             client asks again)",
+            udp_answers_dropped.clone(),
+        );
         Metrics {
+            udp_batches,
+            udp_datagrams,
+            udp_backlogs,
+            udp_answers_dropped,
             render_lock: std::sync::Mutex::new(()),
             query_log_lines,
             registry,
@@ -238,6 +291,17 @@ impl Metrics {
     /// up each time (the UDP answer cache keeps one per answer).
     pub fn query_counter(&self, labels: QueryLabels) -> Counter {
         self.queries.get_or_create(&labels).clone()
+    }
+
+    /// The counters a UDP loop of `role` adds to.
+    pub fn udp_loop(&self, role: crate::udp::Role) -> UdpLoopCounters {
+        let labels = UdpLoopLabels { role };
+        UdpLoopCounters {
+            batches: self.udp_batches.get_or_create(&labels).clone(),
+            datagrams: self.udp_datagrams.get_or_create(&labels).clone(),
+            backlogs: self.udp_backlogs.get_or_create(&labels).clone(),
+            dropped: self.udp_answers_dropped.clone(),
+        }
     }
 
     pub fn apply(&self, kind: ApplyKind, outcome: ApplyOutcome, seconds: f64) {

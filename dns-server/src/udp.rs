@@ -101,9 +101,9 @@ fn wake_receivers(_socket: &UdpSocket) {}
 /// several in a row mean the queue is growing.
 const BACKLOG: u32 = 4;
 
-/// How a loop waits for queries.
-#[derive(Clone, Copy, PartialEq)]
-enum Role {
+/// How a loop waits for queries (also the `role` label of its metrics).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Role {
     /// Blocks in `recvmmsg` for the next datagram.  The first loop.
     Receiver,
     /// Parked until the loop before it takes [`BACKLOG`] full batches in a
@@ -115,6 +115,19 @@ enum Role {
     /// queries (docs/PERFORMANCE.md).  A helper works only when one loop
     /// is behind.
     Helper,
+}
+
+impl prometheus_client::encoding::EncodeLabelValue for Role {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> std::fmt::Result {
+        use std::fmt::Write;
+        encoder.write_str(match self {
+            Role::Receiver => "receiver",
+            Role::Helper => "helper",
+        })
+    }
 }
 
 impl UdpListener {
@@ -140,7 +153,9 @@ impl UdpListener {
                     // Freeing a replaced generation is handed to the
                     // runtime's blocking pool (`state::retire`).
                     let _runtime = runtime.enter();
-                    let mut lp = Loop { socket, role, next, handler: &handler, runtime: &runtime };
+                    let counters = handler.state.metrics.udp_loop(role);
+                    let mut lp =
+                        Loop { socket, role, next, handler: &handler, runtime: &runtime, counters };
                     lp.serve(&halt)
                 });
             match thread {
@@ -183,6 +198,7 @@ struct Loop<'a> {
     next: Option<std::thread::Thread>,
     handler: &'a DnsHandler,
     runtime: &'a tokio::runtime::Handle,
+    counters: crate::metrics::UdpLoopCounters,
 }
 
 impl Loop<'_> {
@@ -226,11 +242,16 @@ impl Loop<'_> {
                 // Woken by `wake_receivers`: what was "received" is nothing.
                 break;
             }
+            self.counters.batches.inc();
+            self.counters.datagrams.inc_by(received as u64);
             // A backlog: more is waiting than this loop takes in time.
             full_in_a_row = if received == BATCH { full_in_a_row + 1 } else { 0 };
             if full_in_a_row >= BACKLOG
                 && let Some(next) = &self.next
             {
+                if full_in_a_row == BACKLOG {
+                    self.counters.backlogs.inc();
+                }
                 next.unpark();
             }
             // One atomic read per batch while the config stays, rather than
@@ -253,7 +274,7 @@ impl Loop<'_> {
             if Arc::strong_count(&served) == 1 {
                 crate::state::retire(served);
             }
-            send_all(&self.socket, &replies);
+            send_all(&self.socket, &replies, &self.counters.dropped);
             replies.clear();
             if !blocking && received < BATCH {
                 // Caught up: back to waiting to be woken.
@@ -266,8 +287,9 @@ impl Loop<'_> {
 /// Sends `replies`, waiting while the socket's buffer is full; an answer
 /// that cannot be sent is dropped (the client asks again).  When the buffer
 /// stays full for [`BLOCK_LIMIT`] the rest of the batch is dropped too,
-/// rather than waiting that long again for each answer.
-fn send_all(socket: &UdpSocket, replies: &[(Vec<u8>, SocketAddr)]) {
+/// rather than waiting that long again for each answer.  Each answer
+/// dropped is counted in `dropped`.
+fn send_all(socket: &UdpSocket, replies: &[(Vec<u8>, SocketAddr)], dropped: &Counter) {
     use std::io::ErrorKind;
     let mut sent = 0;
     while sent < replies.len() {
@@ -275,13 +297,16 @@ fn send_all(socket: &UdpSocket, replies: &[(Vec<u8>, SocketAddr)]) {
             Ok(count) => sent += count.max(1),
             Err(error) if error.kind() == ErrorKind::Interrupted => {}
             Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                let rest = replies.len() - sent;
+                dropped.inc_by(rest as u64);
                 tracing::debug!(
-                    dropped = replies.len() - sent,
+                    dropped = rest,
                     "the UDP send buffer stayed full: DNS answers dropped"
                 );
                 return;
             }
             Err(error) => {
+                dropped.inc();
                 tracing::debug!(%error, src = %replies[sent].1, "sending a DNS answer over UDP");
                 sent += 1;
             }

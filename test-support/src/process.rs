@@ -111,16 +111,37 @@ impl ChildProcess {
     }
 
     /// Freezes the process (SIGSTOP): it keeps its sockets but answers
-    /// nothing, like a hung server.
+    /// nothing, like a hung server.  Returns once every thread is stopped:
+    /// the signal is delivered asynchronously, and a thread still running
+    /// would take what the caller sends next.
     pub fn freeze(&self) -> anyhow::Result<()> {
         let pid = self.pid().context("process already exited")?;
-        kill(pid, Signal::SIGSTOP).context("sending SIGSTOP")
+        kill(pid, Signal::SIGSTOP).context("sending SIGSTOP")?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !all_threads_stopped(pid.as_raw()) {
+            if std::time::Instant::now() > deadline {
+                bail!("process {pid} did not stop within 5 s of SIGSTOP");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
     }
 
     pub fn thaw(&self) -> anyhow::Result<()> {
         let pid = self.pid().context("process already exited")?;
         kill(pid, Signal::SIGCONT).context("sending SIGCONT")
     }
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in
+/// `/proc/PID/task/TID/stat`).
+fn all_threads_stopped(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().all(|task| {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // The state follows the command name, which is in parentheses.
+        stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()) == Some("T")
+    })
 }
 
 fn tail(log: &Path) -> String {

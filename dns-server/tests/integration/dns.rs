@@ -601,3 +601,90 @@ async fn many_udp_queries_in_flight_are_all_answered() {
         assert_eq!(answered, usize::from(PER_SOCKET), "answers to one socket's queries");
     }
 }
+
+/// A backlog over UDP is taken in full batches, wakes the helper loop, and
+/// shows in the metrics: with the server frozen (SIGSTOP), 200 queries wait
+/// in its socket; thawed, the receiving loop takes 32 at a time, so at
+/// least four full batches in a row, which wakes the next loop (on a
+/// machine with more than one core).  Every query is answered once, and
+/// the datagrams counted by loop add up to the queries sent.
+#[tokio::test]
+async fn a_udp_backlog_wakes_the_helper_and_is_counted() {
+    const SOCKETS: usize = 4;
+    const PER_SOCKET: u16 = 50;
+    let dir = test_support::TokenDir::new();
+    let dns_server = test_support::process::binary("dns-server").unwrap();
+    let server =
+        test_support::process::DnsServerProcess::start_in(&dns_server, &dir, &[]).await.unwrap();
+    put(&client(&dir, server.http_address), &config(1, vec![("www", vec![aaaa("fd00::1")])]))
+        .await
+        .unwrap();
+    let sockets: Vec<std::net::UdpSocket> = (0..SOCKETS)
+        .map(|_| {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+            socket
+        })
+        .collect();
+    let query = |id: u16| encode(&Question::new(&format!("www.{ZONE}."), RecordType::AAAA), id);
+    server.process.freeze().unwrap();
+    for socket in &sockets {
+        for id in 0..PER_SOCKET {
+            socket.send_to(&query(id), server.dns_address).unwrap();
+        }
+    }
+    server.process.thaw().unwrap();
+    let answered = tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; 65_535];
+        sockets
+            .iter()
+            .map(|socket| {
+                let mut ids = std::collections::BTreeSet::new();
+                while ids.len() < usize::from(PER_SOCKET) {
+                    let Ok(len) = socket.recv(&mut buf) else { break };
+                    let m = Message::from_vec(&buf[..len]).unwrap();
+                    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+                    assert!(ids.insert(m.metadata.id), "answered twice: {}", m.metadata.id);
+                }
+                ids.len()
+            })
+            .sum::<usize>()
+    })
+    .await
+    .unwrap();
+    let sent = SOCKETS * usize::from(PER_SOCKET);
+    assert_eq!(answered, sent, "answers to the queries that waited");
+    let metrics = reqwest::get(format!("http://{}/metrics", server.http_address))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |series: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0)
+    };
+    let datagrams =
+        |role: &str| value(&format!("dns_server_udp_datagrams_total{{role=\"{role}\"}}"));
+    let batches = |role: &str| value(&format!("dns_server_udp_batches_total{{role=\"{role}\"}}"));
+    assert_eq!(
+        datagrams("receiver") + datagrams("helper"),
+        sent as u64,
+        "every datagram counted once, by the loop that took it:\n{metrics}"
+    );
+    assert!(batches("receiver") >= 4, "the backlog came in full batches:\n{metrics}");
+    assert!(
+        batches("receiver") + batches("helper") <= sent as u64 / 4,
+        "batches, not one call per query:\n{metrics}"
+    );
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let backlogs = value("dns_server_udp_backlogs_total{role=\"receiver\"}");
+    if cores > 1 {
+        assert!(backlogs >= 1, "the receiver woke its helper:\n{metrics}");
+    } else {
+        assert_eq!(backlogs, 0, "one loop has no helper to wake:\n{metrics}");
+    }
+    assert_eq!(value("dns_server_udp_answers_dropped_total"), 0, "{metrics}");
+}

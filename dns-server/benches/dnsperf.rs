@@ -292,7 +292,7 @@ fn start_nsd(dir: &Path, names: usize) -> (Process, u16) {
 #[tokio::main]
 async fn main() {
     if let Some(port) = std::env::var("DNSPERF_ECHO_PORT").ok().and_then(|p| p.parse().ok()) {
-        cpu::respond(port);
+        cpu::respond(port, cpu::Batching::from_env());
     }
     if !std::env::args().any(|a| a == "--bench") {
         println!("dnsperf: run with `cargo bench -p dns-server --bench dnsperf`");

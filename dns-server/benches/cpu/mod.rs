@@ -7,13 +7,25 @@
 //! queries dnsperf saw answered) says how much work it does for each.  The
 //! floor is a do-nothing responder (this bench binary again, started with
 //! `DNSPERF_ECHO_PORT`): it sends each datagram back with the QR bit set,
-//! batched as our server batches (up to 32 per `recvmmsg`/`sendmmsg`, one
-//! socket, one loop per core), and over TCP writes each message back as it
-//! reads it.  Nothing can answer a query for less than that here.
+//! up to 32 per `recvmmsg`/`sendmmsg` on one socket, and over TCP writes
+//! each message back as it reads it.  It runs in two ways:
+//!
+//! - "waits": one loop per core, each blocking until 32 datagrams have
+//!   come (a blocking `recvmmsg` without `MSG_WAITFORONE`).  Every call is
+//!   a full batch, which only works because dnsperf keeps 100 queries in
+//!   flight; no server may do this (a lone query would wait for 31
+//!   others), so this is below any real server's floor.
+//! - "at once": one loop that blocks until one datagram has come and then
+//!   takes whatever else is queued (`MSG_WAITFORONE`), as our server's
+//!   receiving loop does: the least a server that answers each query as
+//!   it arrives can spend through the socket interface.  Its queries per
+//!   second are also the most this load generator drives here (dnsperf
+//!   has one core, the server the other): a server that does no work is
+//!   the ceiling for the q/s ratio too.
 //!
 //! For each zone size and transport: three rounds, each running dnsperf
 //! against ours, knotd with one worker, knotd with one per core and the
-//! responder, one after the other (so that drift in the machine hits all
+//! two responders, one after the other (so that drift in the machine hits all
 //! alike); medians and the spread are printed, and ours is compared with
 //! Knot's better configuration for each figure (the higher q/s, the lower
 //! CPU per query).
@@ -85,11 +97,38 @@ fn dnsperf_cpu(pid: u32, port: u16, queries: &Path, seconds: u64, mode: &str) ->
     }
 }
 
+/// How the do-nothing responder takes datagrams (see the module comment).
+#[derive(Clone, Copy, PartialEq)]
+pub enum Batching {
+    /// Blocks until 32 have come, in one loop per core.
+    Waits,
+    /// Blocks for one, takes what else is queued, in one loop.
+    AtOnce,
+}
+
+impl Batching {
+    fn env_value(self) -> &'static str {
+        match self {
+            Batching::Waits => "waits",
+            Batching::AtOnce => "at-once",
+        }
+    }
+
+    /// From `DNSPERF_ECHO_BATCHING` (the child's side).
+    pub fn from_env() -> Batching {
+        match std::env::var("DNSPERF_ECHO_BATCHING").as_deref() {
+            Ok("at-once") => Batching::AtOnce,
+            _ => Batching::Waits,
+        }
+    }
+}
+
 /// This bench binary as the do-nothing responder on a free port.
-fn start_responder() -> (Process, u16) {
+fn start_responder(batching: Batching) -> (Process, u16) {
     let port = free_port();
     let child = Command::new(std::env::current_exe().unwrap())
         .env("DNSPERF_ECHO_PORT", port.to_string())
+        .env("DNSPERF_ECHO_BATCHING", batching.env_value())
         .spawn()
         .expect("starting the do-nothing responder");
     let process = Process(child);
@@ -99,13 +138,20 @@ fn start_responder() -> (Process, u16) {
 
 /// The do-nothing responder (in the child process): UDP datagrams and TCP
 /// messages sent back with the QR bit set; runs until killed.
-pub fn respond(port: u16) -> ! {
+pub fn respond(port: u16, batching: Batching) -> ! {
     let udp = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
     let tcp = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    for _ in 0..cores {
+    let loops = match batching {
+        Batching::Waits => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        Batching::AtOnce => 1,
+    };
+    let flags = match batching {
+        Batching::Waits => 0,
+        Batching::AtOnce => libc::MSG_WAITFORONE,
+    };
+    for _ in 0..loops {
         let socket = udp.try_clone().unwrap();
-        std::thread::spawn(move || echo_datagrams(&socket));
+        std::thread::spawn(move || echo_datagrams(&socket, flags));
     }
     for stream in tcp.incoming().flatten() {
         std::thread::spawn(move || echo_stream(stream));
@@ -113,9 +159,10 @@ pub fn respond(port: u16) -> ! {
     unreachable!("the listener never ends")
 }
 
-/// Up to 32 datagrams per call each way, as our server's loops do.
+/// Up to 32 datagrams per call each way, as our server's loops do;
+/// `flags` for `recvmmsg` decide how long a call waits.
 #[allow(unsafe_code)]
-fn echo_datagrams(socket: &std::net::UdpSocket) {
+fn echo_datagrams(socket: &std::net::UdpSocket, flags: libc::c_int) {
     use std::os::fd::AsRawFd;
     const BATCH: usize = 32;
     let fd = socket.as_raw_fd();
@@ -139,7 +186,7 @@ fn echo_datagrams(socket: &std::net::UdpSocket) {
         }
         // SAFETY: every header points at live buffers of the stated sizes.
         let got = unsafe {
-            libc::recvmmsg(fd, messages.as_mut_ptr(), BATCH as u32, 0, std::ptr::null_mut())
+            libc::recvmmsg(fd, messages.as_mut_ptr(), BATCH as u32, flags, std::ptr::null_mut())
         };
         if got <= 0 {
             continue;
@@ -205,9 +252,9 @@ pub async fn cpu_per_query(tokens: &TokenDir, http: &reqwest::Client, seconds: u
     let baseline_binary = std::env::var("DNSPERF_BASELINE").ok();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!(
-        "| names | via | ours q/s | Knot q/s (1 worker / {cores}) | ours CPU µs/q | Knot CPU µs/q (1 worker / {cores}) | responder CPU µs/q | q/s ours / Knot's best | CPU ours / Knot's best | CPU ours / responder |"
+        "| names | via | ours q/s | Knot q/s (1 worker / {cores}) | ours CPU µs/q | Knot CPU µs/q (1 worker / {cores}) | responder CPU µs/q (waits / at once) | q/s ours / Knot's best | CPU ours / Knot's best | CPU ours / responder (waits / at once) | responder at once / Knot's best: q/s, CPU |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for names in sizes {
         let dir = tempfile::tempdir().unwrap();
         let queries = dir.path().join("queries.txt");
@@ -217,12 +264,14 @@ pub async fn cpu_per_query(tokens: &TokenDir, http: &reqwest::Client, seconds: u
         let ours_pid = ours.pid().unwrap().as_raw() as u32;
         let (knot1, knot1_port) = start_knot(dir.path(), names, Some(1));
         let (knot_n, knot_n_port) = start_knot(dir.path(), names, Some(cores));
-        let (responder, responder_port) = start_responder();
+        let (responder, responder_port) = start_responder(Batching::Waits);
+        let (at_once, at_once_port) = start_responder(Batching::AtOnce);
         let mut targets = vec![
             (ours_pid, dns.port()),
             (knot1.0.id(), knot1_port),
             (knot_n.0.id(), knot_n_port),
             (responder.0.id(), responder_port),
+            (at_once.0.id(), at_once_port),
         ];
         let mut baseline = None;
         if let Some(binary) = &baseline_binary {
@@ -256,12 +305,12 @@ pub async fn cpu_per_query(tokens: &TokenDir, http: &reqwest::Client, seconds: u
             let best_qps = m(&qps[1]).max(m(&qps[2]));
             let best_cpu = m(&cpu[1]).min(m(&cpu[2]));
             // Ours, then the baseline (if any) against the same peers.
-            for (row, label) in [(0, ""), (4, " (baseline)")] {
+            for (row, label) in [(0, ""), (5, " (baseline)")] {
                 if row >= runs.len() {
                     continue;
                 }
                 println!(
-                    "| {names} | {}{label} | {} | {} / {} | {} | {} / {} | {} | {:.2} | {:.2} | {:.2} |",
+                    "| {names} | {}{label} | {} | {} / {} | {} | {} / {} | {} / {} | {:.2} | {:.2} | {:.2} / {:.2} | {:.2}, {:.2} |",
                     mode.to_uppercase(),
                     spread(&qps[row], 0),
                     spread(&qps[1], 0),
@@ -270,14 +319,18 @@ pub async fn cpu_per_query(tokens: &TokenDir, http: &reqwest::Client, seconds: u
                     spread(&cpu[1], 2),
                     spread(&cpu[2], 2),
                     spread(&cpu[3], 2),
+                    spread(&cpu[4], 2),
                     m(&qps[row]) / best_qps,
                     m(&cpu[row]) / best_cpu,
                     m(&cpu[row]) / m(&cpu[3]),
+                    m(&cpu[row]) / m(&cpu[4]),
+                    m(&qps[4]) / best_qps,
+                    m(&cpu[4]) / best_cpu,
                 );
             }
             let _ = std::io::stdout().flush();
         }
         drop(baseline);
-        drop((ours, knot1, knot_n, responder));
+        drop((ours, knot1, knot_n, responder, at_once));
     }
 }

@@ -49,6 +49,23 @@ impl TestServer {
     }
 }
 
+/// The text of the server's `GET /metrics` at `http`.
+pub async fn scrape(http: SocketAddr) -> String {
+    let client = reqwest::Client::builder().timeout(TIMEOUT).build().unwrap();
+    let response = client.get(format!("http://{http}/metrics")).send().await.unwrap();
+    response.text().await.unwrap()
+}
+
+/// The value of one series (its name and labels as the text shows them,
+/// e.g. `dns_server_udp_datagrams_total{role="receiver"}`) in a scrape;
+/// 0 when it is not there.
+pub fn sample(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A client of the server at `http` that sends the token in `dir`.
 pub fn client(dir: &TokenDir, http: SocketAddr) -> dns_server_client::Client {
     let http_client = dir.http_client(TIMEOUT * 6);

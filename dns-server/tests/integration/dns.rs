@@ -654,18 +654,8 @@ async fn a_udp_backlog_wakes_the_helper_and_is_counted() {
     .unwrap();
     let sent = SOCKETS * usize::from(PER_SOCKET);
     assert_eq!(answered, sent, "answers to the queries that waited");
-    let metrics = reqwest::get(format!("http://{}/metrics", server.http_address))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |series: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0)
-    };
+    let metrics = scrape(server.http_address).await;
+    let value = |series: &str| sample(&metrics, series);
     let datagrams =
         |role: &str| value(&format!("dns_server_udp_datagrams_total{{role=\"{role}\"}}"));
     let batches = |role: &str| value(&format!("dns_server_udp_batches_total{{role=\"{role}\"}}"));

@@ -41,7 +41,7 @@ pub struct Served {
 }
 
 /// A zone's names in canonical order, each with its records.
-type TransferOrder = Arc<[(WireName, Records)]>;
+type TransferOrder = Arc<[Named]>;
 
 pub struct Applied {
     pub generation: u64,
@@ -61,9 +61,9 @@ struct Zone {
     ttl: u32,
     /// The data of the zone's SOA record at this generation (wire form).
     soa: Arc<[u8]>,
-    /// Records shared between generations too: copying a shard copies
-    /// pointers, not records.
-    names: SharedMap<WireName, Records>,
+    /// Each name with its records, shared between generations too:
+    /// copying a shard copies pointers, not records.
+    names: SharedMap<Named, ()>,
     /// For each name below the apex that has names below it: how many.
     /// Those without records of their own are the empty non-terminals
     /// (NODATA, not NXDOMAIN); the count says when one stops being one.
@@ -71,7 +71,8 @@ struct Zone {
 }
 
 /// A name as the zone maps key it: its wire form (length-prefixed labels
-/// ending with the root's empty label), in lower case.  A query carries
+/// ending with the root's empty label), in lower case ([`Named`] holds one
+/// with its records, for the map of names).  A query carries
 /// its name in this form, so the UDP path finds a name by lower-casing the
 /// question's bytes, without building a `Name`; keys compare as bytes.
 /// Shared (`Arc`), so that the next generation's copy of a shard copies
@@ -105,14 +106,19 @@ impl WireName {
     /// by label is what makes sorting a million names take a fraction of a
     /// second.
     pub fn canonical_key(&self) -> Vec<u8> {
-        let labels: Vec<&[u8]> = labels(&self.0).collect();
-        let mut key = Vec::with_capacity(self.0.len());
-        for label in labels.iter().rev() {
-            key.extend_from_slice(label);
-            key.push(0);
-        }
-        key
+        canonical_key(&self.0)
     }
+}
+
+/// See [`WireName::canonical_key`].
+fn canonical_key(wire: &[u8]) -> Vec<u8> {
+    let labels: Vec<&[u8]> = labels(wire).collect();
+    let mut key = Vec::with_capacity(wire.len());
+    for label in labels.iter().rev() {
+        key.extend_from_slice(label);
+        key.push(0);
+    }
+    key
 }
 
 impl Borrow<[u8]> for WireName {
@@ -191,18 +197,69 @@ pub fn suffix_at(name: &[u8], suffix: &[u8]) -> Option<usize> {
     None
 }
 
-/// One name's records as served, in one allocation: for each record its
+/// One name's records as served (in its [`Named`]): for each record its
 /// type (2 bytes), its data's length (2) and its data in wire form, names
 /// in the data uncompressed (as the config has them: lower case).  The
-/// owner is the key the records are stored under and the TTL is the
-/// zone's, so neither is repeated: an AAAA record takes 20 bytes, where a
-/// hickory `Record` took 272 (docs/PERFORMANCE.md, "A million names").
-/// The UDP path writes answers from these bytes; the full path and zone
-/// transfers decode them into hickory's records with hickory's decoder.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Records(Arc<[u8]>);
+/// owner is the name they are stored with and the TTL is the zone's, so
+/// neither is repeated: an AAAA record takes 20 bytes, where a hickory
+/// `Record` took 272 (docs/PERFORMANCE.md, "A million names").  The UDP
+/// path writes answers from these bytes; the full path and zone transfers
+/// decode them into hickory's records with hickory's decoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Records<'a>(&'a [u8]);
 
-impl Records {
+/// A name and its records in one allocation: the length of the name's
+/// wire form (one byte; `wire_name` allows at most 255), the wire form,
+/// then the records as [`Records`] has them.  Finding a name in a large
+/// zone is a chain of cache misses (the table's control bytes, the bucket,
+/// what the bucket points to); with the name and its records in two
+/// allocations the chain was one longer, and each bucket held two fat
+/// pointers instead of one (docs/PERFORMANCE.md, "CPU per answered
+/// query").  Compared and hashed by the name alone.
+#[derive(Clone, Debug)]
+struct Named(Arc<[u8]>);
+
+impl Named {
+    fn new(name: &[u8], records: &[u8]) -> Named {
+        let len = u8::try_from(name.len()).expect("wire_name allows at most 255 bytes");
+        let mut bytes = Vec::with_capacity(1 + name.len() + records.len());
+        bytes.push(len);
+        bytes.extend_from_slice(name);
+        bytes.extend_from_slice(records);
+        Named(bytes.into())
+    }
+
+    fn name(&self) -> &[u8] {
+        &self.0[1..1 + usize::from(self.0[0])]
+    }
+
+    fn records(&self) -> Records<'_> {
+        Records(&self.0[1 + usize::from(self.0[0])..])
+    }
+}
+
+impl PartialEq for Named {
+    fn eq(&self, other: &Named) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Named {}
+
+impl std::hash::Hash for Named {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As the name's bytes hash, so that a lookup by `&[u8]` finds it.
+        self.name().hash(state)
+    }
+}
+
+impl Borrow<[u8]> for Named {
+    fn borrow(&self) -> &[u8] {
+        self.name()
+    }
+}
+
+impl<'a> Records<'a> {
     /// Appends the wire form of `records` to `bytes`.
     fn encode(records: &[DnsRecord], bytes: &mut Vec<u8>) -> Result<(), String> {
         for record in records {
@@ -212,8 +269,8 @@ impl Records {
     }
 
     /// Each record's type and data.
-    fn iter(&self) -> impl Iterator<Item = (RecordType, &[u8])> + '_ {
-        let bytes: &[u8] = &self.0;
+    fn iter(self) -> impl Iterator<Item = (RecordType, &'a [u8])> + 'a {
+        let bytes: &'a [u8] = self.0;
         let mut at = 0;
         std::iter::from_fn(move || {
             let header = bytes.get(at..at + 4)?;
@@ -295,7 +352,7 @@ pub enum Answer<'a> {
 /// records in canonical order, the SOA again (RFC 5936).
 pub struct Transfer<'a> {
     zone: &'a Zone,
-    names: &'a [(WireName, Records)],
+    names: &'a [Named],
 }
 
 impl<'a> Transfer<'a> {
@@ -303,7 +360,11 @@ impl<'a> Transfer<'a> {
         let zone = self.zone;
         let soa = zone.soa_record();
         std::iter::once(soa)
-            .chain(self.names.iter().flat_map(move |(owner, records)| zone.records(owner, records)))
+            .chain(
+                self.names
+                    .iter()
+                    .flat_map(move |named| zone.records(named.name(), named.records())),
+            )
             .chain(std::iter::once(soa))
     }
 }
@@ -343,15 +404,10 @@ impl Zone {
     /// `records` of `owner` as answers give them.
     fn records<'a>(
         &'a self,
-        owner: &'a WireName,
-        records: &'a Records,
+        owner: &'a [u8],
+        records: Records<'a>,
     ) -> impl Iterator<Item = RecordRef<'a>> + 'a {
-        records.iter().map(move |(rtype, data)| RecordRef {
-            owner: &owner.0,
-            rtype,
-            ttl: self.ttl,
-            data,
-        })
+        records.iter().map(move |(rtype, data)| RecordRef { owner, rtype, ttl: self.ttl, data })
     }
 
     /// Adds or replaces one name's records.  Where `previous` (another
@@ -373,13 +429,16 @@ impl Zone {
         Records::encode(records, scratch)
             .map_err(|reason| CompileError { name: absolute, reason })?;
         let (name, data) = scratch.split_at(name_len);
-        let (name, compiled) = match previous.and_then(|p| p.names.get_key_value(name)) {
-            Some((key, old)) if *old.0 == *data => (key.clone(), old.clone()),
-            Some((key, _)) => (key.clone(), Records(data.into())),
-            None => (WireName(name.into()), Records(data.into())),
+        let named = match previous.and_then(|p| p.names.get_key_value(name)) {
+            Some((old, ())) if old.records().0 == data => old.clone(),
+            _ => Named::new(name, data),
         };
-        if self.names.insert(name.clone(), compiled).is_none() {
-            self.count_below(name.as_bytes(), true);
+        // `insert` keeps a key already there, and with it the old records:
+        // take that out first.
+        let replaced = self.names.remove(name).is_some();
+        self.names.insert(named, ());
+        if !replaced {
+            self.count_below(name, true);
         }
         Ok(())
     }
@@ -414,8 +473,11 @@ impl Zone {
     fn config_records(&self, relative: &str) -> Result<Vec<DnsRecord>, CompileError> {
         let absolute = names::absolute(relative, &self.name);
         let name = WireName::of_text(&absolute)?;
-        let Some(records) = self.names.get(name.as_bytes()) else { return Ok(Vec::new()) };
-        records
+        let Some((named, ())) = self.names.get_key_value(name.as_bytes()) else {
+            return Ok(Vec::new());
+        };
+        named
+            .records()
             .iter()
             .map(|(rtype, data)| {
                 decode(rtype, data).ok_or_else(|| CompileError {
@@ -562,8 +624,8 @@ impl Served {
         for _ in 0..MAX_CNAME_CHAIN {
             let is_apex = *current == *current_zone.apex.0;
             let (owner, records) = match current_zone.names.get_key_value(current) {
-                Some((owner, records)) => (owner, Some(records)),
-                None if is_apex => (&current_zone.apex, None),
+                Some((named, ())) => (named.name(), Some(named.records())),
+                None if is_apex => (&current_zone.apex.0[..], None),
                 None if !answers.is_empty() => {
                     // A CNAME into a hole: the chain so far is the answer.
                     break;
@@ -624,9 +686,9 @@ impl Served {
             }
             let Some(target) = record.target() else { continue };
             let Some(zone) = self.zone_for(target) else { continue };
-            let Some((owner, records)) = zone.names.get_key_value(target) else { continue };
+            let Some((named, ())) = zone.names.get_key_value(target) else { continue };
             for address in zone
-                .records(owner, records)
+                .records(named.name(), named.records())
                 .filter(|r| matches!(r.rtype, RecordType::A | RecordType::AAAA))
             {
                 // Owner (uncompressed, at worst), fixed fields, address.
@@ -655,10 +717,10 @@ impl Served {
         let zone = &self.zones[index];
         let names = self.transfer_order[index].get_or_init(|| {
             // In canonical order (RFC 4034 section 6.1), as Knot sends them.
-            let mut names: Vec<(Vec<u8>, (WireName, Records))> = zone
+            let mut names: Vec<(Vec<u8>, Named)> = zone
                 .names
                 .iter()
-                .map(|(name, records)| (name.canonical_key(), (name.clone(), records.clone())))
+                .map(|(named, ())| (canonical_key(named.name()), named.clone()))
                 .collect();
             names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             names.into_iter().map(|(_, entry)| entry).collect()
@@ -1226,15 +1288,15 @@ mod diff_tests {
         let (old, new) = (&served.zones[0], &beside.zones[0]);
         for relative in after.zones[0].names.keys() {
             let key = WireName::of_text(&names::absolute(relative, &new.name)).unwrap();
-            let (new_key, new_records) = new.names.get_key_value(key.as_bytes()).unwrap();
-            assert_eq!(new_records.0, alone.zones[0].names.get(key.as_bytes()).unwrap().0);
+            let (new_named, ()) = new.names.get_key_value(key.as_bytes()).unwrap();
+            let (alone_named, ()) = alone.zones[0].names.get_key_value(key.as_bytes()).unwrap();
+            assert_eq!(new_named.records(), alone_named.records());
             match old.names.get_key_value(key.as_bytes()) {
-                Some((old_key, old_records)) => {
-                    assert!(Arc::ptr_eq(&old_key.0, &new_key.0), "{relative}: the name is shared");
+                Some((old_named, ())) => {
                     assert_eq!(
-                        Arc::ptr_eq(&old_records.0, &new_records.0),
+                        Arc::ptr_eq(&old_named.0, &new_named.0),
                         *relative != changed,
-                        "{relative}: records shared exactly when unchanged"
+                        "{relative}: name and records shared exactly when unchanged"
                     );
                 }
                 None => assert_eq!(relative, "new"),

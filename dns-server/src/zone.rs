@@ -220,13 +220,15 @@ struct Records<'a>(&'a [u8]);
 struct Named(Arc<[u8]>);
 
 impl Named {
-    fn new(name: &[u8], records: &[u8]) -> Named {
-        let len = u8::try_from(name.len()).expect("wire_name allows at most 255 bytes");
+    /// `None` for a name longer than a wire form can be (which
+    /// `wire_name` refuses before this is reached).
+    fn new(name: &[u8], records: &[u8]) -> Option<Named> {
+        let len = u8::try_from(name.len()).ok()?;
         let mut bytes = Vec::with_capacity(1 + name.len() + records.len());
         bytes.push(len);
         bytes.extend_from_slice(name);
         bytes.extend_from_slice(records);
-        Named(bytes.into())
+        Some(Named(bytes.into()))
     }
 
     fn name(&self) -> &[u8] {
@@ -427,11 +429,14 @@ impl Zone {
         wire_name(scratch, &absolute)?;
         let name_len = scratch.len();
         Records::encode(records, scratch)
-            .map_err(|reason| CompileError { name: absolute, reason })?;
+            .map_err(|reason| CompileError { name: absolute.clone(), reason })?;
         let (name, data) = scratch.split_at(name_len);
         let named = match previous.and_then(|p| p.names.get_key_value(name)) {
             Some((old, ())) if old.records().0 == data => old.clone(),
-            _ => Named::new(name, data),
+            _ => Named::new(name, data).ok_or_else(|| CompileError {
+                name: absolute,
+                reason: "longer than 255 bytes in wire form".into(),
+            })?,
         };
         // `insert` keeps a key already there, and with it the old records:
         // take that out first.

@@ -134,13 +134,15 @@ impl ChildProcess {
 }
 
 /// Whether every thread of process `pid` is stopped (state `T` in
-/// `/proc/PID/task/TID/stat`).
+/// `/proc/PID/task/TID/stat`; a thread that has exited but is not yet
+/// reaped, `Z`, runs no more either).
 fn all_threads_stopped(pid: i32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
     tasks.flatten().all(|task| {
         let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
         // The state follows the command name, which is in parentheses.
-        stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()) == Some("T")
+        let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
+        matches!(state, Some("T" | "Z"))
     })
 }
 

@@ -57,13 +57,10 @@ pub async fn scrape(http: SocketAddr) -> String {
 }
 
 /// The value of one series (its name and labels as the text shows them,
-/// e.g. `dns_server_udp_datagrams_total{role="receiver"}`) in a scrape;
-/// 0 when it is not there.
-pub fn sample(metrics: &str, series: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0)
+/// e.g. `dns_server_udp_datagrams_total{role="receiver"}`) in a scrape,
+/// if the scrape has it.
+pub fn sample(metrics: &str, series: &str) -> Option<u64> {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// A client of the server at `http` that sends the token in `dir`.

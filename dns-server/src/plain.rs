@@ -115,6 +115,22 @@ pub fn answer(
     query: &PlainQuery<'_>,
     transport: Transport,
 ) -> Option<(Vec<u8>, QueryLabels)> {
+    let mut out = Vec::with_capacity(256);
+    let labels = answer_into(served, query, transport, &mut out)?;
+    Some((out, labels))
+}
+
+/// As [`answer`], writing the response into `out` (cleared first): the
+/// UDP loops and TCP connections keep one buffer for every answer rather
+/// than allocating one per query.  What `out` holds after `None` is
+/// meaningless.
+pub fn answer_into(
+    served: &Served,
+    query: &PlainQuery<'_>,
+    transport: Transport,
+    out: &mut Vec<u8>,
+) -> Option<QueryLabels> {
+    out.clear();
     if query.qclass != 1 || query.edns.as_ref().is_some_and(|e| e.version != 0) {
         return None;
     }
@@ -147,7 +163,6 @@ pub fn answer(
         _ => crate::policy::MAX_TCP_MESSAGE,
     };
 
-    let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&query.bytes[..2]);
     // QR, AA, RD as asked; RA, AD, CD clear; opcode QUERY.
     out.push(0x84 | (query.bytes[2] & 0x01));
@@ -160,14 +175,14 @@ pub fn answer(
                 return None;
             }
             out.push(0);
-            counts(&mut out, answers.len(), 0, additionals.len(), query);
+            counts(out, answers.len(), 0, additionals.len(), query);
             out.extend_from_slice(&query.bytes[HEADER..query.name_end + 4]);
             // Where each SRV or NS target was written, so that its address
             // records point to it.
             let mut targets: Vec<(&[u8], u16)> = Vec::new();
             for record in &answers {
                 out.extend_from_slice(&TO_QNAME);
-                let target = record_after_owner(&mut out, record, qname)?;
+                let target = record_after_owner(out, record, qname)?;
                 if let Some((name, at)) = target {
                     targets.push((name, at));
                 }
@@ -175,14 +190,14 @@ pub fn answer(
             for record in &additionals {
                 match targets.iter().find(|(name, _)| *name == record.owner) {
                     Some((_, at)) => out.extend_from_slice(&(0xc000 | at).to_be_bytes()),
-                    None => compressed(&mut out, record.owner, qname),
+                    None => compressed(out, record.owner, qname),
                 }
-                record_after_owner(&mut out, record, qname)?;
+                record_after_owner(out, record, qname)?;
             }
             ResponseCode::NoError
         }
-        Answer::NoData { soa } => negative(&mut out, query, qname, soa, ResponseCode::NoError)?,
-        Answer::NxDomain { soa } => negative(&mut out, query, qname, soa, ResponseCode::NXDomain)?,
+        Answer::NoData { soa } => negative(out, query, qname, soa, ResponseCode::NoError)?,
+        Answer::NxDomain { soa } => negative(out, query, qname, soa, ResponseCode::NXDomain)?,
     };
     if let Some(edns) = &query.edns {
         // OPT: root, type 41, our size, extended RCODE 0, version 0, DO as
@@ -196,8 +211,7 @@ pub fn answer(
         // `policy::tcp_fit`).
         return None;
     }
-    let labels = QueryLabels { transport, qtype: QueryType::from(qtype), rcode: rcode.into() };
-    Some((out, labels))
+    Some(QueryLabels { transport, qtype: QueryType::from(qtype), rcode: rcode.into() })
 }
 
 /// The rest of a negative answer after the ID and the first flags byte:

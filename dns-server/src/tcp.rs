@@ -137,6 +137,8 @@ async fn serve(stream: TcpStream, src: SocketAddr, handler: Arc<DnsHandler>, idl
     let mut reader = BufReader::with_capacity(READ_BUFFER, read);
     let mut message = Vec::new();
     let mut pending = Vec::with_capacity(4096);
+    // Each plain answer is written here, then copied after its length.
+    let mut reply = Vec::with_capacity(512);
     loop {
         let buffered = whole_message_buffered(reader.buffer());
         if !buffered {
@@ -160,9 +162,9 @@ async fn serve(stream: TcpStream, src: SocketAddr, handler: Arc<DnsHandler>, idl
         let plain =
             handler.state.query_log.is_none().then(|| PlainQuery::parse(&message)).flatten();
         let answered = plain.and_then(|plain| {
-            crate::plain::answer(&handler.state.served(), &plain, Transport::Tcp)
+            crate::plain::answer_into(&handler.state.served(), &plain, Transport::Tcp, &mut reply)
         });
-        if let Some((reply, labels)) = answered {
+        if let Some(labels) = answered {
             handler.state.metrics.query(labels);
             // At most 65,535 bytes (`plain::answer` over TCP).
             pending.extend_from_slice(&(reply.len() as u16).to_be_bytes());

@@ -37,7 +37,7 @@ use crate::dns::DnsHandler;
 use crate::plain::PlainQuery;
 use crate::zone::Served;
 use prometheus_client::metrics::counter::Counter;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -209,7 +209,8 @@ impl Loop<'_> {
         // `ServerState::served_version`); weakly, so that a replaced
         // generation is freed by whoever replaced it, not by an idle loop.
         let mut held: Option<(u64, Weak<Served>)> = None;
-        let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(BATCH);
+        let mut replies = Replies::default();
+        let mut scratch = Vec::with_capacity(512);
         let handler = self.handler;
         let mut full_in_a_row = 0;
         while !stop.load(Ordering::Relaxed) {
@@ -265,9 +266,10 @@ impl Loop<'_> {
                 served
             });
             for (query, src) in batch.queries(received) {
-                if let Some(reply) = answer(handler, &served, &mut cache, query, src, self.runtime)
+                let out = &mut replies.bytes;
+                if answer(handler, &served, &mut cache, query, src, self.runtime, out, &mut scratch)
                 {
-                    replies.push((reply, src));
+                    replies.each.push((replies.bytes.len(), src));
                 }
             }
             // Replaced during the batch: freeing it is not this loop's work.
@@ -284,16 +286,42 @@ impl Loop<'_> {
     }
 }
 
+/// The answers of a batch, back to back in one buffer (no allocation per
+/// answer), each with where it ends and where it goes.
+#[derive(Default)]
+struct Replies {
+    bytes: Vec<u8>,
+    each: Vec<(usize, SocketAddr)>,
+}
+
+impl Replies {
+    fn len(&self) -> usize {
+        self.each.len()
+    }
+
+    /// The `index`th answer and where it goes.
+    fn get(&self, index: usize) -> (&[u8], SocketAddr) {
+        let start = index.checked_sub(1).map_or(0, |before| self.each[before].0);
+        let (end, to) = self.each[index];
+        (&self.bytes[start..end], to)
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.each.clear();
+    }
+}
+
 /// Sends `replies`, waiting while the socket's buffer is full; an answer
 /// that cannot be sent is dropped (the client asks again).  When the buffer
 /// stays full for [`BLOCK_LIMIT`] the rest of the batch is dropped too,
 /// rather than waiting that long again for each answer.  Each answer
 /// dropped is counted in `dropped`.
-fn send_all(socket: &UdpSocket, replies: &[(Vec<u8>, SocketAddr)], dropped: &Counter) {
+fn send_all(socket: &UdpSocket, replies: &Replies, dropped: &Counter) {
     use std::io::ErrorKind;
     let mut sent = 0;
     while sent < replies.len() {
-        match send_batch(socket, &replies[sent..]) {
+        match send_batch(socket, replies, sent) {
             Ok(count) => sent += count.max(1),
             Err(error) if error.kind() == ErrorKind::Interrupted => {}
             Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
@@ -307,7 +335,7 @@ fn send_all(socket: &UdpSocket, replies: &[(Vec<u8>, SocketAddr)], dropped: &Cou
             }
             Err(error) => {
                 dropped.inc();
-                tracing::debug!(%error, src = %replies[sent].1, "sending a DNS answer over UDP");
+                tracing::debug!(%error, src = %replies.get(sent).1, "sending a DNS answer over UDP");
                 sent += 1;
             }
         }
@@ -401,19 +429,22 @@ impl Batch {
     }
 }
 
-/// Sends the first of `replies` it can, up to [`BATCH`]: how many.
+/// Sends the first it can of `replies` from the one at `from`, up to
+/// [`BATCH`]: how many.
 #[cfg(target_os = "linux")]
-fn send_batch(socket: &UdpSocket, replies: &[(Vec<u8>, SocketAddr)]) -> std::io::Result<usize> {
+fn send_batch(socket: &UdpSocket, replies: &Replies, from: usize) -> std::io::Result<usize> {
     use std::os::fd::AsRawFd;
     let fd = socket.as_raw_fd();
-    let replies = &replies[..replies.len().min(BATCH)];
-    let addresses: Vec<socket2::SockAddr> = replies.iter().map(|(_, to)| (*to).into()).collect();
+    let replies: Vec<(&[u8], socket2::SockAddr)> = (from..replies.len().min(from + BATCH))
+        .map(|index| {
+            let (reply, to) = replies.get(index);
+            (reply, to.into())
+        })
+        .collect();
     // SAFETY: all-zero is a valid value of these C structs.
     let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
     let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-    for ((header, iovec), ((reply, _), address)) in
-        headers.iter_mut().zip(&mut iovecs).zip(replies.iter().zip(&addresses))
-    {
+    for ((header, iovec), (reply, address)) in headers.iter_mut().zip(&mut iovecs).zip(&replies) {
         // The kernel only reads through these pointers.
         *iovec =
             libc::iovec { iov_base: reply.as_ptr() as *mut libc::c_void, iov_len: reply.len() };
@@ -432,11 +463,14 @@ fn send_batch(socket: &UdpSocket, replies: &[(Vec<u8>, SocketAddr)]) -> std::io:
 }
 
 #[cfg(not(target_os = "linux"))]
-fn send_batch(socket: &UdpSocket, replies: &[(Vec<u8>, SocketAddr)]) -> std::io::Result<usize> {
-    let (reply, to) = &replies[0];
-    socket.send_to(reply, *to).map(|_| 1)
+fn send_batch(socket: &UdpSocket, replies: &Replies, from: usize) -> std::io::Result<usize> {
+    let (reply, to) = replies.get(from);
+    socket.send_to(reply, to).map(|_| 1)
 }
 
+/// Answers `query` from `src`, appending the answer to `out`; `false`
+/// when there is nothing to send.  `scratch` is room for one answer.
+#[allow(clippy::too_many_arguments)]
 fn answer(
     handler: &DnsHandler,
     served: &Arc<Served>,
@@ -444,9 +478,11 @@ fn answer(
     query: &[u8],
     src: SocketAddr,
     runtime: &tokio::runtime::Handle,
-) -> Option<Vec<u8>> {
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+) -> bool {
     if !answerable(src) {
-        return None;
+        return false;
     }
     // With the query log on, every query takes the full path, which logs.
     let plain = handler.state.query_log.is_none().then(|| PlainQuery::parse(query)).flatten();
@@ -458,27 +494,31 @@ fn answer(
             }
             if let Some(hit) = cache.lookup(plain.key()) {
                 hit.counter.inc();
-                let mut reply = hit.reply.clone();
-                reply[..2].copy_from_slice(&query[..2]);
-                return Some(reply);
+                let start = out.len();
+                out.extend_from_slice(hit.reply());
+                out[start..start + 2].copy_from_slice(&query[..2]);
+                return true;
             }
         }
-        if let Some((reply, labels)) =
-            crate::plain::answer(served, plain, crate::metrics::Transport::Udp)
-        {
+        let udp = crate::metrics::Transport::Udp;
+        if let Some(labels) = crate::plain::answer_into(served, plain, udp, scratch) {
             let counter = handler.state.metrics.query_counter(labels);
             counter.inc();
             if cached.is_some() {
-                cache.keep(plain.key(), &reply, counter);
+                cache.keep(plain.key(), scratch, counter);
             }
-            return Some(reply);
+            out.extend_from_slice(scratch);
+            return true;
         }
     }
-    let (reply, labels) = runtime.block_on(handler.answer_udp(query, src))?;
+    let Some((reply, labels)) = runtime.block_on(handler.answer_udp(query, src)) else {
+        return false;
+    };
     if let Some(plain) = cached {
         cache.keep(plain.key(), &reply, handler.state.metrics.query_counter(labels));
     }
-    Some(reply)
+    out.extend_from_slice(&reply);
+    true
 }
 
 /// Whether an answer can go to `src`: not to port 0, an unspecified
@@ -499,8 +539,11 @@ struct Cache {
     /// pointer: a new config is a new `Served`).  Weak, so that an idle
     /// loop does not keep a replaced generation in memory.
     served: Weak<Served>,
-    /// Query bytes after the ID → the answer.
-    entries: HashMap<Vec<u8>, Cached>,
+    /// The answers kept, found by the query's bytes after the ID.  Those
+    /// bytes come from the network: the hash is keyed with a random seed
+    /// (foldhash, not the standard SipHash, which cost more than the rest
+    /// of a hit's lookup), so that nobody can pick queries that collide.
+    entries: HashSet<Cached, foldhash::fast::RandomState>,
     /// Lookups and hits in the current window.
     lookups: u32,
     hits: u32,
@@ -531,7 +574,7 @@ impl Cache {
     /// room.
     fn keep(&mut self, key: &[u8], reply: &[u8], counter: Counter) {
         if self.entries.len() < CACHE_ENTRIES {
-            self.entries.insert(key.to_vec(), Cached { reply: reply.to_vec(), counter });
+            self.entries.insert(Cached::new(key, reply, counter));
         }
     }
 
@@ -554,10 +597,52 @@ impl Cache {
     }
 }
 
+/// A kept answer: the query's bytes after the ID, then the answer, in one
+/// allocation (a hit reads one place for both, and copies the answer
+/// out); hashed and compared by the query's bytes.
 struct Cached {
-    reply: Vec<u8>,
+    bytes: Box<[u8]>,
+    key_len: usize,
     /// `dns_server_queries_total` for this answer's labels.
     counter: Counter,
+}
+
+impl Cached {
+    fn new(key: &[u8], reply: &[u8], counter: Counter) -> Cached {
+        let mut bytes = Vec::with_capacity(key.len() + reply.len());
+        bytes.extend_from_slice(key);
+        bytes.extend_from_slice(reply);
+        Cached { bytes: bytes.into_boxed_slice(), key_len: key.len(), counter }
+    }
+
+    fn key(&self) -> &[u8] {
+        &self.bytes[..self.key_len]
+    }
+
+    fn reply(&self) -> &[u8] {
+        &self.bytes[self.key_len..]
+    }
+}
+
+impl PartialEq for Cached {
+    fn eq(&self, other: &Cached) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Cached {}
+
+impl std::hash::Hash for Cached {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As the key's bytes hash, so that a lookup by `&[u8]` finds it.
+        self.key().hash(state)
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Cached {
+    fn borrow(&self) -> &[u8] {
+        self.key()
+    }
 }
 
 #[cfg(test)]
@@ -571,7 +656,7 @@ mod tests {
         let mut cache = Cache::default();
         for i in 0..CACHE_ENTRIES as u32 {
             let counter = Counter::default();
-            cache.entries.insert(i.to_be_bytes().to_vec(), Cached { reply: vec![0; 12], counter });
+            cache.entries.insert(Cached::new(&i.to_be_bytes(), &[0; 12], counter));
         }
         // A window of lookups, one in ten a hit.
         for i in 0..WINDOW {
@@ -585,7 +670,7 @@ mod tests {
         let mut cache = Cache::default();
         for i in 0..CACHE_ENTRIES as u32 {
             let counter = Counter::default();
-            cache.entries.insert(i.to_be_bytes().to_vec(), Cached { reply: vec![0; 12], counter });
+            cache.entries.insert(Cached::new(&i.to_be_bytes(), &[0; 12], counter));
         }
         for i in 0..WINDOW {
             cache.lookup(&(i % 100).to_be_bytes());

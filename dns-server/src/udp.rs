@@ -210,7 +210,6 @@ impl Loop<'_> {
         // generation is freed by whoever replaced it, not by an idle loop.
         let mut held: Option<(u64, Weak<Served>)> = None;
         let mut replies = Replies::default();
-        let mut scratch = Vec::with_capacity(512);
         let handler = self.handler;
         let mut full_in_a_row = 0;
         while !stop.load(Ordering::Relaxed) {
@@ -266,11 +265,7 @@ impl Loop<'_> {
                 served
             });
             for (query, src) in batch.queries(received) {
-                let out = &mut replies.bytes;
-                if answer(handler, &served, &mut cache, query, src, self.runtime, out, &mut scratch)
-                {
-                    replies.each.push((replies.bytes.len(), src));
-                }
+                answer(handler, &served, &mut cache, query, src, self.runtime, &mut replies);
             }
             // Replaced during the batch: freeing it is not this loop's work.
             if Arc::strong_count(&served) == 1 {
@@ -292,9 +287,18 @@ impl Loop<'_> {
 struct Replies {
     bytes: Vec<u8>,
     each: Vec<(usize, SocketAddr)>,
+    /// Where a plain answer is built before it is kept in the cache and
+    /// copied here.
+    scratch: Vec<u8>,
 }
 
 impl Replies {
+    /// Ends the answer written to `bytes` since the last one: it goes to
+    /// `to`.
+    fn push(&mut self, to: SocketAddr) {
+        self.each.push((self.bytes.len(), to));
+    }
+
     fn len(&self) -> usize {
         self.each.len()
     }
@@ -468,9 +472,7 @@ fn send_batch(socket: &UdpSocket, replies: &Replies, from: usize) -> std::io::Re
     socket.send_to(reply, to).map(|_| 1)
 }
 
-/// Answers `query` from `src`, appending the answer to `out`; `false`
-/// when there is nothing to send.  `scratch` is room for one answer.
-#[allow(clippy::too_many_arguments)]
+/// Answers `query` from `src`, adding the answer (if any) to `replies`.
 fn answer(
     handler: &DnsHandler,
     served: &Arc<Served>,
@@ -478,11 +480,10 @@ fn answer(
     query: &[u8],
     src: SocketAddr,
     runtime: &tokio::runtime::Handle,
-    out: &mut Vec<u8>,
-    scratch: &mut Vec<u8>,
-) -> bool {
+    replies: &mut Replies,
+) {
     if !answerable(src) {
-        return false;
+        return;
     }
     // With the query log on, every query takes the full path, which logs.
     let plain = handler.state.query_log.is_none().then(|| PlainQuery::parse(query)).flatten();
@@ -494,31 +495,33 @@ fn answer(
             }
             if let Some(hit) = cache.lookup(plain.key()) {
                 hit.counter.inc();
-                let start = out.len();
-                out.extend_from_slice(hit.reply());
-                out[start..start + 2].copy_from_slice(&query[..2]);
-                return true;
+                let start = replies.bytes.len();
+                replies.bytes.extend_from_slice(hit.reply());
+                replies.bytes[start..start + 2].copy_from_slice(&query[..2]);
+                replies.push(src);
+                return;
             }
         }
         let udp = crate::metrics::Transport::Udp;
-        if let Some(labels) = crate::plain::answer_into(served, plain, udp, scratch) {
+        if let Some(labels) = crate::plain::answer_into(served, plain, udp, &mut replies.scratch) {
             let counter = handler.state.metrics.query_counter(labels);
             counter.inc();
             if cached.is_some() {
-                cache.keep(plain.key(), scratch, counter);
+                cache.keep(plain.key(), &replies.scratch, counter);
             }
-            out.extend_from_slice(scratch);
-            return true;
+            replies.bytes.extend_from_slice(&replies.scratch);
+            replies.push(src);
+            return;
         }
     }
     let Some((reply, labels)) = runtime.block_on(handler.answer_udp(query, src)) else {
-        return false;
+        return;
     };
     if let Some(plain) = cached {
         cache.keep(plain.key(), &reply, handler.state.metrics.query_counter(labels));
     }
-    out.extend_from_slice(&reply);
-    true
+    replies.bytes.extend_from_slice(&reply);
+    replies.push(src);
 }
 
 /// Whether an answer can go to `src`: not to port 0, an unspecified

@@ -34,6 +34,10 @@
 //! `DNSPERF_BASELINE=/path/to/dns-server` runs an earlier build of ours in
 //! the same rounds, printed as a second row ("baseline") against the same
 //! Knot and responder figures: a before/after from one run.
+//! `DNSPERF_ECHO_SPIN=N` makes both responders do N steps of busy work per
+//! datagram and `DNSPERF_ECHO_PAD=N` send N bytes more per answer: what the
+//! floor costs when a server does some work per query, or sends answers
+//! larger than the queries.
 
 use super::{
     Process, free_port, put_config, query_file, start_knot, start_ours, start_ours_from,
@@ -175,6 +179,14 @@ fn echo_datagrams(socket: &std::net::UdpSocket, flags: libc::c_int) {
         .collect();
     // SAFETY: as above.
     let mut messages: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
+    // Knobs for asking what the floor depends on (docs/PERFORMANCE.md):
+    // `DNSPERF_ECHO_SPIN` steps of busy work per datagram (a server's own
+    // work per query, without its data), `DNSPERF_ECHO_PAD` bytes more per
+    // answer (answers are larger than queries).
+    let knob = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+    let (spin, pad) =
+        (knob("DNSPERF_ECHO_SPIN").unwrap_or(0), knob("DNSPERF_ECHO_PAD").unwrap_or(0));
+    let mut work = 0u64;
     loop {
         for i in 0..BATCH {
             iovecs[i].iov_len = 512;
@@ -197,7 +209,10 @@ fn echo_datagrams(socket: &std::net::UdpSocket, flags: libc::c_int) {
             if len > 2 {
                 buffers[i][2] |= 0x80;
             }
-            iovecs[i].iov_len = len;
+            iovecs[i].iov_len = (len + pad).min(buffers[i].len());
+            for step in 0..spin {
+                work = std::hint::black_box(work.wrapping_mul(31).wrapping_add(step as u64));
+            }
         }
         // SAFETY: as above; lengths are what was received.
         unsafe { libc::sendmmsg(fd, messages.as_mut_ptr(), got as u32, 0) };

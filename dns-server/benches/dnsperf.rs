@@ -258,7 +258,9 @@ fn wait_for_zone(port: u16, log: &Path) {
 /// socket, no zone database, two servers like Knot's two UDP workers here).
 /// Response rate limiting is off: Debian's NSD limits identical answers to
 /// 200 per second per client network, which turns a benchmark from one
-/// address into dropped queries.
+/// address into dropped queries.  Everything it writes goes in its own
+/// directory (`xfrdir` too: it is killed, so it cannot remove a transfer
+/// directory of its own in /tmp).
 fn start_nsd(dir: &Path, names: usize) -> (Process, u16) {
     let (nsd, port) = peer_dir(dir, "nsd", names);
     let conf = nsd.join("nsd.conf");
@@ -268,6 +270,7 @@ fn start_nsd(dir: &Path, names: usize) -> (Process, u16) {
             "server:\n    ip-address: 127.0.0.1@{port}\n    username: \"\"\n    zonesdir: \"{d}\"\n\
              \x20   pidfile: \"{d}/nsd.pid\"\n    database: \"\"\n    xfrdfile: \"{d}/xfrd.state\"\n\
              \x20   zonelistfile: \"{d}/zone.list\"\n    server-count: 2\n\
+             \x20   xfrdir: \"{d}\"\n\
              \x20   rrl-ratelimit: 0\n    rrl-whitelist-ratelimit: 0\n\
              remote-control:\n    control-enable: no\n\
              zone:\n    name: {ZONE}\n    zonefile: zone.zone\n",

@@ -652,6 +652,38 @@ impl std::borrow::Borrow<[u8]> for Cached {
 mod tests {
     use super::*;
 
+    /// Answers written back to back come out one by one, each whole and
+    /// with its own destination.
+    #[test]
+    fn replies_in_one_buffer_come_out_as_written() {
+        let mut replies = Replies::default();
+        let to = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        for (reply, port) in [(&b"first"[..], 1), (b"", 2), (b"the third", 3)] {
+            replies.bytes.extend_from_slice(reply);
+            replies.push(to(port));
+        }
+        assert_eq!(replies.len(), 3);
+        assert_eq!(replies.get(0), (&b"first"[..], to(1)));
+        assert_eq!(replies.get(1), (&b""[..], to(2)));
+        assert_eq!(replies.get(2), (&b"the third"[..], to(3)));
+        replies.clear();
+        assert_eq!(replies.len(), 0);
+        assert!(replies.bytes.is_empty());
+    }
+
+    /// A kept answer is found by its query's bytes alone and gives back
+    /// exactly the answer.
+    #[test]
+    fn a_kept_answer_is_found_by_its_query() {
+        let mut cache = Cache::default();
+        cache.keep(b"query one", b"answer one", Counter::default());
+        cache.keep(b"query two", b"the second answer", Counter::default());
+        assert_eq!(cache.lookup(b"query one").map(Cached::reply), Some(&b"answer one"[..]));
+        assert_eq!(cache.lookup(b"query two").map(Cached::reply), Some(&b"the second answer"[..]));
+        assert!(cache.lookup(b"query").is_none(), "a prefix of a key is not the key");
+        assert!(cache.lookup(b"query one answer one").is_none());
+    }
+
     /// A full cache that rarely hits is dropped and the loop answers
     /// without one for a while; one that hits stays.
     #[test]

@@ -140,7 +140,9 @@ pub struct DnsConfigZone {
     pub names: BTreeMap<String, Vec<DnsRecord>>,
 }
 
-/// A zone's names as serde's own map would decode them, but each list of
+/// A zone's names as serde's own map would decode them, except that a name
+/// given twice is an error (serde's map would keep the last and drop the
+/// first's records without a word), and each list of
 /// records allocated at its length: serde grows a list it decodes to room
 /// for four records at least, which for one-record names (most of them)
 /// made a decoded config take about twice the memory its records need (a
@@ -169,9 +171,8 @@ where
             // half full (each split leaves six of eleven behind), where
             // built at once they are full: ~28 bytes a name less, 6 % of
             // what a DNS server holds at its peak while it applies a whole
-            // config (docs/PERFORMANCE.md).  Equal names: the last one
-            // wins, as with inserting.
-            let mut names = Vec::new();
+            // config (docs/PERFORMANCE.md).
+            let mut names: Vec<(String, Vec<DnsRecord>)> = Vec::new();
             // Each list is decoded into one buffer kept for the whole map
             // and copied out at its length: shrinking each list in place
             // instead left a small hole behind every name, which what is
@@ -184,6 +185,15 @@ where
                 let mut records = Vec::with_capacity(scratch.len());
                 records.append(&mut scratch);
                 names.push((name, records));
+            }
+            // Written in order, as a config is, this finds them sorted at
+            // once; building the map after it then has nothing to sort.
+            names.sort_by(|a, b| a.0.cmp(&b.0));
+            if let Some(twice) = names.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+                return Err(serde::de::Error::custom(format!(
+                    "the name {:?} is given twice (give each name once, with all its records)",
+                    twice[0].0
+                )));
             }
             Ok(BTreeMap::from_iter(names))
         }
@@ -517,16 +527,20 @@ mod tests {
         for (name, records) in &zone.names {
             assert_eq!(records.capacity(), records.len(), "{name}");
         }
-        // Out of order and with a name twice: as serde's map (the last wins).
-        let names = r#"{"b": [], "a": [{"type": "TXT", "data": "first"}], "c": [],
-            "a": [{"type": "TXT", "data": "last"}]}"#;
-        let zone: DnsConfigZone = serde_json::from_str(&format!(
-            r#"{{"zone_name": "example.test", "ttl_seconds": 60, "names": {names}}}"#
-        ))
-        .unwrap();
+        // Out of order: as serde's map.
+        let zone_of = |names: &str| {
+            serde_json::from_str::<DnsConfigZone>(&format!(
+                r#"{{"zone_name": "example.test", "ttl_seconds": 60, "names": {names}}}"#
+            ))
+        };
+        let names = r#"{"c": [], "a": [{"type": "TXT", "data": "x"}], "b": []}"#;
         let plain: BTreeMap<String, Vec<DnsRecord>> = serde_json::from_str(names).unwrap();
-        assert_eq!(zone.names, plain);
-        assert_eq!(zone.names["a"], [DnsRecord::Txt("last".into())]);
+        assert_eq!(zone_of(names).unwrap().names, plain);
+        // A name twice is refused, named, rather than one list dropped.
+        let twice = r#"{"b": [], "a": [{"type": "TXT", "data": "first"}], "c": [],
+            "a": [{"type": "TXT", "data": "last"}]}"#;
+        let error = zone_of(twice).unwrap_err().to_string();
+        assert!(error.contains(r#"the name "a" is given twice"#), "{error}");
         let bad = serde_json::json!({"zone_name": "z", "ttl_seconds": 1, "names": {"a": 1}});
         let error = serde_json::from_value::<DnsConfigZone>(bad).unwrap_err();
         assert!(error.to_string().contains("a list of records"), "{error}");

@@ -163,6 +163,14 @@ async fn invalid_configs_are_rejected_with_the_reason() {
                                          {"type":"A","data":"192.0.2.1"}]}}]}"#,
             "CNAME beside other records",
         ),
+        (
+            "a name given twice",
+            r#"{"generation":1,"time_created":"2026-01-01T00:00:00Z","creator":"t","comment":"t",
+               "zones":[{"zone_name":"example.test","ttl_seconds":60,
+                         "names":{"www":[{"type":"A","data":"192.0.2.1"}],
+                                  "www":[{"type":"A","data":"192.0.2.2"}]}}]}"#,
+            r#"the name \"www\" is given twice"#,
+        ),
     ];
     for (what, body, expected) in cases {
         let response = http
